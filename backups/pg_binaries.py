@@ -1,0 +1,116 @@
+"""Finding the PostgreSQL client tools (pg_dump, pg_restore, psql) that match the server.
+
+pg_dump refuses to dump a server newer than itself, and a dump must be restored with a
+pg_restore at least as new as the pg_dump that wrote it. We look, in order, in
+``settings.BACKUPS_PG_BIN_DIR`` (set automatically for the embedded server), then in
+``PATH``, then in Debian's ``/usr/lib/postgresql/<major>/bin``, and pick the oldest set
+whose major version is at least the server's.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from django.conf import settings
+from django.db import connection
+
+TOOLS = ("pg_dump", "pg_restore", "psql")
+VERSION_RE = re.compile(r"\(PostgreSQL\)\s+(\d+)(?:\.(\d+))?")
+
+
+class PgToolsError(Exception):
+    """No usable client tools were found; the message says what was found and what is needed."""
+
+
+@dataclass(frozen=True)
+class PgTools:
+    """Paths of one matching set of client tools, and their major version."""
+
+    bin_dir: Path
+    major: int
+    version: str
+
+    @property
+    def pg_dump(self) -> str:
+        return str(self.bin_dir / "pg_dump")
+
+    @property
+    def pg_restore(self) -> str:
+        return str(self.bin_dir / "pg_restore")
+
+    @property
+    def psql(self) -> str:
+        return str(self.bin_dir / "psql")
+
+
+def tool_version(executable: str | Path) -> tuple[int, str]:
+    """Return (major, full version text) of a PostgreSQL client tool."""
+    out = subprocess.run([str(executable), "--version"], capture_output=True, text=True, timeout=30)
+    match = VERSION_RE.search(out.stdout)
+    if out.returncode != 0 or not match:
+        raise PgToolsError(f"{executable} --version did not report a PostgreSQL version: {out.stdout or out.stderr}")
+    major = int(match.group(1))
+    return major, match.group(0).split()[-1]
+
+
+def server_major_version() -> tuple[int, str]:
+    """Return (major, "16.2"-style text) of the server behind the default connection."""
+    connection.ensure_connection()
+    num = connection.pg_version  # e.g. 160002 or 150020
+    major = num // 10000
+    return major, f"{major}.{num % 10000}"
+
+
+def _candidate_dirs(configured: str | None) -> list[Path]:
+    if configured:
+        return [Path(configured)]
+    dirs: list[Path] = []
+    on_path = shutil.which("pg_dump")
+    if on_path:
+        dirs.append(Path(os.path.realpath(on_path)).parent)
+    dirs += [Path(p) for p in sorted(glob.glob("/usr/lib/postgresql/*/bin"))]
+    unique: list[Path] = []
+    for d in dirs:
+        if d not in unique:
+            unique.append(d)
+    return unique
+
+
+def find_pg_tools(*, bin_dir: str | None = None, server_major: int | None = None) -> PgTools:
+    """Return client tools usable against the server, or raise :class:`PgToolsError`.
+
+    ``bin_dir`` defaults to ``settings.BACKUPS_PG_BIN_DIR``; when it is set, only that
+    folder is considered. ``server_major`` defaults to the connected server's version.
+    """
+    if server_major is None:
+        server_major, server_text = server_major_version()
+    else:
+        server_text = str(server_major)
+    configured = bin_dir if bin_dir is not None else getattr(settings, "BACKUPS_PG_BIN_DIR", None)
+    found: list[tuple[int, str, Path]] = []
+    for directory in _candidate_dirs(configured):
+        if not all((directory / tool).is_file() and os.access(directory / tool, os.X_OK) for tool in TOOLS):
+            continue
+        major, text = tool_version(directory / "pg_dump")
+        found.append((major, text, directory))
+    usable = sorted((f for f in found if f[0] >= server_major), key=lambda f: f[0])
+    if usable:
+        major, text, directory = usable[0]
+        return PgTools(bin_dir=directory, major=major, version=text)
+    where = f"in BACKUPS_PG_BIN_DIR={configured}" if configured else "on PATH or in /usr/lib/postgresql"
+    if not found:
+        raise PgToolsError(
+            f"No pg_dump/pg_restore/psql found {where}; the database server is PostgreSQL {server_text}. "
+            f"Install the PostgreSQL {server_major} client tools or set BACKUPS_PG_BIN_DIR."
+        )
+    seen = ", ".join(f"pg_dump {text} ({directory})" for _, text, directory in found)
+    raise PgToolsError(
+        f"The database server is PostgreSQL {server_text} but the newest client tools found {where} are older: "
+        f"{seen}. Install the PostgreSQL {server_major} client tools or set BACKUPS_PG_BIN_DIR."
+    )

@@ -1,0 +1,47 @@
+"""Finding client tools that match the database server."""
+
+import glob
+import shutil
+
+import pytest
+
+from backups.pg_binaries import PgToolsError, find_pg_tools, server_major_version, tool_version
+
+pytestmark = pytest.mark.django_db
+
+
+def test_found_tools_are_at_least_the_server_version():
+    tools = find_pg_tools()
+    server_major, _ = server_major_version()
+    assert tools.major >= server_major
+    for exe in (tools.pg_dump, tools.pg_restore, tools.psql):
+        assert tool_version(exe)[0] == tools.major
+
+
+def test_older_tools_are_refused_with_both_versions_named(tmp_path):
+    # Real binaries: Debian's PostgreSQL 15 client tools against a server said to be 16+.
+    debian = sorted(glob.glob("/usr/lib/postgresql/*/bin"))
+    assert debian, "Debian's PostgreSQL client tools are expected on this machine"
+    directory = debian[0]
+    major, text = tool_version(f"{directory}/pg_dump")
+    with pytest.raises(PgToolsError) as excinfo:
+        find_pg_tools(bin_dir=directory, server_major=major + 1)
+    message = str(excinfo.value)
+    assert f"PostgreSQL {major + 1}" in message and f"pg_dump {text}" in message
+    assert "BACKUPS_PG_BIN_DIR" in message
+
+
+def test_a_folder_without_the_tools_is_refused(tmp_path):
+    (tmp_path / "pg_dump").write_text("not a program")
+    with pytest.raises(PgToolsError, match="No pg_dump/pg_restore/psql found in BACKUPS_PG_BIN_DIR"):
+        find_pg_tools(bin_dir=str(tmp_path), server_major=15)
+
+
+def test_the_oldest_sufficient_version_is_preferred(tmp_path):
+    # With every folder allowed and a low server version, the pick is the lowest major >= server.
+    tools = find_pg_tools(bin_dir="", server_major=1)
+    candidates = [tool_version(f"{d}/pg_dump")[0] for d in glob.glob("/usr/lib/postgresql/*/bin")]
+    on_path = shutil.which("pg_dump")
+    if on_path:
+        candidates.append(tool_version(on_path)[0])
+    assert tools.major == min(candidates)

@@ -1,0 +1,11 @@
+"""URLs served on the platform's own domain (``localhost``)."""
+
+from django.urls import path
+from django.views.generic import RedirectView
+
+from clinic_site.admin_sites import platform_site
+
+urlpatterns = [
+    path("", RedirectView.as_view(url="/admin/", permanent=False)),
+    path("admin/", platform_site.urls),
+]

@@ -5,13 +5,44 @@ it gets the demo platform and two small demo clinics, committed, so tests can us
 inside their own rolled-back transactions.
 """
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
+from django.conf import settings
 from django.db import connection
-from django.test import Client
+from django.test import Client, override_settings
 
 from clinics.demo import seed_demo
 
 DEMO_PATIENTS = 8
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _private_backup_storage(tmp_path_factory):
+    """Backups and archive keys of the test session live in a temporary folder."""
+    root = tmp_path_factory.mktemp("respaldo")
+    storages = {**settings.STORAGES}
+    storages["backups"] = {
+        "BACKEND": "django.core.files.storage.FileSystemStorage",
+        "OPTIONS": {
+            "location": str(root / "backups"),
+            "file_permissions_mode": 0o600,
+            "directory_permissions_mode": 0o700,
+        },
+    }
+    override = override_settings(
+        STORAGES=storages,
+        BACKUPS_LOCAL_DIR=root / "backups",
+        BACKUPS_AGE_IDENTITIES=[],
+        BACKUPS_AGE_IDENTITY_FILE=str(root / "backup-keys.txt"),
+        BACKUPS_GENERATE_DEV_KEY=True,
+    )
+    override.enable()
+    yield root
+    override.disable()
 
 
 @pytest.fixture(scope="session")
@@ -44,3 +75,49 @@ def clinic_client(db):
 def platform_client(db):
     """Client for the platform (public schema)."""
     return host_client("localhost")
+
+
+def database_url() -> str:
+    """A DATABASE_URL for the test database, for processes the tests start."""
+    db = connection.settings_dict
+    if db.get("HOST", "").startswith("/"):
+        return f"postgresql://{db['USER']}@/{db['NAME']}?host={db['HOST']}&port={db['PORT']}"
+    password = f":{db['PASSWORD']}" if db.get("PASSWORD") else ""
+    return f"postgresql://{db['USER']}{password}@{db['HOST']}:{db['PORT'] or 5432}/{db['NAME']}"
+
+
+def subprocess_env(**extra: str) -> dict[str, str]:
+    """Environment for a manage.py process working on the test database and test storage."""
+    env = dict(os.environ)
+    env.update(
+        DATABASE_URL=database_url(),
+        BACKUPS_LOCAL_DIR=str(settings.BACKUPS_LOCAL_DIR),
+        BACKUPS_AGE_IDENTITY_FILE=str(settings.BACKUPS_AGE_IDENTITY_FILE),
+        PYTHONUNBUFFERED="1",
+    )
+    env.update(extra)
+    return env
+
+
+def manage(*args: str, **env: str) -> subprocess.CompletedProcess:
+    """Run ``manage.py`` in a separate process against the test database."""
+    return subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=Path(settings.BASE_DIR),
+        env=subprocess_env(**env),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+@pytest.fixture
+def live_db(django_db_setup, django_db_blocker):
+    """Committed database access (for work done by other processes); backups made are removed after."""
+    from backups.models import Backup
+
+    with django_db_blocker.unblock():
+        before = set(Backup.objects.values_list("pk", flat=True))
+        yield
+        connection.set_schema_to_public()
+        Backup.objects.exclude(pk__in=before).delete()

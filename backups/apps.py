@@ -5,3 +5,10 @@ from django.utils.translation import gettext_lazy as _
 class BackupsConfig(AppConfig):
     name = "backups"
     verbose_name = _("Backups")
+
+    def ready(self) -> None:
+        from django_q.signals import pre_execute
+
+        from backups.jobs import reset_schema
+
+        pre_execute.connect(reset_schema, dispatch_uid="backups.reset_schema")

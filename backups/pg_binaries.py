@@ -3,8 +3,9 @@
 pg_dump refuses to dump a server newer than itself, and a dump must be restored with a
 pg_restore at least as new as the pg_dump that wrote it. We look, in order, in
 ``settings.BACKUPS_PG_BIN_DIR`` (set automatically for the embedded server), then in
-``PATH``, then in Debian's ``/usr/lib/postgresql/<major>/bin``, and pick the oldest set
-whose major version is at least the server's.
+``PATH``, Debian's ``/usr/lib/postgresql/<major>/bin`` and the tools bundled with the
+embedded server's package, and pick the oldest set whose major version is at least the
+server's.
 """
 
 from __future__ import annotations
@@ -67,6 +68,15 @@ def server_major_version() -> tuple[int, str]:
     return major, f"{major}.{num % 10000}"
 
 
+def _bundled_dirs() -> list[Path]:
+    """The tools bundled with the embedded server's package (PostgreSQL 16), if installed."""
+    try:
+        from pgserver._commands import POSTGRES_BIN_PATH
+    except ImportError:
+        return []
+    return [Path(POSTGRES_BIN_PATH)]
+
+
 def _candidate_dirs(configured: str | None) -> list[Path]:
     if configured:
         return [Path(configured)]
@@ -75,6 +85,7 @@ def _candidate_dirs(configured: str | None) -> list[Path]:
     if on_path:
         dirs.append(Path(os.path.realpath(on_path)).parent)
     dirs += [Path(p) for p in sorted(glob.glob("/usr/lib/postgresql/*/bin"))]
+    dirs += _bundled_dirs()
     unique: list[Path] = []
     for d in dirs:
         if d not in unique:
@@ -103,7 +114,7 @@ def find_pg_tools(*, bin_dir: str | None = None, server_major: int | None = None
     if usable:
         major, text, directory = usable[0]
         return PgTools(bin_dir=directory, major=major, version=text)
-    where = f"in BACKUPS_PG_BIN_DIR={configured}" if configured else "on PATH or in /usr/lib/postgresql"
+    where = f"in BACKUPS_PG_BIN_DIR={configured}" if configured else "on PATH, in /usr/lib/postgresql or pgserver"
     if not found:
         raise PgToolsError(
             f"No pg_dump/pg_restore/psql found {where}; the database server is PostgreSQL {server_text}. "

@@ -120,6 +120,8 @@ else:
         }
     }
 DATABASES["default"]["ENGINE"] = "django_tenants.postgresql_backend"
+if env_str("TEST_DATABASE_NAME"):  # lets several test runs share one server
+    DATABASES["default"]["TEST"] = {"NAME": env_str("TEST_DATABASE_NAME")}
 DATABASE_ROUTERS = ["django_tenants.routers.TenantSyncRouter"]
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -166,8 +168,9 @@ elif BACKUPS_STORAGE == "s3":
     _bucket = env_str("BACKUPS_S3_BUCKET")
     if not _bucket:
         raise ImproperlyConfigured("BACKUPS_STORAGE=s3 needs BACKUPS_S3_BUCKET.")
+    _sse = env_str("BACKUPS_S3_SSE", "AES256")  # "none" for stores without server-side encryption
     _backups_storage = {
-        "BACKEND": "storages.backends.s3.S3Storage",
+        "BACKEND": "backups.storage_backends.BackupS3Storage",
         "OPTIONS": {
             "bucket_name": _bucket,
             "endpoint_url": env_str("BACKUPS_S3_ENDPOINT_URL"),
@@ -179,11 +182,31 @@ elif BACKUPS_STORAGE == "s3":
             "default_acl": None,
             "querystring_auth": True,
             "file_overwrite": False,
-            "object_parameters": {"ServerSideEncryption": env_str("BACKUPS_S3_SSE", "AES256")},
+            "object_parameters": {} if _sse.lower() == "none" else {"ServerSideEncryption": _sse},
+            "multipart_chunksize": env_int("BACKUPS_S3_PART_SIZE_MB", 8) * 1024 * 1024,
+            "max_concurrency": 2,
+            "max_in_memory_upload_chunks": 2,
+            "connect_timeout": env_int("BACKUPS_S3_CONNECT_TIMEOUT", 10),
+            "read_timeout": env_int("BACKUPS_S3_READ_TIMEOUT", 120),
+            "max_attempts": env_int("BACKUPS_S3_MAX_ATTEMPTS", 5),
         },
     }
 else:
     raise ImproperlyConfigured(f"BACKUPS_STORAGE={BACKUPS_STORAGE!r}: use local or s3.")
+
+# Archive keys (age identities). The first encrypts and authenticates; all decrypt, so keys
+# can be rotated. Development generates one into the local folder; production must set one.
+BACKUPS_AGE_IDENTITIES = env_list("BACKUPS_AGE_IDENTITIES", [])
+BACKUPS_AGE_IDENTITY_FILE = env_str("BACKUPS_AGE_IDENTITY_FILE") or (
+    None if PRODUCTION else str(LOCAL_DIR / "backup-keys.txt")
+)
+BACKUPS_GENERATE_DEV_KEY = not PRODUCTION
+BACKUPS_ZSTD_LEVEL = env_int("BACKUPS_ZSTD_LEVEL", 3)
+BACKUPS_LOCK_WAIT_TIMEOUT_MS = env_int("BACKUPS_LOCK_WAIT_TIMEOUT_MS", 120_000)
+BACKUPS_MAX_ATTEMPTS = env_int("BACKUPS_MAX_ATTEMPTS", 2)
+BACKUPS_STALE_AFTER_SECONDS = env_int("BACKUPS_STALE_AFTER_SECONDS", 120)
+# The portable json format holds these apps' rows (the clinic's records; accounts stay as they are).
+BACKUPS_JSON_APPS = ["dental"]
 
 STORAGES = {
     "default": {
@@ -205,7 +228,7 @@ Q_CLUSTER = {
     "name": "respaldo",
     "workers": env_int("Q_WORKERS", 2),
     "timeout": env_int("Q_TIMEOUT", 3600),  # must stay below retry
-    "retry": env_int("Q_TIMEOUT", 3600) + 600,
+    "retry": env_int("Q_RETRY", env_int("Q_TIMEOUT", 3600) + 600),
     "max_attempts": 1,
     "catch_up": False,
     "ack_failures": True,

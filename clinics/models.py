@@ -1,5 +1,6 @@
 """Clinics are the tenants: each one has its own PostgreSQL schema."""
 
+from django.core.validators import RegexValidator
 from django.db import models
 from django.utils.translation import gettext_lazy as _
 from django_tenants.models import DomainMixin, TenantMixin
@@ -11,6 +12,18 @@ class Clinic(TenantMixin):
     name = models.CharField(_("name"), max_length=200)
     contact_email = models.EmailField(_("contact email"), blank=True)
     created_at = models.DateTimeField(_("created at"), auto_now_add=True)
+    backup_recipient = models.CharField(
+        _("escrow key for backups"),
+        max_length=100,
+        blank=True,
+        validators=[
+            RegexValidator(r"^age1[02-9ac-hj-np-z]{58}$", _("Enter an age public key (age1…).")),
+        ],
+        help_text=_(
+            "Optional age public key of the clinic: its backups are also encrypted to it, "
+            "so the clinic can open them without the platform."
+        ),
+    )
 
     auto_create_schema = True
     auto_drop_schema = False

@@ -1,0 +1,43 @@
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from backups import services
+from backups.models import Backup, JobStatus
+from backups.selectors import backup_line
+from clinics.models import Clinic
+
+
+class Command(BaseCommand):
+    help = "Back up one clinic (or --all). Runs here and waits, unless --async hands it to a worker."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("schema", nargs="?", help="The clinic's schema name, e.g. clinica.")
+        parser.add_argument("--all", action="store_true", help="Back up every clinic.")
+        parser.add_argument("--format", choices=Backup.Format.values, default=Backup.Format.PG)
+        parser.add_argument("--async", dest="run_async", action="store_true", help="Enqueue for a worker.")
+        parser.add_argument("--requested-by", default="command line")
+
+    def handle(self, *args, schema, all, format, run_async, requested_by, **options) -> None:
+        if bool(schema) == bool(all):
+            raise CommandError("Name one clinic's schema, or use --all.")
+        targets = list(Clinic.objects.exclude(schema_name="public").order_by("schema_name")) if all else [schema]
+        failures = 0
+        for target in targets:
+            try:
+                backup = services.backup_request(
+                    clinic=target, payload_format=format, requested_by=requested_by, enqueue=run_async
+                )
+            except services.BackupError as exc:
+                if not all:
+                    raise CommandError(str(exc)) from None
+                self.stderr.write(f"{getattr(target, 'schema_name', target)}: {exc}")
+                failures += 1
+                continue
+            if not run_async:
+                backup = services.backup_run(backup_id=backup.pk)
+            self.stdout.write(backup_line(backup))
+            if backup.status == JobStatus.FAILED:
+                failures += 1
+                if not all:
+                    raise CommandError(f"Backup #{backup.pk} failed: {backup.error}")
+        if failures:
+            raise CommandError(f"{failures} of {len(targets)} backups failed.")

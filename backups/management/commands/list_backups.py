@@ -1,0 +1,25 @@
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from backups.selectors import backup_line, backup_list
+from backups.services import ClinicNotFound, clinic_get
+
+
+class Command(BaseCommand):
+    help = "List backups, newest first: id, clinic, kind, format, status, size, SHA-256."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("schema", nargs="?", help="Only this clinic's backups.")
+        parser.add_argument("--limit", type=int, default=50)
+
+    def handle(self, *args, schema, limit, **options) -> None:
+        clinic_id = None
+        if schema:
+            try:
+                clinic_id = clinic_get(schema).pk
+            except ClinicNotFound as exc:
+                raise CommandError(str(exc)) from None
+        backups = backup_list(clinic_id=clinic_id)[:limit]
+        if not backups:
+            self.stdout.write("No backups.")
+        for backup in backups:
+            self.stdout.write(backup_line(backup))

@@ -1,0 +1,103 @@
+"""The backup catalog. It lives in the public schema (``backups`` is a shared app).
+
+A restore replaces a clinic's schema; a catalog kept inside it would be rolled back with
+the data and forget the backups made after. Every row names its clinic, and users are
+named by text because a public row cannot reference a user of a clinic's schema.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
+
+
+class JobStatus(models.TextChoices):
+    PENDING = "pending", _("Pending")
+    RUNNING = "running", _("Running")
+    SUCCEEDED = "succeeded", _("Succeeded")
+    FAILED = "failed", _("Failed")
+    EXPIRED = "expired", _("Expired")
+
+
+ACTIVE_STATUSES = [JobStatus.PENDING, JobStatus.RUNNING]
+
+
+class Backup(models.Model):
+    """One backup of one clinic: a job while it runs, then an archive in storage."""
+
+    class Kind(models.TextChoices):
+        SCHEDULED = "scheduled", _("Scheduled")
+        MANUAL = "manual", _("Manual")
+        PRE_RESTORE = "pre_restore", _("Before a restore")
+        UPLOADED = "uploaded", _("Uploaded")
+
+    class Format(models.TextChoices):
+        PG = "pg", _("PostgreSQL (pg_dump)")
+        JSON = "json", _("Portable JSON")
+
+    Status = JobStatus
+
+    clinic = models.ForeignKey("clinics.Clinic", on_delete=models.PROTECT, related_name="backups")
+    kind = models.CharField(_("kind"), max_length=20, choices=Kind.choices, default=Kind.MANUAL)
+    payload_format = models.CharField(_("format"), max_length=10, choices=Format.choices, default=Format.PG)
+    status = models.CharField(_("status"), max_length=20, choices=JobStatus.choices, default=JobStatus.PENDING)
+    requested_by = models.CharField(_("requested by"), max_length=254, blank=True)
+    requested_at = models.DateTimeField(_("requested at"), default=timezone.now)
+    started_at = models.DateTimeField(_("started at"), null=True, blank=True)
+    succeeded_at = models.DateTimeField(_("succeeded at"), null=True, blank=True)
+    failed_at = models.DateTimeField(_("failed at"), null=True, blank=True)
+    expired_at = models.DateTimeField(_("expired at"), null=True, blank=True)
+    expires_at = models.DateTimeField(_("expires at"), null=True, blank=True)
+    storage_name = models.CharField(_("stored as"), max_length=500, blank=True)
+    size = models.BigIntegerField(_("size (bytes)"), null=True, blank=True)
+    sha256 = models.CharField(_("SHA-256"), max_length=64, blank=True)
+    manifest = models.JSONField(_("manifest"), default=dict, blank=True)
+    progress_phase = models.CharField(_("phase"), max_length=40, blank=True)
+    progress_bytes = models.BigIntegerField(_("bytes so far"), default=0)
+    error = models.TextField(_("error"), blank=True)
+    worker = models.CharField(_("worker"), max_length=100, blank=True, help_text=_("host:pid that ran the job"))
+    attempt = models.PositiveSmallIntegerField(_("attempt"), default=1)
+    retry_of = models.ForeignKey(
+        "self", on_delete=models.SET_NULL, null=True, blank=True, related_name="retries", verbose_name=_("retry of")
+    )
+
+    class Meta:
+        verbose_name = _("backup")
+        verbose_name_plural = _("backups")
+        ordering = ["-requested_at", "-id"]
+        indexes = [
+            models.Index(fields=["clinic", "-requested_at"], name="backup_clinic_newest"),
+            models.Index(
+                fields=["status", "-requested_at"],
+                name="backup_failed_or_running",
+                condition=Q(status__in=["failed", "running"]),
+            ),
+        ]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["clinic"], condition=Q(status__in=["pending", "running"]), name="one_active_backup_per_clinic"
+            ),
+        ]
+        permissions = [
+            ("download_backup", _("Can download a backup")),
+            ("restore_backup", _("Can restore a backup")),
+        ]
+
+    def __str__(self) -> str:
+        return f"#{self.pk} {self.clinic.schema_name} {self.get_kind_display()} ({self.get_status_display()})"
+
+    @property
+    def finished_at(self):
+        """When the job ended, whichever way."""
+        return self.succeeded_at or self.failed_at
+
+    @property
+    def duration(self) -> timedelta | None:
+        """Time from start to end of the job, once it has ended."""
+        if self.started_at and self.finished_at:
+            return self.finished_at - self.started_at
+        return None

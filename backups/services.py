@@ -1,0 +1,389 @@
+"""Backup services: request a backup, run it, and recover from crashed workers.
+
+Everything the admin, the commands and the django-q2 tasks do goes through these
+functions. They take ids and return catalog rows; failures end in a failed row carrying a
+readable reason, never in an exception that leaves a row claiming to be running.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import IO
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.utils import timezone
+from django_tenants.utils import get_public_schema_name, schema_context
+
+from backups import archive, dumps, jobs, storage
+from backups.json_payload import payload_models, write_json_payload
+from backups.keys import archive_identities
+from backups.models import ACTIVE_STATUSES, Backup, JobStatus
+from backups.pg_binaries import PgToolsError, find_pg_tools
+from clinics.models import Clinic
+
+logger = logging.getLogger(__name__)
+
+ARCHIVE_EXTENSION = "respaldo"
+MANIFEST_FORMAT_VERSION = 1
+
+
+class BackupError(Exception):
+    """A backup cannot be requested or run; the message is meant for the person who asked."""
+
+
+class ClinicNotFound(BackupError):
+    pass
+
+
+class ClinicBusyError(BackupError):
+    pass
+
+
+EXPECTED_ERRORS = (
+    BackupError,
+    archive.ArchiveError,
+    dumps.DumpError,
+    storage.StorageError,
+    PgToolsError,
+    jobs.ClinicBusy,
+)
+
+
+# --- Requesting ------------------------------------------------------------------------
+
+
+def clinic_get(clinic: Clinic | int | str) -> Clinic:
+    """Return a clinic by instance, id or schema name; never the platform's public tenant."""
+    if isinstance(clinic, Clinic):
+        found = clinic
+    else:
+        lookup = {"pk": clinic} if isinstance(clinic, int) else {"schema_name": clinic}
+        found = Clinic.objects.filter(**lookup).first()
+        if found is None:
+            raise ClinicNotFound(f"There is no clinic {clinic!r}.")
+    if found.schema_name == get_public_schema_name():
+        raise ClinicNotFound("The platform itself is not a clinic: choose a clinic to back up.")
+    return found
+
+
+def active_job(clinic_id: int) -> Backup | None:
+    """The clinic's pending or running backup, if any."""
+    return Backup.objects.filter(clinic_id=clinic_id, status__in=ACTIVE_STATUSES).first()
+
+
+def backup_request(
+    *,
+    clinic: Clinic | int | str,
+    kind: str = Backup.Kind.MANUAL,
+    payload_format: str = Backup.Format.PG,
+    requested_by: str = "",
+    enqueue: bool = True,
+    retry_of: Backup | None = None,
+) -> Backup:
+    """Create a pending backup row; with ``enqueue``, hand it to a worker once committed.
+
+    Raises ClinicNotFound for an unknown clinic and ClinicBusyError when the clinic
+    already has a backup or restore waiting or running (checked under a row lock on the
+    clinic, and backed by a unique index).
+    """
+    if payload_format not in Backup.Format.values:
+        raise BackupError(f"Unknown backup format {payload_format!r}: use {' or '.join(Backup.Format.values)}.")
+    target = clinic_get(clinic)
+    with transaction.atomic():
+        Clinic.objects.select_for_update().get(pk=target.pk)
+        busy = active_job(target.pk)
+        if busy is not None:
+            raise ClinicBusyError(
+                f"Clinic {target.schema_name} already has backup #{busy.pk} {busy.get_status_display().lower()}."
+            )
+        backup = Backup.objects.create(
+            clinic=target,
+            kind=kind,
+            payload_format=payload_format,
+            requested_by=requested_by,
+            retry_of=retry_of,
+            attempt=(retry_of.attempt + 1) if retry_of else 1,
+        )
+        if enqueue:
+            transaction.on_commit(lambda: _enqueue_backup(backup.pk))
+    return backup
+
+
+def _enqueue_backup(backup_id: int) -> None:
+    from django_q.tasks import async_task
+
+    async_task("backups.tasks.run_backup", backup_id, task_name=f"backup-{backup_id}", group="backups")
+
+
+# --- Running ---------------------------------------------------------------------------
+
+
+def worker_name() -> str:
+    """host:pid of this process, recorded on the jobs it runs."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _transition(backup_id: int, *, expected: list[str], **changes) -> bool:
+    """Move a backup to a new state if it is in one of ``expected``; return whether it moved."""
+    return bool(Backup.objects.filter(pk=backup_id, status__in=expected).update(**changes))
+
+
+def backup_fail(backup_id: int, reason: str) -> None:
+    """Record a backup as failed with ``reason`` (from pending or running)."""
+    _transition(
+        backup_id,
+        expected=ACTIVE_STATUSES,
+        status=JobStatus.FAILED,
+        failed_at=timezone.now(),
+        error=reason[:10_000],
+        progress_phase="",
+        storage_name="",
+    )
+
+
+def backup_run(*, backup_id: int) -> Backup:
+    """Run a pending backup to the end and return its final row.
+
+    A backup found already running was interrupted (its worker died and the queue gave
+    the job out again): it is marked failed and a fresh attempt is run instead, up to
+    ``BACKUPS_MAX_ATTEMPTS``. A finished backup is left alone.
+    """
+    backup = Backup.objects.select_related("clinic").get(pk=backup_id)
+    if backup.status == JobStatus.RUNNING:
+        if jobs.clinic_lock_is_held(backup.clinic_id):
+            return backup  # still running elsewhere: a duplicate delivery, not a crash
+        retry = backup_recover_crashed(backup)
+        return backup_run(backup_id=retry.pk) if retry else Backup.objects.get(pk=backup_id)
+    if backup.status != JobStatus.PENDING:
+        return backup
+    try:
+        with jobs.clinic_job_lock(backup.clinic_id):
+            if not _transition(
+                backup_id,
+                expected=[JobStatus.PENDING],
+                status=JobStatus.RUNNING,
+                started_at=timezone.now(),
+                progress_phase="starting",
+                worker=worker_name(),
+            ):
+                return Backup.objects.get(pk=backup_id)
+            try:
+                _execute(Backup.objects.select_related("clinic").get(pk=backup_id))
+            except EXPECTED_ERRORS as exc:
+                backup_fail(backup_id, str(exc))
+            except Exception as exc:
+                logger.exception("Backup #%s failed unexpectedly", backup_id)
+                backup_fail(backup_id, f"Unexpected error: {type(exc).__name__}: {exc}")
+    except jobs.ClinicBusy as exc:
+        backup_fail(backup_id, str(exc))
+    return Backup.objects.get(pk=backup_id)
+
+
+def backup_recover_crashed(backup: Backup) -> Backup | None:
+    """Mark an interrupted backup failed; return a new pending attempt if attempts remain."""
+    backup_fail(
+        backup.pk,
+        "Interrupted: the worker running this backup stopped (crash, kill or time-out) before it finished. "
+        "Nothing was kept from this attempt.",
+    )
+    if backup.storage_name:
+        storage.delete_stored(backup.storage_name)
+    if backup.attempt >= int(getattr(settings, "BACKUPS_MAX_ATTEMPTS", 2)):
+        return None
+    try:
+        return backup_request(
+            clinic=backup.clinic_id,
+            kind=backup.kind,
+            payload_format=backup.payload_format,
+            requested_by=backup.requested_by,
+            retry_of=backup,
+            enqueue=False,
+        )
+    except ClinicBusyError:
+        return None
+
+
+def backup_sweep_stale(*, older_than: timedelta | None = None) -> list[Backup]:
+    """Fail running backups whose worker is gone and queue a retry for each; return the retries.
+
+    Gone means: the clinic's job lock is free although the row says running, and the row
+    started more than ``older_than`` ago (default ``BACKUPS_STALE_AFTER_SECONDS``).
+    """
+    if older_than is None:
+        older_than = timedelta(seconds=int(getattr(settings, "BACKUPS_STALE_AFTER_SECONDS", 120)))
+    cutoff = timezone.now() - older_than
+    retries = []
+    for backup in Backup.objects.filter(status=JobStatus.RUNNING, started_at__lte=cutoff).select_related("clinic"):
+        if jobs.clinic_lock_is_held(backup.clinic_id):
+            continue
+        retry = backup_recover_crashed(backup)
+        if retry is not None:
+            transaction.on_commit(lambda pk=retry.pk: _enqueue_backup(pk))
+            retries.append(retry)
+    return retries
+
+
+# --- The pipeline ----------------------------------------------------------------------
+
+
+def _set_phase(backup_id: int, phase: str) -> None:
+    Backup.objects.filter(pk=backup_id).update(progress_phase=phase)
+
+
+class _ProgressWriter:
+    """Counts bytes written on the way to storage and records progress every few seconds.
+
+    Runs in the producer thread, so it writes through its own autocommit connection.
+    """
+
+    def __init__(self, out: IO[bytes], backup_id: int, every: float = 2.0):
+        self.out, self.backup_id, self.every = out, backup_id, every
+        self.count, self._last, self._conn = 0, 0.0, None
+
+    def write(self, data: bytes) -> int:
+        written = self.out.write(data)
+        self.count += len(data)
+        now = time.monotonic()
+        if now - self._last >= self.every:
+            self._last = now
+            with contextlib.suppress(Exception):
+                if self._conn is None:
+                    self._conn = dumps.connect_separately(autocommit=True)
+                self._conn.execute(
+                    "UPDATE public.backups_backup SET progress_bytes = %s WHERE id = %s", [self.count, self.backup_id]
+                )
+        return written
+
+    def flush(self) -> None:
+        self.out.flush()
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+
+
+def _manifest(backup: Backup, snap: dumps.SchemaSnapshot, tables: dict[str, int], tool_version: str) -> dict:
+    clinic = backup.clinic
+    return {
+        "format_version": MANIFEST_FORMAT_VERSION,
+        "backup_id": backup.pk,
+        "clinic": {"id": clinic.pk, "schema": clinic.schema_name, "name": clinic.name},
+        "created_at": timezone.now().isoformat(),
+        "kind": backup.kind,
+        "payload_format": backup.payload_format,
+        "tables": tables,
+        "migrations": snap.migrations,
+        "postgresql": {"server": snap.server_version, "dump_tool": tool_version},
+    }
+
+
+def manifest_summary(manifest: dict) -> dict:
+    """The part of a manifest the catalog keeps (everything but bulky or secret parts)."""
+    return {
+        key: manifest[key]
+        for key in ("format_version", "payload_format", "tables", "migrations", "postgresql", "created_at", "clinic")
+        if key in manifest
+    }
+
+
+@contextlib.contextmanager
+def _json_stream(schema: str, snapshot_id: str, counts_out: dict) -> Iterator[IO[bytes]]:
+    """Yield a readable fed by a thread writing the JSON payload from the snapshot."""
+    read_fd, write_fd = os.pipe()
+    reader = os.fdopen(read_fd, "rb")
+    failure: list[BaseException] = []
+
+    def produce() -> None:
+        try:
+            with os.fdopen(write_fd, "wb") as out, schema_context(schema), transaction.atomic():
+                with connection.cursor() as cursor:
+                    cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                    cursor.execute("SET TRANSACTION SNAPSHOT %s", [snapshot_id])
+                counts_out.update(write_json_payload(out))
+        except BaseException as exc:  # handed to the reading side
+            failure.append(exc)
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=produce, name="json-payload", daemon=True)
+    thread.start()
+    try:
+        yield reader
+    finally:
+        reader.close()
+        thread.join()
+    if failure:
+        raise dumps.DumpError(f"The JSON export failed: {failure[0]}") from failure[0]
+
+
+def _execute(backup: Backup) -> None:
+    clinic = backup.clinic
+    schema = clinic.schema_name
+    if not dumps.schema_exists(schema):
+        raise BackupError(f"The clinic's schema {schema!r} does not exist in the database: nothing to back up.")
+    identities = archive_identities()
+    extra = [clinic.backup_recipient] if clinic.backup_recipient else []
+    tools = find_pg_tools() if backup.payload_format == Backup.Format.PG else None
+    storage.check_storage()
+    name = storage.backup_key(schema=schema, kind=backup.kind, created_at=timezone.now(), ext=ARCHIVE_EXTENSION)
+    level = int(getattr(settings, "BACKUPS_ZSTD_LEVEL", 3))
+    _set_phase(backup.pk, "snapshot")
+    with dumps.schema_snapshot(schema) as snap:
+        if backup.payload_format == Backup.Format.PG:
+            tables, tool_version = snap.table_counts, tools.version
+        else:
+            payload_tables = {model._meta.db_table for model in payload_models()}
+            tables = {t: n for t, n in snap.table_counts.items() if t in payload_tables}
+            tool_version = "json"
+        manifest = _manifest(backup, snap, tables, tool_version)
+        json_counts: dict[str, int] = {}
+
+        def produce(out: IO[bytes]) -> archive.ArchiveSummary:
+            progress = _ProgressWriter(out, backup.pk)
+            try:
+                if tools is not None:
+                    with dumps.pg_dump_stream(tools, schema=schema, snapshot_id=snap.snapshot_id) as payload:
+                        return archive.write_archive(
+                            payload,
+                            progress,
+                            manifest=manifest,
+                            identities=identities,
+                            extra_recipients=extra,
+                            level=level,
+                        )
+                with _json_stream(schema, snap.snapshot_id, json_counts) as payload:
+                    return archive.write_archive(
+                        payload, progress, manifest=manifest, identities=identities, extra_recipients=extra, level=level
+                    )
+            finally:
+                progress.close()
+
+        # Recorded before writing, so that whoever finds this job crashed can remove what
+        # the dead worker left behind (a partial file, an unfinished multipart upload).
+        Backup.objects.filter(pk=backup.pk).update(progress_phase="dumping", storage_name=name)
+        stored, summary = storage.store_stream(name, produce)
+    if tools is None and json_counts != tables:
+        storage.delete_stored(stored.name)
+        raise BackupError(f"The JSON export does not match the database: wrote {json_counts}, expected {tables}.")
+    done = _transition(
+        backup.pk,
+        expected=[JobStatus.RUNNING],
+        status=JobStatus.SUCCEEDED,
+        succeeded_at=timezone.now(),
+        storage_name=stored.name,
+        size=stored.size,
+        sha256=stored.sha256,
+        manifest=manifest_summary(summary.manifest),
+        progress_phase="",
+        progress_bytes=stored.size,
+    )
+    if not done:  # someone (the sweeper) gave up on us meanwhile: keep nothing
+        storage.delete_stored(stored.name)

@@ -1,0 +1,591 @@
+"""Where backup files live: ``STORAGES["backups"]``, read through ``backup_storage()``.
+
+Everything streams. ``store_stream()`` runs a producer (pg_dump -> compressor -> encryptor)
+in a background thread that writes into an ``os.pipe``; the calling thread hands the read
+end to ``Storage.save()``. Neither side ever holds the whole backup, in memory or in a
+temporary file. The bytes the storage actually consumed are counted and hashed on the way.
+
+Failure rules of ``store_stream()``:
+
+* the producer fails -> its exception is re-raised unchanged and nothing is left in the
+  storage: the pipe reader raises at end-of-file (so ``save()`` fails instead of storing a
+  truncated object), the partial local file is deleted, a pending S3 multipart upload is
+  aborted;
+* the storage fails (disk full, S3 error, endpoint unreachable) -> the read end is closed,
+  so a producer blocked on (or later attempting) a write gets ``BrokenPipeError``; the
+  thread is joined; ``StorageError`` is raised with a message an operator can act on, the
+  original exception chained.
+
+Keys: ``clinics/<schema>/<yyyy>/<mm>/<yyyymmddTHHMMSSffffffZ>-<kind>.<ext>`` (``backup_key``).
+Always record the name ``store_stream()`` returns: with ``file_overwrite=False`` the
+storage may add a suffix.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import hashlib
+import io
+import logging
+import os
+import re
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, BinaryIO, Generic, TypeVar
+
+from django.core.files import File
+from django.core.files.storage import FileSystemStorage, Storage, storages
+from django.utils._os import safe_makedirs
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+STORAGE_ALIAS = "backups"
+KEY_PREFIX = "clinics"
+
+_PIPE_SIZE = 1024 * 1024  # kernel pipe buffer (Linux F_SETPIPE_SZ; default 64 KiB)
+_READ_CHUNK = 1024 * 1024
+_WRITE_BUFFER = 64 * 1024  # small producer writes are gathered up to this size
+PRODUCER_STOP_TIMEOUT = 60.0  # seconds, see _join_producer()
+
+_SCHEMA_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]{0,62}\Z")
+_KIND_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,39}\Z")
+_EXT_RE = re.compile(r"[a-z0-9]{1,16}(?:\.[a-z0-9]{1,16}){0,2}\Z")
+
+
+# --- errors and results --------------------------------------------------------------
+
+
+class StorageError(Exception):
+    """The backup storage failed; the message is meant for a clinic admin or operator."""
+
+
+class StoredObjectNotFound(StorageError):
+    """The named backup file is not in the storage."""
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    name: str  # as returned by Storage.save(): record this one
+    size: int
+    sha256: str
+
+
+# --- accessor and names --------------------------------------------------------------
+
+
+def backup_storage() -> Storage:
+    """The backups storage. Read on every call, never cached here.
+
+    ``storages`` caches the instance, and Django's ``setting_changed`` handler resets that
+    cache whenever ``STORAGES`` is overridden (``override_settings``, pytest-django's
+    ``settings`` fixture) -- as long as ``STORAGES`` is *assigned*, not mutated in place.
+    """
+    return storages[STORAGE_ALIAS]
+
+
+def backup_key(*, schema: str, kind: str, created_at: datetime, ext: str = "respaldo") -> str:
+    """``clinics/<schema>/<yyyy>/<mm>/<yyyymmddTHHMMSSffffffZ>-<kind>.<ext>``, in UTC."""
+    if not isinstance(schema, str) or not _SCHEMA_RE.match(schema):
+        raise ValueError(f"Unsafe schema name for a backup key: {schema!r}.")
+    if not isinstance(kind, str) or not _KIND_RE.match(kind):
+        raise ValueError(f"Unsafe backup kind: {kind!r} (use lower-case letters, digits, '-' and '_').")
+    if not isinstance(ext, str) or not _EXT_RE.match(ext):
+        raise ValueError(f"Unsafe backup file extension: {ext!r}.")
+    if created_at.tzinfo is None or created_at.utcoffset() is None:
+        raise ValueError("created_at must be timezone-aware.")
+    utc = created_at.astimezone(UTC)
+    stamp = utc.strftime("%Y%m%dT%H%M%S%fZ")
+    return f"{KEY_PREFIX}/{schema}/{utc:%Y}/{utc:%m}/{stamp}-{kind}.{ext}"
+
+
+# --- error translation ---------------------------------------------------------------
+
+
+def _is_s3(storage: Storage) -> bool:
+    try:
+        from storages.backends.s3 import S3Storage
+    except Exception:  # django-storages/boto3 not importable: cannot be an S3 storage
+        return False
+    return isinstance(storage, S3Storage)
+
+
+def _describe(storage: Storage) -> str:
+    if isinstance(storage, FileSystemStorage):
+        return f"local folder {storage.location}"
+    if _is_s3(storage):
+        from backups.storage_backends import s3_describe
+
+        return s3_describe(storage)
+    return type(storage).__name__
+
+
+_FULL_CODES = {"XMinioStorageFull", "StorageFull", "QuotaExceeded", "InsufficientStorage", "StorageCapExceeded"}
+
+
+def _storage_error(exc: BaseException, *, storage: Storage, action: str, name: str | None = None) -> StorageError:
+    """Translate what a storage raised into a StorageError an operator can act on."""
+    if isinstance(exc, StorageError):
+        return exc
+    where = _describe(storage)
+    what = f" {name!r}" if name else ""
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return StorageError(f"backup storage is full: no space left in {where} (while writing{what}).")
+    if isinstance(exc, FileNotFoundError) and action in {"download", "delete"}:
+        return StoredObjectNotFound(f"backup file{what} not found in {where}.")
+    if isinstance(exc, PermissionError):
+        return StorageError(f"backup storage refused access: permission denied on {exc.filename or where}.")
+    if isinstance(exc, ConnectionError | TimeoutError):
+        return StorageError(f"backup storage unreachable: {where}: {exc}")
+    if isinstance(exc, OSError):
+        return StorageError(f"backup storage {action} failed: {exc.strerror or exc} ({exc.filename or where}).")
+    try:
+        from botocore import exceptions as boto
+    except ImportError:  # pragma: no cover - boto3 is a dependency
+        boto = None
+    if boto is not None:
+        if isinstance(exc, boto.ConnectionError | boto.ReadTimeoutError | boto.ConnectionClosedError):
+            return StorageError(f"backup storage unreachable: {where}: {exc}")
+        if isinstance(exc, boto.NoCredentialsError | boto.PartialCredentialsError):
+            return StorageError(f"backup storage credentials are missing or incomplete ({where}).")
+        if isinstance(exc, boto.ClientError):
+            error = exc.response.get("Error", {})
+            code = str(error.get("Code") or "")
+            message = error.get("Message") or ""
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            bucket = getattr(storage, "bucket_name", "?")
+            if code == "NoSuchBucket" or (action == "check" and status == 404):
+                return StorageError(f"S3 bucket {bucket!r} does not exist ({where}).")
+            if code in {"NoSuchKey", "404", "NotFound"} and action in {"download", "delete"}:
+                return StoredObjectNotFound(f"backup file{what} not found in {where}.")
+            if code in _FULL_CODES or "storage cap" in message.lower():
+                return StorageError(f"backup storage is full: S3 refused the {action}: {code} {message}".rstrip())
+            if action == "check" and status == 403:
+                return StorageError(
+                    f"S3 refused access to bucket {bucket!r}: 403 Forbidden (check the keys and policy)."
+                )
+            detail = f"{code} {message}".strip() or f"HTTP {status}"
+            return StorageError(f"S3 refused the {action}: {detail} ({where}).")
+        if isinstance(exc, boto.BotoCoreError):
+            return StorageError(f"backup storage {action} failed: {exc} ({where}).")
+    return StorageError(f"backup storage {action} failed: {type(exc).__name__}: {exc} ({where}).")
+
+
+# --- the pipe between producer and storage -------------------------------------------
+
+
+class _ProducerFailed(Exception):
+    """Raised by the pipe reader at end-of-file when the producer did not finish."""
+
+
+class _ProducerState(Generic[T]):
+    def __init__(self) -> None:
+        self.ok = False
+        self.result: T | None = None
+        self.error: BaseException | None = None
+        self.bytes_written = 0
+        self.reader_closed = False  # the storage side is gone: writes fail at once
+
+
+class _PipeWriter(io.BufferedIOBase):
+    """What ``produce`` writes into. ``write`` blocks until the storage has taken the bytes.
+
+    ``close()`` only flushes: the pipe itself is closed by ``store_stream`` once the
+    producer has returned, so that end-of-file always comes with a known outcome.
+    """
+
+    def __init__(self, fd: int, state: _ProducerState[Any]):
+        super().__init__()
+        self._fd = fd
+        self._state = state
+        self._buffer = bytearray()
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        if self.closed:
+            raise ValueError("write to a closed backup stream")
+        if self._state.reader_closed:
+            raise self._broken()
+        view = memoryview(data).cast("B")
+        size = view.nbytes
+        if len(self._buffer) + size < _WRITE_BUFFER:
+            self._buffer += view
+        else:
+            self._flush_buffer()
+            self._write_all(view)
+        return size
+
+    def flush(self) -> None:
+        if not self.closed:
+            self._flush_buffer()
+
+    def _flush_buffer(self) -> None:
+        if self._buffer:
+            data, self._buffer = self._buffer, bytearray()
+            self._write_all(memoryview(data))
+
+    def _write_all(self, view: memoryview) -> None:
+        if self._fd < 0:
+            raise BrokenPipeError(errno.EPIPE, "backup stream already released")
+        while view:
+            try:
+                written = os.write(self._fd, view)
+            except BrokenPipeError as exc:
+                raise self._broken() from exc
+            self._state.bytes_written += written
+            view = view[written:]
+
+    @staticmethod
+    def _broken() -> BrokenPipeError:
+        return BrokenPipeError(errno.EPIPE, "backup storage stopped reading (the upload failed or was cancelled)")
+
+    def _release(self) -> None:
+        """Forget the fd (store_stream closes it) without flushing: no late write can land in a reused fd."""
+        self._buffer = bytearray()
+        self._fd = -1
+        super().close()
+
+
+class _HashingPipeReader(io.RawIOBase):
+    """Read end of the pipe, handed to ``Storage.save()``. Non-seekable.
+
+    ``read(n)`` returns exactly ``n`` bytes unless end-of-file comes first (s3transfer takes
+    a short read of a non-seekable source for its end, and would store a truncated object).
+    At end-of-file it raises unless the producer returned normally.
+    """
+
+    def __init__(self, fd: int, state: _ProducerState[Any]):
+        super().__init__()
+        self._fd = fd
+        self._state = state
+        self._sha256 = hashlib.sha256()
+        self.bytes_read = 0
+        self.eof = False
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return False
+
+    def read(self, size: int | None = -1) -> bytes:
+        if self.closed:
+            raise ValueError("read from a closed backup stream")
+        if size is None or size < 0:
+            return self.readall()
+        chunks = []
+        remaining = size
+        while remaining > 0:
+            data = os.read(self._fd, min(remaining, _PIPE_SIZE))
+            if not data:
+                self._reached_eof()
+                break
+            chunks.append(data)
+            remaining -= len(data)
+        out = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        self._sha256.update(out)
+        self.bytes_read += len(out)
+        return out
+
+    def readall(self) -> bytes:
+        chunks = []
+        while data := self.read(_READ_CHUNK):
+            chunks.append(data)
+        return b"".join(chunks)
+
+    def readinto(self, buffer: Any) -> int:
+        data = self.read(len(memoryview(buffer).cast("B")))
+        memoryview(buffer).cast("B")[: len(data)] = data
+        return len(data)
+
+    def _reached_eof(self) -> None:
+        self.eof = True
+        if not self._state.ok:
+            raise _ProducerFailed("the backup producer did not finish; refusing to store a truncated file") from (
+                self._state.error
+            )
+
+    def hexdigest(self) -> str:
+        return self._sha256.hexdigest()
+
+    def close(self) -> None:
+        if not self.closed:
+            self._state.reader_closed = True
+            try:
+                os.close(self._fd)
+            finally:
+                super().close()
+
+
+def _run_producer(produce: Callable[[BinaryIO], T], writer: _PipeWriter, fd: int, state: _ProducerState[T]) -> None:
+    try:
+        result = produce(writer)  # type: ignore[arg-type]
+        writer.flush()
+    except BaseException as exc:  # noqa: BLE001 - handed to the calling thread
+        state.error = exc
+    else:
+        state.result = result
+        state.ok = True
+    finally:
+        # The outcome is published before the reader can see end-of-file.
+        writer._release()
+        os.close(fd)
+
+
+def _new_pipe() -> tuple[int, int]:
+    read_fd, write_fd = os.pipe()
+    with contextlib.suppress(OSError, AttributeError):
+        fcntl.fcntl(write_fd, fcntl.F_SETPIPE_SZ, _PIPE_SIZE)
+    return read_fd, write_fd
+
+
+# --- storing --------------------------------------------------------------------------
+
+
+def store_stream(name: str, produce: Callable[[BinaryIO], T]) -> tuple[StoredObject, T]:
+    """Store what ``produce(writer)`` writes under ``name``; return the stored object and its result.
+
+    See the module docstring for the failure rules.
+    """
+    storage = backup_storage()
+    try:
+        final_name = storage.get_available_name(name)
+    except Exception as exc:
+        raise _storage_error(exc, storage=storage, action="upload", name=name) from exc
+
+    read_fd, write_fd = _new_pipe()
+    state: _ProducerState[T] = _ProducerState()
+    reader = _HashingPipeReader(read_fd, state)
+    writer = _PipeWriter(write_fd, state)
+    thread = threading.Thread(
+        target=_run_producer, args=(produce, writer, write_fd, state), name=f"backup-producer:{name}", daemon=True
+    )
+    try:
+        thread.start()
+    except BaseException:
+        reader.close()
+        os.close(write_fd)
+        raise
+
+    saved_name: str | None = None
+    storage_exc: BaseException | None = None
+    producer_failed_first = False
+    try:
+        saved_name = storage.save(final_name, File(reader, name=final_name))
+    except BaseException as exc:
+        storage_exc = exc
+        producer_failed_first = state.error is not None  # before closing our end (-> BrokenPipeError)
+    finally:
+        reader.close()  # unblocks a producer stuck in write(): it gets BrokenPipeError
+        _join_producer(thread, finished=reader.eof)
+
+    if storage_exc is not None:
+        _discard(storage, final_name, storage_exc)
+        if producer_failed_first and state.error is not None:
+            raise state.error
+        if not isinstance(storage_exc, Exception):  # KeyboardInterrupt, SystemExit
+            raise storage_exc
+        raise _storage_error(storage_exc, storage=storage, action="upload", name=final_name) from storage_exc
+
+    assert saved_name is not None
+    if state.error is not None or not reader.eof:
+        # The storage returned without reading to the end: never keep such an object.
+        _discard(storage, saved_name, None)
+        if state.error is not None:
+            raise state.error
+        raise StorageError(f"backup storage stopped reading before the end of {saved_name!r}; nothing was kept.")
+
+    try:
+        _make_durable(storage, saved_name)
+    except OSError as exc:
+        _discard(storage, saved_name, exc)
+        raise _storage_error(exc, storage=storage, action="upload", name=saved_name) from exc
+    stored = StoredObject(name=saved_name, size=reader.bytes_read, sha256=reader.hexdigest())
+    return stored, state.result  # type: ignore[return-value]
+
+
+def _join_producer(thread: threading.Thread, *, finished: bool) -> None:
+    """Wait for the producer. After end-of-file it has already returned.
+
+    Otherwise its next write fails at once (broken pipe); a producer stuck elsewhere (not
+    writing) gets ``PRODUCER_STOP_TIMEOUT`` seconds, then is left to end at its next write,
+    so a failed store never hangs the caller.
+    """
+    thread.join(None if finished else PRODUCER_STOP_TIMEOUT)
+    if thread.is_alive():
+        logger.error(
+            "The backup producer %r did not stop within %s s after the storage stopped reading; "
+            "it will end at its next write.",
+            thread.name,
+            PRODUCER_STOP_TIMEOUT,
+        )
+
+
+def _discard(storage: Storage, name: str, cause: BaseException | None) -> None:
+    """Best effort: leave nothing behind under ``name`` after a failed store."""
+    if cause is not None and _unreachable(cause):
+        logger.warning(
+            "Backup storage unreachable: could not remove what may remain of %r (for S3 a lifecycle rule "
+            "'AbortIncompleteMultipartUpload' cleans up).",
+            name,
+        )
+        return
+    if _is_s3(storage):
+        from backups.storage_backends import s3_abort_incomplete_uploads
+
+        try:
+            if aborted := s3_abort_incomplete_uploads(storage, name):
+                logger.info("Aborted %d pending multipart upload(s) of %r.", aborted, name)
+        except Exception as exc:
+            logger.warning("Could not abort pending multipart uploads of %r: %s", name, exc)
+    try:
+        if storage.exists(name):
+            storage.delete(name)
+    except Exception as exc:
+        logger.warning("Could not delete the partial backup file %r: %s", name, exc)
+
+
+def _unreachable(exc: BaseException) -> bool:
+    try:
+        from botocore import exceptions as boto
+    except ImportError:  # pragma: no cover
+        return isinstance(exc, ConnectionError)
+    return isinstance(exc, ConnectionError | boto.ConnectionError | boto.ReadTimeoutError)
+
+
+def _make_durable(storage: Storage, name: str) -> None:
+    """fsync a locally stored file and its directories (FileSystemStorage does not)."""
+    if not isinstance(storage, FileSystemStorage):
+        return
+    path = storage.path(name)
+    root = os.path.realpath(storage.location)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    directory = os.path.dirname(path)
+    while True:
+        dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+        if os.path.realpath(directory) == root or os.path.dirname(directory) == directory:
+            break
+        directory = os.path.dirname(directory)
+
+
+# --- reading, verifying, deleting ----------------------------------------------------
+
+
+class _StoredReader(io.RawIOBase):
+    """Streaming read of a stored object; storage errors become StorageError."""
+
+    def __init__(self, raw: Any, storage: Storage, name: str):
+        super().__init__()
+        self._raw = raw
+        self._storage = storage
+        self._name = name
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        try:
+            data = self._raw.read(len(view))
+        except Exception as exc:
+            raise _storage_error(exc, storage=self._storage, action="download", name=self._name) from exc
+        view[: len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        if not self.closed:
+            try:
+                self._raw.close()
+            finally:
+                super().close()
+
+
+def open_stored(name: str) -> BinaryIO:
+    """Open a stored backup for a streaming read (S3: a GET stream, not a temporary copy)."""
+    storage = backup_storage()
+    try:
+        if _is_s3(storage):
+            from backups.storage_backends import s3_open_stream
+
+            raw = s3_open_stream(storage, name)
+        else:
+            raw = storage.open(name, "rb")
+    except Exception as exc:
+        raise _storage_error(exc, storage=storage, action="download", name=name) from exc
+    return io.BufferedReader(_StoredReader(raw, storage, name), buffer_size=_READ_CHUNK)  # type: ignore[return-value]
+
+
+def stored_sha256(name: str) -> StoredObject:
+    """Stream a stored backup and hash it (to verify it before a restore)."""
+    sha256 = hashlib.sha256()
+    size = 0
+    with open_stored(name) as stream:
+        while chunk := stream.read(_READ_CHUNK):
+            sha256.update(chunk)
+            size += len(chunk)
+    return StoredObject(name=name, size=size, sha256=sha256.hexdigest())
+
+
+def delete_stored(name: str) -> bool:
+    """Delete a stored backup, or what a dead writer left of it (a partial file, an
+    unfinished S3 multipart upload); returns whether there was something to delete."""
+    storage = backup_storage()
+    try:
+        if _is_s3(storage):
+            from backups.storage_backends import s3_abort_incomplete_uploads
+
+            s3_abort_incomplete_uploads(storage, name)
+        if not storage.exists(name):
+            return False
+        storage.delete(name)
+    except Exception as exc:
+        raise _storage_error(exc, storage=storage, action="delete", name=name) from exc
+    return True
+
+
+def check_storage() -> None:
+    """Cheap reachability check; raises StorageError saying what is wrong."""
+    storage = backup_storage()
+    try:
+        if isinstance(storage, FileSystemStorage):
+            _check_local(storage)
+        elif _is_s3(storage):
+            from backups.storage_backends import s3_check_bucket
+
+            s3_check_bucket(storage)
+        else:
+            storage.exists(".respaldo-check")
+    except Exception as exc:
+        raise _storage_error(exc, storage=storage, action="check") from exc
+
+
+def _check_local(storage: FileSystemStorage) -> None:
+    location = storage.location
+    if os.path.exists(location) and not os.path.isdir(location):
+        raise StorageError(f"backup storage folder {location} is not a folder.")
+    mode = storage.directory_permissions_mode or 0o700
+    safe_makedirs(location, mode, exist_ok=True)
+    probe = os.path.join(location, f".respaldo-check-{os.getpid()}-{threading.get_ident()}")
+    fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, b"ok")
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(probe)

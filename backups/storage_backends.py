@@ -1,0 +1,216 @@
+"""Storage backends for backups (``STORAGES["backups"]``).
+
+``BackupS3Storage`` is django-storages' ``S3Storage`` with the settings a backup store
+needs made the defaults, and with an upload path that streams a non-seekable source in
+bounded memory:
+
+* boto3's default ``TransferConfig`` keeps up to 10 parts of a non-seekable upload in
+  memory (and 10 threads); here: 8 MiB parts, ``max_concurrency=2`` and
+  ``max_in_memory_upload_chunks=2`` (an attribute, not a constructor argument);
+* a failed ``UploadPart`` does not stop s3transfer from reading the rest of the source
+  (it skips the remaining parts, but still drains the stream to the end before reporting
+  the error): ``_save`` makes the source raise as soon as the transfer has failed, so a
+  broken upload stops the producer (e.g. a running pg_dump) instead of consuming it all;
+* presigned URLs with ``s3v4``; ``ServerSideEncryption=AES256``; ``file_overwrite=False``;
+  connect/read timeouts and a bounded number of retries (botocore's defaults: 60 s
+  connect timeout, retried).
+
+No boto3 client is created here at import time or in ``__init__``: django-storages
+creates one per thread on first use (``S3Storage.connection``).
+
+The module-level ``s3_*`` helpers work with any ``S3Storage`` (also the plain class).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from boto3.s3.transfer import TransferConfig, create_transfer_manager
+from botocore.config import Config
+from botocore.exceptions import ClientError
+from django.core.exceptions import ImproperlyConfigured
+from s3transfer.subscribers import BaseSubscriber
+from storages.backends.s3 import S3Storage, _filter_download_params
+from storages.utils import clean_name, is_seekable, setting
+
+MiB = 1024 * 1024
+S3_MIN_PART_SIZE = 5 * MiB
+
+
+def bounded_transfer_config(
+    *, chunksize: int = 8 * MiB, max_concurrency: int = 2, max_in_memory_upload_chunks: int = 2
+) -> TransferConfig:
+    """A TransferConfig whose memory use does not grow with the size of a streamed upload.
+
+    For a non-seekable source s3transfer holds at most ``max_in_memory_upload_chunks``
+    parts queued or in flight, plus the one it is reading: about 3 x ``chunksize``.
+    """
+    if chunksize < S3_MIN_PART_SIZE:
+        raise ImproperlyConfigured(f"S3 multipart parts must be at least 5 MiB (got {chunksize} bytes).")
+    config = TransferConfig(
+        multipart_threshold=chunksize,
+        multipart_chunksize=chunksize,
+        max_concurrency=max_concurrency,
+        use_threads=True,
+        # The CRT client (if awscrt were installed) ignores the in-memory bound.
+        preferred_transfer_client="classic",
+    )
+    # Not a constructor argument of boto3's TransferConfig; s3transfer reads the attribute.
+    config.max_in_memory_upload_chunks = max_in_memory_upload_chunks
+    return config
+
+
+class UploadAlreadyFailed(Exception):
+    """Raised into s3transfer's reading thread once the transfer has failed (stops reading)."""
+
+
+class _StopWhenFailed:
+    """Read-only view of the upload source that refuses to read once the transfer failed."""
+
+    def __init__(self, content: Any):
+        self._content = content
+        self.future = None  # set by _CaptureFuture before s3transfer reads anything
+
+    def read(self, *args: Any) -> bytes:
+        future = self.future
+        if future is not None and future.done():
+            raise UploadAlreadyFailed("the S3 transfer already failed; not reading further")
+        data = self._content.read(*args)
+        if isinstance(data, str):
+            data = data.encode("utf-8")
+        return data
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        # s3transfer may close the source (boto/s3transfer#80); the caller owns it.
+        pass
+
+
+class _CaptureFuture(BaseSubscriber):
+    def __init__(self, body: _StopWhenFailed):
+        self._body = body
+
+    def on_queued(self, future: Any, **kwargs: Any) -> None:
+        self._body.future = future
+
+
+class BackupS3Storage(S3Storage):
+    """S3 (or S3-compatible: MinIO, Backblaze B2) storage for backup files.
+
+    Extra options (besides django-storages' own): ``multipart_chunksize``,
+    ``max_concurrency``, ``max_in_memory_upload_chunks``, ``connect_timeout``,
+    ``read_timeout``, ``max_attempts``. An explicit ``client_config`` or
+    ``transfer_config`` replaces the one built from them.
+    """
+
+    def get_default_settings(self) -> dict[str, Any]:
+        defaults = super().get_default_settings()
+        defaults.update(
+            {
+                "file_overwrite": False,
+                "signature_version": "s3v4",
+                "default_acl": None,
+                "querystring_auth": True,
+                "querystring_expire": 3600,
+                "object_parameters": {"ServerSideEncryption": "AES256"},
+                "gzip": False,
+                "multipart_chunksize": 8 * MiB,
+                "max_concurrency": 2,
+                "max_in_memory_upload_chunks": 2,
+                "connect_timeout": 10,
+                "read_timeout": 120,
+                "max_attempts": 5,
+            }
+        )
+        return defaults
+
+    def __init__(self, **settings: Any):
+        own_client_config = settings.get("client_config", setting("AWS_S3_CLIENT_CONFIG")) is not None
+        own_transfer_config = settings.get("transfer_config", setting("AWS_S3_TRANSFER_CONFIG")) is not None
+        super().__init__(**settings)
+        if not self.bucket_name:
+            raise ImproperlyConfigured("BackupS3Storage needs a bucket_name.")
+        if not own_client_config:
+            self.client_config = Config(
+                s3={"addressing_style": self.addressing_style},
+                signature_version=self.signature_version,
+                proxies=self.proxies,
+                connect_timeout=self.connect_timeout,
+                read_timeout=self.read_timeout,
+                retries={"mode": "standard", "max_attempts": self.max_attempts},
+            )
+        if not own_transfer_config:
+            self.transfer_config = bounded_transfer_config(
+                chunksize=self.multipart_chunksize,
+                max_concurrency=self.max_concurrency,
+                max_in_memory_upload_chunks=self.max_in_memory_upload_chunks,
+            )
+
+    def _save(self, name: str, content: Any) -> str:
+        cleaned_name = clean_name(name)
+        key = self._normalize_name(cleaned_name)
+        params = self._get_write_parameters(key, content)
+        if is_seekable(content):
+            content.seek(0)
+        body = _StopWhenFailed(content)
+        with create_transfer_manager(self.connection.meta.client, self.transfer_config) as manager:
+            future = manager.upload(
+                fileobj=body,
+                bucket=self.bucket_name,
+                key=key,
+                extra_args=params,
+                subscribers=[_CaptureFuture(body)],
+            )
+            future.result()
+        return cleaned_name
+
+
+# --- helpers for any S3Storage ---------------------------------------------------------
+
+
+def s3_key(storage: S3Storage, name: str) -> str:
+    """The object key of a storage name (with the storage's ``location`` prefix)."""
+    return storage._normalize_name(clean_name(name))
+
+
+def s3_open_stream(storage: S3Storage, name: str) -> Any:
+    """A streaming body (botocore ``StreamingBody``) of the object; nothing is buffered whole.
+
+    (``S3Storage.open()`` downloads the whole object into a temporary file first.)
+    """
+    key = s3_key(storage, name)
+    params = _filter_download_params(storage.get_object_parameters(key))
+    response = storage.connection.meta.client.get_object(Bucket=storage.bucket_name, Key=key, **params)
+    return response["Body"]
+
+
+def s3_abort_incomplete_uploads(storage: S3Storage, name: str) -> int:
+    """Abort pending multipart uploads of exactly this object; returns how many."""
+    key = s3_key(storage, name)
+    client = storage.connection.meta.client
+    aborted = 0
+    response = client.list_multipart_uploads(Bucket=storage.bucket_name, Prefix=key)
+    for upload in response.get("Uploads", []):
+        if upload.get("Key") == key:
+            try:
+                client.abort_multipart_upload(Bucket=storage.bucket_name, Key=key, UploadId=upload["UploadId"])
+                aborted += 1
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") != "NoSuchUpload":
+                    raise
+    return aborted
+
+
+def s3_check_bucket(storage: S3Storage) -> None:
+    """HEAD the bucket: checks endpoint, credentials and bucket in one request."""
+    storage.connection.meta.client.head_bucket(Bucket=storage.bucket_name)
+
+
+def s3_describe(storage: S3Storage) -> str:
+    where = storage.endpoint_url or "AWS S3"
+    return f"S3 bucket {storage.bucket_name!r} at {where}"

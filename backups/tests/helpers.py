@@ -1,0 +1,66 @@
+"""Helpers shared by the backup tests."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import tarfile
+from pathlib import Path
+
+import psycopg
+import zstandard
+from django.conf import settings
+from django.db import connection
+
+from backups.dumps import connect_separately
+
+
+def storage_files() -> set[str]:
+    """Every file under the test session's backup folder, relative names."""
+    root = Path(settings.BACKUPS_LOCAL_DIR)
+    return {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()} if root.exists() else set()
+
+
+def stored_path(name: str) -> Path:
+    return Path(settings.BACKUPS_LOCAL_DIR) / name
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def untar_plaintext(plaintext: bytes) -> dict[str, bytes]:
+    """Members of an archive's decrypted plaintext (zstd(tar)), by name, in order."""
+    raw = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(plaintext)).read()
+    members = {}
+    with tarfile.open(fileobj=io.BytesIO(raw), mode="r:") as tar:
+        for member in tar:
+            members[member.name] = tar.extractfile(member).read()
+    return members
+
+
+def other_connection() -> psycopg.Connection:
+    """A second, committed connection to the test database (another session)."""
+    return connect_separately(autocommit=True)
+
+
+def table_checksums(schema: str) -> dict[str, str]:
+    """md5 of every row of every table in a schema, ordered: equal means identical data."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = %s AND c.relkind = 'r' ORDER BY 1",
+            [schema],
+        )
+        tables = [row[0] for row in cursor.fetchall()]
+        sums = {}
+        for table in tables:
+            cursor.execute(
+                f"SELECT md5(coalesce(string_agg(t::text, '|' ORDER BY t::text), '')) FROM \"{schema}\".\"{table}\" t"
+            )
+            sums[table] = cursor.fetchone()[0]
+        return sums

@@ -1,0 +1,146 @@
+"""Backups run by a real django-q2 cluster (``manage.py qcluster``), crashes included.
+
+The broker is the one the settings choose: the database (ORM) by default, Redis when
+``REDIS_URL`` is set (as CI sets it on its second run).
+"""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import psutil
+import pytest
+from django.conf import settings
+from django.db import connection
+from django_tenants.utils import schema_context
+
+from backups import services
+from backups.jobs import clinic_lock_is_held
+from backups.models import Backup, JobStatus
+from backups.tests.helpers import sha256_of, storage_files, stored_path
+from clinics.demo import ensure_clinic, ensure_records
+from clinics.models import Clinic
+from conftest import subprocess_env
+
+
+def wait_for(condition: Callable[[], object], *, timeout: float = 120, what: str = "condition") -> object:
+    """Poll until ``condition()`` is truthy; fail the test after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.1)
+    pytest.fail(f"Timed out waiting for {what}")
+
+
+@pytest.fixture
+def cluster(live_db, tmp_path):
+    """Start ``manage.py qcluster`` processes on the test database; stop them afterwards."""
+    started: list[subprocess.Popen] = []
+
+    def start(**env: str) -> subprocess.Popen:
+        log = open(tmp_path / f"qcluster-{len(started)}.log", "wb")  # noqa: SIM115 - closed with the process
+        proc = subprocess.Popen(
+            [sys.executable, "manage.py", "qcluster"],
+            cwd=settings.BASE_DIR,
+            env=subprocess_env(Q_WORKERS="1", **env),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        proc.log_path = Path(log.name)
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+
+
+def status_of(pk: int) -> str:
+    return Backup.objects.get(pk=pk).status
+
+
+def test_a_worker_runs_a_requested_backup(cluster):
+    before = storage_files()
+    backup = services.backup_request(clinic="clinica", requested_by="admin")
+    assert backup.status == JobStatus.PENDING
+    cluster()
+    wait_for(lambda: status_of(backup.pk) in {JobStatus.SUCCEEDED, JobStatus.FAILED}, what="the backup to end")
+    backup.refresh_from_db()
+    assert backup.status == JobStatus.SUCCEEDED, backup.error
+    assert backup.worker and backup.worker.split(":")[1] != str(os.getpid())
+    assert storage_files() - before == {backup.storage_name}
+    assert sha256_of(stored_path(backup.storage_name)) == backup.sha256
+
+
+@pytest.fixture
+def big_clinic(live_db):
+    """A committed clinic big enough that its dump takes a while at zstd's slowest level."""
+    clinic = ensure_clinic("grande", "Clínica Grande")
+    with schema_context("grande"):
+        ensure_records(patients=20000, seed="grande")
+    connection.set_schema_to_public()
+    yield clinic
+    connection.set_schema_to_public()
+    Backup.objects.filter(clinic=clinic).delete()
+    clinic.delete(force_drop=True)
+
+
+def dump_children() -> list[psutil.Process]:
+    return [
+        p
+        for p in psutil.process_iter(["name", "cmdline"])
+        if p.info["name"] == "pg_dump" and any('"grande"' in part for part in p.info["cmdline"] or [])
+    ]
+
+
+def test_a_worker_killed_mid_dump_leaves_a_failed_job_and_a_clean_retry(cluster, big_clinic):
+    before = storage_files()
+    backup = services.backup_request(clinic="grande", requested_by="admin")
+    cluster(BACKUPS_ZSTD_LEVEL="19")
+    wait_for(
+        lambda: Backup.objects.filter(pk=backup.pk, progress_phase="dumping", progress_bytes__gt=0).exists(),
+        what="the dump to be under way",
+    )
+    assert dump_children(), "pg_dump should be running"
+    worker_pid = int(Backup.objects.get(pk=backup.pk).worker.split(":")[1])
+    os.kill(worker_pid, signal.SIGKILL)
+
+    wait_for(lambda: not clinic_lock_is_held(big_clinic.pk), what="PostgreSQL to release the dead worker's lock")
+    wait_for(lambda: not dump_children(), timeout=30, what="the orphaned pg_dump to die with its worker")
+    assert status_of(backup.pk) == JobStatus.RUNNING  # nobody has noticed yet: that is the sweeper's job
+
+    retries = services.backup_sweep_stale(older_than=services.timedelta(0))
+    assert [r.retry_of_id for r in retries] == [backup.pk]
+    failed = Backup.objects.get(pk=backup.pk)
+    assert failed.status == JobStatus.FAILED and failed.error.startswith("Interrupted")
+    assert failed.storage_name == ""
+
+    retry = retries[0]
+    wait_for(
+        lambda: status_of(retry.pk) in {JobStatus.SUCCEEDED, JobStatus.FAILED}, timeout=300, what="the retry to end"
+    )
+    retry.refresh_from_db()
+    assert retry.status == JobStatus.SUCCEEDED, retry.error
+    assert retry.attempt == 2 and retry.manifest["tables"]["dental_patient"] == 20000
+    assert storage_files() - before == {retry.storage_name}  # nothing left of the killed attempt
+
+
+def test_tasks_start_in_the_public_schema(live_db):
+    from backups.jobs import reset_schema
+
+    connection.set_tenant(Clinic.objects.get(schema_name="clinica"))  # as a task that forgot to switch back
+    reset_schema(sender="django_q")
+    assert connection.schema_name == "public"

@@ -114,10 +114,33 @@ def manage(*args: str, **env: str) -> subprocess.CompletedProcess:
 @pytest.fixture
 def live_db(django_db_setup, django_db_blocker):
     """Committed database access (for work done by other processes); backups made are removed after."""
-    from backups.models import Backup
+    from backups.models import Backup, Restore
 
     with django_db_blocker.unblock():
         before = set(Backup.objects.values_list("pk", flat=True))
+        before_restores = set(Restore.objects.values_list("pk", flat=True))
         yield
         connection.set_schema_to_public()
+        Restore.objects.exclude(pk__in=before_restores).delete()
         Backup.objects.exclude(pk__in=before).delete()
+
+
+@pytest.fixture
+def scratch_clinic(live_db):
+    """A committed clinic of its own (schema ``restaura``), dropped after the test."""
+    from django_tenants.utils import schema_context
+
+    from clinics.demo import ensure_clinic, ensure_clinic_groups, ensure_records
+
+    clinic = ensure_clinic("restaura", "Clínica Restaura")
+    with schema_context("restaura"):
+        ensure_clinic_groups()
+        ensure_records(patients=30, seed="restaura")
+    connection.set_schema_to_public()
+    yield clinic
+    connection.set_schema_to_public()
+    from backups.models import Backup, Restore
+
+    Restore.objects.filter(clinic=clinic).delete()
+    Backup.objects.filter(clinic=clinic).delete()
+    clinic.delete(force_drop=True)

@@ -101,3 +101,61 @@ class Backup(models.Model):
         if self.started_at and self.finished_at:
             return self.finished_at - self.started_at
         return None
+
+
+class Restore(models.Model):
+    """One restore of one clinic from one of its backups."""
+
+    class Outcome(models.TextChoices):
+        UNKNOWN = "", _("Not yet known")
+        UNCHANGED = "unchanged", _("Clinic unchanged")
+        RESTORED = "restored", _("Data restored")
+
+    Status = JobStatus
+
+    clinic = models.ForeignKey("clinics.Clinic", on_delete=models.PROTECT, related_name="restores")
+    backup = models.ForeignKey(Backup, on_delete=models.PROTECT, related_name="restores", verbose_name=_("backup"))
+    safety_backup = models.ForeignKey(
+        Backup,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+        verbose_name=_("safety backup (the way back)"),
+    )
+    status = models.CharField(_("status"), max_length=20, choices=JobStatus.choices, default=JobStatus.PENDING)
+    # Written inside the restore's own transaction, so it commits (or not) with the data.
+    outcome = models.CharField(_("outcome"), max_length=20, choices=Outcome.choices, blank=True)
+    requested_by = models.CharField(_("requested by"), max_length=254, blank=True)
+    requested_at = models.DateTimeField(_("requested at"), default=timezone.now)
+    started_at = models.DateTimeField(_("started at"), null=True, blank=True)
+    succeeded_at = models.DateTimeField(_("succeeded at"), null=True, blank=True)
+    failed_at = models.DateTimeField(_("failed at"), null=True, blank=True)
+    progress_phase = models.CharField(_("phase"), max_length=40, blank=True)
+    migrated = models.BooleanField(_("migrated forward"), default=False)
+    error = models.TextField(_("error"), blank=True)
+    worker = models.CharField(_("worker"), max_length=100, blank=True)
+
+    class Meta:
+        verbose_name = _("restore")
+        verbose_name_plural = _("restores")
+        ordering = ["-requested_at", "-id"]
+        indexes = [models.Index(fields=["clinic", "-requested_at"], name="restore_clinic_newest")]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["clinic"], condition=Q(status__in=["pending", "running"]), name="one_active_restore_per_clinic"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"Restore #{self.pk} of {self.clinic.schema_name} from backup #{self.backup_id}"
+
+    @property
+    def finished_at(self):
+        return self.succeeded_at or self.failed_at
+
+    @property
+    def duration(self) -> timedelta | None:
+        if self.started_at and self.finished_at:
+            return self.finished_at - self.started_at
+        return None

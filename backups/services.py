@@ -25,7 +25,7 @@ from django_tenants.utils import get_public_schema_name, schema_context
 from backups import archive, dumps, jobs, storage
 from backups.json_payload import payload_models, write_json_payload
 from backups.keys import archive_identities
-from backups.models import ACTIVE_STATUSES, Backup, JobStatus
+from backups.models import ACTIVE_STATUSES, Backup, JobStatus, Restore
 from backups.pg_binaries import PgToolsError, find_pg_tools
 from clinics.models import Clinic
 
@@ -104,6 +104,9 @@ def backup_request(
             raise ClinicBusyError(
                 f"Clinic {target.schema_name} already has backup #{busy.pk} {busy.get_status_display().lower()}."
             )
+        restoring = Restore.objects.filter(clinic_id=target.pk, status__in=ACTIVE_STATUSES).first()
+        if restoring is not None and kind != Backup.Kind.PRE_RESTORE:
+            raise ClinicBusyError(f"Clinic {target.schema_name} is being restored (restore #{restoring.pk}).")
         backup = Backup.objects.create(
             clinic=target,
             kind=kind,

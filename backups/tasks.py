@@ -15,7 +15,20 @@ def run_backup(backup_id: int) -> str:
     return services.backup_run(backup_id=backup_id).status
 
 
-def sweep_stale_jobs() -> int:
-    """Fail backups whose worker died and queue their retries; returns how many were retried."""
+def run_restore(restore_id: int) -> str:
+    """Run one requested restore (never twice); returns its final status."""
+    from backups import restores
+
     reset_schema()
-    return len(services.backup_sweep_stale())
+    return restores.restore_run(restore_id=restore_id).status
+
+
+def sweep_stale_jobs() -> int:
+    """Settle jobs whose worker died: backups fail and are retried, restores are settled.
+
+    Returns how many jobs were found dead.
+    """
+    from backups import restores
+
+    reset_schema()
+    return len(services.backup_sweep_stale()) + len(restores.restore_sweep_stale())

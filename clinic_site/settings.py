@@ -77,6 +77,7 @@ MIDDLEWARE = [
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.locale.LocaleMiddleware",
+    "backups.middleware.RestoreInProgressMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
@@ -205,6 +206,10 @@ BACKUPS_ZSTD_LEVEL = env_int("BACKUPS_ZSTD_LEVEL", 3)
 BACKUPS_LOCK_WAIT_TIMEOUT_MS = env_int("BACKUPS_LOCK_WAIT_TIMEOUT_MS", 120_000)
 BACKUPS_MAX_ATTEMPTS = env_int("BACKUPS_MAX_ATTEMPTS", 2)
 BACKUPS_STALE_AFTER_SECONDS = env_int("BACKUPS_STALE_AFTER_SECONDS", 120)
+BACKUPS_MAX_UPLOAD_BYTES = env_int("BACKUPS_MAX_UPLOAD_BYTES", 2 * 1024**3)
+BACKUPS_MAX_PAYLOAD_BYTES = env_int("BACKUPS_MAX_PAYLOAD_BYTES", 20 * 1024**3)
+BACKUPS_UPLOAD_TMP_DIR = env_str("BACKUPS_UPLOAD_TMP_DIR")
+BACKUPS_RESTORE_LOCK_TIMEOUT_MS = env_int("BACKUPS_RESTORE_LOCK_TIMEOUT_MS", 10_000)
 # The portable json format holds these apps' rows (the clinic's records; accounts stay as they are).
 BACKUPS_JSON_APPS = ["dental"]
 

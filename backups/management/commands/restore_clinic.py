@@ -1,0 +1,78 @@
+import sys
+from pathlib import Path
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from backups import restores, services
+from backups.models import Backup, JobStatus
+
+
+class Command(BaseCommand):
+    help = (
+        "Replace a clinic's data with one of its backups (--backup ID) or with an uploaded file (--file PATH). "
+        "A safety backup is taken first. Asks for confirmation unless --yes."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("schema", help="The clinic's schema name, e.g. clinica.")
+        source = parser.add_mutually_exclusive_group(required=True)
+        source.add_argument("--backup", type=int, help="Id of one of this clinic's backups (see list_backups).")
+        source.add_argument("--file", type=Path, help="A backup file downloaded from Respaldo, or a JSON export.")
+        parser.add_argument("--yes", action="store_true", help="Do not ask for confirmation.")
+        parser.add_argument("--async", dest="run_async", action="store_true", help="Enqueue for a worker.")
+        parser.add_argument("--requested-by", default="command line")
+
+    def handle(self, *args, schema, backup, file, yes, run_async, requested_by, **options) -> None:
+        try:
+            clinic = services.clinic_get(schema)
+            if file is not None:
+                backup_row = self._upload(clinic, file, requested_by)
+            else:
+                backup_row = Backup.objects.filter(pk=backup).first()
+                if backup_row is None:
+                    raise CommandError(f"There is no backup #{backup}.")
+            if not yes:
+                self._confirm(clinic, backup_row)
+            restore = restores.restore_request(
+                clinic=clinic, backup_id=backup_row.pk, requested_by=requested_by, enqueue=run_async
+            )
+        except services.BackupError as exc:
+            raise CommandError(str(exc)) from None
+        if run_async:
+            self.stdout.write(f"Restore #{restore.pk} of {clinic.schema_name} from backup #{backup_row.pk} queued.")
+            return
+        restore = restores.restore_run(restore_id=restore.pk)
+        safety = f" Safety backup: #{restore.safety_backup_id}." if restore.safety_backup_id else ""
+        if restore.status != JobStatus.SUCCEEDED:
+            raise CommandError(f"Restore #{restore.pk} failed: {restore.error}{safety}")
+        migrated = " Migrated forward to this release." if restore.migrated else ""
+        self.stdout.write(
+            f"Restore #{restore.pk} of {clinic.schema_name} from backup #{backup_row.pk} succeeded "
+            f"in {restore.duration.total_seconds():.1f}s.{migrated}{safety}"
+        )
+        if restore.safety_backup_id:
+            self.stdout.write(
+                f"To undo: python manage.py restore_clinic {clinic.schema_name} --backup {restore.safety_backup_id}"
+            )
+
+    def _upload(self, clinic, path: Path, requested_by: str) -> Backup:
+        from backups.uploads import backup_from_upload
+
+        if not path.is_file():
+            raise CommandError(f"No such file: {path}")
+        with open(path, "rb") as handle:
+            backup = backup_from_upload(clinic=clinic, source=handle, filename=path.name, requested_by=requested_by)
+        self.stdout.write(f"File accepted as backup #{backup.pk} ({backup.payload_format}).")
+        return backup
+
+    def _confirm(self, clinic, backup: Backup) -> None:
+        made = backup.succeeded_at or backup.requested_at
+        self.stdout.write(
+            f"This replaces ALL data of {clinic.name} ({clinic.schema_name}) with backup #{backup.pk} "
+            f"made {made:%Y-%m-%d %H:%M %Z}. A safety backup is taken first."
+        )
+        if not sys.stdin or not sys.stdin.isatty():
+            raise CommandError("Confirmation needed and there is no terminal to ask: run again with --yes.")
+        answer = input(f"Type the clinic's schema name ({clinic.schema_name}) to continue: ").strip()
+        if answer != clinic.schema_name:
+            raise CommandError("Not confirmed: nothing was changed.")

@@ -1,0 +1,219 @@
+"""Restoring a clinic: the round trip, the undo, and every refusal leaving the clinic untouched."""
+
+import io
+import json
+
+import pytest
+from django.core.management import CommandError, call_command
+from django.db import connection
+from django_tenants.utils import schema_context
+
+from backups import archive, restores, services, storage
+from backups.keys import archive_identities
+from backups.models import Backup, JobStatus, Restore
+from backups.tests.helpers import sha256_of, storage_files, stored_path, table_checksums
+from conftest import host_client
+from dental.models import Invoice, Patient
+
+SCHEMA = "restaura"
+
+
+def make_backup(clinic: str = SCHEMA, payload_format: str = "pg") -> Backup:
+    backup = services.backup_run(
+        backup_id=services.backup_request(clinic=clinic, payload_format=payload_format, enqueue=False).pk
+    )
+    assert backup.status == JobStatus.SUCCEEDED, backup.error
+    return backup
+
+
+def damage_clinic() -> None:
+    """Delete a patient (with what hangs from it) and edit an invoice, as a clumsy user would."""
+    with schema_context(SCHEMA):
+        patient = Patient.objects.order_by("pk").first()
+        Invoice.objects.filter(patient=patient).delete()
+        patient.delete()
+        invoice = Invoice.objects.order_by("pk").first()
+        invoice.total = 1
+        invoice.save()
+    connection.set_schema_to_public()
+
+
+def dental_checksums(schema: str = SCHEMA) -> dict[str, str]:
+    return {t: s for t, s in table_checksums(schema).items() if t.startswith("dental_")}
+
+
+@pytest.mark.parametrize("payload_format", ["pg", "json"])
+def test_restore_brings_back_deleted_and_edited_records(scratch_clinic, payload_format, capsys):
+    original = table_checksums(SCHEMA)
+    other_clinic = table_checksums("bienestar")
+    backup = make_backup(payload_format=payload_format)
+    damage_clinic()
+    assert dental_checksums() != {t: s for t, s in original.items() if t.startswith("dental_")}
+
+    call_command("restore_clinic", SCHEMA, "--backup", str(backup.pk), "--yes")
+    out = capsys.readouterr().out
+    restore = Restore.objects.get(clinic=scratch_clinic)
+    assert restore.status == JobStatus.SUCCEEDED and restore.outcome == Restore.Outcome.RESTORED
+    assert f"To undo: python manage.py restore_clinic {SCHEMA} --backup {restore.safety_backup_id}" in out
+    safety = restore.safety_backup
+    assert safety.kind == Backup.Kind.PRE_RESTORE and safety.status == JobStatus.SUCCEEDED
+    if payload_format == "pg":
+        assert table_checksums(SCHEMA) == original  # every table, users and migrations included
+    else:
+        assert dental_checksums() == {t: s for t, s in original.items() if t.startswith("dental_")}
+    assert table_checksums("bienestar") == other_clinic
+    assert SCHEMA + restores.OLD_SCHEMA_SUFFIX not in {r for r in schemas()}
+
+
+def schemas() -> set[str]:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT nspname FROM pg_namespace")
+        return {row[0] for row in cursor.fetchall()}
+
+
+def test_the_safety_backup_undoes_a_restore(scratch_clinic):
+    backup = make_backup()
+    damage_clinic()
+    damaged = table_checksums(SCHEMA)
+    first = restores.restore_run(
+        restore_id=restores.restore_request(clinic=SCHEMA, backup_id=backup.pk, enqueue=False).pk
+    )
+    assert first.status == JobStatus.SUCCEEDED and table_checksums(SCHEMA) != damaged
+    undo = restores.restore_run(
+        restore_id=restores.restore_request(clinic=SCHEMA, backup_id=first.safety_backup_id, enqueue=False).pk
+    )
+    assert undo.status == JobStatus.SUCCEEDED
+    assert table_checksums(SCHEMA) == damaged
+
+
+def refused(backup_id: int, match: str) -> None:
+    """Restoring must fail with ``match`` in its message and leave the clinic untouched."""
+    before = table_checksums(SCHEMA)
+    try:
+        restore = restores.restore_request(clinic=SCHEMA, backup_id=backup_id, enqueue=False)
+    except restores.RestoreError as exc:
+        assert match in str(exc)
+    else:
+        restore = restores.restore_run(restore_id=restore.pk)
+        assert restore.status == JobStatus.FAILED
+        assert match in restore.error, restore.error
+        assert restore.outcome == Restore.Outcome.UNCHANGED and "The clinic is unchanged." in restore.error
+    assert table_checksums(SCHEMA) == before
+    assert SCHEMA + restores.OLD_SCHEMA_SUFFIX not in schemas()
+
+
+def test_another_clinics_backup_is_refused(scratch_clinic):
+    refused(make_backup("bienestar").pk, "belongs to another clinic")
+
+
+def test_a_failed_backup_is_refused(scratch_clinic):
+    failed = Backup.objects.create(clinic=scratch_clinic, status=JobStatus.FAILED, error="boom")
+    refused(failed.pk, "is failed: it cannot be restored")
+
+
+def test_a_stored_file_changed_since_the_backup_is_refused(scratch_clinic):
+    backup = make_backup()
+    damage_clinic()
+    path = stored_path(backup.storage_name)
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+    refused(backup.pk, "")
+    assert "damaged" in Restore.objects.get().error.lower() or "changed" in Restore.objects.get().error.lower()
+
+
+def test_a_catalog_row_pointing_at_another_clinics_file_is_refused(scratch_clinic):
+    mine, theirs = make_backup(), make_backup("bienestar")
+    Backup.objects.filter(pk=mine.pk).update(storage_name=theirs.storage_name, sha256=theirs.sha256)
+    refused(mine.pk, "holds the data of another clinic (bienestar)")
+
+
+def forged(scratch_clinic, backup: Backup, change_manifest) -> Backup:
+    """An authentic archive (our key) whose manifest was changed by ``change_manifest``."""
+    with (
+        storage.open_stored(backup.storage_name) as stream,
+        archive.open_archive(stream, identities=archive_identities()) as reader,
+    ):
+        manifest = dict(reader.manifest)
+        payload = reader.read()
+    change_manifest(manifest)
+    out = io.BytesIO()
+    archive.write_archive(io.BytesIO(payload), out, manifest=manifest, identities=archive_identities())
+    stored, _ = storage.store_stream(backup.storage_name + ".forged", lambda w: w.write(out.getvalue()))
+    return Backup.objects.create(
+        clinic=scratch_clinic,
+        status=JobStatus.SUCCEEDED,
+        storage_name=stored.name,
+        sha256=stored.sha256,
+        size=stored.size,
+        manifest=manifest,
+    )
+
+
+def test_a_backup_from_a_newer_release_is_refused(scratch_clinic):
+    backup = make_backup()
+    damage_clinic()
+    newer = forged(scratch_clinic, backup, lambda m: m["migrations"]["dental"].append("9999_from_the_future"))
+    refused(newer.pk, "made by a newer release")
+
+
+def test_a_row_count_mismatch_rolls_the_whole_restore_back(scratch_clinic):
+    backup = make_backup()
+    damage_clinic()
+    wrong = forged(
+        scratch_clinic, backup, lambda m: m["tables"].update(dental_patient=m["tables"]["dental_patient"] + 1)
+    )
+    refused(wrong.pk, "Table dental_patient has 30 rows after the restore but the backup says 31")
+
+
+def test_an_unknown_payload_format_is_refused(scratch_clinic):
+    backup = make_backup()
+    refused(forged(scratch_clinic, backup, lambda m: m.update(payload_format="xml")).pk, "unknown payload format 'xml'")
+
+
+def test_a_clinic_with_a_job_running_is_refused(scratch_clinic):
+    backup = make_backup()
+    services.backup_request(clinic=SCHEMA, enqueue=False)
+    with pytest.raises(restores.RestoreError, match="already has backup #"):
+        restores.restore_request(clinic=SCHEMA, backup_id=backup.pk, enqueue=False)
+
+
+def test_restore_command_needs_confirmation_without_a_terminal(scratch_clinic):
+    backup = make_backup()
+    with pytest.raises(CommandError, match="run again with --yes"):
+        call_command("restore_clinic", SCHEMA, "--backup", str(backup.pk))
+    assert not Restore.objects.exists()
+    with pytest.raises(CommandError, match="There is no backup #999999"):
+        call_command("restore_clinic", SCHEMA, "--backup", "999999", "--yes")
+
+
+@pytest.mark.django_db
+def test_pages_of_a_clinic_being_restored_say_so():
+    clinic_backup = Backup.objects.create(
+        clinic_id=_clinic_id("clinica"), status=JobStatus.SUCCEEDED, storage_name="x", sha256="0" * 64
+    )
+    Restore.objects.create(clinic_id=clinic_backup.clinic_id, backup=clinic_backup, status=JobStatus.RUNNING)
+    for path in ["/admin/", "/admin/login/", "/admin/dental/patient/"]:
+        response = host_client("clinica.localhost").get(path, HTTP_ACCEPT_LANGUAGE="es")
+        assert response.status_code == 503 and response["Retry-After"] == "15"
+        assert (
+            "Restauración en curso" in response.content.decode() or "Restore in progress" in response.content.decode()
+        )
+    assert host_client("bienestar.localhost").get("/admin/login/").status_code == 200
+    assert host_client("localhost").get("/admin/login/").status_code == 200
+
+
+def _clinic_id(schema: str) -> int:
+    from clinics.models import Clinic
+
+    return Clinic.objects.get(schema_name=schema).pk
+
+
+def test_archive_files_of_failed_restores_are_untouched(scratch_clinic):
+    backup = make_backup()
+    files = storage_files()
+    digest = sha256_of(stored_path(backup.storage_name))
+    refused(make_backup("bienestar").pk, "belongs to another clinic")
+    assert sha256_of(stored_path(backup.storage_name)) == digest
+    assert files <= storage_files()
+    assert json.loads(json.dumps(backup.manifest))["tables"]

@@ -5,9 +5,12 @@ from __future__ import annotations
 import hashlib
 import io
 import tarfile
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import psycopg
+import pytest
 import zstandard
 from django.conf import settings
 from django.db import connection
@@ -64,3 +67,14 @@ def table_checksums(schema: str) -> dict[str, str]:
             )
             sums[table] = cursor.fetchone()[0]
         return sums
+
+
+def wait_for(condition: Callable[[], object], *, timeout: float = 120, what: str = "condition") -> object:
+    """Poll until ``condition()`` is truthy; fail the test after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.1)
+    pytest.fail(f"Timed out waiting for {what}")

@@ -6,66 +6,18 @@ The broker is the one the settings choose: the database (ORM) by default, Redis 
 
 import os
 import signal
-import subprocess
-import sys
-import time
-from collections.abc import Callable
-from pathlib import Path
 
 import psutil
 import pytest
-from django.conf import settings
 from django.db import connection
 from django_tenants.utils import schema_context
 
 from backups import services
 from backups.jobs import clinic_lock_is_held
 from backups.models import Backup, JobStatus
-from backups.tests.helpers import sha256_of, storage_files, stored_path
+from backups.tests.helpers import sha256_of, storage_files, stored_path, wait_for
 from clinics.demo import ensure_clinic, ensure_records
 from clinics.models import Clinic
-from conftest import subprocess_env
-
-
-def wait_for(condition: Callable[[], object], *, timeout: float = 120, what: str = "condition") -> object:
-    """Poll until ``condition()`` is truthy; fail the test after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.1)
-    pytest.fail(f"Timed out waiting for {what}")
-
-
-@pytest.fixture
-def cluster(live_db, tmp_path):
-    """Start ``manage.py qcluster`` processes on the test database; stop them afterwards."""
-    started: list[subprocess.Popen] = []
-
-    def start(**env: str) -> subprocess.Popen:
-        log = open(tmp_path / f"qcluster-{len(started)}.log", "wb")  # noqa: SIM115 - closed with the process
-        proc = subprocess.Popen(
-            [sys.executable, "manage.py", "qcluster"],
-            cwd=settings.BASE_DIR,
-            env=subprocess_env(Q_WORKERS="1", **env),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        proc.log_path = Path(log.name)
-        started.append(proc)
-        return proc
-
-    yield start
-    for proc in started:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
 
 
 def status_of(pk: int) -> str:

@@ -1,0 +1,106 @@
+"""A restore interrupted by a dead worker or a dropped connection: the clinic is either
+exactly as before or exactly the backup, never a mix, and the catalog says which."""
+
+import os
+import signal
+
+import psutil
+import pytest
+from django.db import connection
+
+from backups import restores
+from backups.models import JobStatus, Restore
+from backups.tests.helpers import other_connection, table_checksums, wait_for
+from backups.tests.test_restore import SCHEMA, damage_clinic, make_backup, schemas
+from conftest import host_client
+
+
+def restore_backend(restore_id: int):
+    """(pid, wait_event_type) of the database session running the restore's transaction."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pid, wait_event_type FROM pg_stat_activity WHERE application_name = %s",
+            [f"respaldo-restore-{restore_id}"],
+        )
+        return cursor.fetchone()
+
+
+def restore_tools(restore_id: int) -> list[psutil.Process]:
+    """psql/pg_restore processes started for this restore (found by their environment)."""
+    found = []
+    for proc in psutil.process_iter(["name"]):
+        if proc.info["name"] in {"psql", "pg_restore"}:
+            try:
+                if proc.environ().get("PGAPPNAME") == f"respaldo-restore-{restore_id}":
+                    found.append(proc)
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                continue
+    return found
+
+
+def start_blocked_restore(cluster, scratch_clinic):
+    """A restore whose transaction has done all its work and waits, before COMMIT, on a lock we hold."""
+    backup = make_backup()
+    damage_clinic()
+    before = table_checksums(SCHEMA)
+    blocker = other_connection()
+    blocker.execute("BEGIN")
+    blocker.execute(f'SELECT count(*) FROM "{SCHEMA}".dental_patient')  # holds ACCESS SHARE until rollback
+    restore = restores.restore_request(clinic=SCHEMA, backup_id=backup.pk, requested_by="admin")
+    cluster(BACKUPS_RESTORE_LOCK_TIMEOUT_MS="120000")
+    wait_for(
+        lambda: (restore_backend(restore.pk) or (None, None))[1] == "Lock",
+        what="the restore transaction to wait for our lock before committing",
+    )
+    return restore, before, blocker
+
+
+def test_worker_killed_during_the_restore_transaction(cluster, scratch_clinic):
+    restore, before, blocker = start_blocked_restore(cluster, scratch_clinic)
+    assert host_client(f"{SCHEMA}.localhost").get("/admin/login/").status_code == 503
+    tools = restore_tools(restore.pk)
+    assert tools, "psql should be running"
+    worker_pid = int(Restore.objects.get(pk=restore.pk).worker.split(":")[1])
+    os.kill(worker_pid, signal.SIGKILL)
+
+    wait_for(lambda: not restore_tools(restore.pk), timeout=30, what="psql and pg_restore to die with the worker")
+    wait_for(lambda: restore_backend(restore.pk) is None, timeout=60, what="the server to drop the session")
+    blocker.execute("ROLLBACK")
+    blocker.close()
+    assert Restore.objects.get(pk=restore.pk).status == JobStatus.RUNNING  # until someone notices
+
+    settled = restores.restore_sweep_stale()
+    assert [r.pk for r in settled] == [restore.pk]
+    restore.refresh_from_db()
+    assert restore.status == JobStatus.FAILED and restore.outcome == Restore.Outcome.UNCHANGED
+    assert "The clinic is unchanged" in restore.error
+    assert table_checksums(SCHEMA) == before
+    assert SCHEMA + restores.OLD_SCHEMA_SUFFIX not in schemas()
+    assert host_client(f"{SCHEMA}.localhost").get("/admin/login/").status_code == 200
+
+
+def test_database_connection_terminated_during_the_restore(cluster, scratch_clinic):
+    restore, before, blocker = start_blocked_restore(cluster, scratch_clinic)
+    pid, _ = restore_backend(restore.pk)
+    with other_connection() as admin:
+        assert admin.execute("SELECT pg_terminate_backend(%s)", [pid]).fetchone()[0]
+    wait_for(lambda: Restore.objects.get(pk=restore.pk).status == JobStatus.FAILED, what="the worker to record it")
+    blocker.execute("ROLLBACK")
+    blocker.close()
+    restore.refresh_from_db()
+    assert restore.outcome == Restore.Outcome.UNCHANGED and "rolled back" in restore.error
+    assert table_checksums(SCHEMA) == before
+    assert not restore_tools(restore.pk)
+
+
+@pytest.mark.parametrize("outcome", [Restore.Outcome.RESTORED, ""])
+def test_recovery_reports_what_the_transaction_left(scratch_clinic, outcome):
+    """A worker that died after COMMIT leaves outcome=restored (written in the same transaction)."""
+    backup = make_backup()
+    restore = Restore.objects.create(clinic=scratch_clinic, backup=backup, status=JobStatus.RUNNING, outcome=outcome)
+    restores.restore_run(restore_id=restore.pk)  # the queue gave the job out again: never re-run it
+    restore.refresh_from_db()
+    if outcome:
+        assert restore.status == JobStatus.SUCCEEDED and "recovery completed it" in restore.error
+    else:
+        assert restore.status == JobStatus.FAILED and restore.outcome == Restore.Outcome.UNCHANGED

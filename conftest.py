@@ -46,10 +46,17 @@ def _private_backup_storage(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def django_db_setup(django_db_setup, django_db_blocker):
+def django_db_setup(request, django_test_environment, django_db_blocker):
+    """Create the test database for every run (also one whose tests only use ``live_db``),
+    with the demo platform and clinics committed in it."""
+    from django.test.utils import setup_databases, teardown_databases
+
     with django_db_blocker.unblock():
+        config = setup_databases(verbosity=request.config.option.verbose, interactive=False, aliases={"default"})
         seed_demo(clinics=2, patients=DEMO_PATIENTS)
     yield
+    with django_db_blocker.unblock():
+        teardown_databases(config, verbosity=request.config.option.verbose)
 
 
 @pytest.fixture(autouse=True)
@@ -116,6 +123,7 @@ def live_db(django_db_setup, django_db_blocker):
     """Committed database access (for work done by other processes); backups made are removed after."""
     from backups.models import Backup, Restore
 
+    assert connection.settings_dict["NAME"].startswith("test_"), "live_db must run on the test database"
     with django_db_blocker.unblock():
         before = set(Backup.objects.values_list("pk", flat=True))
         before_restores = set(Restore.objects.values_list("pk", flat=True))

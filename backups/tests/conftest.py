@@ -40,3 +40,6 @@ def cluster(live_db, tmp_path):
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
+
+
+from backups.tests.test_storage import moto_server  # noqa: E402, F401 - a fixture shared with the pipeline tests

@@ -8,6 +8,8 @@ them exits.
 
 from __future__ import annotations
 
+import atexit
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,7 +47,11 @@ def start(local_dir: Path) -> EmbeddedServer:
     import pgserver  # imported late: it reads XDG_RUNTIME_DIR at import time
     from pgserver._commands import POSTGRES_BIN_PATH
 
+    _forget_dead_processes(local_dir / "pgdata")
     server = pgserver.get_server(local_dir / "pgdata", cleanup_mode="stop")
+    # Runs before pgserver's own exit hook (atexit is last-in, first-out), so that a process
+    # killed earlier (SIGKILL leaves its pid behind) does not keep the server up for ever.
+    atexit.register(_forget_dead_processes, local_dir / "pgdata")
     info = server.get_postmaster_info()
     embedded = EmbeddedServer(
         socket_dir=Path(info.socket_dir),
@@ -55,6 +61,25 @@ def start(local_dir: Path) -> EmbeddedServer:
     )
     _ensure_database(embedded)
     return embedded
+
+
+def _forget_dead_processes(pgdata: Path) -> None:
+    """Drop the pids of processes that died without saying goodbye from pgserver's list.
+
+    The server stops when the last process using it exits; pgserver counts users in a file
+    that a killed process never leaves.
+    """
+    import psutil
+    from pgserver import PostgresServer
+
+    handles = pgdata / ".handle_pids.json"
+    with PostgresServer._lock:
+        if not handles.exists():
+            return
+        pids = json.loads(handles.read_text() or "[]")
+        alive = [pid for pid in pids if psutil.pid_exists(pid)]
+        if alive != pids:
+            handles.write_text(json.dumps(alive))
 
 
 def _ensure_database(server: EmbeddedServer) -> None:

@@ -103,3 +103,27 @@ def test_platform_admin_manages_clinics_in_a_browser(web_server, browser):
     assert "Clínica Dental Sonrisa" in rows and "Bienestar Odontología" in rows
     response = page.goto(f"http://desconocida.localhost:{web_server}/admin/")
     assert response.status == 404
+
+
+@pytest.fixture
+def restoring_clinic(live_db):
+    """clinica with a restore running (rows only: the page must show before any data moves)."""
+    from backups.models import Backup, JobStatus, Restore
+    from clinics.models import Clinic
+
+    clinic = Clinic.objects.get(schema_name="clinica")
+    backup = Backup.objects.create(clinic=clinic, status=JobStatus.SUCCEEDED, storage_name="x", sha256="0" * 64)
+    Restore.objects.create(clinic=clinic, backup=backup, status=JobStatus.RUNNING, started_at=backup.requested_at)
+    return clinic
+
+
+def test_a_clinic_under_restore_shows_a_clear_page(web_server, restoring_clinic, browser, tmp_path):
+    tmp_path = Path(__import__("os").environ.get("SCREENSHOT_DIR", str(tmp_path)))
+    page = browser.new_page(locale="es-ES")
+    response = page.goto(f"http://clinica.localhost:{web_server}/admin/")
+    assert response.status == 503 and response.headers["retry-after"] == "15"
+    assert page.locator("h1").inner_text() == "Restauración en curso"
+    assert "Clínica Dental Sonrisa" in page.locator("main").inner_text()
+    page.screenshot(path=str(tmp_path / "restore-in-progress.png"))
+    other = browser.new_page().goto(f"http://bienestar.localhost:{web_server}/admin/login/")
+    assert other.status == 200

@@ -217,3 +217,37 @@ def test_archive_files_of_failed_restores_are_untouched(scratch_clinic):
     assert sha256_of(stored_path(backup.storage_name)) == digest
     assert files <= storage_files()
     assert json.loads(json.dumps(backup.manifest))["tables"]
+
+
+def test_restore_from_a_downloaded_file(scratch_clinic, tmp_path, capsys):
+    original = table_checksums(SCHEMA)
+    backup = make_backup()
+    downloaded = tmp_path / "respaldo-restaura.respaldo"
+    downloaded.write_bytes(stored_path(backup.storage_name).read_bytes())
+    damage_clinic()
+    call_command("restore_clinic", SCHEMA, "--file", str(downloaded), "--yes")
+    out = capsys.readouterr().out
+    uploaded = Backup.objects.get(clinic=scratch_clinic, kind=Backup.Kind.UPLOADED)
+    assert f"File accepted as backup #{uploaded.pk} (pg)" in out and "succeeded" in out
+    assert table_checksums(SCHEMA) == original
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"DROP TABLE dental_patient;\n", "This is an SQL script"),
+        (b"", "The file is empty."),
+        (
+            b'[{"model": "clinics.domain", "pk": 1, "fields": {"domain": "x", "tenant": 1, "is_primary": true}}]',
+            'records of "clinics.domain", which is not clinic data',
+        ),
+    ],
+)
+def test_restore_from_a_bad_file_is_refused_in_one_line(scratch_clinic, tmp_path, content, message):
+    before, files = table_checksums(SCHEMA), storage_files()
+    bad = tmp_path / "upload.bin"
+    bad.write_bytes(content)
+    with pytest.raises(CommandError, match=message.replace("(", r"\(").replace(".", r"\.")):
+        call_command("restore_clinic", SCHEMA, "--file", str(bad), "--yes")
+    assert table_checksums(SCHEMA) == before and storage_files() == files
+    assert not Restore.objects.exists() and not Backup.objects.filter(clinic=scratch_clinic).exists()

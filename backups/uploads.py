@@ -1,0 +1,1282 @@
+"""Turning a file a clinic uploads into a catalog backup of kind "uploaded".
+
+The file is recognised by its content, never by its name. Two kinds are accepted:
+
+* **An archive made by this deployment for this same clinic** (an age file): verified in
+  full first (authentication, sizes, the uncompressed-size limit), then its manifest is
+  checked against the clinic, and an exact copy is stored.
+* **A plain Django JSON fixture of the clinic's records** (``manage.py dumpdata dental``
+  with any indentation, or our own one-record-per-line json payload): parsed as a stream,
+  every record checked against the current models, converted into the canonical json
+  payload of :mod:`backups.json_payload` and wrapped into a new archive.
+
+Everything else (SQL scripts, pg_dump files, compressed files, other clinics' or other
+deployments' archives, damaged files, records that are not the clinic's own) is refused
+with an :class:`UploadRefused` whose message says, in plain words, what the file is and why
+it cannot be used. The upload and the conversion's working files are unnamed private
+temporary files (mode 0600, in ``BACKUPS_UPLOAD_TMP_DIR`` or the OS default), which the
+operating system removes whatever happens. Nothing is stored and no catalog row is created
+until the file has passed every check.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import codecs
+import contextlib
+import hashlib
+import io
+import json
+import logging
+import re
+import shutil
+import tempfile
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta
+from decimal import Decimal, localcontext
+from json.encoder import encode_basestring
+from typing import Any, BinaryIO
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import connection, models
+from django.utils import timezone
+from django.utils.translation import gettext as _
+
+from backups import archive, dumps, storage
+from backups.json_payload import JSON_NULLS_KEY, _dump_json, _line_maker, _table, payload_models
+from backups.keys import archive_identities
+from backups.models import Backup, JobStatus
+from backups.services import (
+    ARCHIVE_EXTENSION,
+    MANIFEST_FORMAT_VERSION,
+    BackupError,
+    clinic_get,
+    manifest_summary,
+    worker_name,
+)
+from clinics.models import Clinic
+
+__all__ = ["UploadRefused", "backup_from_upload"]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MAX_UPLOAD_BYTES = 2 * 1024**3
+DEFAULT_MAX_PAYLOAD_BYTES = 20 * 1024**3
+MAX_RECORD_CHARS = 64 * 1024**2  # one record of a JSON file (a large X-ray in base64...)
+COPY_BYTES = 1024**2
+SNIFF_BYTES = 512
+
+
+class UploadRefused(BackupError):
+    """The uploaded file cannot become a backup. ``str()`` says why, for a clinic administrator.
+
+    ``code`` names the reason for programs (``"sql"``, ``"other_clinic"``, ``"altered"``...).
+    Nothing was changed: no catalog row, no stored file, no temporary file left.
+    """
+
+    def __init__(self, message: str, *, code: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+# --- Entry point -----------------------------------------------------------------------
+
+
+def backup_from_upload(
+    *, clinic: Clinic | int | str, source: BinaryIO, filename: str = "", requested_by: str = ""
+) -> Backup:
+    """Check an uploaded file and turn it into a succeeded backup of kind "uploaded" of ``clinic``.
+
+    ``source`` is a Django ``UploadedFile`` or any binary file object, read once from its
+    current position. ``filename`` is only recorded (in a converted archive's manifest), never
+    trusted. Raises :class:`UploadRefused` for a file that cannot be used, ``ClinicNotFound``,
+    ``KeyConfigError`` when no archive key is configured (checked before reading the file),
+    ``StorageError`` when the backup storage fails; in every case nothing is kept.
+    """
+    target = clinic_get(clinic)
+    if not dumps.schema_exists(target.schema_name):
+        raise BackupError(f"The clinic's schema {target.schema_name!r} does not exist in the database.")
+    identities = archive_identities()  # fail closed before reading a possibly huge upload
+    limit = _setting_bytes("BACKUPS_MAX_UPLOAD_BYTES", DEFAULT_MAX_UPLOAD_BYTES)
+    started_at = timezone.now()
+    try:
+        declared = getattr(source, "size", None)
+        if isinstance(declared, int) and not isinstance(declared, bool) and declared > limit:
+            raise _too_large(limit)
+        with contextlib.ExitStack() as stack:
+            upload = stack.enter_context(_private_file())
+            size, sha256 = _spool_upload(source, upload, limit)
+            if _sniff(upload, size) == "archive":
+                backup = _accept_archive(
+                    target, upload, identities=identities, requested_by=requested_by, started_at=started_at
+                )
+            else:
+                converter = stack.enter_context(_FixtureConverter())
+                converter.read(upload)
+                source_info = {"type": "django-json", "filename": filename[:255], "bytes": size, "sha256": sha256}
+                backup = _accept_fixture(
+                    target,
+                    converter,
+                    identities=identities,
+                    source_info=source_info,
+                    requested_by=requested_by,
+                    started_at=started_at,
+                )
+    except UploadRefused as exc:
+        logger.info("Upload %r for clinic %s refused (%s): %s", filename, target.schema_name, exc.code, exc)
+        raise
+    logger.info(
+        "Upload %r for clinic %s accepted as backup #%s (%s).",
+        filename,
+        target.schema_name,
+        backup.pk,
+        backup.payload_format,
+    )
+    return backup
+
+
+# --- Spooling and sniffing ---------------------------------------------------------------
+
+
+def _setting_bytes(name: str, default: int) -> int:
+    value = getattr(settings, name, None)
+    return default if value is None else int(value)
+
+
+def _human_size(size: int) -> str:
+    for unit, scale in (("GB", 1024**3), ("MB", 1024**2), ("KB", 1024)):
+        if size >= scale:
+            return f"{size / scale:.1f} {unit}"
+    return f"{size} bytes"
+
+
+def _too_large(limit: int) -> UploadRefused:
+    return UploadRefused(
+        _("The file is larger than the %(limit)s limit.") % {"limit": _human_size(limit)}, code="too_large"
+    )
+
+
+def _private_file() -> BinaryIO:
+    """An unnamed temporary file (mode 0600): the OS removes it when closed, or if we die."""
+    directory = getattr(settings, "BACKUPS_UPLOAD_TMP_DIR", None) or None
+    return tempfile.TemporaryFile(dir=directory)  # noqa: SIM115 - closed by the caller's with
+
+
+def _spool_upload(source: BinaryIO, out: BinaryIO, limit: int) -> tuple[int, str]:
+    """Copy ``source`` into ``out``; stop as soon as more than ``limit`` bytes came. Returns (size, sha256)."""
+    total = 0
+    digest = hashlib.sha256()
+    while True:
+        data = source.read(min(COPY_BYTES, limit + 1 - total))
+        if data is None:
+            raise TypeError("the uploaded file returned None (non-blocking streams are not supported)")
+        if not isinstance(data, bytes | bytearray | memoryview):
+            raise TypeError("the uploaded file must be opened in binary mode")
+        if not data:
+            break
+        total += len(data)
+        if total > limit:
+            raise _too_large(limit)
+        digest.update(data)
+        out.write(data)
+    out.flush()
+    return total, digest.hexdigest()
+
+
+_AGE_MAGICS = (b"age-encryption.org/", b"-----BEGIN AGE ENCRYPTED FILE-----")
+_COMPRESSED = (
+    (b"\x1f\x8b", "gzip"),
+    (b"\x28\xb5\x2f\xfd", "zstd"),
+    (b"PK\x03\x04", "zip"),
+    (b"PK\x05\x06", "zip"),
+    (b"PK\x07\x08", "zip"),
+    (b"\xfd7zXZ\x00", "xz"),
+    (b"7z\xbc\xaf\x27\x1c", "7z"),
+    (b"\x04\x22\x4d\x18", "lz4"),
+)
+_BZIP2 = re.compile(rb"BZh[1-9]")
+_SPACE_BYTES = re.compile(rb"[^ \t\r\n\f\v]")
+# How SQL scripts start: a comment, a psql meta-command, or a statement keyword.
+_SQL_START = re.compile(
+    rb"(?:--|/\*|\\[a-z]|(?:begin|start|commit|rollback|end|abort|savepoint|create|alter|drop|insert|update|delete"
+    rb"|merge|select|with|values|table|set|reset|show|copy|truncate|grant|revoke|comment|do|lock|vacuum|analyze"
+    rb"|reindex|cluster|call|execute|prepare|declare|explain|listen|notify|refresh|security|use|pragma)\b)",
+    re.IGNORECASE,
+)
+
+
+def _first_non_space(stream: BinaryIO, offset: int) -> int | None:
+    stream.seek(offset)
+    while chunk := stream.read(COPY_BYTES):
+        if match := _SPACE_BYTES.search(chunk):
+            return offset + match.start()
+        offset += len(chunk)
+    return None
+
+
+def _sniff(upload: BinaryIO, size: int) -> str:
+    """``"archive"`` or ``"json"``, from the content; anything else is refused here."""
+    if size == 0:
+        raise UploadRefused(_("The file is empty."), code="empty")
+    upload.seek(0)
+    head = upload.read(SNIFF_BYTES)
+    if head.startswith(b"PGDMP"):
+        raise UploadRefused(
+            _(
+                "This is a raw pg_dump file. For safety, Respaldo never runs database dumps uploaded by a clinic; "
+                "upload a backup downloaded from Respaldo instead."
+            ),
+            code="pg_dump",
+        )
+    for magic, name in _COMPRESSED:
+        if head.startswith(magic):
+            raise _compressed(name)
+    if _BZIP2.match(head):
+        raise _compressed("bzip2")
+    if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        raise UploadRefused(
+            _(
+                "The file is UTF-16 text (as Windows PowerShell saves command output); a JSON export must be "
+                "UTF-8 text. Export it again with “manage.py dumpdata dental --indent 2 -o export.json”."
+            ),
+            code="not_utf8",
+        )
+    start = _first_non_space(upload, len(codecs.BOM_UTF8) if head.startswith(codecs.BOM_UTF8) else 0)
+    if start is None:
+        raise UploadRefused(_("The file is empty."), code="empty")
+    upload.seek(start)
+    text = upload.read(SNIFF_BYTES)
+    if text.startswith(_AGE_MAGICS):
+        return "archive"
+    if text[:1] in (b"[", b"{"):
+        return "json"
+    if _SQL_START.match(text):
+        raise UploadRefused(
+            _(
+                "This is an SQL script. For safety, Respaldo never runs SQL uploaded by a clinic; upload a backup "
+                "downloaded from Respaldo, or a JSON export of the clinic's records, instead."
+            ),
+            code="sql",
+        )
+    raise _not_recognized()
+
+
+def _compressed(name: str) -> UploadRefused:
+    return UploadRefused(
+        _("This is a compressed file (%(format)s); upload the backup file itself, not a compressed copy.")
+        % {"format": name},
+        code="compressed",
+    )
+
+
+def _not_recognized() -> UploadRefused:
+    return UploadRefused(
+        _("This file is not a Respaldo backup or a JSON export of clinic records."), code="not_recognized"
+    )
+
+
+# --- Kind 1: an archive of ours --------------------------------------------------------
+
+
+def _accept_archive(
+    target: Clinic, upload: BinaryIO, *, identities: list[str], requested_by: str, started_at: datetime
+) -> Backup:
+    upload.seek(0)
+    limit = _setting_bytes("BACKUPS_MAX_PAYLOAD_BYTES", DEFAULT_MAX_PAYLOAD_BYTES)
+    try:
+        summary = archive.verify_archive(upload, identities=identities, max_payload_bytes=limit)
+    except archive.KeyConfigError:
+        raise  # our configuration, not the file
+    except archive.ArchiveWrongKey:
+        raise UploadRefused(
+            _("This backup was not made by this Respaldo installation (or was made with a key it no longer has)."),
+            code="wrong_key",
+        ) from None
+    except archive.ArchiveAuthError:
+        raise UploadRefused(_("The file has been altered since it was made."), code="altered") from None
+    except archive.ArchiveTooLarge:
+        raise UploadRefused(
+            _(
+                "This backup unpacks to more than the uncompressed size limit (%(limit)s): it was refused without "
+                "unpacking it (a file built to explode when unpacked looks like this)."
+            )
+            % {"limit": _human_size(limit)},
+            code="unpacked_too_large",
+        ) from None
+    except archive.ArchiveNotRecognized:
+        raise _not_recognized() from None
+    except archive.ArchiveError as exc:  # ArchiveCorrupt, or anything the reader could not make sense of
+        raise UploadRefused(
+            _(
+                "The file is damaged or incomplete (%(detail)s). It may have been cut short or changed while "
+                "being downloaded or copied; upload the original file again."
+            )
+            % {"detail": exc.detail or type(exc).__name__},
+            code="damaged",
+        ) from None
+    manifest = summary.manifest
+    _check_manifest(manifest, target)
+
+    name = storage.backup_key(
+        schema=target.schema_name, kind=Backup.Kind.UPLOADED, created_at=timezone.now(), ext=ARCHIVE_EXTENSION
+    )
+
+    def produce(out: BinaryIO) -> None:
+        upload.seek(0)
+        shutil.copyfileobj(upload, out, COPY_BYTES)
+
+    stored, _result = storage.store_stream(name, produce)
+    _check_stored(stored, summary)
+    return _create_backup(
+        target,
+        stored,
+        payload_format=manifest["payload_format"],
+        manifest=manifest,
+        requested_by=requested_by,
+        started_at=started_at,
+    )
+
+
+def _check_manifest(manifest: dict, target: Clinic) -> None:
+    """An authentic manifest must be of a version and format we know, and of this clinic."""
+    version = manifest.get("format_version")
+    if version != MANIFEST_FORMAT_VERSION or isinstance(version, bool):
+        raise UploadRefused(
+            _(
+                "This backup was made by another version of Respaldo (backup format %(version)s); this "
+                "installation reads format %(ours)d and cannot restore it."
+            )
+            % {"version": json.dumps(version)[:40], "ours": MANIFEST_FORMAT_VERSION},
+            code="unsupported_format",
+        )
+    payload_format = manifest.get("payload_format")
+    if payload_format not in Backup.Format.values:
+        raise UploadRefused(
+            _("This backup holds its data in a format this installation does not know (%(format)s).")
+            % {"format": json.dumps(payload_format)[:40]},
+            code="unsupported_format",
+        )
+    owner = manifest.get("clinic") if isinstance(manifest.get("clinic"), dict) else {}
+    schema, clinic_id = owner.get("schema"), owner.get("id")
+    if schema != target.schema_name:
+        raise UploadRefused(
+            _("This backup belongs to another clinic (%(schema)s); a clinic can only restore its own backups.")
+            % {"schema": str(schema)[:63]},
+            code="other_clinic",
+        )
+    if clinic_id != target.pk or isinstance(clinic_id, bool):
+        raise UploadRefused(
+            _(
+                "This backup belongs to another clinic (an earlier clinic that had the same name, %(schema)s); "
+                "a clinic can only restore its own backups."
+            )
+            % {"schema": schema},
+            code="other_clinic",
+        )
+
+
+def _check_stored(stored: storage.StoredObject, summary: archive.ArchiveSummary) -> None:
+    """The storage must hold exactly the bytes that were verified or written."""
+    if stored.sha256 != summary.archive_sha256 or stored.size != summary.archive_bytes:
+        storage.delete_stored(stored.name)
+        raise BackupError("The stored copy of the uploaded backup differs from the checked file; nothing was kept.")
+
+
+def _create_backup(
+    target: Clinic,
+    stored: storage.StoredObject,
+    *,
+    payload_format: str,
+    manifest: dict,
+    requested_by: str,
+    started_at: datetime,
+) -> Backup:
+    try:
+        return Backup.objects.create(
+            clinic=target,
+            kind=Backup.Kind.UPLOADED,
+            payload_format=payload_format,
+            status=JobStatus.SUCCEEDED,
+            requested_by=requested_by[:254],
+            requested_at=started_at,
+            started_at=started_at,
+            succeeded_at=timezone.now(),
+            storage_name=stored.name,
+            size=stored.size,
+            sha256=stored.sha256,
+            manifest=manifest_summary(manifest),
+            progress_bytes=stored.size,
+            worker=worker_name(),
+        )
+    except BaseException:
+        with contextlib.suppress(Exception):
+            storage.delete_stored(stored.name)
+        raise
+
+
+# --- Kind 2: a Django JSON fixture -------------------------------------------------------
+
+
+def _accept_fixture(
+    target: Clinic,
+    converter: _FixtureConverter,
+    *,
+    identities: list[str],
+    source_info: dict,
+    requested_by: str,
+    started_at: datetime,
+) -> Backup:
+    schema = target.schema_name
+    qn = connection.ops.quote_name
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT app, name FROM {qn(schema)}.django_migrations ORDER BY app, name")  # noqa: S608
+        migrations: dict[str, list[str]] = {}
+        for app, name in cursor.fetchall():
+            migrations.setdefault(app, []).append(name)
+        cursor.execute("SHOW server_version")
+        server_version = cursor.fetchone()[0].split()[0]
+    created_at = timezone.now()
+    manifest = {
+        "format_version": MANIFEST_FORMAT_VERSION,
+        "clinic": {"id": target.pk, "schema": schema, "name": target.name},
+        "created_at": created_at.isoformat(),
+        "kind": Backup.Kind.UPLOADED.value,
+        "payload_format": Backup.Format.JSON.value,
+        "tables": converter.counts(),
+        "migrations": migrations,
+        "postgresql": {"server": server_version, "dump_tool": "json"},
+        "source": source_info,
+    }
+    extra = [target.backup_recipient] if target.backup_recipient else []
+    level = int(getattr(settings, "BACKUPS_ZSTD_LEVEL", 3))
+    name = storage.backup_key(schema=schema, kind=Backup.Kind.UPLOADED, created_at=created_at, ext=ARCHIVE_EXTENSION)
+
+    def produce(out: BinaryIO) -> archive.ArchiveSummary:
+        return archive.write_archive(
+            converter.payload(), out, manifest=manifest, identities=identities, extra_recipients=extra, level=level
+        )
+
+    stored, summary = storage.store_stream(name, produce)
+    _check_stored(stored, summary)
+    return _create_backup(
+        target,
+        stored,
+        payload_format=Backup.Format.JSON,
+        manifest=summary.manifest,
+        requested_by=requested_by,
+        started_at=started_at,
+    )
+
+
+# --- Streaming a JSON array ------------------------------------------------------------
+
+_NON_SPACE = re.compile(r"[^ \t\r\n]")
+_LOOKAHEAD = 64  # a JSON error this close to the end of the buffer may just be a cut value
+
+
+def _invalid_json(detail: str, line: int, column: int) -> UploadRefused:
+    return UploadRefused(
+        _("The file is not valid JSON: %(error)s at line %(line)d, column %(column)d.")
+        % {"error": detail.removesuffix(" at"), "line": line, "column": column},
+        code="invalid_json",
+    )
+
+
+def _incomplete_json() -> UploadRefused:
+    return UploadRefused(
+        _(
+            "The file is not valid JSON: it ends in the middle of the list of records, so it is incomplete "
+            "(perhaps cut short while being downloaded or copied)."
+        ),
+        code="invalid_json",
+    )
+
+
+class _JsonArray:
+    """The elements of a UTF-8 file holding one JSON array, parsed one at a time.
+
+    ``json.JSONDecoder.raw_decode`` runs over a sliding text buffer: memory holds the element
+    being parsed plus one read chunk, whatever the file's size or indentation. Line and
+    column are tracked for error messages.
+    """
+
+    def __init__(self, stream: BinaryIO, *, max_element_chars: int = MAX_RECORD_CHARS) -> None:
+        self._stream = stream
+        self._utf8 = codecs.getincrementaldecoder("utf-8")("strict")
+        self._json = json.JSONDecoder(parse_float=Decimal)
+        self._max = max_element_chars
+        self._buf = ""
+        self._pos = 0
+        self._mark = 0  # buffer index at which the line and column below hold
+        self._line = 1
+        self._col = 1
+        self._eof = False
+        self._started = False
+        self._bytes_read = 0
+        self._newlines_read = 0
+
+    def elements(self) -> Iterator[tuple[int, int, Any]]:
+        """Yield (number from 1, line where it starts, value) for each element of the array."""
+        char = self._skip_space()
+        if char == "{":
+            raise UploadRefused(
+                _(
+                    "The file holds a single JSON object, not a list of records: a JSON export of clinic records "
+                    "is a list [{“model”: …, “pk”: …, “fields”: {…}}, …]."
+                ),
+                code="not_a_list",
+            )
+        if char != "[":
+            raise _not_recognized()
+        self._pos += 1
+        char = self._skip_space()
+        number = 0
+        if char == "]":
+            self._pos += 1
+            self._expect_end()
+            return
+        while True:
+            if char is None:
+                raise _incomplete_json()
+            number += 1
+            self._advance(self._pos)
+            yield number, self._line, self._value(number)
+            char = self._skip_space()
+            if char == ",":
+                self._pos += 1
+                char = self._skip_space()
+                if char == "]":
+                    raise self._syntax("a record is expected after the last comma", self._pos)
+            elif char == "]":
+                self._pos += 1
+                self._expect_end()
+                return
+            elif char is None:
+                raise _incomplete_json()
+            else:
+                raise self._syntax("Expecting ',' delimiter", self._pos)
+
+    def _expect_end(self) -> None:
+        if self._skip_space() is not None:
+            raise self._syntax("Extra data after the end of the list", self._pos)
+
+    def _value(self, number: int) -> Any:
+        start = self._pos
+        while True:
+            try:
+                value, end = self._json.raw_decode(self._buf, start)
+            except json.JSONDecodeError as exc:
+                unterminated = exc.msg.startswith("Unterminated string")
+                if not self._eof and (unterminated or len(self._buf) - exc.pos < _LOOKAHEAD):
+                    if len(self._buf) - start > self._max:
+                        raise self._too_big(number) from None
+                    held = len(self._buf) - start  # read more each time: a huge record is parsed a few times only
+                    self._fill(max(COPY_BYTES, min(held, self._max - held)))
+                    start = self._pos
+                    continue
+                if unterminated or exc.pos >= len(self._buf.rstrip(" \t\r\n")):
+                    raise _incomplete_json() from None  # the text stops inside a record
+                raise self._syntax(exc.msg, exc.pos) from None
+            except RecursionError:
+                raise UploadRefused(
+                    _("Record %(number)d of the file is nested too deeply to be read.") % {"number": number},
+                    code="invalid_record",
+                ) from None
+            if end - start > self._max:
+                raise self._too_big(number)
+            self._pos = end
+            return value
+
+    def _too_big(self, number: int) -> UploadRefused:
+        return UploadRefused(
+            _("Record %(number)d of the file is larger than %(limit)s; it cannot be restored.")
+            % {"number": number, "limit": _human_size(self._max)},
+            code="invalid_record",
+        )
+
+    def _skip_space(self) -> str | None:
+        """The next character that is not JSON white space (not consumed), or None at the end."""
+        while True:
+            match = _NON_SPACE.search(self._buf, self._pos)
+            if match:
+                self._pos = match.start()
+                return self._buf[self._pos]
+            self._pos = len(self._buf)
+            self._advance(self._pos)
+            if not self._fill():
+                return None
+
+    def _fill(self, size: int = COPY_BYTES) -> bool:
+        """Append the next chunk to the buffer, dropping what is done with; False at the end."""
+        if self._eof:
+            return False
+        data = self._stream.read(size)
+        pending = len(self._utf8.getstate()[0])
+        try:
+            text = self._utf8.decode(data, final=not data)
+        except UnicodeDecodeError as exc:
+            raise self._not_utf8(exc, pending) from None
+        self._bytes_read += len(data)
+        self._eof = not data
+        if not self._started and text:
+            self._started = True
+            text = text.removeprefix("\ufeff")
+        self._newlines_read += text.count("\n")
+        if self._mark:
+            self._buf = self._buf[self._mark :]
+            self._pos -= self._mark
+            self._mark = 0
+        self._buf += text
+        return True
+
+    def _advance(self, index: int) -> None:
+        self._line, self._col = self._where(index)
+        self._mark = index
+
+    def _where(self, index: int) -> tuple[int, int]:
+        segment = self._buf[self._mark : index]
+        newlines = segment.count("\n")
+        if not newlines:
+            return self._line, self._col + len(segment)
+        return self._line + newlines, len(segment) - segment.rfind("\n")
+
+    def _syntax(self, detail: str, index: int) -> UploadRefused:
+        line, column = self._where(index)
+        return _invalid_json(detail, line, column)
+
+    def _not_utf8(self, exc: UnicodeDecodeError, pending: int) -> UploadRefused:
+        before = bytes(exc.object[: exc.start]).decode("utf-8", "replace")
+        return UploadRefused(
+            _(
+                "The file is not UTF-8 text: byte %(byte)d (0x%(value)02X, on line %(line)d) is not valid UTF-8. "
+                "It may be saved in another encoding, such as Latin-1 or Windows-1252; export it again as UTF-8."
+            )
+            % {
+                "byte": self._bytes_read - pending + exc.start + 1,
+                "value": exc.object[exc.start],
+                "line": 1 + self._newlines_read + before.count("\n"),
+            },
+            code="not_utf8",
+        )
+
+
+# --- Checking values -------------------------------------------------------------------
+
+
+class _BadValue(ValueError):
+    """A value that does not fit its field; ``str()`` completes "field “x”: ..."."""
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true/false"
+    if isinstance(value, str):
+        return "text"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "an object"
+    if isinstance(value, Decimal):
+        return "a decimal number"
+    return "a number"
+
+
+def _expect(value: Any, types: tuple[type, ...], what: str) -> None:
+    if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+        raise _BadValue(f"expected {what}, found {_json_type(value)}")
+
+
+def _to_python(model_field: models.Field, value: Any) -> Any:
+    try:
+        return model_field.to_python(value)
+    except ValidationError as exc:
+        raise _BadValue(" ".join(exc.messages)) from None
+    except (ValueError, TypeError, OverflowError, ArithmeticError) as exc:
+        raise _BadValue(str(exc) or type(exc).__name__) from None
+
+
+_JSON_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
+
+
+def _normalizer(model_field: models.Field, kind: str) -> Callable[[Any], Any]:
+    """A function checking one non-null value of ``model_field`` and giving it as the database
+    would give it to the json payload writer (see ``json_payload._ENCODERS``).
+
+    Values come from JSON, or are the field's default (a Python value) for a missing field.
+    """
+    target = model_field
+    while target.is_relation:
+        target = target.target_field
+
+    if kind == "int":
+        low, high = connection.ops.integer_field_ranges.get(target.get_internal_type(), (None, None))
+
+        def integer(value: Any) -> int:
+            _expect(value, (int, str), "a whole number")
+            result = _to_python(model_field, value)
+            if low is not None and not low <= result <= high:
+                raise _BadValue(f"{result} is out of range ({low} to {high})")
+            return result
+
+        return integer
+    if kind == "text":
+        max_length = getattr(target, "max_length", None)
+
+        def text(value: Any) -> str:
+            _expect(value, (str, int, Decimal), "text")
+            result = _to_python(model_field, value)
+            result = result if isinstance(result, str) else str(result)
+            if "\x00" in result:
+                raise _BadValue("contains a NUL character, which the database cannot store")
+            if max_length is not None and len(result) > max_length:
+                raise _BadValue(f"is {len(result)} characters long; at most {max_length} are allowed")
+            return result
+
+        return text
+    if kind == "bool":
+
+        def boolean(value: Any) -> bool:
+            _expect(value, (bool, int, str), "true or false")
+            return _to_python(model_field, value)
+
+        return boolean
+    if kind == "decimal":
+        return _decimal_normalizer(model_field, target)
+    if kind == "uuid":
+
+        def uuid_text(value: Any) -> str:
+            _expect(value, (str, int, uuid.UUID), "a UUID")
+            return str(_to_python(model_field, value))
+
+        return uuid_text
+    if kind == "inet":
+
+        def address(value: Any) -> str:
+            _expect(value, (str,), "an IP address")
+            result = _to_python(model_field, value)
+            try:
+                target.run_validators(result)
+            except ValidationError as exc:
+                raise _BadValue(" ".join(exc.messages)) from None
+            return result
+
+        return address
+    if kind == "date":
+
+        def day(value: Any) -> date:
+            _expect(value, (str, date), "a date")
+            return _to_python(model_field, value)
+
+        return day
+    if kind == "time":
+
+        def time_of_day(value: Any) -> time:
+            _expect(value, (str, time), "a time")
+            return _to_python(model_field, value).replace(tzinfo=None)
+
+        return time_of_day
+    if kind == "datetime":
+        use_tz = settings.USE_TZ
+        default_tz = timezone.get_default_timezone()
+
+        def moment(value: Any) -> datetime:
+            _expect(value, (str, date), "a date and time")
+            result = _to_python(model_field, value)
+            try:
+                if use_tz:
+                    if timezone.is_naive(result):
+                        result = timezone.make_aware(result, default_tz)  # as loaddata does
+                    return result.astimezone(UTC)
+                return timezone.make_naive(result, default_tz) if timezone.is_aware(result) else result
+            except (ValueError, OverflowError) as exc:
+                raise _BadValue(str(exc)) from None
+
+        return moment
+    if kind == "duration":
+
+        def duration(value: Any) -> timedelta:
+            _expect(value, (str, timedelta), "a duration")
+            return _to_python(model_field, value)
+
+        return duration
+    if kind == "binary":
+
+        def binary(value: Any) -> bytes:
+            if isinstance(value, bytes | bytearray | memoryview):
+                return bytes(value)
+            _expect(value, (str,), "base64 text")
+            try:
+                return base64.b64decode(value, validate=True)
+            except (binascii.Error, ValueError):
+                raise _BadValue("is not valid base64 text") from None
+
+        return binary
+    if kind == "json":
+
+        def json_text(value: Any) -> str:
+            try:
+                result = _dump_json(value)
+            except (ValueError, TypeError, RecursionError):
+                raise _BadValue("is not JSON data the database can store (NaN or infinity?)") from None
+            if _JSON_NUL.search(result):
+                raise _BadValue("contains a NUL character (\\u0000), which the database cannot store")
+            return result
+
+        return json_text
+    if kind == "float":
+
+        def number(value: Any) -> float:
+            _expect(value, (int, float, Decimal, str), "a number")
+            return _to_python(model_field, value)
+
+        return number
+    raise ValueError(f"unknown column kind {kind!r}")  # json_payload refuses such fields first
+
+
+def _decimal_normalizer(model_field: models.Field, target: models.Field) -> Callable[[Any], str]:
+    max_digits, places = target.max_digits, target.decimal_places
+
+    def decimal_text(value: Any) -> str:
+        _expect(value, (str, int, Decimal), "a decimal number")
+        result = _to_python(model_field, value)
+        if not result.is_finite():
+            raise _BadValue("is not a number")
+        if max_digits is None or places is None:
+            return str(result)
+        if not result.is_zero() and result.adjusted() + 1 > max_digits - places:
+            raise _BadValue(f"{result} is too large (at most {max_digits - places} digits before the decimal point)")
+        with localcontext() as context:
+            context.prec = max_digits + 2
+            exact = result.quantize(Decimal(1).scaleb(-places))
+        if exact != result:
+            raise _BadValue(f"{result} has more than {places} decimal places")
+        return str(exact.copy_abs() if exact.is_zero() else exact)
+
+    return decimal_text
+
+
+# --- Converting a fixture into the canonical payload ------------------------------------
+
+_RECORD_KEYS = frozenset({"model", "pk", "fields", JSON_NULLS_KEY})
+_NATURAL_KEYS_HINT = (
+    "files exported with natural keys (dumpdata --natural-primary or --natural-foreign) cannot be restored; "
+    "export them again with “manage.py dumpdata dental --indent 2”."
+)
+
+
+@dataclass(eq=False)
+class _Slot:
+    index: int  # position in the row (the primary key is 0)
+    name: str
+    kind: str
+    field: models.Field
+    normalize: Callable[[Any], Any]
+    reference: str | None  # label of the payload model a foreign key points to
+
+
+@dataclass(eq=False)
+class _Nested:
+    """A many-to-many field given as a list inside its records (as Django's serializer writes it)."""
+
+    name: str
+    through: _Target
+    source_index: int
+    target_index: int
+    target_slot: _Slot
+
+
+@dataclass(eq=False)
+class _Target:
+    """One payload model: how to check its records, and what was written of it."""
+
+    model: type[models.Model]
+    label: str
+    db_table: str
+    width: int
+    line: Callable[[tuple], str]
+    pk: _Slot
+    slots: dict[str, _Slot]  # by field name and by attname
+    fields: list[_Slot]
+    nested: dict[str, _Nested] = field(default_factory=dict)
+    spool: BinaryIO | None = None
+    size: int = 0
+    count: int = 0
+    pks: set = field(default_factory=set)
+    last_pk: Any = None
+    unsorted: bool = False
+    explicit: bool = False  # has records of its own in the file
+    generated: int = 0  # rows made from nested many-to-many lists
+    nested_in: str = ""  # "dental.treatment.materials" for a through model, in messages
+
+
+class _FixtureConverter:
+    """Checks the records of a fixture and spools their canonical lines, per model.
+
+    Lines are spooled per model so that the payload comes out in dependency order (the
+    order of :func:`payload_models`) whatever the file's order; a model whose records came
+    out of primary-key order is sorted by seeking through its spool.
+    """
+
+    def __init__(self) -> None:
+        self._directory = getattr(settings, "BACKUPS_UPLOAD_TMP_DIR", None) or None
+        self._targets: list[_Target] = []
+        self._by_label: dict[str, _Target] = {}
+        self._references: dict[tuple[str, str, str], set] = {}
+        self._records = 0
+        self._build()
+
+    def __enter__(self) -> _FixtureConverter:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        for target in self._targets:
+            if target.spool is not None:
+                target.spool.close()
+                target.spool = None
+
+    # -- setup
+
+    def _build(self) -> None:
+        models_ = payload_models()
+        labels = {model: model._meta.label_lower for model in models_}
+        for model in models_:
+            table = _table(model)
+            slots = [
+                _Slot(
+                    index=index,
+                    name=column.name,
+                    kind=column.kind,
+                    field=column.field,
+                    normalize=_normalizer(column.field, column.kind),
+                    reference=labels.get(column.field.related_model) if column.field.is_relation else None,
+                )
+                for index, column in enumerate(table.columns)
+            ]
+            by_name = {slot.name: slot for slot in slots[1:]}
+            by_name.update({slot.field.attname: slot for slot in slots[1:] if slot.field.attname != slot.name})
+            target = _Target(
+                model=model,
+                label=labels[model],
+                db_table=table.db_table,
+                width=len(slots),
+                line=_line_maker(table),
+                pk=slots[0],
+                slots=by_name,
+                fields=slots[1:],
+            )
+            self._targets.append(target)
+            self._by_label[target.label] = target
+        for target in self._targets:
+            for m2m in target.model._meta.local_many_to_many:
+                through = m2m.remote_field.through
+                if not through._meta.auto_created or through not in labels:
+                    continue
+                through_target = self._by_label[labels[through]]
+                columns = {slot.name: slot for slot in through_target.fields}
+                source, destination = columns[m2m.m2m_field_name()], columns[m2m.m2m_reverse_field_name()]
+                target.nested[m2m.name] = _Nested(
+                    name=m2m.name,
+                    through=through_target,
+                    source_index=source.index,
+                    target_index=destination.index,
+                    target_slot=destination,
+                )
+                through_target.nested_in = f"{target.label}.{m2m.name}"
+
+    # -- reading
+
+    def read(self, upload: BinaryIO) -> None:
+        """Check and convert every record of the file; raise UploadRefused at the first problem."""
+        upload.seek(0)
+        for number, line, value in _JsonArray(upload).elements():
+            self._add(number, line, value)
+        self._finish()
+
+    def _refuse_record(self, number: int, line: int, problem: str, *, code: str = "invalid_record") -> UploadRefused:
+        return UploadRefused(
+            _("Record %(number)d of the file (line %(line)d) %(problem)s")
+            % {"number": number, "line": line, "problem": problem},
+            code=code,
+        )
+
+    def _add(self, number: int, line: int, record: Any) -> None:
+        if not isinstance(record, dict) or not isinstance(record.get("model"), str):
+            raise self._refuse_record(
+                number, line, _("is not a record {“model”: …, “pk”: …, “fields”: {…}} of a JSON export.")
+            )
+        label = record["model"]
+        target = self._by_label.get(label.lower())
+        if target is None:
+            raise UploadRefused(
+                _(
+                    'The file contains records of "%(model)s", which is not clinic data: only the clinic\'s records '
+                    "(patients, appointments, …) can be restored from a file."
+                )
+                % {"model": label[:100]},
+                code="not_clinic_data",
+            )
+        if unexpected := record.keys() - _RECORD_KEYS:
+            raise self._refuse_record(
+                number, line, _("has unexpected keys (%(keys)s).") % {"keys": ", ".join(sorted(unexpected))[:200]}
+            )
+        if record.get("pk") is None:
+            raise self._refuse_record(
+                number, line, _("has no id (“pk”): %(hint)s") % {"hint": _NATURAL_KEYS_HINT}, code="natural_keys"
+            )
+        fields = record.get("fields")
+        if not isinstance(fields, dict):
+            raise self._refuse_record(number, line, _("has no “fields” object."))
+        where = f"{target.label} id {json.dumps(record['pk'], default=str)[:60]}"
+
+        def bad(name: str, reason: str, code: str = "invalid_value") -> UploadRefused:
+            return UploadRefused(
+                _("Record %(number)d of the file (line %(line)d, %(where)s), field “%(field)s”: %(reason)s")
+                % {"number": number, "line": line, "where": where, "field": name[:100], "reason": _sentence(reason)},
+                code=code,
+            )
+
+        if isinstance(record["pk"], list | dict):
+            raise bad("pk", _NATURAL_KEYS_HINT, "natural_keys")
+        row: list[Any] = [None] * target.width
+        try:
+            pk = row[0] = target.pk.normalize(record["pk"])
+        except _BadValue as exc:
+            raise bad("pk", str(exc)) from None
+
+        json_nulls = self._json_nulls(record, target, fields, bad)
+        filled = [False] * target.width
+        nested: list[tuple[_Nested, Any]] = []
+        for name, value in fields.items():
+            slot = target.slots.get(name)
+            if slot is None:
+                if name in target.nested:
+                    nested.append((target.nested[name], value))
+                    continue
+                raise bad(name, _("%(model)s has no such field") % {"model": target.label})
+            if filled[slot.index]:
+                raise bad(name, _("the field is given twice"))
+            filled[slot.index] = True
+            if isinstance(value, list) and slot.reference is not None:
+                raise bad(name, _NATURAL_KEYS_HINT, "natural_keys")
+            try:
+                row[slot.index] = self._value(slot, value, name in json_nulls)
+            except _BadValue as exc:
+                raise bad(name, str(exc)) from None
+        for slot in target.fields:
+            if not filled[slot.index]:
+                try:
+                    row[slot.index] = self._default(slot)
+                except _BadValue as exc:
+                    raise bad(slot.name, str(exc)) from None
+
+        if target.generated:
+            raise self._links_twice(target)
+        target.explicit = True
+        if pk in target.pks:
+            raise self._refuse_record(
+                number,
+                line,
+                _("repeats %(where)s: each record may appear only once.") % {"where": where},
+                code="duplicate_record",
+            )
+        self._write(target, row)
+        for slot in target.fields:
+            if slot.reference is not None and row[slot.index] is not None:
+                self._references.setdefault((target.label, slot.name, slot.reference), set()).add(row[slot.index])
+        for link, value in nested:
+            self._add_links(link, pk, value, bad)
+        self._records += 1
+
+    def _json_nulls(self, record: dict, target: _Target, fields: dict, bad: Callable) -> set[str]:
+        """Our own payload's marker of JSON fields holding JSON null (rather than SQL NULL)."""
+        names = record.get(JSON_NULLS_KEY, [])
+        if not isinstance(names, list):
+            raise bad(JSON_NULLS_KEY, _("expected a list of field names"))
+        for name in names:
+            slot = target.slots.get(name) if isinstance(name, str) else None
+            if slot is None or slot.kind != "json" or fields.get(name, 0) is not None:
+                raise bad(JSON_NULLS_KEY, _("“%(name)s” is not a JSON field holding null") % {"name": str(name)[:100]})
+        return set(names)
+
+    @staticmethod
+    def _value(slot: _Slot, value: Any, json_null: bool) -> Any:
+        if value is None:
+            if slot.kind == "json" and (json_null or not slot.field.null):
+                return "null"  # JSON null: the only null a non-nullable JSON field can hold
+            if slot.field.null:
+                return None
+            raise _BadValue(_("is empty (null), but this field cannot be empty"))
+        return slot.normalize(value)
+
+    @staticmethod
+    def _default(slot: _Slot) -> Any:
+        """A field missing from a record gets its model default, as ``loaddata`` does."""
+        value = slot.field.get_default()
+        if value is None:
+            if not slot.field.null:
+                raise _BadValue(_("the field is missing, and it has no default value"))
+            return None
+        return slot.normalize(value)
+
+    def _add_links(self, link: _Nested, pk: Any, value: Any, bad: Callable) -> None:
+        """Rows of the through model for a nested many-to-many list; ids are numbered from 1."""
+        through = link.through
+        if through.explicit:
+            raise self._links_twice(through)
+        if not isinstance(value, list):
+            raise bad(link.name, _("expected a list of ids, found %(type)s") % {"type": _json_type(value)})
+        seen = set()
+        slot = link.target_slot
+        for item in value:
+            if isinstance(item, list):
+                raise bad(link.name, _NATURAL_KEYS_HINT, "natural_keys")
+            if item is None:
+                raise bad(link.name, _("the list holds null instead of an id"))
+            try:
+                other = slot.normalize(item)
+            except _BadValue as exc:
+                raise bad(link.name, str(exc)) from None
+            if other in seen:
+                continue
+            seen.add(other)
+            through.generated += 1
+            row: list[Any] = [None] * through.width
+            row[0] = through.generated
+            row[link.source_index] = pk
+            row[link.target_index] = other
+            self._write(through, row)
+            if slot.reference is not None:
+                self._references.setdefault((through.label, slot.name, slot.reference), set()).add(other)
+
+    @staticmethod
+    def _links_twice(through: _Target) -> UploadRefused:
+        return UploadRefused(
+            _(
+                "The file gives the links of “%(field)s” twice: as lists inside the records and as records of "
+                "“%(through)s”. Keep only one of the two."
+            )
+            % {"field": through.nested_in, "through": through.label},
+            code="invalid_record",
+        )
+
+    def _write(self, target: _Target, row: list[Any]) -> None:
+        pk = row[0]
+        if target.last_pk is not None and pk < target.last_pk:
+            target.unsorted = True
+        target.last_pk = pk
+        target.pks.add(pk)
+        if target.spool is None:
+            target.spool = tempfile.TemporaryFile(dir=self._directory)  # noqa: SIM115 - closed in close()
+        data = target.line(tuple(row)).encode("utf-8") + b",\n"
+        target.spool.write(data)
+        target.size += len(data)
+        target.count += 1
+
+    def _finish(self) -> None:
+        if not self._records:
+            raise UploadRefused(_("The file holds an empty list: there are no records to restore."), code="no_records")
+        for (label, name, referenced), ids in self._references.items():
+            missing = ids - self._by_label[referenced].pks
+            if missing:
+                example = min(missing, key=lambda value: (str(type(value)), value))
+                raise UploadRefused(
+                    _(
+                        "Records of “%(model)s” refer (field “%(field)s”) to %(target)s id %(id)s, which is not in "
+                        "the file (ids missing in all: %(count)d). A file must hold every record its records refer to."
+                    )
+                    % {"model": label, "field": name, "target": referenced, "id": example, "count": len(missing)},
+                    code="missing_reference",
+                )
+        for target in self._targets:
+            target.pks = set()  # no longer needed
+            if target.unsorted:
+                self._sort(target)
+            if target.spool is not None:
+                target.spool.flush()
+
+    def _sort(self, target: _Target) -> None:
+        """Rewrite a spool in primary-key order (an index of offsets in memory, lines on disk)."""
+        assert target.spool is not None
+        prefix = len('{"model": ' + encode_basestring(target.label) + ', "pk": ')
+        decoder = json.JSONDecoder()
+        index = []
+        offset = 0
+        target.spool.flush()
+        target.spool.seek(0)
+        for raw in target.spool:
+            pk, _end = decoder.raw_decode(raw.decode("utf-8"), prefix)
+            index.append((pk, offset, len(raw)))
+            offset += len(raw)
+        index.sort(key=lambda entry: entry[0])
+        ordered = tempfile.TemporaryFile(dir=self._directory)  # noqa: SIM115 - closed in close()
+        try:
+            for _pk, start, length in index:
+                target.spool.seek(start)
+                ordered.write(target.spool.read(length))
+        except BaseException:
+            ordered.close()
+            raise
+        target.spool.close()
+        target.spool = ordered
+
+    # -- results
+
+    def counts(self) -> dict[str, int]:
+        """Rows per table ({db_table: rows}) for every payload model, as a manifest holds them."""
+        return {target.db_table: target.count for target in self._targets}
+
+    def payload(self) -> BinaryIO:
+        """The canonical json payload, read from the spools (one record per line, parents first)."""
+        return _PayloadReader([(target.spool, target.size) for target in self._targets if target.size])
+
+
+def _sentence(text: str) -> str:
+    text = text.strip()
+    return text if text.endswith((".", "!", "?")) else text + "."
+
+
+class _PayloadReader(io.RawIOBase):
+    """``[``, every spooled line (each ends with ``,\\n``; the very last one's comma dropped), ``]``."""
+
+    def __init__(self, spools: list[tuple[BinaryIO, int]]) -> None:
+        super().__init__()
+        self._pieces = self._generate(spools)
+        self._pending = memoryview(b"")
+
+    @staticmethod
+    def _generate(spools: list[tuple[BinaryIO, int]]) -> Iterator[bytes]:
+        yield b"[\n"
+        for position, (spool, size) in enumerate(spools):
+            remaining = size - 2 if position == len(spools) - 1 else size
+            spool.seek(0)
+            while remaining:
+                data = spool.read(min(COPY_BYTES, remaining))
+                if not data:
+                    raise OSError("a temporary file of the upload ended early")
+                remaining -= len(data)
+                yield data
+        yield b"\n]\n"
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        while not self._pending:
+            piece = next(self._pieces, None)
+            if piece is None:
+                return 0
+            self._pending = memoryview(piece)
+        count = min(len(view), len(self._pending))
+        view[:count] = self._pending[:count]
+        self._pending = self._pending[count:]
+        return count

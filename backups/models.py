@@ -26,7 +26,38 @@ class JobStatus(models.TextChoices):
 ACTIVE_STATUSES = [JobStatus.PENDING, JobStatus.RUNNING]
 
 
-class Backup(models.Model):
+class Job(models.Model):
+    """What every job row has: who asked, its state with a timestamp per state, progress."""
+
+    Status = JobStatus
+
+    status = models.CharField(_("status"), max_length=20, choices=JobStatus.choices, default=JobStatus.PENDING)
+    requested_by = models.CharField(_("requested by"), max_length=254, blank=True)
+    requested_at = models.DateTimeField(_("requested at"), default=timezone.now)
+    started_at = models.DateTimeField(_("started at"), null=True, blank=True)
+    succeeded_at = models.DateTimeField(_("succeeded at"), null=True, blank=True)
+    failed_at = models.DateTimeField(_("failed at"), null=True, blank=True)
+    progress_phase = models.CharField(_("phase"), max_length=40, blank=True)
+    error = models.TextField(_("error"), blank=True)
+    worker = models.CharField(_("worker"), max_length=100, blank=True, help_text=_("host:pid that ran the job"))
+
+    class Meta:
+        abstract = True
+
+    @property
+    def finished_at(self):
+        """When the job ended, whichever way."""
+        return self.succeeded_at or self.failed_at
+
+    @property
+    def duration(self) -> timedelta | None:
+        """Time from start to end of the job, once it has ended."""
+        if self.started_at and self.finished_at:
+            return self.finished_at - self.started_at
+        return None
+
+
+class Backup(Job):
     """One backup of one clinic: a job while it runs, then an archive in storage."""
 
     class Kind(models.TextChoices):
@@ -39,27 +70,16 @@ class Backup(models.Model):
         PG = "pg", _("PostgreSQL (pg_dump)")
         JSON = "json", _("Portable JSON")
 
-    Status = JobStatus
-
     clinic = models.ForeignKey("clinics.Clinic", on_delete=models.PROTECT, related_name="backups")
     kind = models.CharField(_("kind"), max_length=20, choices=Kind.choices, default=Kind.MANUAL)
     payload_format = models.CharField(_("format"), max_length=10, choices=Format.choices, default=Format.PG)
-    status = models.CharField(_("status"), max_length=20, choices=JobStatus.choices, default=JobStatus.PENDING)
-    requested_by = models.CharField(_("requested by"), max_length=254, blank=True)
-    requested_at = models.DateTimeField(_("requested at"), default=timezone.now)
-    started_at = models.DateTimeField(_("started at"), null=True, blank=True)
-    succeeded_at = models.DateTimeField(_("succeeded at"), null=True, blank=True)
-    failed_at = models.DateTimeField(_("failed at"), null=True, blank=True)
     expired_at = models.DateTimeField(_("expired at"), null=True, blank=True)
     expires_at = models.DateTimeField(_("expires at"), null=True, blank=True)
     storage_name = models.CharField(_("stored as"), max_length=500, blank=True)
     size = models.BigIntegerField(_("size (bytes)"), null=True, blank=True)
     sha256 = models.CharField(_("SHA-256"), max_length=64, blank=True)
     manifest = models.JSONField(_("manifest"), default=dict, blank=True)
-    progress_phase = models.CharField(_("phase"), max_length=40, blank=True)
     progress_bytes = models.BigIntegerField(_("bytes so far"), default=0)
-    error = models.TextField(_("error"), blank=True)
-    worker = models.CharField(_("worker"), max_length=100, blank=True, help_text=_("host:pid that ran the job"))
     attempt = models.PositiveSmallIntegerField(_("attempt"), default=1)
     retry_of = models.ForeignKey(
         "self", on_delete=models.SET_NULL, null=True, blank=True, related_name="retries", verbose_name=_("retry of")
@@ -90,28 +110,14 @@ class Backup(models.Model):
     def __str__(self) -> str:
         return f"#{self.pk} {self.clinic.schema_name} {self.get_kind_display()} ({self.get_status_display()})"
 
-    @property
-    def finished_at(self):
-        """When the job ended, whichever way."""
-        return self.succeeded_at or self.failed_at
 
-    @property
-    def duration(self) -> timedelta | None:
-        """Time from start to end of the job, once it has ended."""
-        if self.started_at and self.finished_at:
-            return self.finished_at - self.started_at
-        return None
-
-
-class Restore(models.Model):
+class Restore(Job):
     """One restore of one clinic from one of its backups."""
 
     class Outcome(models.TextChoices):
         UNKNOWN = "", _("Not yet known")
         UNCHANGED = "unchanged", _("Clinic unchanged")
         RESTORED = "restored", _("Data restored")
-
-    Status = JobStatus
 
     clinic = models.ForeignKey("clinics.Clinic", on_delete=models.PROTECT, related_name="restores")
     backup = models.ForeignKey(Backup, on_delete=models.PROTECT, related_name="restores", verbose_name=_("backup"))
@@ -123,18 +129,9 @@ class Restore(models.Model):
         related_name="+",
         verbose_name=_("safety backup (the way back)"),
     )
-    status = models.CharField(_("status"), max_length=20, choices=JobStatus.choices, default=JobStatus.PENDING)
     # Written inside the restore's own transaction, so it commits (or not) with the data.
     outcome = models.CharField(_("outcome"), max_length=20, choices=Outcome.choices, blank=True)
-    requested_by = models.CharField(_("requested by"), max_length=254, blank=True)
-    requested_at = models.DateTimeField(_("requested at"), default=timezone.now)
-    started_at = models.DateTimeField(_("started at"), null=True, blank=True)
-    succeeded_at = models.DateTimeField(_("succeeded at"), null=True, blank=True)
-    failed_at = models.DateTimeField(_("failed at"), null=True, blank=True)
-    progress_phase = models.CharField(_("phase"), max_length=40, blank=True)
     migrated = models.BooleanField(_("migrated forward"), default=False)
-    error = models.TextField(_("error"), blank=True)
-    worker = models.CharField(_("worker"), max_length=100, blank=True)
 
     class Meta:
         verbose_name = _("restore")
@@ -149,13 +146,3 @@ class Restore(models.Model):
 
     def __str__(self) -> str:
         return f"Restore #{self.pk} of {self.clinic.schema_name} from backup #{self.backup_id}"
-
-    @property
-    def finished_at(self):
-        return self.succeeded_at or self.failed_at
-
-    @property
-    def duration(self) -> timedelta | None:
-        if self.started_at and self.finished_at:
-            return self.finished_at - self.started_at
-        return None

@@ -27,7 +27,7 @@ class Migration(migrations.Migration):
                 ('progress_phase', models.CharField(blank=True, max_length=40, verbose_name='phase')),
                 ('migrated', models.BooleanField(default=False, verbose_name='migrated forward')),
                 ('error', models.TextField(blank=True, verbose_name='error')),
-                ('worker', models.CharField(blank=True, max_length=100, verbose_name='worker')),
+                ('worker', models.CharField(blank=True, help_text='host:pid that ran the job', max_length=100, verbose_name='worker')),
                 ('backup', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='restores', to='backups.backup', verbose_name='backup')),
                 ('clinic', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='restores', to='clinics.clinic')),
                 ('safety_backup', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='backups.backup', verbose_name='safety backup (the way back)')),

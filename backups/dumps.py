@@ -51,6 +51,11 @@ LIBPQ_ENV = {
 }
 
 
+def spawn(args: list[str], **kwargs) -> subprocess.Popen:
+    """Start a PostgreSQL client tool that dies with the worker that started it."""
+    return subprocess.Popen(args, preexec_fn=_die_with_parent, **kwargs)
+
+
 def libpq_environment() -> dict[str, str]:
     """Environment for pg_dump/pg_restore/psql pointing at the default database.
 
@@ -151,9 +156,7 @@ def pg_dump_stream(tools: PgTools, *, schema: str, snapshot_id: str) -> Iterator
         f"--lock-wait-timeout={lock_wait}",
     ]
     with tempfile.TemporaryFile() as stderr:
-        proc = subprocess.Popen(
-            args, stdout=subprocess.PIPE, stderr=stderr, env=libpq_environment(), preexec_fn=_die_with_parent
-        )
+        proc = spawn(args, stdout=subprocess.PIPE, stderr=stderr, env=libpq_environment())
         try:
             yield proc.stdout
         except BaseException:

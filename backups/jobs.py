@@ -9,10 +9,13 @@ told apart from long jobs, without clocks or heartbeats.
 from __future__ import annotations
 
 import contextlib
+import os
+import socket
 import time
 from collections.abc import Iterator
 
-from django.db import connection
+from django.db import connection, models
+from django.utils import timezone
 
 LOCK_NAMESPACE = 0x5245  # "RE": keeps our advisory locks apart from anyone else's
 
@@ -67,3 +70,20 @@ def reset_schema(sender=None, **kwargs) -> None:
     into the next task run by the same worker.
     """
     connection.set_schema_to_public()
+
+
+def worker_name() -> str:
+    """host:pid of this process, recorded on the jobs it runs."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def claim(model: type[models.Model], pk: int, *, phase: str) -> bool:
+    """Move a job from pending to running, stamped with the time and this worker.
+
+    Returns False when the row was no longer pending (someone else took or ended it).
+    """
+    return bool(
+        model.objects.filter(pk=pk, status="pending").update(
+            status="running", started_at=timezone.now(), progress_phase=phase, worker=worker_name()
+        )
+    )

@@ -127,14 +127,7 @@ def restore_run(*, restore_id: int) -> Restore:
         return restore
     try:
         with jobs.clinic_job_lock(restore.clinic_id):
-            if not _update(
-                restore_id,
-                expected=[JobStatus.PENDING],
-                status=JobStatus.RUNNING,
-                started_at=timezone.now(),
-                progress_phase="verifying",
-                worker=services.worker_name(),
-            ):
+            if not jobs.claim(Restore, restore_id, phase="verifying"):
                 return Restore.objects.get(pk=restore_id)
             try:
                 _execute(restore)
@@ -370,25 +363,23 @@ def _restore_pg(restore: Restore, schema: str, payload: IO[bytes], tables: dict[
     """
     env = dumps.libpq_environment() | {"PGAPPNAME": f"respaldo-restore-{restore.pk}"}
     with tempfile.TemporaryFile() as psql_err, tempfile.TemporaryFile() as restore_err:
-        psql = subprocess.Popen(
+        psql = dumps.spawn(
             [tools.psql, "-X", "-q", "-v", "ON_ERROR_STOP=1"],
             stdin=subprocess.PIPE,
             stdout=subprocess.DEVNULL,
             stderr=psql_err,
             env=env,
-            preexec_fn=dumps._die_with_parent,
         )
         pg_restore = None
         try:
             psql.stdin.write(_prologue(schema).encode())
             psql.stdin.flush()
-            pg_restore = subprocess.Popen(
+            pg_restore = dumps.spawn(
                 [tools.pg_restore, "--no-owner", "--no-privileges", "-f", "-"],
                 stdin=subprocess.PIPE,
                 stdout=psql.stdin,
                 stderr=restore_err,
                 env=env,
-                preexec_fn=dumps._die_with_parent,
             )
             with contextlib.suppress(BrokenPipeError):  # pg_restore or psql stopped: their exit says why
                 shutil.copyfileobj(payload, pg_restore.stdin, 1 << 20)

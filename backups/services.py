@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -129,11 +128,6 @@ def _enqueue_backup(backup_id: int) -> None:
 # --- Running ---------------------------------------------------------------------------
 
 
-def worker_name() -> str:
-    """host:pid of this process, recorded on the jobs it runs."""
-    return f"{socket.gethostname()}:{os.getpid()}"
-
-
 def _transition(backup_id: int, *, expected: list[str], **changes) -> bool:
     """Move a backup to a new state if it is in one of ``expected``; return whether it moved."""
     return bool(Backup.objects.filter(pk=backup_id, status__in=expected).update(**changes))
@@ -169,14 +163,7 @@ def backup_run(*, backup_id: int) -> Backup:
         return backup
     try:
         with jobs.clinic_job_lock(backup.clinic_id):
-            if not _transition(
-                backup_id,
-                expected=[JobStatus.PENDING],
-                status=JobStatus.RUNNING,
-                started_at=timezone.now(),
-                progress_phase="starting",
-                worker=worker_name(),
-            ):
+            if not jobs.claim(Backup, backup_id, phase="starting"):
                 return Backup.objects.get(pk=backup_id)
             try:
                 _execute(Backup.objects.select_related("clinic").get(pk=backup_id))

@@ -47,6 +47,7 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from backups import archive, dumps, storage
+from backups.jobs import worker_name
 from backups.json_payload import JSON_NULLS_KEY, _dump_json, _line_maker, _table, payload_models
 from backups.keys import archive_identities
 from backups.models import Backup, JobStatus
@@ -56,7 +57,6 @@ from backups.services import (
     BackupError,
     clinic_get,
     manifest_summary,
-    worker_name,
 )
 from clinics.models import Clinic
 

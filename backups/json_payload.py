@@ -184,7 +184,7 @@ class _Column:
 
 
 @dataclass(frozen=True)
-class _Table:
+class PayloadTable:
     label: str
     db_table: str
     columns: tuple[_Column, ...]  # the primary key first
@@ -208,10 +208,10 @@ def _kind(model: type[Model], field: models.Field) -> str:
 
 
 @functools.cache
-def _table(model: type[Model]) -> _Table:
+def payload_table(model: type[Model]) -> PayloadTable:
     pk = model._meta.pk
     fields = [f for f in model._meta.local_concrete_fields if f is not pk and not getattr(f, "generated", False)]
-    return _Table(
+    return PayloadTable(
         label=model._meta.label_lower,
         db_table=model._meta.db_table,
         columns=tuple(_Column(f.name, f.column, _kind(model, f), f) for f in [pk, *fields]),
@@ -243,7 +243,7 @@ def _float_json(value: float) -> str:
 def _jsonb_text(text: str) -> str:
     # jsonb's text form is valid one-line JSON; anything else is parsed and written again.
     if "\n" in text or "\r" in text:
-        return _dump_json(_DECODER.decode(text))
+        return json_text(_DECODER.decode(text))
     return text
 
 
@@ -264,7 +264,7 @@ _ENCODERS: dict[str, Callable[[Any], str]] = {
 }
 
 
-def _line_maker(table: _Table) -> Callable[[tuple], str]:
+def payload_line_maker(table: PayloadTable) -> Callable[[tuple], str]:
     """A function turning one fetched row into its line of JSON."""
     template = (
         '{"model": ' + encode_basestring(table.label) + ', "pk": %s, "fields": {'
@@ -292,7 +292,7 @@ def write_json_payload(out: BinaryIO, *, models: Sequence[type[Model]] | None = 
     clinic's schema and a REPEATABLE READ transaction, so that the tables agree. Memory
     stays bounded: rows come from a server-side cursor, text goes out in chunks.
     """
-    tables = [_table(model) for model in (payload_models() if models is None else models)]
+    tables = [payload_table(model) for model in (payload_models() if models is None else models)]
     with connection.cursor() as cursor:
         schema = _qn(_current_schema(cursor))
     buffer: list[str] = ["["]
@@ -300,7 +300,7 @@ def write_json_payload(out: BinaryIO, *, models: Sequence[type[Model]] | None = 
     separator = "\n"
     counts: dict[str, int] = {}
     for table in tables:
-        line = _line_maker(table)
+        line = payload_line_maker(table)
         selected = ", ".join(_qn(c.column) + ("::text" if c.kind in _SELECTED_AS_TEXT else "") for c in table.columns)
         order = _qn(table.columns[0].column)
         query = f"SELECT {selected} FROM {schema}.{_qn(table.db_table)} ORDER BY {order}"  # noqa: S608
@@ -477,7 +477,7 @@ def _refuse_decimal(value: Any) -> Any:
 _ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, default=_refuse_decimal)
 
 
-def _dump_json(value: Any) -> str:
+def json_text(value: Any) -> str:
     """JSON text for a JSON field's value; Decimals (parsed JSON numbers) keep all their digits."""
     try:
         return _ENCODER.encode(value)
@@ -488,8 +488,8 @@ def _dump_json(value: Any) -> str:
             raise _BadValue("NaN and infinities are not JSON")
         return str(value)
     if isinstance(value, dict):
-        return "{" + ", ".join(f"{encode_basestring(k)}: {_dump_json(v)}" for k, v in value.items()) + "}"
-    return "[" + ", ".join(_dump_json(v) for v in value) + "]"
+        return "{" + ", ".join(f"{encode_basestring(k)}: {json_text(v)}" for k, v in value.items()) + "}"
+    return "[" + ", ".join(json_text(v) for v in value) + "]"
 
 
 def _text(value: Any) -> str:
@@ -531,7 +531,7 @@ def _binary(value: Any) -> bytes:
 
 
 def _json(value: Any) -> str:
-    return "null" if value is JSON_NULL else _dump_json(value)
+    return "null" if value is JSON_NULL else json_text(value)
 
 
 def _float(value: Any) -> float:
@@ -593,7 +593,7 @@ def _converters() -> dict[str, Callable[[Any], Any]]:
 class _TableLoader:
     """Checks the records of one table and turns them into COPY rows."""
 
-    def __init__(self, table: _Table, schema: str, converters: dict[str, Callable[[Any], Any]]) -> None:
+    def __init__(self, table: PayloadTable, schema: str, converters: dict[str, Callable[[Any], Any]]) -> None:
         self.table = table
         self.copy_sql = (
             f"COPY {_qn(schema)}.{_qn(table.db_table)} ({', '.join(_qn(c.column) for c in table.columns)}) FROM STDIN"
@@ -684,7 +684,7 @@ def load_json_payload(
     from django_tenants.utils import get_public_schema_name
 
     chosen = payload_models() if models is None else list(models)
-    tables = [_table(model) for model in chosen]
+    tables = [payload_table(model) for model in chosen]
     counts = {table.db_table: 0 for table in tables}
     try:
         with transaction.atomic(), connection.cursor() as cursor:
@@ -727,7 +727,7 @@ def _nothing_restored(reason: JsonPayloadError) -> JsonPayloadError:
     )
 
 
-def _reset_sequences(cursor, schema: str, table: _Table) -> None:
+def _reset_sequences(cursor, schema: str, table: PayloadTable) -> None:
     qualified = f"{_qn(schema)}.{_qn(table.db_table)}"
     for column in table.columns:
         if column.field.get_internal_type() in _AUTO_TYPES:

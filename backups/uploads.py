@@ -48,7 +48,7 @@ from django.utils.translation import gettext as _
 
 from backups import archive, dumps, storage
 from backups.jobs import worker_name
-from backups.json_payload import JSON_NULLS_KEY, _dump_json, _line_maker, _table, payload_models
+from backups.json_payload import JSON_NULLS_KEY, json_text, payload_line_maker, payload_models, payload_table
 from backups.keys import archive_identities
 from backups.models import Backup, JobStatus
 from backups.services import (
@@ -819,16 +819,16 @@ def _normalizer(model_field: models.Field, kind: str) -> Callable[[Any], Any]:
         return binary
     if kind == "json":
 
-        def json_text(value: Any) -> str:
+        def json_value(value: Any) -> str:
             try:
-                result = _dump_json(value)
+                result = json_text(value)
             except (ValueError, TypeError, RecursionError):
                 raise _BadValue("is not JSON data the database can store (NaN or infinity?)") from None
             if _JSON_NUL.search(result):
                 raise _BadValue("contains a NUL character (\\u0000), which the database cannot store")
             return result
 
-        return json_text
+        return json_value
     if kind == "float":
 
         def number(value: Any) -> float:
@@ -949,7 +949,7 @@ class _FixtureConverter:
         models_ = payload_models()
         labels = {model: model._meta.label_lower for model in models_}
         for model in models_:
-            table = _table(model)
+            table = payload_table(model)
             slots = [
                 _Slot(
                     index=index,
@@ -968,7 +968,7 @@ class _FixtureConverter:
                 label=labels[model],
                 db_table=table.db_table,
                 width=len(slots),
-                line=_line_maker(table),
+                line=payload_line_maker(table),
                 pk=slots[0],
                 slots=by_name,
                 fields=slots[1:],

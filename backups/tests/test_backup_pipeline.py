@@ -207,3 +207,21 @@ def test_list_backups_command(capsys):
     assert f"#{ok.pk} clinica manual pg succeeded" in capsys.readouterr().out
     with pytest.raises(CommandError, match="There is no clinic 'nope'"):
         call_command("list_backups", "nope")
+
+
+def test_a_clinic_escrow_key_opens_its_backups_with_the_age_tool(tmp_path):
+    escrow = archive.generate_identity()
+    Clinic.objects.filter(schema_name="bienestar").update(backup_recipient=archive.identity_public_key(escrow))
+    backup = services.backup_run(backup_id=services.backup_request(clinic="bienestar", enqueue=False).pk)
+    assert backup.status == JobStatus.SUCCEEDED, backup.error
+    key_file = tmp_path / "clinic-key.txt"
+    key_file.write_text(escrow + "\n")
+    opened = subprocess.run(
+        ["age", "-d", "-i", str(key_file), str(stored_path(backup.storage_name))], capture_output=True, check=True
+    ).stdout
+    assert json.loads(untar_plaintext(opened)["manifest.json"])["clinic"]["schema"] == "bienestar"
+    other = services.backup_run(backup_id=services.backup_request(clinic="clinica", enqueue=False).pk)
+    refused = subprocess.run(
+        ["age", "-d", "-i", str(key_file), str(stored_path(other.storage_name))], capture_output=True
+    )
+    assert refused.returncode != 0  # the escrow key opens its own clinic's backups only

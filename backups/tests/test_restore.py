@@ -251,3 +251,26 @@ def test_restore_from_a_bad_file_is_refused_in_one_line(scratch_clinic, tmp_path
         call_command("restore_clinic", SCHEMA, "--file", str(bad), "--yes")
     assert table_checksums(SCHEMA) == before and storage_files() == files
     assert not Restore.objects.exists() and not Backup.objects.filter(clinic=scratch_clinic).exists()
+
+
+def test_an_older_backup_is_migrated_forward_after_the_restore(scratch_clinic):
+    latest = ("auth", "0012_alter_user_first_name_max_length")
+    with connection.cursor() as cursor:  # the clinic as an older release left it
+        cursor.execute(f'DELETE FROM "{SCHEMA}".django_migrations WHERE app = %s AND name = %s', list(latest))
+    backup = make_backup()
+    assert latest[1] not in backup.manifest["migrations"]["auth"]
+    restore = restores.restore_run(
+        restore_id=restores.restore_request(clinic=SCHEMA, backup_id=backup.pk, enqueue=False).pk
+    )
+    assert restore.status == JobStatus.SUCCEEDED and restore.migrated
+    with connection.cursor() as cursor:
+        cursor.execute(f'SELECT 1 FROM "{SCHEMA}".django_migrations WHERE app = %s AND name = %s', list(latest))
+        assert cursor.fetchone() is not None
+
+
+def test_restore_command_can_hand_the_job_to_a_worker(scratch_clinic, capsys):
+    backup = make_backup()
+    call_command("restore_clinic", SCHEMA, "--backup", str(backup.pk), "--yes", "--async")
+    restore = Restore.objects.get(clinic=scratch_clinic)
+    assert f"Restore #{restore.pk} of {SCHEMA} from backup #{backup.pk} queued." in capsys.readouterr().out
+    assert restore.status == JobStatus.PENDING

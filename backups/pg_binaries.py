@@ -11,6 +11,7 @@ server's.
 from __future__ import annotations
 
 import glob
+import importlib.util
 import os
 import re
 import shutil
@@ -70,11 +71,11 @@ def server_major_version() -> tuple[int, str]:
 
 def _bundled_dirs() -> list[Path]:
     """The tools bundled with the embedded server's package (PostgreSQL 16), if installed."""
-    try:
-        from pgserver._commands import POSTGRES_BIN_PATH
-    except ImportError:
+    # Found without importing pgserver, whose import has side effects (runtime folders).
+    spec = importlib.util.find_spec("pgserver")
+    if spec is None or not spec.submodule_search_locations:
         return []
-    return [Path(POSTGRES_BIN_PATH)]
+    return [Path(list(spec.submodule_search_locations)[0]) / "pginstall" / "bin"]
 
 
 def _candidate_dirs(configured: str | None) -> list[Path]:

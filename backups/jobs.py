@@ -77,13 +77,52 @@ def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
+def transition(model: type[models.Model], pk: int, *, expected: list[str], **changes) -> bool:
+    """Apply ``changes`` to a job if its status is one of ``expected``; return whether it did.
+
+    Every state change of a job goes through here, so a job never leaves a final state.
+    """
+    return bool(model.objects.filter(pk=pk, status__in=expected).update(**changes))
+
+
 def claim(model: type[models.Model], pk: int, *, phase: str) -> bool:
     """Move a job from pending to running, stamped with the time and this worker.
 
     Returns False when the row was no longer pending (someone else took or ended it).
     """
-    return bool(
-        model.objects.filter(pk=pk, status="pending").update(
-            status="running", started_at=timezone.now(), progress_phase=phase, worker=worker_name()
-        )
+    return transition(
+        model,
+        pk,
+        expected=["pending"],
+        status="running",
+        started_at=timezone.now(),
+        progress_phase=phase,
+        worker=worker_name(),
+    )
+
+
+def succeed(model: type[models.Model], pk: int, **changes) -> bool:
+    """Move a running job to succeeded (with any other ``changes``); False if it was not running."""
+    return transition(
+        model,
+        pk,
+        expected=["running"],
+        status="succeeded",
+        succeeded_at=timezone.now(),
+        progress_phase="",
+        **changes,
+    )
+
+
+def fail(model: type[models.Model], pk: int, reason: str, **changes) -> bool:
+    """Move a pending or running job to failed with a readable ``reason``."""
+    return transition(
+        model,
+        pk,
+        expected=["pending", "running"],
+        status="failed",
+        failed_at=timezone.now(),
+        error=reason[:10_000],
+        progress_phase="",
+        **changes,
     )

@@ -22,7 +22,6 @@ from django.conf import settings
 from django.core.management import call_command
 from django.db import transaction
 from django.db.migrations.loader import MigrationLoader
-from django.utils import timezone
 from django_tenants.utils import schema_context
 from psycopg import sql
 
@@ -94,22 +93,13 @@ def restore_in_progress(clinic_id: int) -> Restore | None:
 # --- Running ---------------------------------------------------------------------------
 
 
-def _update(restore_id: int, *, expected: list[str] | None = None, **changes) -> bool:
-    rows = Restore.objects.filter(pk=restore_id)
-    if expected is not None:
-        rows = rows.filter(status__in=expected)
-    return bool(rows.update(**changes))
+def _update(restore_id: int, **changes) -> None:
+    """Record progress on a restore (phase, safety backup, outcome) whatever its state."""
+    Restore.objects.filter(pk=restore_id).update(**changes)
 
 
 def _fail(restore_id: int, reason: str) -> None:
-    _update(
-        restore_id,
-        expected=ACTIVE_STATUSES,
-        status=JobStatus.FAILED,
-        failed_at=timezone.now(),
-        error=reason[:10_000],
-        progress_phase="",
-    )
+    jobs.fail(Restore, restore_id, reason)
 
 
 def restore_run(*, restore_id: int) -> Restore:
@@ -160,13 +150,8 @@ def restore_recover_crashed(restore: Restore) -> None:
         except Exception as exc:  # reported on the row; the data is restored either way
             _fail(restore.pk, f"The worker stopped after the data was restored, and migrating it failed: {exc}")
             return
-        _update(
-            restore.pk,
-            expected=[JobStatus.RUNNING],
-            status=JobStatus.SUCCEEDED,
-            succeeded_at=timezone.now(),
-            progress_phase="",
-            error="The worker stopped after the data was restored; recovery completed it.",
+        jobs.succeed(
+            Restore, restore.pk, error="The worker stopped after the data was restored; recovery completed it."
         )
         return
     _update(restore.pk, outcome=Restore.Outcome.UNCHANGED)
@@ -276,13 +261,7 @@ def _execute(restore: Restore) -> None:
     if needs_migrate:
         _update(restore.pk, progress_phase="migrating")
         _migrate_forward(restore)
-    _update(
-        restore.pk,
-        expected=[JobStatus.RUNNING],
-        status=JobStatus.SUCCEEDED,
-        succeeded_at=timezone.now(),
-        progress_phase="",
-    )
+    jobs.succeed(Restore, restore.pk)
 
 
 def _migrate_forward(restore: Restore) -> None:

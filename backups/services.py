@@ -128,22 +128,9 @@ def _enqueue_backup(backup_id: int) -> None:
 # --- Running ---------------------------------------------------------------------------
 
 
-def _transition(backup_id: int, *, expected: list[str], **changes) -> bool:
-    """Move a backup to a new state if it is in one of ``expected``; return whether it moved."""
-    return bool(Backup.objects.filter(pk=backup_id, status__in=expected).update(**changes))
-
-
 def backup_fail(backup_id: int, reason: str) -> None:
-    """Record a backup as failed with ``reason`` (from pending or running)."""
-    _transition(
-        backup_id,
-        expected=ACTIVE_STATUSES,
-        status=JobStatus.FAILED,
-        failed_at=timezone.now(),
-        error=reason[:10_000],
-        progress_phase="",
-        storage_name="",
-    )
+    """Record a backup as failed with ``reason`` (from pending or running); it keeps no object."""
+    jobs.fail(Backup, backup_id, reason, storage_name="")
 
 
 def backup_run(*, backup_id: int) -> Backup:
@@ -363,16 +350,13 @@ def _execute(backup: Backup) -> None:
     if tools is None and json_counts != tables:
         storage.delete_stored(stored.name)
         raise BackupError(f"The JSON export does not match the database: wrote {json_counts}, expected {tables}.")
-    done = _transition(
+    done = jobs.succeed(
+        Backup,
         backup.pk,
-        expected=[JobStatus.RUNNING],
-        status=JobStatus.SUCCEEDED,
-        succeeded_at=timezone.now(),
         storage_name=stored.name,
         size=stored.size,
         sha256=stored.sha256,
         manifest=manifest_summary(summary.manifest),
-        progress_phase="",
         progress_bytes=stored.size,
     )
     if not done:  # someone (the sweeper) gave up on us meanwhile: keep nothing

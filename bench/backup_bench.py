@@ -7,7 +7,6 @@ Progress goes to stderr, the result table to stdout. See bench/README.md.
 from __future__ import annotations
 
 import argparse
-import atexit
 import contextlib
 import os
 import re
@@ -24,20 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-ROOT = Path(__file__).resolve().parent.parent
-TMP = Path(tempfile.mkdtemp(prefix="respaldo-bench-"))
-atexit.register(shutil.rmtree, TMP, ignore_errors=True)
-# Before django.setup(), and inherited by the child processes: archives go to a temporary
-# folder, encrypted with a throw-away key (unless keys are configured) -- .local is untouched.
-os.environ.update(DJANGO_SETTINGS_MODULE="clinic_site.settings", BACKUPS_STORAGE="local")
-os.environ["BACKUPS_LOCAL_DIR"] = str(TMP / "archives")
-if not os.environ.get("BACKUPS_AGE_IDENTITIES") and not os.environ.get("BACKUPS_AGE_IDENTITY_FILE"):
-    os.environ["BACKUPS_AGE_IDENTITY_FILE"] = str(TMP / "bench-key.txt")
-sys.path.insert(0, str(ROOT))
+from bench_setup import ROOT, start_django  # noqa: E402 - bench/ is the script's folder
 
-import django  # noqa: E402
-
-django.setup()
+TMP = start_django("respaldo-bench-")
 
 from django.conf import settings  # noqa: E402
 from django.db import connection  # noqa: E402

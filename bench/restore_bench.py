@@ -16,21 +16,12 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-TMP = Path(tempfile.mkdtemp(prefix="respaldo-restore-bench-"))
-os.environ.update(DJANGO_SETTINGS_MODULE="clinic_site.settings", BACKUPS_STORAGE="local")
-os.environ["BACKUPS_LOCAL_DIR"] = str(TMP / "archives")
-if not os.environ.get("BACKUPS_AGE_IDENTITIES") and not os.environ.get("BACKUPS_AGE_IDENTITY_FILE"):
-    os.environ["BACKUPS_AGE_IDENTITY_FILE"] = str(TMP / "bench-key.txt")
-sys.path.insert(0, str(ROOT))
+from bench_setup import ROOT, start_django  # noqa: E402 - bench/ is the script's folder
 
-import django  # noqa: E402
-
-django.setup()
+TMP = start_django("respaldo-restore-bench-")
 
 from django.db import connection  # noqa: E402
 from django_tenants.utils import schema_context  # noqa: E402

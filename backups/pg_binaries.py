@@ -61,6 +61,14 @@ def tool_version(executable: str | Path) -> tuple[int, str]:
     return major, match.group(0).split()[-1]
 
 
+def _major_of(version: str) -> int:
+    """The major number of a version text such as "16.2" or "15.19 (Debian 15.19-0+deb12u1)"."""
+    match = re.match(r"\s*(\d+)", str(version))
+    if not match:
+        raise PgToolsError(f"Unrecognised PostgreSQL version {str(version)[:40]!r} in the backup's manifest.")
+    return int(match.group(1))
+
+
 def server_major_version() -> tuple[int, str]:
     """Return (major, "16.2"-style text) of the server behind the default connection."""
     connection.ensure_connection()
@@ -94,16 +102,21 @@ def _candidate_dirs(configured: str | None) -> list[Path]:
     return unique
 
 
-def find_pg_tools(*, bin_dir: str | None = None, server_major: int | None = None) -> PgTools:
+def find_pg_tools(
+    *, bin_dir: str | None = None, server_major: int | None = None, dump_version: str | None = None
+) -> PgTools:
     """Return client tools usable against the server, or raise :class:`PgToolsError`.
 
     ``bin_dir`` defaults to ``settings.BACKUPS_PG_BIN_DIR``; when it is set, only that
     folder is considered. ``server_major`` defaults to the connected server's version.
+    ``dump_version`` (e.g. "16.2", from a backup's manifest) asks for tools that can also
+    read a dump written by that pg_dump: pg_restore cannot read a newer pg_dump's archives.
     """
     if server_major is None:
         server_major, server_text = server_major_version()
     else:
         server_text = str(server_major)
+    dump_major = _major_of(dump_version) if dump_version else 0
     configured = bin_dir if bin_dir is not None else getattr(settings, "BACKUPS_PG_BIN_DIR", None)
     found: list[tuple[int, str, Path]] = []
     for directory in _candidate_dirs(configured):
@@ -111,11 +124,18 @@ def find_pg_tools(*, bin_dir: str | None = None, server_major: int | None = None
             continue
         major, text = tool_version(directory / "pg_dump")
         found.append((major, text, directory))
-    usable = sorted((f for f in found if f[0] >= server_major), key=lambda f: f[0])
+    usable = sorted((f for f in found if f[0] >= max(server_major, dump_major)), key=lambda f: f[0])
     if usable:
         major, text, directory = usable[0]
         return PgTools(bin_dir=directory, major=major, version=text)
     where = f"in BACKUPS_PG_BIN_DIR={configured}" if configured else "on PATH, in /usr/lib/postgresql or pgserver"
+    if dump_major > server_major and any(f[0] >= server_major for f in found):
+        newest = max(found, key=lambda f: f[0])
+        raise PgToolsError(
+            f"This backup was made with pg_dump {dump_version}, which pg_restore {newest[1]} "
+            f"(the newest found {where}) cannot read: set BACKUPS_PG_BIN_DIR to PostgreSQL {dump_major} "
+            "(or newer) client tools."
+        )
     if not found:
         raise PgToolsError(
             f"No pg_dump/pg_restore/psql found {where}; the database server is PostgreSQL {server_text}. "

@@ -11,12 +11,16 @@ transaction, so after a crash the catalog still says truthfully whether the data
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import shutil
 import subprocess
 import tempfile
+import threading
+from collections.abc import Iterator
 from typing import IO
 
+import psycopg
 from django.apps import apps as django_apps
 from django.conf import settings
 from django.core.management import call_command
@@ -25,7 +29,7 @@ from django.db.migrations.loader import MigrationLoader
 from django_tenants.utils import schema_context
 from psycopg import sql
 
-from backups import archive, dumps, jobs, services, storage
+from backups import archive, dumps, jobs, pg_script, services, storage
 from backups.json_payload import JsonPayloadError, load_json_payload
 from backups.keys import archive_identities
 from backups.models import ACTIVE_STATUSES, Backup, JobStatus, Restore
@@ -86,8 +90,17 @@ def _enqueue_restore(restore_id: int) -> None:
 
 
 def restore_in_progress(clinic_id: int) -> Restore | None:
-    """The clinic's running restore, if any (its pages answer 'restore in progress')."""
-    return Restore.objects.filter(clinic_id=clinic_id, status=JobStatus.RUNNING).first()
+    """The clinic's restore while a worker is running it (its pages answer 'restore in progress').
+
+    A restore is only ever running under the clinic's job lock, which PostgreSQL releases
+    with the worker's connection: a row that says running while the lock is free lost its
+    worker, changes nothing any more, and must not keep the clinic closed until the sweeper
+    settles it.
+    """
+    restore = Restore.objects.filter(clinic_id=clinic_id, status=JobStatus.RUNNING).first()
+    if restore is None or not jobs.clinic_lock_is_held(clinic_id):
+        return None
+    return restore
 
 
 # --- Running ---------------------------------------------------------------------------
@@ -142,8 +155,16 @@ def _settle_failure(restore_id: int, reason: str) -> None:
 
 
 def restore_recover_crashed(restore: Restore) -> None:
-    """Settle a restore whose worker died, from what its transaction committed (or not)."""
+    """Settle a restore whose worker died, from what its transaction committed (or not).
+
+    Its safety backup, if the worker died while taking it, is settled with it (failed, and
+    never retried: the restore it was for is over).
+    """
     restore.refresh_from_db()
+    if restore.safety_backup_id is not None:
+        safety = Backup.objects.get(pk=restore.safety_backup_id)
+        if safety.status in ACTIVE_STATUSES:
+            services.backup_recover_crashed(safety)
     if restore.outcome == Restore.Outcome.RESTORED:
         try:
             _migrate_forward(restore)
@@ -204,16 +225,28 @@ def check_migrations(manifest_migrations: dict[str, list[str]]) -> bool:
     return bool(known - applied)
 
 
-def verify_backup(backup: Backup, clinic: Clinic) -> dict:
-    """Check a stored backup end to end before anything is touched; return its manifest."""
-    max_payload = int(getattr(settings, "BACKUPS_MAX_PAYLOAD_BYTES", 20 * 1024**3))
-    with storage.open_stored(backup.storage_name) as stream:
-        summary = archive.verify_archive(stream, identities=archive_identities(), max_payload_bytes=max_payload)
-    if summary.archive_sha256 != backup.sha256:
-        raise RestoreError(
-            f"Backup #{backup.pk} changed in storage since it was made (its SHA-256 no longer matches the catalog)."
-        )
-    manifest = summary.manifest
+def _max_payload_bytes() -> int:
+    return int(getattr(settings, "BACKUPS_MAX_PAYLOAD_BYTES", 20 * 1024**3))
+
+
+class _Tee(io.RawIOBase):
+    """Reads ``source`` and writes every byte read to ``copy`` as well."""
+
+    def __init__(self, source: IO[bytes], copy: IO[bytes]) -> None:
+        super().__init__()
+        self._source, self._copy = source, copy
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._source.read(size)
+        if data:
+            self._copy.write(data)
+        return data
+
+
+def _check_manifest(backup: Backup, clinic: Clinic, manifest: dict) -> None:
     if manifest.get("format_version") != services.MANIFEST_FORMAT_VERSION:
         raise RestoreError(f"Backup #{backup.pk} has an unknown format version {manifest.get('format_version')!r}.")
     owner = manifest.get("clinic") or {}
@@ -224,7 +257,35 @@ def verify_backup(backup: Backup, clinic: Clinic) -> dict:
         )
     if manifest.get("payload_format") not in KNOWN_FORMATS:
         raise RestoreError(f"Backup #{backup.pk} has an unknown payload format {manifest.get('payload_format')!r}.")
-    return manifest
+
+
+@contextlib.contextmanager
+def verified_copy(backup: Backup, clinic: Clinic) -> Iterator[tuple[dict, IO[bytes]]]:
+    """Read the stored archive ONCE, verify it, and yield (its manifest, a private copy of those bytes).
+
+    The copy is an unnamed temporary file (0600, gone when closed): what a restore later
+    reads is exactly what was checked here (SHA-256 against the catalog, this deployment's
+    authentication, the manifest), whatever happens to the stored object meanwhile.
+    """
+    with tempfile.TemporaryFile(prefix="respaldo-restore-") as spool:
+        with storage.open_stored(backup.storage_name) as stream:
+            summary = archive.verify_archive(
+                _Tee(stream, spool), identities=archive_identities(), max_payload_bytes=_max_payload_bytes()
+            )
+        if summary.archive_sha256 != backup.sha256:
+            raise RestoreError(
+                f"Backup #{backup.pk} changed in storage since it was made (its SHA-256 no longer matches the catalog)."
+            )
+        _check_manifest(backup, clinic, summary.manifest)
+        spool.flush()
+        spool.seek(0)
+        yield summary.manifest, spool
+
+
+def verify_backup(backup: Backup, clinic: Clinic) -> dict:
+    """Check a stored backup end to end before anything is touched; return its manifest."""
+    with verified_copy(backup, clinic) as (manifest, _copy):
+        return manifest
 
 
 # --- The restore itself ----------------------------------------------------------------
@@ -232,31 +293,23 @@ def verify_backup(backup: Backup, clinic: Clinic) -> dict:
 
 def _execute(restore: Restore) -> None:
     clinic, backup = restore.clinic, restore.backup
-    manifest = verify_backup(backup, clinic)
-    needs_migrate = check_migrations(manifest.get("migrations") or {})
-    tools = find_pg_tools() if manifest["payload_format"] == Backup.Format.PG else None
-    if tools is not None and not dumps.schema_exists(clinic.schema_name):
-        raise RestoreError(f"The clinic's schema {clinic.schema_name!r} does not exist in the database.")
+    with verified_copy(backup, clinic) as (manifest, verified):
+        needs_migrate = check_migrations(manifest.get("migrations") or {})
+        tools = _tools_for(manifest)
+        if tools is not None and not dumps.schema_exists(clinic.schema_name):
+            raise RestoreError(f"The clinic's schema {clinic.schema_name!r} does not exist in the database.")
+        _take_safety_backup(restore)
 
-    _update(restore.pk, progress_phase="safety backup")
-    safety = services.backup_request(
-        clinic=clinic.pk, kind=Backup.Kind.PRE_RESTORE, requested_by=restore.requested_by, enqueue=False
-    )
-    _update(restore.pk, safety_backup=safety)
-    safety = services.backup_run(backup_id=safety.pk)
-    if safety.status != JobStatus.SUCCEEDED:
-        raise RestoreError(f"The safety backup #{safety.pk} failed, so nothing was restored: {safety.error}")
-
-    _update(restore.pk, progress_phase="restoring")
-    max_payload = int(getattr(settings, "BACKUPS_MAX_PAYLOAD_BYTES", 20 * 1024**3))
-    with (
-        storage.open_stored(backup.storage_name) as stream,
-        archive.open_archive(stream, identities=archive_identities(), max_payload_bytes=max_payload) as payload,
-    ):
-        if tools is not None:
-            _restore_pg(restore, clinic.schema_name, payload, manifest["tables"], tools)
-        else:
-            _restore_json(restore, clinic.schema_name, payload, manifest["tables"])
+        _update(restore.pk, progress_phase="restoring")
+        with archive.open_archive(
+            verified, identities=archive_identities(), max_payload_bytes=_max_payload_bytes()
+        ) as payload:
+            if payload.manifest != manifest:  # cannot happen to a private copy; checked all the same
+                raise RestoreError(f"Backup #{backup.pk} changed while it was being restored.")
+            if tools is not None:
+                _restore_pg(restore, clinic.schema_name, payload, manifest["tables"], tools)
+            else:
+                _restore_json(restore, clinic.schema_name, payload, manifest["tables"])
 
     if needs_migrate:
         _update(restore.pk, progress_phase="migrating")
@@ -264,128 +317,159 @@ def _execute(restore: Restore) -> None:
     jobs.succeed(Restore, restore.pk)
 
 
+def _tools_for(manifest: dict) -> PgTools | None:
+    """Client tools that can read this backup's pg payload (None for a json payload)."""
+    if manifest["payload_format"] != Backup.Format.PG:
+        return None
+    dump_tool = (manifest.get("postgresql") or {}).get("dump_tool")
+    return find_pg_tools(dump_version=str(dump_tool) if dump_tool else None)
+
+
+def _take_safety_backup(restore: Restore) -> None:
+    _update(restore.pk, progress_phase="safety backup")
+    safety = services.backup_request(
+        clinic=restore.clinic_id, kind=Backup.Kind.PRE_RESTORE, requested_by=restore.requested_by, enqueue=False
+    )
+    _update(restore.pk, safety_backup=safety)
+    safety = services.backup_run(backup_id=safety.pk)
+    if safety.status != JobStatus.SUCCEEDED:
+        raise RestoreError(f"The safety backup #{safety.pk} failed, so nothing was restored: {safety.error}")
+
+
+def _check_read_to_the_end(payload: archive.ArchiveReader, backup: Backup) -> None:
+    """Before COMMIT: the payload was read to its authenticated end, and it is the catalog's object."""
+    if payload.read(1) or payload.summary is None:
+        raise RestoreError(f"Backup #{backup.pk} holds more data than its payload format used.")
+    if payload.summary.archive_sha256 != backup.sha256:
+        raise RestoreError(f"Backup #{backup.pk} changed while it was being restored.")
+
+
 def _migrate_forward(restore: Restore) -> None:
     call_command("migrate_schemas", schema_name=restore.clinic.schema_name, interactive=False, verbosity=0)
     _update(restore.pk, migrated=True)
 
 
-def _restore_json(restore: Restore, schema: str, payload: IO[bytes], tables: dict[str, int]) -> None:
+def _restore_json(restore: Restore, schema: str, payload: archive.ArchiveReader, tables: dict[str, int]) -> None:
     with schema_context(schema), transaction.atomic():
         load_json_payload(payload, expected_counts=tables)
+        _check_read_to_the_end(payload, restore.backup)
         Restore.objects.filter(pk=restore.pk).update(outcome=Restore.Outcome.RESTORED)
 
 
-def _lock_timeout_ms() -> int:
-    return int(getattr(settings, "BACKUPS_RESTORE_LOCK_TIMEOUT_MS", 10_000))
+def _lock_timeout() -> sql.Composable:
+    return sql.Literal(f"{int(getattr(settings, 'BACKUPS_RESTORE_LOCK_TIMEOUT_MS', 10_000))}ms")
 
 
-def _prologue(schema: str) -> str:
-    old = schema + OLD_SCHEMA_SUFFIX
-    lock_timeout = _lock_timeout_ms()
-    return "\n".join(
-        [
-            "BEGIN;",
-            f"SET LOCAL lock_timeout = '{lock_timeout}ms';",
-            "SET client_connection_check_interval = '1s';",
-            f"DROP SCHEMA IF EXISTS {_ident(old)} CASCADE;",
-            f"ALTER SCHEMA {_ident(schema)} RENAME TO {_ident(old)};",
-            "",
-        ]
-    )
-
-
-def _epilogue(schema: str, tables: dict[str, int], restore_id: int) -> str:  # noqa: S608
-    # Names are quoted by psycopg (_ident/_literal) and numbers forced through int().
-    checks = [
-        "DO $respaldo$",
-        "DECLARE n bigint;",
-        "BEGIN",
-        "  SELECT count(*) INTO n FROM pg_class c JOIN pg_namespace s ON s.oid = c.relnamespace "  # noqa: S608
-        f"WHERE s.nspname = {_literal(schema)} AND c.relkind IN ('r', 'p');",
-        f"  IF n <> {len(tables)} THEN RAISE EXCEPTION 'The restored data has % tables but the backup lists "
-        f"{len(tables)}.', n; END IF;",
-    ]
-    for table, count in sorted(tables.items()):
-        checks += [
-            f"  SELECT count(*) INTO n FROM {_ident(schema)}.{_ident(table)};",  # noqa: S608
-            f"  IF n <> {int(count)} THEN RAISE EXCEPTION 'Table {table} has % rows after the restore but the "
-            f"backup says {int(count)}.', n; END IF;",
-        ]
-    checks += ["END", "$respaldo$;"]
-    return "\n".join(
-        [
-            "",
-            *checks,
-            f"UPDATE public.backups_restore SET outcome = 'restored' WHERE id = {int(restore_id)};",  # noqa: S608
-            f"SET LOCAL lock_timeout = '{_lock_timeout_ms()}ms';",  # pg_restore's script resets it to 0
-            f"DROP SCHEMA {_ident(schema + OLD_SCHEMA_SUFFIX)} CASCADE;",
-            "COMMIT;",
-            "",
-        ]
-    )
-
-
-def _ident(name: str) -> str:
-    return sql.Identifier(name).as_string(None)
-
-
-def _literal(value: str) -> str:
-    return sql.Literal(value).as_string(None)
-
-
-def _restore_pg(restore: Restore, schema: str, payload: IO[bytes], tables: dict[str, int], tools: PgTools) -> None:
-    """Feed ``pg_restore -f -`` into one psql transaction, committing only when all checks pass.
-
-    psql gets our BEGIN and schema swap, then pg_restore's script, then the row-count
-    checks, the outcome, the drop of the old schema and COMMIT. Any failure kills psql
-    before COMMIT is written, which rolls the whole transaction back.
-    """
-    env = dumps.libpq_environment() | {"PGAPPNAME": f"respaldo-restore-{restore.pk}"}
-    with tempfile.TemporaryFile() as psql_err, tempfile.TemporaryFile() as restore_err:
-        psql = dumps.spawn(
-            [tools.psql, "-X", "-q", "-v", "ON_ERROR_STOP=1"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.DEVNULL,
-            stderr=psql_err,
-            env=env,
+def _check_counts(cursor: psycopg.Cursor, schema: str, tables: dict[str, int]) -> None:
+    """Inside the restoring transaction: the schema holds exactly the manifest's tables and rows."""
+    found = {
+        name
+        for (name,) in cursor.execute(
+            "SELECT c.relname FROM pg_class c JOIN pg_namespace s ON s.oid = c.relnamespace "
+            "WHERE s.nspname = %s AND c.relkind IN ('r', 'p')",
+            [schema],
         )
-        pg_restore = None
+    }
+    if found != set(tables):
+        missing, extra = sorted(set(tables) - found), sorted(found - set(tables))
+        raise RestoreError(
+            f"The restored data has {len(found)} tables but the backup lists {len(tables)} "
+            f"(missing: {', '.join(missing) or 'none'}; not listed: {', '.join(extra) or 'none'})."
+        )
+    for table, expected in sorted(tables.items()):
+        query = sql.SQL("SELECT count(*) FROM {}.{}").format(sql.Identifier(schema), sql.Identifier(table))
+        count = cursor.execute(query).fetchone()[0]
+        if count != expected:
+            raise RestoreError(f"Table {table} has {count} rows after the restore but the backup says {expected}.")
+
+
+def _restore_pg(
+    restore: Restore, schema: str, payload: archive.ArchiveReader, tables: dict[str, int], tools: PgTools
+) -> None:
+    """Replace the clinic's schema with the payload in ONE transaction, committed only when all checks pass.
+
+    ``pg_restore -f -`` turns the custom-format payload into a plain script; the script runs
+    through psycopg (``pg_script``), never through psql. In the same transaction: the live
+    schema is renamed aside first, and after the script the payload's end is authenticated,
+    the row counts are checked, the outcome is written and the old schema is dropped. Any
+    failure rolls all of it back.
+    """
+    old = sql.Identifier(schema + OLD_SCHEMA_SUFFIX)
+    with tempfile.TemporaryFile() as restore_err:
         try:
-            psql.stdin.write(_prologue(schema).encode())
-            psql.stdin.flush()
-            pg_restore = dumps.spawn(
-                [tools.pg_restore, "--no-owner", "--no-privileges", "-f", "-"],
-                stdin=subprocess.PIPE,
-                stdout=psql.stdin,
-                stderr=restore_err,
-                env=env,
-            )
-            with contextlib.suppress(BrokenPipeError):  # pg_restore or psql stopped: their exit says why
-                shutil.copyfileobj(payload, pg_restore.stdin, 1 << 20)
-            with contextlib.suppress(BrokenPipeError):
-                pg_restore.stdin.close()
-            if pg_restore.wait() != 0:
-                raise RestoreError(_tool_failure("pg_restore", restore_err, psql_err))
-            psql.stdin.write(_epilogue(schema, tables, restore.pk).encode())
-            psql.stdin.close()
-            if psql.wait() != 0:
-                raise RestoreError(_tool_failure("psql", psql_err))
+            with (
+                dumps.connect_separately(autocommit=False, application_name=f"respaldo-restore-{restore.pk}") as conn,
+                conn.cursor() as cursor,
+            ):
+                cursor.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(_lock_timeout()))
+                cursor.execute("SET client_connection_check_interval = '1s'")
+                cursor.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(old))
+                cursor.execute(sql.SQL("ALTER SCHEMA {} RENAME TO {}").format(sql.Identifier(schema), old))
+                _run_pg_restore(cursor, payload, tools, restore_err, app_name=f"respaldo-restore-{restore.pk}")
+                _check_read_to_the_end(payload, restore.backup)
+                _check_counts(cursor, schema, tables)
+                cursor.execute("UPDATE public.backups_restore SET outcome = 'restored' WHERE id = %s", [restore.pk])
+                cursor.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(_lock_timeout()))  # the script reset it
+                cursor.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(old))
+                conn.commit()
+        except (psycopg.Error, pg_script.ScriptError) as exc:
+            raise RestoreError(_tool_failure("the database", restore_err, text=str(exc))) from exc
+
+
+def _run_pg_restore(
+    cursor: psycopg.Cursor, payload: IO[bytes], tools: PgTools, stderr: IO[bytes], *, app_name: str
+) -> None:
+    """Feed the payload to ``pg_restore -f -`` and run the script it writes on ``cursor``."""
+    pg_restore = dumps.spawn(
+        [tools.pg_restore, "--no-owner", "--no-privileges", "-f", "-"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=stderr,
+        env=dumps.libpq_environment() | {"PGAPPNAME": app_name},
+    )
+    feeder = _Feeder(payload, pg_restore.stdin)
+    try:
+        pg_script.run_script(cursor, pg_restore.stdout)
+    except BaseException:
+        pg_restore.kill()
+        raise
+    finally:
+        pg_restore.stdout.close()
+        code = pg_restore.wait()
+        feeder.join()
+        # A damaged payload is the cause of whatever pg_restore or the script did next.
+        if feeder.error is not None:
+            raise feeder.error
+    if code != 0:
+        raise RestoreError(_tool_failure("pg_restore", stderr))
+
+
+class _Feeder:
+    """Copies the archive's payload into pg_restore's stdin from a thread; keeps its error."""
+
+    def __init__(self, payload: IO[bytes], stdin: IO[bytes]) -> None:
+        self.error: BaseException | None = None
+        self._payload, self._stdin = payload, stdin
+        self._thread = threading.Thread(target=self._run, name="respaldo-restore-feed", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            shutil.copyfileobj(self._payload, self._stdin, 1 << 20)
+        except BrokenPipeError:
+            pass  # pg_restore stopped: its exit status says why
         except BaseException as exc:
-            for proc in (pg_restore, psql):
-                if proc is not None and proc.poll() is None:
-                    proc.kill()
-                    proc.wait()
-            if isinstance(exc, BrokenPipeError):
-                raise RestoreError(_tool_failure("psql", psql_err)) from exc
-            raise
+            self.error = exc
+        finally:
+            with contextlib.suppress(OSError):
+                self._stdin.close()
+
+    def join(self) -> None:
+        self._thread.join()
 
 
-def _tool_failure(tool: str, *stderr_files: IO[bytes]) -> str:
-    messages = []
-    for handle in stderr_files:
-        handle.seek(0)
-        text = handle.read().decode("utf-8", "replace").strip()
-        if text:
-            messages.append(text[-2000:])
+def _tool_failure(tool: str, stderr_file: IO[bytes], *, text: str = "") -> str:
+    stderr_file.seek(0)
+    messages = [m for m in (text.strip(), stderr_file.read().decode("utf-8", "replace").strip()[-2000:]) if m]
     detail = " | ".join(messages) or "no message"
     return f"The restore was rolled back ({tool} stopped): {detail}."

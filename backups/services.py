@@ -165,7 +165,11 @@ def backup_run(*, backup_id: int) -> Backup:
 
 
 def backup_recover_crashed(backup: Backup) -> Backup | None:
-    """Mark an interrupted backup failed; return a new pending attempt if attempts remain."""
+    """Mark an interrupted backup failed; return a new pending attempt if attempts remain.
+
+    A safety backup (pre-restore) is never retried: the restore it was taken for has
+    stopped too, and is settled on its own (``restores.restore_recover_crashed``).
+    """
     backup_fail(
         backup.pk,
         "Interrupted: the worker running this backup stopped (crash, kill or time-out) before it finished. "
@@ -173,7 +177,7 @@ def backup_recover_crashed(backup: Backup) -> Backup | None:
     )
     if backup.storage_name:
         storage.delete_stored(backup.storage_name)
-    if backup.attempt >= int(getattr(settings, "BACKUPS_MAX_ATTEMPTS", 2)):
+    if backup.kind == Backup.Kind.PRE_RESTORE or backup.attempt >= int(getattr(settings, "BACKUPS_MAX_ATTEMPTS", 2)):
         return None
     try:
         return backup_request(

@@ -69,6 +69,17 @@ def table_checksums(schema: str) -> dict[str, str]:
         return sums
 
 
+def someone_waits_on_a_lock() -> bool:
+    """True while a session of the test database waits on a lock (asked outside any transaction:
+    pg_stat_activity is a snapshot taken once per transaction)."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+            "AND datname = current_database())"
+        )
+        return bool(cursor.fetchone()[0])
+
+
 def wait_for(condition: Callable[[], object], *, timeout: float = 120, what: str = "condition") -> object:
     """Poll until ``condition()`` is truthy; fail the test after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout

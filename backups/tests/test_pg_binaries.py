@@ -48,3 +48,14 @@ def test_the_oldest_sufficient_version_is_preferred(tmp_path):
     if on_path:
         candidates.append(tool_version(on_path)[0])
     assert tools.major == min(candidates)
+
+
+def test_tools_are_chosen_to_read_the_backup_not_only_to_match_the_server():
+    tools = find_pg_tools()
+    newest = find_pg_tools(server_major=1, dump_version=f"{tools.major}.0")
+    assert newest.major >= tools.major  # an archive of pg_dump N needs pg_restore N or newer
+    with pytest.raises(PgToolsError) as refused:
+        find_pg_tools(bin_dir=str(tools.bin_dir), server_major=tools.major, dump_version=f"{tools.major + 1}.3")
+    message = str(refused.value)
+    assert f"made with pg_dump {tools.major + 1}.3, which pg_restore {tools.version}" in message
+    assert f"set BACKUPS_PG_BIN_DIR to PostgreSQL {tools.major + 1} (or newer) client tools" in message

@@ -8,10 +8,10 @@ from django.core.management import CommandError, call_command
 from django.db import connection
 from django_tenants.utils import schema_context
 
-from backups import archive, restores, services, storage
+from backups import archive, jobs, restores, services, storage
 from backups.keys import archive_identities
 from backups.models import Backup, JobStatus, Restore
-from backups.tests.helpers import sha256_of, storage_files, stored_path, table_checksums
+from backups.tests.helpers import other_connection, sha256_of, storage_files, stored_path, table_checksums
 from conftest import host_client
 from dental.models import Invoice, Patient
 
@@ -193,14 +193,16 @@ def test_pages_of_a_clinic_being_restored_say_so():
         clinic_id=_clinic_id("clinica"), status=JobStatus.SUCCEEDED, storage_name="x", sha256="0" * 64
     )
     Restore.objects.create(clinic_id=clinic_backup.clinic_id, backup=clinic_backup, status=JobStatus.RUNNING)
-    for path in ["/admin/", "/admin/login/", "/admin/dental/patient/"]:
-        response = host_client("clinica.localhost").get(path, HTTP_ACCEPT_LANGUAGE="es")
-        assert response.status_code == 503 and response["Retry-After"] == "15"
-        assert (
-            "Restauración en curso" in response.content.decode() or "Restore in progress" in response.content.decode()
-        )
-    assert host_client("bienestar.localhost").get("/admin/login/").status_code == 200
-    assert host_client("localhost").get("/admin/login/").status_code == 200
+    # Without a worker holding the clinic's job lock, the row is a dead restore: the clinic stays open.
+    assert host_client("clinica.localhost").get("/admin/login/").status_code == 200
+    with other_connection() as worker:  # a worker running the restore holds the clinic's job lock
+        worker.execute("SELECT pg_advisory_lock(%s, %s)", [jobs.LOCK_NAMESPACE, clinic_backup.clinic_id])
+        for path in ["/admin/", "/admin/login/", "/admin/dental/patient/"]:
+            response = host_client("clinica.localhost").get(path, HTTP_ACCEPT_LANGUAGE="es")
+            assert response.status_code == 503 and response["Retry-After"] == "15"
+            assert "Restauración en curso" in response.content.decode()
+        assert host_client("bienestar.localhost").get("/admin/login/").status_code == 200
+        assert host_client("localhost").get("/admin/login/").status_code == 200
 
 
 def _clinic_id(schema: str) -> int:
@@ -274,3 +276,18 @@ def test_restore_command_can_hand_the_job_to_a_worker(scratch_clinic, capsys):
     restore = Restore.objects.get(clinic=scratch_clinic)
     assert f"Restore #{restore.pk} of {SCHEMA} from backup #{backup.pk} queued." in capsys.readouterr().out
     assert restore.status == JobStatus.PENDING
+
+
+def test_a_backup_made_with_newer_client_tools_is_refused_before_the_safety_backup(scratch_clinic):
+    backup = make_backup()
+    newer = forged(scratch_clinic, backup, lambda m: m["postgresql"].update(dump_tool="99.1"))
+    refused(newer.pk, "This backup was made with pg_dump 99.1, which pg_restore ")
+    error = Restore.objects.get().error
+    assert "set BACKUPS_PG_BIN_DIR to PostgreSQL 99 (or newer) client tools" in error
+    assert not Backup.objects.filter(clinic=scratch_clinic, kind=Backup.Kind.PRE_RESTORE).exists()
+
+
+def test_table_names_in_the_manifest_reach_the_message_quoted(scratch_clinic):
+    backup = make_backup()
+    odd = forged(scratch_clinic, backup, lambda m: m["tables"].update({"it's'; DROP TABLE x; --": 0}))
+    refused(odd.pk, "missing: it's'; DROP TABLE x; --")

@@ -3,14 +3,15 @@ exactly as before or exactly the backup, never a mix, and the catalog says which
 
 import os
 import signal
+from datetime import timedelta
 
 import psutil
 import pytest
 from django.db import connection
 
-from backups import restores
-from backups.models import JobStatus, Restore
-from backups.tests.helpers import other_connection, table_checksums, wait_for
+from backups import jobs, restores, services, tasks
+from backups.models import Backup, JobStatus, Restore
+from backups.tests.helpers import other_connection, someone_waits_on_a_lock, table_checksums, wait_for
 from backups.tests.test_restore import SCHEMA, damage_clinic, make_backup, schemas
 from conftest import host_client
 
@@ -26,7 +27,7 @@ def restore_backend(restore_id: int):
 
 
 def restore_tools(restore_id: int) -> list[psutil.Process]:
-    """psql/pg_restore processes started for this restore (found by their environment)."""
+    """Client tools (pg_restore; psql is never used) started for this restore (found by their environment)."""
     found = []
     for proc in psutil.process_iter(["name"]):
         if proc.info["name"] in {"psql", "pg_restore"}:
@@ -58,12 +59,10 @@ def start_blocked_restore(cluster, scratch_clinic):
 def test_worker_killed_during_the_restore_transaction(cluster, scratch_clinic):
     restore, before, blocker = start_blocked_restore(cluster, scratch_clinic)
     assert host_client(f"{SCHEMA}.localhost").get("/admin/login/").status_code == 503
-    tools = restore_tools(restore.pk)
-    assert tools, "psql should be running"
     worker_pid = int(Restore.objects.get(pk=restore.pk).worker.split(":")[1])
     os.kill(worker_pid, signal.SIGKILL)
 
-    wait_for(lambda: not restore_tools(restore.pk), timeout=30, what="psql and pg_restore to die with the worker")
+    wait_for(lambda: not restore_tools(restore.pk), timeout=30, what="pg_restore to be gone with the worker")
     wait_for(lambda: restore_backend(restore.pk) is None, timeout=60, what="the server to drop the session")
     blocker.execute("ROLLBACK")
     blocker.close()
@@ -104,3 +103,41 @@ def test_recovery_reports_what_the_transaction_left(scratch_clinic, outcome):
         assert restore.status == JobStatus.SUCCEEDED and "recovery completed it" in restore.error
     else:
         assert restore.status == JobStatus.FAILED and restore.outcome == Restore.Outcome.UNCHANGED
+
+
+def test_worker_killed_during_the_safety_backup(cluster, scratch_clinic):
+    """The clinic opens at once, one sweep settles the restore AND its safety backup, nothing is retried."""
+    backup = make_backup()
+    damage_clinic()
+    before = table_checksums(SCHEMA)
+    blocker = other_connection()
+    blocker.execute("BEGIN")
+    blocker.execute(f'LOCK TABLE "{SCHEMA}".dental_patient IN ACCESS EXCLUSIVE MODE')  # the safety backup waits
+    restore = restores.restore_request(clinic=SCHEMA, backup_id=backup.pk, requested_by="admin")
+    cluster()
+
+    def safety_backup_waits() -> bool:
+        row = Restore.objects.get(pk=restore.pk)
+        return row.progress_phase == "safety backup" and row.safety_backup_id is not None and someone_waits_on_a_lock()
+
+    wait_for(safety_backup_waits, what="the restore's safety backup to wait on our lock")
+    restore.refresh_from_db()
+    safety = restore.safety_backup
+    assert safety.status == JobStatus.RUNNING
+    os.kill(int(restore.worker.split(":")[1]), signal.SIGKILL)
+    wait_for(lambda: not jobs.clinic_lock_is_held(scratch_clinic.pk), timeout=60, what="the lock to go with the worker")
+    blocker.execute("ROLLBACK")
+    blocker.close()
+
+    # The lock says at once that nobody is restoring the clinic any more.
+    assert host_client(f"{SCHEMA}.localhost").get("/admin/login/").status_code == 200
+
+    tasks.sweep_stale_jobs()
+    restore.refresh_from_db()
+    safety.refresh_from_db()
+    assert restore.status == JobStatus.FAILED and restore.outcome == Restore.Outcome.UNCHANGED
+    assert safety.status == JobStatus.FAILED and "Interrupted" in safety.error
+    assert services.backup_sweep_stale(older_than=timedelta(0)) == []
+    assert not Backup.objects.filter(retry_of=safety).exists()  # a safety backup is never retried
+    assert services.backup_request(clinic=SCHEMA, enqueue=False).status == JobStatus.PENDING  # not busy
+    assert table_checksums(SCHEMA) == before

@@ -107,14 +107,19 @@ def test_platform_admin_manages_clinics_in_a_browser(web_server, browser):
 
 @pytest.fixture
 def restoring_clinic(live_db):
-    """clinica with a restore running (rows only: the page must show before any data moves)."""
+    """clinica with a restore running: its row, and the clinic's job lock held as its worker would
+    (no data moves: the page must show before any does)."""
+    from backups.dumps import connect_separately
+    from backups.jobs import LOCK_NAMESPACE
     from backups.models import Backup, JobStatus, Restore
     from clinics.models import Clinic
 
     clinic = Clinic.objects.get(schema_name="clinica")
     backup = Backup.objects.create(clinic=clinic, status=JobStatus.SUCCEEDED, storage_name="x", sha256="0" * 64)
     Restore.objects.create(clinic=clinic, backup=backup, status=JobStatus.RUNNING, started_at=backup.requested_at)
-    return clinic
+    with connect_separately(autocommit=True) as worker:
+        worker.execute("SELECT pg_advisory_lock(%s, %s)", [LOCK_NAMESPACE, clinic.pk])
+        yield clinic
 
 
 def test_a_clinic_under_restore_shows_a_clear_page(web_server, restoring_clinic, browser, tmp_path):

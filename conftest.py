@@ -37,7 +37,9 @@ def _private_backup_storage(tmp_path_factory):
         STORAGES=storages,
         BACKUPS_LOCAL_DIR=root / "backups",
         BACKUPS_AGE_IDENTITIES=[],
+        BACKUPS_AGE_IDENTITY=None,
         BACKUPS_AGE_IDENTITY_FILE=str(root / "backup-keys.txt"),
+        BACKUPS_AGE_OLD_IDENTITIES=[],
         BACKUPS_GENERATE_DEV_KEY=True,
     )
     override.enable()
@@ -100,6 +102,9 @@ def subprocess_env(**extra: str) -> dict[str, str]:
         DATABASE_URL=database_url(),
         BACKUPS_LOCAL_DIR=str(settings.BACKUPS_LOCAL_DIR),
         BACKUPS_AGE_IDENTITY_FILE=str(settings.BACKUPS_AGE_IDENTITY_FILE),
+        BACKUPS_AGE_IDENTITY="",
+        BACKUPS_AGE_IDENTITIES="",
+        BACKUPS_AGE_OLD_IDENTITIES=",".join(settings.BACKUPS_AGE_OLD_IDENTITIES),
         PYTHONUNBUFFERED="1",
     )
     env.update(extra)

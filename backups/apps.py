@@ -1,4 +1,5 @@
 from django.apps import AppConfig
+from django.core import checks
 from django.utils.translation import gettext_lazy as _
 
 
@@ -9,6 +10,8 @@ class BackupsConfig(AppConfig):
     def ready(self) -> None:
         from django_q.signals import pre_execute
 
+        from backups.checks import check_archive_keys
         from backups.jobs import reset_schema
 
         pre_execute.connect(reset_schema, dispatch_uid="backups.reset_schema")
+        checks.register(check_archive_keys, checks.Tags.security, deploy=True)

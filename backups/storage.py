@@ -2,8 +2,9 @@
 
 Everything streams. ``store_stream()`` runs a producer (pg_dump -> compressor -> encryptor)
 in a background thread that writes into an ``os.pipe``; the calling thread hands the read
-end to ``Storage.save()``. Neither side ever holds the whole backup, in memory or in a
-temporary file. The bytes the storage actually consumed are counted and hashed on the way.
+end to ``Storage.save()`` (a local folder is written by ``_save_local()`` instead, so that
+the file is 0600 from its creation). Neither side ever holds the whole backup, in memory or
+in a temporary file. The bytes the storage actually consumed are counted and hashed on the way.
 
 Failure rules of ``store_stream()``:
 
@@ -51,6 +52,7 @@ KEY_PREFIX = "clinics"
 _PIPE_SIZE = 1024 * 1024  # kernel pipe buffer (Linux F_SETPIPE_SZ; default 64 KiB)
 _READ_CHUNK = 1024 * 1024
 _WRITE_BUFFER = 64 * 1024  # small producer writes are gathered up to this size
+_FILE_MODE = 0o600  # local backup files, from their creation (see _save_local)
 PRODUCER_STOP_TIMEOUT = 60.0  # seconds, see _join_producer()
 
 _SCHEMA_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]{0,62}\Z")
@@ -378,7 +380,10 @@ def store_stream(name: str, produce: Callable[[BinaryIO], T]) -> tuple[StoredObj
     storage_exc: BaseException | None = None
     producer_failed_first = False
     try:
-        saved_name = storage.save(final_name, File(reader, name=final_name))
+        if isinstance(storage, FileSystemStorage):
+            saved_name = _save_local(storage, final_name, reader)
+        else:
+            saved_name = storage.save(final_name, File(reader, name=final_name))
     except BaseException as exc:
         storage_exc = exc
         producer_failed_first = state.error is not None  # before closing our end (-> BrokenPipeError)
@@ -409,6 +414,38 @@ def store_stream(name: str, produce: Callable[[BinaryIO], T]) -> tuple[StoredObj
         raise _storage_error(exc, storage=storage, action="upload", name=saved_name) from exc
     stored = StoredObject(name=saved_name, size=reader.bytes_read, sha256=reader.hexdigest())
     return stored, state.result  # type: ignore[return-value]
+
+
+def _save_local(storage: FileSystemStorage, name: str, source: BinaryIO) -> str:
+    """Write ``source`` into a new file of a local storage, 0600 from its first byte; return its name.
+
+    ``FileSystemStorage.save()`` creates its file 0666 minus the umask and applies
+    ``file_permissions_mode`` only after the last byte: a backup being written would be
+    readable by other accounts meanwhile. Here the file is created 0600 (folders: the
+    storage's directory mode, else 0700), whatever the storage's options or the umask.
+    """
+    path = storage.path(name)
+    safe_makedirs(os.path.dirname(path), storage.directory_permissions_mode or 0o700, exist_ok=True)
+    while True:
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, _FILE_MODE)
+            break
+        except FileExistsError:
+            name = storage.get_available_name(name)
+            path = storage.path(name)
+    try:
+        os.fchmod(fd, _FILE_MODE)  # a umask like 0277 would have left it read-only
+        while data := source.read(_READ_CHUNK):
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+    except BaseException:
+        os.close(fd)
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(path)
+        raise
+    os.close(fd)
+    return os.path.relpath(path, storage.location).replace(os.sep, "/")
 
 
 def _join_producer(thread: threading.Thread, *, finished: bool) -> None:

@@ -23,7 +23,7 @@ def start_django(prefix: str) -> Path:
     atexit.register(shutil.rmtree, tmp, ignore_errors=True)
     os.environ.update(DJANGO_SETTINGS_MODULE="clinic_site.settings", BACKUPS_STORAGE="local")
     os.environ["BACKUPS_LOCAL_DIR"] = str(tmp / "archives")
-    if not os.environ.get("BACKUPS_AGE_IDENTITIES") and not os.environ.get("BACKUPS_AGE_IDENTITY_FILE"):
+    if not os.environ.get("BACKUPS_AGE_IDENTITY") and not os.environ.get("BACKUPS_AGE_IDENTITY_FILE"):
         os.environ["BACKUPS_AGE_IDENTITY_FILE"] = str(tmp / "bench-key.txt")
     sys.path.insert(0, str(ROOT))
     import django

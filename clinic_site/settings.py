@@ -195,13 +195,19 @@ elif BACKUPS_STORAGE == "s3":
 else:
     raise ImproperlyConfigured(f"BACKUPS_STORAGE={BACKUPS_STORAGE!r}: use local or s3.")
 
-# Archive keys (age identities). The first encrypts and authenticates; all decrypt, so keys
-# can be rotated. Development generates one into the local folder; production must set one.
-BACKUPS_AGE_IDENTITIES = env_list("BACKUPS_AGE_IDENTITIES", [])
+# Archive keys (age identities), see backups/keys.py. One key encrypts and authenticates new
+# archives: BACKUPS_AGE_IDENTITY or the one key in BACKUPS_AGE_IDENTITY_FILE, never both. Old
+# keys only open older archives. Development generates a key file into the local folder (when
+# no key is set); production must set one (`manage.py check --deploy` says so: backups.E001).
+BACKUPS_AGE_IDENTITY = env_str("BACKUPS_AGE_IDENTITY")
 BACKUPS_AGE_IDENTITY_FILE = env_str("BACKUPS_AGE_IDENTITY_FILE") or (
-    None if PRODUCTION else str(LOCAL_DIR / "backup-keys.txt")
+    None if PRODUCTION or BACKUPS_AGE_IDENTITY else str(LOCAL_DIR / "backup-keys.txt")
 )
+BACKUPS_AGE_OLD_IDENTITIES = env_list("BACKUPS_AGE_OLD_IDENTITIES", [])
 BACKUPS_GENERATE_DEV_KEY = not PRODUCTION
+# Replaced by the two above; still read so that backups and the deploy check refuse it
+# rather than ignore a key an operator set.
+BACKUPS_AGE_IDENTITIES = env_list("BACKUPS_AGE_IDENTITIES", [])
 BACKUPS_ZSTD_LEVEL = env_int("BACKUPS_ZSTD_LEVEL", 3)
 BACKUPS_LOCK_WAIT_TIMEOUT_MS = env_int("BACKUPS_LOCK_WAIT_TIMEOUT_MS", 120_000)
 BACKUPS_MAX_ATTEMPTS = env_int("BACKUPS_MAX_ATTEMPTS", 2)
@@ -215,8 +221,10 @@ BACKUPS_JSON_APPS = ["dental"]
 
 STORAGES = {
     "default": {
-        # Uploaded files (X-rays) are kept per clinic: MEDIA_ROOT/<schema>/...
+        # Uploaded files (X-rays) are kept per clinic: MEDIA_ROOT/<schema>/..., readable by
+        # the server's account only (not FILE_UPLOAD_PERMISSIONS: that would reach static files).
         "BACKEND": "django_tenants.files.storage.TenantFileSystemStorage",
+        "OPTIONS": {"file_permissions_mode": 0o600, "directory_permissions_mode": 0o700},
     },
     "staticfiles": {
         "BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"

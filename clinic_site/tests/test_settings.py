@@ -6,6 +6,7 @@ import sys
 
 from django.conf import settings
 
+from backups.archive import generate_identity
 from clinic_site.env import local_secret
 
 ROOT = settings.BASE_DIR
@@ -55,6 +56,7 @@ def test_production_check_deploy_is_clean():
             "DATABASE_URL": embedded_url(),
             "SECRET_KEY": "k" * 20 + "Q9#" + "z" * 40,
             "ALLOWED_HOSTS": ".respaldo.example",
+            "BACKUPS_AGE_IDENTITY": generate_identity(),  # without one, backups.E001 (test_keys)
         },
     )
     assert result.returncode == 0, result.stdout + result.stderr

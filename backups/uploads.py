@@ -29,8 +29,11 @@ import hashlib
 import io
 import json
 import logging
+import os
+import posixpath
 import re
 import shutil
+import stat
 import tempfile
 import uuid
 from collections.abc import Callable, Iterator
@@ -67,6 +70,7 @@ logger = logging.getLogger(__name__)
 DEFAULT_MAX_UPLOAD_BYTES = 2 * 1024**3
 DEFAULT_MAX_PAYLOAD_BYTES = 20 * 1024**3
 MAX_RECORD_CHARS = 64 * 1024**2  # one record of a JSON file (a large X-ray in base64...)
+MAX_NUMBER_DIGITS = 4300  # Python's default limit for int(text); longer numbers are refused
 COPY_BYTES = 1024**2
 SNIFF_BYTES = 512
 
@@ -104,9 +108,9 @@ def backup_from_upload(
     limit = _setting_bytes("BACKUPS_MAX_UPLOAD_BYTES", DEFAULT_MAX_UPLOAD_BYTES)
     started_at = timezone.now()
     try:
-        declared = getattr(source, "size", None)
-        if isinstance(declared, int) and not isinstance(declared, bool) and declared > limit:
-            raise _too_large(limit)
+        declared = _declared_size(source)
+        if declared is not None and declared > limit:
+            raise _too_large(limit)  # before copying anything
         with contextlib.ExitStack() as stack:
             upload = stack.enter_context(_private_file())
             size, sha256 = _spool_upload(source, upload, limit)
@@ -158,6 +162,18 @@ def _too_large(limit: int) -> UploadRefused:
     return UploadRefused(
         _("The file is larger than the %(limit)s limit.") % {"limit": _human_size(limit)}, code="too_large"
     )
+
+
+def _declared_size(source: BinaryIO) -> int | None:
+    """The bytes ``source`` says it holds from its position: an upload's ``size``, or a regular file's size."""
+    size = getattr(source, "size", None)
+    if isinstance(size, int) and not isinstance(size, bool):
+        return size
+    try:
+        info = os.fstat(source.fileno())
+        return info.st_size - source.tell() if stat.S_ISREG(info.st_mode) else None
+    except (AttributeError, OSError, ValueError):  # no file descriptor (BytesIO...), or not seekable
+        return None
 
 
 def _private_file() -> BinaryIO:
@@ -369,12 +385,24 @@ def _check_manifest(manifest: dict, target: Clinic) -> None:
             code="other_clinic",
         )
     if clinic_id != target.pk or isinstance(clinic_id, bool):
+        if payload_format == Backup.Format.JSON:
+            what_to_do = _(
+                "they hold the key to open it, and can take out its records (docs/archive-format.md, “Opening an "
+                "archive by hand”) for you to upload here as a JSON export."
+            )
+        else:
+            what_to_do = _(
+                "they hold the key to open it and can restore it by hand (docs/archive-format.md, “Opening an "
+                "archive by hand”)."
+            )
         raise UploadRefused(
             _(
-                "This backup belongs to another clinic (an earlier clinic that had the same name, %(schema)s); "
-                "a clinic can only restore its own backups."
+                "This backup was made for the clinic %(schema)s when its internal id was %(old_id)s; the clinic "
+                "named %(schema)s here has id %(new_id)d. The platform was rebuilt or the clinic was deleted and "
+                "created again, so the backup may hold the data of another clinic that had the same name: it is "
+                "refused. If it really is this clinic's data, ask the platform operator: %(what_to_do)s"
             )
-            % {"schema": schema},
+            % {"schema": schema, "old_id": json.dumps(clinic_id)[:40], "new_id": target.pk, "what_to_do": what_to_do},
             code="other_clinic",
         )
 
@@ -496,6 +524,37 @@ def _incomplete_json() -> UploadRefused:
     )
 
 
+class _NumberTooLong(Exception):
+    """A JSON number of more than MAX_NUMBER_DIGITS digits (raised while parsing; ``text`` is the number)."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text[:20])
+        self.text = text
+
+
+def _parse_int(text: str) -> int:
+    """A JSON integer; refused past MAX_NUMBER_DIGITS digits, which int() cannot convert."""
+    if len(text.lstrip("-")) > MAX_NUMBER_DIGITS:
+        raise _NumberTooLong(text)
+    try:
+        return int(text)
+    except ValueError:  # sys.set_int_max_str_digits() set lower than ours
+        raise _NumberTooLong(text) from None
+
+
+def _parse_decimal(text: str) -> Decimal:
+    """A JSON number with a fraction or an exponent, exactly; refused past MAX_NUMBER_DIGITS digits written out."""
+    if len(text) > MAX_NUMBER_DIGITS:
+        raise _NumberTooLong(text)
+    try:
+        value = Decimal(text)
+    except ArithmeticError:  # an exponent beyond what decimal can represent
+        raise _NumberTooLong(text) from None
+    if abs(value.adjusted()) > MAX_NUMBER_DIGITS:
+        raise _NumberTooLong(text)
+    return value
+
+
 class _JsonArray:
     """The elements of a UTF-8 file holding one JSON array, parsed one at a time.
 
@@ -507,7 +566,7 @@ class _JsonArray:
     def __init__(self, stream: BinaryIO, *, max_element_chars: int = MAX_RECORD_CHARS) -> None:
         self._stream = stream
         self._utf8 = codecs.getincrementaldecoder("utf-8")("strict")
-        self._json = json.JSONDecoder(parse_float=Decimal)
+        self._json = json.JSONDecoder(parse_float=_parse_decimal, parse_int=_parse_int)
         self._max = max_element_chars
         self._buf = ""
         self._pos = 0
@@ -584,6 +643,15 @@ class _JsonArray:
             except RecursionError:
                 raise UploadRefused(
                     _("Record %(number)d of the file is nested too deeply to be read.") % {"number": number},
+                    code="invalid_record",
+                ) from None
+            except _NumberTooLong as exc:
+                raise UploadRefused(
+                    _(
+                        "Record %(number)d of the file (line %(line)d) holds a number of more than %(limit)d digits "
+                        "(%(start)s…), which cannot be restored."
+                    )
+                    % {"number": number, "line": self._line, "limit": MAX_NUMBER_DIGITS, "start": exc.text[:20]},
                     code="invalid_record",
                 ) from None
             if end - start > self._max:
@@ -692,6 +760,15 @@ def _expect(value: Any, types: tuple[type, ...], what: str) -> None:
         raise _BadValue(f"expected {what}, found {_json_type(value)}")
 
 
+def _expect_digits(value: Any) -> None:
+    """Numbers given as text: refuse more digits than can be read (before Django tries)."""
+    if isinstance(value, str) and len(value.strip().lstrip("+-")) > MAX_NUMBER_DIGITS:
+        raise _BadValue(
+            _("“%(start)s…” has more than %(limit)d digits, which cannot be restored")
+            % {"start": value.strip()[:20], "limit": MAX_NUMBER_DIGITS}
+        )
+
+
 def _to_python(model_field: models.Field, value: Any) -> Any:
     try:
         return model_field.to_python(value)
@@ -709,7 +786,73 @@ def _normalizer(model_field: models.Field, kind: str) -> Callable[[Any], Any]:
     would give it to the json payload writer (see ``json_payload._ENCODERS``).
 
     Values come from JSON, or are the field's default (a Python value) for a missing field.
+    A field with ``choices`` takes only those; a file field only names of the clinic's files.
     """
+    normalize = _value_normalizer(model_field, kind)
+    if isinstance(model_field, models.FileField):
+        return _file_name_normalizer(model_field, normalize)
+    if model_field.choices and not model_field.is_relation:
+        return _choice_normalizer(model_field, normalize)
+    return normalize
+
+
+def _choice_normalizer(model_field: models.Field, normalize: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    allowed = {}
+    for value, _label in model_field.flatchoices:
+        with contextlib.suppress(_BadValue):
+            allowed[normalize(value)] = value
+
+    def choice(value: Any) -> Any:
+        result = normalize(value)
+        if result not in allowed and not (model_field.blank and result in model_field.empty_values):
+            raise _BadValue(
+                _("“%(value)s” is not one of the allowed values (%(choices)s)")
+                % {"value": str(value)[:100], "choices": ", ".join(str(v) for v in allowed.values())[:300]}
+            )
+        return result
+
+    return choice
+
+
+def _file_name_normalizer(model_field: models.FileField, normalize: Callable[[Any], str]) -> Callable[[Any], str]:
+    """File names are relative to the clinic's own media folder (MEDIA_ROOT/<schema>/, added by
+    django-tenants' storage): a name must stay inside it, under the folder ``upload_to`` names."""
+    upload_to = model_field.upload_to if isinstance(model_field.upload_to, str) else ""
+    folders = []
+    for part in upload_to.split("/")[:-1]:  # the fixed folders before any strftime "%Y"...
+        if "%" in part or not part:
+            break
+        folders.append(part + "/")
+    folder = "".join(folders)
+
+    def file_name(value: Any) -> str:
+        name = normalize(value)
+        if not name:
+            return name  # no file
+        if (
+            "\\" in name
+            or name.startswith("/")
+            or posixpath.normpath(name) != name
+            or ".." in name.split("/")
+            or not name.startswith(folder)
+        ):
+            if folder:
+                message = _(
+                    "“%(value)s” is not the name of a file of this clinic: it must be a path inside the clinic's "
+                    "“%(folder)s” folder (relative, without “..” or backslashes)"
+                )
+            else:
+                message = _(
+                    "“%(value)s” is not the name of a file of this clinic: it must be a path inside the clinic's "
+                    "media folder (relative, without “..” or backslashes)"
+                )
+            raise _BadValue(message % {"value": name[:100], "folder": folder})
+        return name
+
+    return file_name
+
+
+def _value_normalizer(model_field: models.Field, kind: str) -> Callable[[Any], Any]:
     target = model_field
     while target.is_relation:
         target = target.target_field
@@ -719,6 +862,7 @@ def _normalizer(model_field: models.Field, kind: str) -> Callable[[Any], Any]:
 
         def integer(value: Any) -> int:
             _expect(value, (int, str), "a whole number")
+            _expect_digits(value)
             result = _to_python(model_field, value)
             if low is not None and not low <= result <= high:
                 raise _BadValue(f"{result} is out of range ({low} to {high})")
@@ -833,6 +977,7 @@ def _normalizer(model_field: models.Field, kind: str) -> Callable[[Any], Any]:
 
         def number(value: Any) -> float:
             _expect(value, (int, float, Decimal, str), "a number")
+            _expect_digits(value)
             return _to_python(model_field, value)
 
         return number
@@ -844,6 +989,7 @@ def _decimal_normalizer(model_field: models.Field, target: models.Field) -> Call
 
     def decimal_text(value: Any) -> str:
         _expect(value, (str, int, Decimal), "a decimal number")
+        _expect_digits(value)
         result = _to_python(model_field, value)
         if not result.is_finite():
             raise _BadValue("is not a number")

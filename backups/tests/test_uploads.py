@@ -277,10 +277,29 @@ def test_another_clinics_archive_is_refused_and_its_own_clinic_accepts_it(upload
 
 def test_an_archive_naming_the_clinic_schema_but_another_clinic_id_is_refused(upload_tmp):
     manifest = clinic_manifest()
-    manifest["clinic"]["id"] += 1000  # a clinic deleted and recreated under the same schema name
+    ours = manifest["clinic"]["id"]
+    manifest["clinic"]["id"] += 1000  # the platform rebuilt, or the clinic deleted and created again
     error = refused(make_archive(io.BytesIO(b"PGDMP data"), manifest=manifest), upload_tmp)
-    assert str(error).startswith("This backup belongs to another clinic (an earlier clinic")
+    assert str(error) == (
+        f"This backup was made for the clinic clinica when its internal id was {ours + 1000}; the clinic named "
+        f"clinica here has id {ours}. The platform was rebuilt or the clinic was deleted and created again, so "
+        "the backup may hold the data of another clinic that had the same name: it is refused. If it really is "
+        "this clinic's data, ask the platform operator: they hold the key to open it and can restore it by hand "
+        "(docs/archive-format.md, “Opening an archive by hand”)."
+    )
     assert error.code == "other_clinic"
+
+    manifest = clinic_manifest(payload_format="json")
+    manifest["clinic"]["id"] = None
+    error = refused(make_archive(io.BytesIO(b"[\n]\n"), manifest=manifest), upload_tmp)
+    assert str(error).startswith(
+        f"This backup was made for the clinic clinica when its internal id was null; the clinic named clinica "
+        f"here has id {ours}."
+    )
+    assert str(error).endswith(
+        "ask the platform operator: they hold the key to open it, and can take out its records "
+        "(docs/archive-format.md, “Opening an archive by hand”) for you to upload here as a JSON export."
+    )
 
 
 def test_another_deployments_archive_is_refused(upload_tmp):
@@ -504,6 +523,33 @@ def test_a_file_over_the_size_limit_is_refused_as_soon_as_the_limit_is_passed(up
     assert (64 << 10) < source.bytes_read <= (64 << 10) + 1
 
 
+def read_bytes() -> int:
+    """Bytes this process has read so far (any file, pipe or socket), from /proc/self/io."""
+    return int(Path("/proc/self/io").read_text().split("rchar:")[1].split()[0])
+
+
+def test_a_file_larger_than_the_limit_is_refused_from_its_size_without_reading_it(upload_tmp, settings, tmp_path):
+    settings.BACKUPS_MAX_UPLOAD_BYTES = 16 << 20
+    sparse = tmp_path / "huge.respaldo"
+    with open(sparse, "wb") as handle:
+        handle.truncate(3 * 1024**3)  # 3 GB of holes: no disk used
+    with open(sparse, "rb") as handle:
+        handle.seek(100)
+        before = read_bytes()
+        error = refused(handle, upload_tmp)
+        assert read_bytes() - before < 1 << 20  # the file was not read (nor copied)
+        assert handle.tell() == 100
+    assert str(error) == "The file is larger than the 16.0 MB limit." and error.code == "too_large"
+
+    with open(sparse, "r+b") as handle:  # a file within the limit from where it is read is read
+        handle.truncate(16 << 20)
+        handle.seek(10)
+        handle.write(b"SELECT")
+        handle.seek(10)
+        error = refused(handle, upload_tmp)
+    assert error.code == "sql"
+
+
 def test_an_upload_declared_larger_than_the_default_limit_is_refused_unread(upload_tmp, settings):
     del settings.BACKUPS_MAX_UPLOAD_BYTES  # the default applies: 2 GiB
     content = Endless()
@@ -656,6 +702,16 @@ def _record(records: list, label: str) -> tuple[int, dict]:
         ("dental.treatment", {"materials": 3}, "invalid_value", "expected a list of ids"),
         ("dental.treatment", {"materials": [999999]}, "missing_reference", "dental.inventoryitem id 999999"),
         ("dental.invoice", {"reference": "not-a-uuid"}, "invalid_value", "field “reference”:"),
+        (
+            "dental.appointment",
+            {"status": "hacked"},
+            "invalid_value",
+            "field “status”: “hacked” is not one of the allowed values (scheduled, confirmed, completed, "
+            "cancelled, no_show).",
+        ),
+        ("dental.appointment", {"status": "Scheduled"}, "invalid_value", "“Scheduled” is not one of the allowed"),
+        ("dental.invoice", {"status": ""}, "invalid_value", "field “status”: “” is not one of the allowed values"),
+        ("dental.payment", {"method": "bitcoin"}, "invalid_value", "field “method”: “bitcoin” is not one of the"),
     ],
 )
 def test_a_record_with_a_bad_value_is_refused_naming_record_and_field(upload_tmp, label, change, code, phrase):
@@ -688,6 +744,105 @@ def test_a_malformed_record_is_refused(upload_tmp, edit, code, phrase):
     error = refused(one_per_line(records), upload_tmp)
     assert error.code == code and phrase in str(error), str(error)
     assert str(error).startswith(f"Record {index + 1} of the file (line {index + 2}")
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "../other/xrays/2024/01/a.png",
+        "/etc/passwd",
+        "xrays/../../bienestar/xrays/2024/01/a.png",
+        "xrays/2024/../../../secret.png",
+        "xrays\\..\\..\\bienestar\\a.png",
+        "..\\..\\etc\\passwd",
+        "C:\\Windows\\win.ini",
+        "bienestar/xrays/2024/01/a.png",
+        "clinica/xrays/2024/01/a.png",
+        "xrays//etc/passwd",
+        "./xrays/2024/01/a.png",
+        "xrays/2024/01/",
+        "xrays",
+        "..",
+    ],
+)
+def test_a_file_name_outside_the_clinics_media_folder_is_refused(upload_tmp, name):
+    records = json.loads(dumpdata("dental"))
+    index, record = _record(records, "dental.patient")
+    record["fields"]["xray"] = name
+    error = refused(one_per_line(records), upload_tmp)
+    assert str(error) == (
+        f"Record {index + 1} of the file (line {index + 2}, dental.patient id {record['pk']}), field “xray”: "
+        f"“{name}” is not the name of a file of this clinic: it must be a path inside the clinic's “xrays/” "
+        "folder (relative, without “..” or backslashes)."
+    )
+    assert error.code == "invalid_value"
+
+
+def test_allowed_choices_and_file_names_inside_the_clinics_folder_are_accepted(upload_tmp):
+    records = json.loads(dumpdata("dental"))
+    _index, patient = _record(records, "dental.patient")
+    _index, appointment = _record(records, "dental.appointment")
+    patient["fields"]["xray"] = "xrays/2024/02/radiografía niño ñ (1).png"
+    appointment["fields"]["status"] = "no_show"
+    backup = backup_from_upload(clinic="clinica", source=io.BytesIO(one_per_line(records)))
+    payload = list(read_json_payload(io.BytesIO(payload_of(backup))))
+    assert ("dental.patient", patient["pk"]) in {(label, pk) for label, pk, _f in payload}
+    fields = {(label, pk): f for label, pk, f in payload}
+    assert fields["dental.patient", patient["pk"]]["xray"] == "xrays/2024/02/radiografía niño ñ (1).png"
+    assert fields["dental.appointment", appointment["pk"]]["status"] == "no_show"
+
+
+BIG = "1" * 5000
+
+
+@pytest.mark.parametrize(
+    ("label", "edit", "number"),
+    [
+        ("dental.patient", lambda r: r.update(pk="@N@"), BIG),
+        ("dental.inventoryitem", lambda r: r["fields"].update(reorder_level="@N@"), BIG),
+        ("dental.inventoryitem", lambda r: r["fields"].update(reorder_level="@N@"), "-" + "9" * 4301),
+        ("dental.patient", lambda r: r["fields"].update(allergies=[{"grado": "@N@"}]), BIG),
+        ("dental.treatment", lambda r: r["fields"].update(materials=["@N@"]), BIG),
+        ("dental.inventoryitem", lambda r: r["fields"].update(unit_cost="@N@"), BIG + ".25"),
+        ("dental.patient", lambda r: r["fields"].update(allergies=["@N@"]), "0." + BIG),
+        ("dental.inventoryitem", lambda r: r["fields"].update(unit_cost="@N@"), "1e" + "9" * 30),
+        ("dental.patient", lambda r: r["fields"].update(allergies=["@N@"]), "1e5000"),
+        ("dental.patient", lambda r: r["fields"].update(allergies=["@N@"]), "-2.5E-5000"),
+    ],
+    ids=["pk", "integer", "negative", "json", "m2m", "decimal", "fraction", "huge-exponent", "exponent", "tiny"],
+)
+def test_a_number_too_long_to_read_is_refused(upload_tmp, label, edit, number):
+    records = json.loads(dumpdata("dental"))
+    index, record = _record(records, label)
+    edit(record)
+    data = one_per_line(records).replace(b'"@N@"', number.encode())
+    error = refused(data, upload_tmp)
+    assert str(error) == (
+        f"Record {index + 1} of the file (line {index + 2}) holds a number of more than 4300 digits "
+        f"({number[:20]}…), which cannot be restored."
+    )
+    assert error.code == "invalid_record"
+
+
+@pytest.mark.parametrize(
+    ("label", "name"),
+    [("dental.inventoryitem", "reorder_level"), ("dental.inventoryitem", "unit_cost"), ("dental.patient", "pk")],
+)
+def test_a_number_too_long_to_read_given_as_text_is_refused(upload_tmp, label, name):
+    records = json.loads(dumpdata("dental"))
+    index, record = _record(records, label)
+    where = f"{label} id {record['pk']}"
+    if name == "pk":
+        record["pk"] = BIG
+        where = f"{label} id {json.dumps(BIG)[:60]}"
+    else:
+        record["fields"][name] = BIG
+    error = refused(one_per_line(records), upload_tmp)
+    assert str(error) == (
+        f"Record {index + 1} of the file (line {index + 2}, {where}), field “{name}”: “{BIG[:20]}…” has more "
+        "than 4300 digits, which cannot be restored."
+    )
+    assert error.code == "invalid_value"
 
 
 def test_a_repeated_record_is_refused(upload_tmp):

@@ -1,4 +1,7 @@
+import contextlib
+import logging
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
@@ -26,7 +29,7 @@ class Command(BaseCommand):
         try:
             clinic = services.clinic_get(schema)
             if file is not None:
-                backup_row = self._upload(clinic, file, requested_by)
+                backup_row = self._upload(clinic, file, requested_by, options["verbosity"])
             else:
                 backup_row = Backup.objects.filter(pk=backup).first()
                 if backup_row is None:
@@ -55,12 +58,12 @@ class Command(BaseCommand):
                 f"To undo: python manage.py restore_clinic {clinic.schema_name} --backup {restore.safety_backup_id}"
             )
 
-    def _upload(self, clinic, path: Path, requested_by: str) -> Backup:
+    def _upload(self, clinic, path: Path, requested_by: str, verbosity: int) -> Backup:
         from backups.uploads import backup_from_upload
 
         if not path.is_file():
             raise CommandError(f"No such file: {path}")
-        with open(path, "rb") as handle:
+        with open(path, "rb") as handle, _quiet_log("backups.uploads", quiet=verbosity < 2):
             backup = backup_from_upload(clinic=clinic, source=handle, filename=path.name, requested_by=requested_by)
         self.stdout.write(f"File accepted as backup #{backup.pk} ({backup.payload_format}).")
         return backup
@@ -76,3 +79,17 @@ class Command(BaseCommand):
         answer = input(f"Type the clinic's schema name ({clinic.schema_name}) to continue: ").strip()
         if answer != clinic.schema_name:
             raise CommandError("Not confirmed: nothing was changed.")
+
+
+@contextlib.contextmanager
+def _quiet_log(name: str, *, quiet: bool) -> Iterator[None]:
+    """Hide logger ``name``'s INFO lines (unless ``-v 2``): they would repeat on stderr what the
+    command itself prints, a refusal as its CommandError and an accepted file on stdout."""
+    logger = logging.getLogger(name)
+    level = logger.level
+    if quiet:
+        logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)

@@ -1,7 +1,13 @@
-"""The portable ``json`` backup payload: a clinic's records as a lossless, streamed Django fixture.
+"""The portable ``json`` backup payload: a clinic's records as lossless, streamed JSON.
 
-Format (also a fixture that ``manage.py loaddata`` accepts): a JSON array in UTF-8, one
-record per line, tables in dependency order (parents first), rows in primary-key order::
+Format: a JSON array in UTF-8, one record per line, tables in dependency order (parents
+first), rows in primary-key order. The records have the shape of Django's JSON serializer
+(``model``, ``pk``, ``fields``), but the payload is *not* a fixture for ``manage.py
+loaddata``: see the JSON null rule below (loaddata stores SQL NULL there, and aborts on a
+NOT NULL column), and loaddata merges into a clinic's rows (it deletes none) instead of
+replacing them. Restore it with :func:`load_json_payload` (what ``manage.py restore_clinic`` does, also for
+a bare payload given with ``--file``), read it with :func:`read_json_payload`, or with any
+JSON tool (see ``docs/archive-format.md``)::
 
     [
     {"model": "dental.dentist", "pk": 1, "fields": {"first_name": "José", ...}},
@@ -20,8 +26,8 @@ record per line, tables in dependency order (parents first), rows in primary-key
   ``null``.
 * A JSON field holding JSON ``null`` (not SQL NULL) is ``null`` in ``fields`` *and* is
   named in an extra key of its record, ``"json_nulls": ["field", ...]``. Django's
-  deserializer ignores extra keys, and has no way to express JSON null in a fixture:
-  ``loaddata`` stores SQL NULL there. :func:`read_json_payload` gives such values as
+  fixtures have no way to express JSON null (its deserializer ignores the extra key and
+  turns ``null`` into SQL NULL). :func:`read_json_payload` gives such values as
   :data:`JSON_NULL` and :func:`load_json_payload` stores JSON ``null``.
 
 Rows are read with a server-side cursor and written in bounded chunks; a restore parses
@@ -100,7 +106,7 @@ def _dependency_order(candidates: list[type[Model]]) -> list[type[Model]]:
     """Stable topological sort over foreign keys: each model after the models it points to.
 
     A cycle (none expected) is broken in the original order: restores check foreign keys
-    at the end anyway, so the order is a courtesy to ``loaddata`` and to human readers.
+    at the end anyway, so the order is a courtesy to human readers and other tools.
     """
     members = set(candidates)
     needs = {

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Debian tools the test-suite drives for real: age (opening archives as an operator would),
-# zstd, gettext (compilemessages) and Chromium (browser tests). Installed when missing and
-# we are root; otherwise we say what to install.
+# zstd, Debian's own python3 (the hand-verify commands of docs/archive-format.md run with
+# PATH=/usr/bin:/bin, standard library only), gettext (compilemessages) and Chromium
+# (browser tests). Installed when missing and we are root; otherwise we say what to install.
 set -euo pipefail
 need=()
 command -v age >/dev/null || need+=(age)
 command -v zstd >/dev/null || need+=(zstd)
+[[ -x /usr/bin/python3 ]] || need+=(python3)
 command -v msgfmt >/dev/null || need+=(gettext)
 command -v chromium >/dev/null || need+=(chromium)
 command -v chromedriver >/dev/null || need+=(chromium-driver)

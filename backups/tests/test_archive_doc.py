@@ -32,8 +32,9 @@ from backups.keys import archive_identities
 from backups.models import Backup, JobStatus
 from backups.pg_binaries import find_pg_tools
 from backups.tests.helpers import sha256_of, stored_path, table_checksums
+from backups.tests.test_restore import damage_clinic
 from conftest import database_url
-from dental.models import Invoice, Patient
+from dental.models import Patient
 
 DOC = Path(settings.BASE_DIR) / "docs" / "archive-format.md"
 SCHEMA = "restaura"  # the scratch_clinic fixture's clinic
@@ -178,15 +179,6 @@ def row_counts(schema: str) -> dict[str, int]:
             cursor.execute(f'SELECT count(*) FROM "{schema}"."{table}"')
             counts[table] = cursor.fetchone()[0]
         return counts
-
-
-def damage_clinic() -> None:
-    with schema_context(SCHEMA):
-        patient = Patient.objects.order_by("pk").first()
-        Invoice.objects.filter(patient=patient).delete()
-        patient.delete()
-        Invoice.objects.filter(pk=Invoice.objects.order_by("pk").first().pk).update(total=1)
-    connection.set_schema_to_public()
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ from typing import IO
 
 import psycopg
 
-_READ = 1 << 20
+_READ = 256 << 10
 _END_OF_DATA = b"\\.\n"
 _ALLOWED_META = (b"\\restrict ", b"\\unrestrict ")
 

@@ -282,12 +282,6 @@ def verified_copy(backup: Backup, clinic: Clinic) -> Iterator[tuple[dict, IO[byt
         yield summary.manifest, spool
 
 
-def verify_backup(backup: Backup, clinic: Clinic) -> dict:
-    """Check a stored backup end to end before anything is touched; return its manifest."""
-    with verified_copy(backup, clinic) as (manifest, _copy):
-        return manifest
-
-
 # --- The restore itself ----------------------------------------------------------------
 
 

@@ -18,10 +18,10 @@ from dataclasses import dataclass
 from typing import IO
 
 import psycopg
-from django.conf import settings
 from django.db import connection
 from psycopg import sql
 
+from backups.conf import conf
 from backups.pg_binaries import PgTools
 
 _PR_SET_PDEATHSIG = 1
@@ -123,7 +123,7 @@ def schema_snapshot(schema: str) -> Iterator[SchemaSnapshot]:
     """Open a read-only REPEATABLE READ snapshot of ``schema`` and keep it open while in use."""
     with connect_separately(autocommit=False) as conn:
         conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-        lock_wait = int(getattr(settings, "BACKUPS_LOCK_WAIT_TIMEOUT_MS", 120_000))
+        lock_wait = conf.lock_wait_timeout_ms
         conn.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(f"{lock_wait}ms")))
         snapshot_id = conn.execute("SELECT pg_export_snapshot()").fetchone()[0]
         version = conn.execute("SHOW server_version").fetchone()[0].split()[0]
@@ -144,7 +144,7 @@ def pg_dump_stream(tools: PgTools, *, schema: str, snapshot_id: str) -> Iterator
     faster than pg_dump's zlib). On leaving, waits for pg_dump and raises DumpError with
     its stderr if it failed.
     """
-    lock_wait = int(getattr(settings, "BACKUPS_LOCK_WAIT_TIMEOUT_MS", 120_000))
+    lock_wait = conf.lock_wait_timeout_ms
     args = [
         tools.pg_dump,
         "--format=custom",

@@ -61,6 +61,8 @@ from django.utils.dateparse import parse_duration
 from django.utils.duration import duration_string
 from django.utils.translation import gettext as _
 
+from backups.conf import conf
+
 __all__ = [
     "JSON_NULL",
     "JsonPayloadError",
@@ -133,7 +135,7 @@ def payload_models() -> list[type[models.Model]]:
     not shared apps: the clinic's own records, not its users or sessions. Proxy, unmanaged
     and swapped models are left out.
     """
-    names = getattr(settings, "BACKUPS_JSON_APPS", None)
+    names = conf.json_apps
     if names is None:
         shared = set(settings.SHARED_APPS)
         names = [app for app in settings.TENANT_APPS if app not in shared]

@@ -14,9 +14,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from django.conf import settings
-
 from backups.archive import KeyConfigError, generate_identity, identity_public_key
+from backups.conf import conf
 
 DEV_KEY_HEADER = "# Respaldo development archive key (age identity). Never commit this file."
 _OLD_KEYS_HINT = "keys that should only open older backups go in BACKUPS_AGE_OLD_IDENTITIES"
@@ -34,7 +33,7 @@ def encryption_identity() -> str:
 
 def old_identities() -> list[str]:
     """Keys that only open and verify older archives (``BACKUPS_AGE_OLD_IDENTITIES``)."""
-    values = getattr(settings, "BACKUPS_AGE_OLD_IDENTITIES", None) or []
+    values = conf.age_old_identities or []
     if isinstance(values, str):
         raise KeyConfigError("BACKUPS_AGE_OLD_IDENTITIES must be a list of keys, not a string.")
     return [_checked(value, f"key #{n} of BACKUPS_AGE_OLD_IDENTITIES") for n, value in enumerate(values, 1)]
@@ -68,23 +67,22 @@ def development_key_in_use() -> bool:
     if _inline_identity() or path is None:
         return False
     if not path.exists():
-        return bool(getattr(settings, "BACKUPS_GENERATE_DEV_KEY", False))
+        return conf.generate_dev_key
     with path.open() as handle:
         return handle.readline().strip() == DEV_KEY_HEADER
 
 
 def _inline_identity() -> str:
-    return (getattr(settings, "BACKUPS_AGE_IDENTITY", None) or "").strip()
+    return conf.age_identity
 
 
 def _identity_file() -> Path | None:
-    file_setting = getattr(settings, "BACKUPS_AGE_IDENTITY_FILE", None)
-    return Path(file_setting) if file_setting else None
+    return conf.age_identity_file
 
 
 def _encryption_identity(*, generate: bool) -> str | None:
     """The encrypting key, or None if it is a development key not generated yet (and ``generate`` is off)."""
-    if getattr(settings, "BACKUPS_AGE_IDENTITIES", None):
+    if conf.age_identities_replaced:
         raise KeyConfigError(
             "BACKUPS_AGE_IDENTITIES is no longer read (its first key encrypted new backups): "
             f"put the key that encrypts new backups in BACKUPS_AGE_IDENTITY; {_OLD_KEYS_HINT}."
@@ -109,7 +107,7 @@ def _encryption_identity(*, generate: bool) -> str | None:
             "set BACKUPS_AGE_IDENTITY or BACKUPS_AGE_IDENTITY_FILE."
         )
     if not path.exists():
-        if not getattr(settings, "BACKUPS_GENERATE_DEV_KEY", False):
+        if not conf.generate_dev_key:
             raise KeyConfigError(f"The archive key file {path} does not exist: backups cannot be encrypted.")
         if not generate:
             return None

@@ -19,8 +19,9 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from django.conf import settings
 from django.db import connection
+
+from backups.conf import conf
 
 TOOLS = ("pg_dump", "pg_restore", "psql")
 VERSION_RE = re.compile(r"\(PostgreSQL\)\s+(\d+)(?:\.(\d+))?")
@@ -117,7 +118,7 @@ def find_pg_tools(
     else:
         server_text = str(server_major)
     dump_major = _major_of(dump_version) if dump_version else 0
-    configured = bin_dir if bin_dir is not None else getattr(settings, "BACKUPS_PG_BIN_DIR", None)
+    configured = bin_dir if bin_dir is not None else conf.pg_bin_dir
     found: list[tuple[int, str, Path]] = []
     for directory in _candidate_dirs(configured):
         if not all((directory / tool).is_file() and os.access(directory / tool, os.X_OK) for tool in TOOLS):

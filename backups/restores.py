@@ -30,6 +30,7 @@ from django_tenants.utils import schema_context
 from psycopg import sql
 
 from backups import archive, dumps, jobs, pg_script, services, storage
+from backups.conf import conf
 from backups.json_payload import JsonPayloadError, load_json_payload
 from backups.keys import archive_identities
 from backups.models import ACTIVE_STATUSES, Backup, JobStatus, Restore
@@ -226,7 +227,7 @@ def check_migrations(manifest_migrations: dict[str, list[str]]) -> bool:
 
 
 def _max_payload_bytes() -> int:
-    return int(getattr(settings, "BACKUPS_MAX_PAYLOAD_BYTES", 20 * 1024**3))
+    return conf.max_payload_bytes
 
 
 class _Tee(io.RawIOBase):
@@ -351,7 +352,7 @@ def _restore_json(restore: Restore, schema: str, payload: archive.ArchiveReader,
 
 
 def _lock_timeout() -> sql.Composable:
-    return sql.Literal(f"{int(getattr(settings, 'BACKUPS_RESTORE_LOCK_TIMEOUT_MS', 10_000))}ms")
+    return sql.Literal(f"{conf.restore_lock_timeout_ms}ms")
 
 
 def _check_counts(cursor: psycopg.Cursor, schema: str, tables: dict[str, int]) -> None:

@@ -16,12 +16,12 @@ from collections.abc import Iterator
 from datetime import timedelta
 from typing import IO
 
-from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 from django_tenants.utils import get_public_schema_name, schema_context
 
 from backups import archive, dumps, jobs, storage
+from backups.conf import conf
 from backups.json_payload import payload_models, write_json_payload
 from backups.keys import archive_identities
 from backups.models import ACTIVE_STATUSES, Backup, JobStatus, Restore
@@ -177,7 +177,7 @@ def backup_recover_crashed(backup: Backup) -> Backup | None:
     )
     if backup.storage_name:
         storage.delete_stored(backup.storage_name)
-    if backup.kind == Backup.Kind.PRE_RESTORE or backup.attempt >= int(getattr(settings, "BACKUPS_MAX_ATTEMPTS", 2)):
+    if backup.kind == Backup.Kind.PRE_RESTORE or backup.attempt >= conf.max_attempts:
         return None
     try:
         return backup_request(
@@ -199,7 +199,7 @@ def backup_sweep_stale(*, older_than: timedelta | None = None) -> list[Backup]:
     started more than ``older_than`` ago (default ``BACKUPS_STALE_AFTER_SECONDS``).
     """
     if older_than is None:
-        older_than = timedelta(seconds=int(getattr(settings, "BACKUPS_STALE_AFTER_SECONDS", 120)))
+        older_than = timedelta(seconds=conf.stale_after_seconds)
     cutoff = timezone.now() - older_than
     retries = []
     for backup in Backup.objects.filter(status=JobStatus.RUNNING, started_at__lte=cutoff).select_related("clinic"):
@@ -315,7 +315,7 @@ def _execute(backup: Backup) -> None:
     tools = find_pg_tools() if backup.payload_format == Backup.Format.PG else None
     storage.check_storage()
     name = storage.backup_key(schema=schema, kind=backup.kind, created_at=timezone.now(), ext=ARCHIVE_EXTENSION)
-    level = int(getattr(settings, "BACKUPS_ZSTD_LEVEL", 3))
+    level = conf.zstd_level
     _set_phase(backup.pk, "snapshot")
     with dumps.schema_snapshot(schema) as snap:
         if backup.payload_format == Backup.Format.PG:

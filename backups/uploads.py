@@ -50,6 +50,7 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from backups import archive, dumps, storage
+from backups.conf import conf
 from backups.jobs import worker_name
 from backups.json_payload import JSON_NULLS_KEY, json_text, payload_line_maker, payload_models, payload_table
 from backups.keys import archive_identities
@@ -67,8 +68,6 @@ __all__ = ["UploadRefused", "backup_from_upload"]
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_MAX_UPLOAD_BYTES = 2 * 1024**3
-DEFAULT_MAX_PAYLOAD_BYTES = 20 * 1024**3
 MAX_RECORD_CHARS = 64 * 1024**2  # one record of a JSON file (a large X-ray in base64...)
 MAX_NUMBER_DIGITS = 4300  # Python's default limit for int(text); longer numbers are refused
 COPY_BYTES = 1024**2
@@ -105,7 +104,7 @@ def backup_from_upload(
     if not dumps.schema_exists(target.schema_name):
         raise BackupError(f"The clinic's schema {target.schema_name!r} does not exist in the database.")
     identities = archive_identities()  # fail closed before reading a possibly huge upload
-    limit = _setting_bytes("BACKUPS_MAX_UPLOAD_BYTES", DEFAULT_MAX_UPLOAD_BYTES)
+    limit = conf.max_upload_bytes
     started_at = timezone.now()
     try:
         declared = _declared_size(source)
@@ -146,11 +145,6 @@ def backup_from_upload(
 # --- Spooling and sniffing ---------------------------------------------------------------
 
 
-def _setting_bytes(name: str, default: int) -> int:
-    value = getattr(settings, name, None)
-    return default if value is None else int(value)
-
-
 def _human_size(size: int) -> str:
     for unit, scale in (("GB", 1024**3), ("MB", 1024**2), ("KB", 1024)):
         if size >= scale:
@@ -178,7 +172,7 @@ def _declared_size(source: BinaryIO) -> int | None:
 
 def _private_file() -> BinaryIO:
     """An unnamed temporary file (mode 0600): the OS removes it when closed, or if we die."""
-    directory = getattr(settings, "BACKUPS_UPLOAD_TMP_DIR", None) or None
+    directory = conf.upload_tmp_dir
     return tempfile.TemporaryFile(dir=directory)  # noqa: SIM115 - closed by the caller's with
 
 
@@ -302,7 +296,7 @@ def _accept_archive(
     target: Clinic, upload: BinaryIO, *, identities: list[str], requested_by: str, started_at: datetime
 ) -> Backup:
     upload.seek(0)
-    limit = _setting_bytes("BACKUPS_MAX_PAYLOAD_BYTES", DEFAULT_MAX_PAYLOAD_BYTES)
+    limit = conf.max_payload_bytes
     try:
         summary = archive.verify_archive(upload, identities=identities, max_payload_bytes=limit)
     except archive.KeyConfigError:
@@ -480,7 +474,7 @@ def _accept_fixture(
         "source": source_info,
     }
     extra = [target.backup_recipient] if target.backup_recipient else []
-    level = int(getattr(settings, "BACKUPS_ZSTD_LEVEL", 3))
+    level = conf.zstd_level
     name = storage.backup_key(schema=schema, kind=Backup.Kind.UPLOADED, created_at=created_at, ext=ARCHIVE_EXTENSION)
 
     def produce(out: BinaryIO) -> archive.ArchiveSummary:
@@ -1070,7 +1064,7 @@ class _FixtureConverter:
     """
 
     def __init__(self) -> None:
-        self._directory = getattr(settings, "BACKUPS_UPLOAD_TMP_DIR", None) or None
+        self._directory = conf.upload_tmp_dir
         self._targets: list[_Target] = []
         self._by_label: dict[str, _Target] = {}
         self._references: dict[tuple[str, str, str], set] = {}

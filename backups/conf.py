@@ -1,0 +1,98 @@
+"""Every ``BACKUPS_*`` setting, with its default, read from Django's settings at call time.
+
+The one place that knows the defaults (like django-q2's ``Conf``), but lazy: each property
+reads ``settings`` when it is used, so ``override_settings`` works in tests. Use it as
+``from backups.conf import conf`` then ``conf.zstd_level``. ``clinic_site/settings.py``
+fills these settings from the environment (see the README's tables).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+
+
+def _setting(name: str, default: Any = None) -> Any:
+    value = getattr(settings, name, None)
+    return default if value is None else value
+
+
+class BackupsConf:
+    """Typed, lazily read access to the ``BACKUPS_*`` settings."""
+
+    # --- archives and keys
+    @property
+    def zstd_level(self) -> int:
+        return int(_setting("BACKUPS_ZSTD_LEVEL", 3))
+
+    @property
+    def age_identity(self) -> str:
+        """The key that encrypts new archives (``BACKUPS_AGE_IDENTITY``), or ""."""
+        return str(_setting("BACKUPS_AGE_IDENTITY", "")).strip()
+
+    @property
+    def age_identity_file(self) -> Path | None:
+        value = _setting("BACKUPS_AGE_IDENTITY_FILE")
+        return Path(value) if value else None
+
+    @property
+    def age_old_identities(self) -> Any:
+        """Keys that only open older archives (validated by ``keys.old_identities``)."""
+        return _setting("BACKUPS_AGE_OLD_IDENTITIES", [])
+
+    @property
+    def age_identities_replaced(self) -> Any:
+        """The former ``BACKUPS_AGE_IDENTITIES``: read only to refuse it."""
+        return _setting("BACKUPS_AGE_IDENTITIES", [])
+
+    @property
+    def generate_dev_key(self) -> bool:
+        return bool(_setting("BACKUPS_GENERATE_DEV_KEY", False))
+
+    # --- limits
+    @property
+    def max_upload_bytes(self) -> int:
+        return int(_setting("BACKUPS_MAX_UPLOAD_BYTES", 2 * 1024**3))
+
+    @property
+    def max_payload_bytes(self) -> int:
+        return int(_setting("BACKUPS_MAX_PAYLOAD_BYTES", 20 * 1024**3))
+
+    @property
+    def upload_tmp_dir(self) -> str | None:
+        return _setting("BACKUPS_UPLOAD_TMP_DIR") or None
+
+    # --- jobs
+    @property
+    def max_attempts(self) -> int:
+        return int(_setting("BACKUPS_MAX_ATTEMPTS", 2))
+
+    @property
+    def stale_after_seconds(self) -> int:
+        return int(_setting("BACKUPS_STALE_AFTER_SECONDS", 120))
+
+    # --- PostgreSQL
+    @property
+    def pg_bin_dir(self) -> str | None:
+        return _setting("BACKUPS_PG_BIN_DIR") or None
+
+    @property
+    def lock_wait_timeout_ms(self) -> int:
+        """How long a dump waits for the clinic's tables (pg_dump --lock-wait-timeout)."""
+        return int(_setting("BACKUPS_LOCK_WAIT_TIMEOUT_MS", 120_000))
+
+    @property
+    def restore_lock_timeout_ms(self) -> int:
+        """How long a restore waits for the locks of the schema swap before giving up."""
+        return int(_setting("BACKUPS_RESTORE_LOCK_TIMEOUT_MS", 10_000))
+
+    # --- json format
+    @property
+    def json_apps(self) -> list[str] | None:
+        """The apps whose models a json payload holds (None: every tenant app)."""
+        return _setting("BACKUPS_JSON_APPS")
+
+
+conf = BackupsConf()

@@ -20,7 +20,6 @@ class JobStatus(models.TextChoices):
     RUNNING = "running", _("Running")
     SUCCEEDED = "succeeded", _("Succeeded")
     FAILED = "failed", _("Failed")
-    EXPIRED = "expired", _("Expired")
 
 
 ACTIVE_STATUSES = [JobStatus.PENDING, JobStatus.RUNNING]
@@ -73,8 +72,8 @@ class Backup(Job):
     clinic = models.ForeignKey("clinics.Clinic", on_delete=models.PROTECT, related_name="backups")
     kind = models.CharField(_("kind"), max_length=20, choices=Kind.choices, default=Kind.MANUAL)
     payload_format = models.CharField(_("format"), max_length=10, choices=Format.choices, default=Format.PG)
+    # Set when retention removes the stored object; the row stays for the record. Not a job state.
     expired_at = models.DateTimeField(_("expired at"), null=True, blank=True)
-    expires_at = models.DateTimeField(_("expires at"), null=True, blank=True)
     storage_name = models.CharField(_("stored as"), max_length=500, blank=True)
     size = models.BigIntegerField(_("size (bytes)"), null=True, blank=True)
     sha256 = models.CharField(_("SHA-256"), max_length=64, blank=True)

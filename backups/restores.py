@@ -403,7 +403,12 @@ def _restore_pg(
                 _run_pg_restore(cursor, payload, tools, restore_err, app_name=f"respaldo-restore-{restore.pk}")
                 _check_read_to_the_end(payload, restore.backup)
                 _check_counts(cursor, schema, tables)
-                cursor.execute("UPDATE public.backups_restore SET outcome = 'restored' WHERE id = %s", [restore.pk])
+                cursor.execute(
+                    sql.SQL("UPDATE public.{} SET outcome = %s WHERE id = %s").format(
+                        sql.Identifier(Restore._meta.db_table)
+                    ),
+                    [Restore.Outcome.RESTORED, restore.pk],
+                )
                 cursor.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(_lock_timeout()))  # the script reset it
                 cursor.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(old))
                 conn.commit()

@@ -8,10 +8,20 @@ from django.template.defaultfilters import filesizeformat
 from backups.models import Backup
 
 
-def backup_list(*, clinic_id: int | None = None) -> QuerySet[Backup]:
-    """Backups newest first, of one clinic or of all."""
-    backups = Backup.objects.select_related("clinic").order_by("-requested_at", "-id")
-    return backups.filter(clinic_id=clinic_id) if clinic_id is not None else backups
+def backup_list(*, clinic_id: int) -> QuerySet[Backup]:
+    """One clinic's backups, newest first (what a clinic's console and commands show)."""
+    if not isinstance(clinic_id, int) or isinstance(clinic_id, bool):
+        raise TypeError("backup_list needs the clinic's id; platform_backup_list lists every clinic's")
+    return _newest_first().filter(clinic_id=clinic_id)
+
+
+def platform_backup_list() -> QuerySet[Backup]:
+    """Every clinic's backups, newest first: for the platform operator only."""
+    return _newest_first()
+
+
+def _newest_first() -> QuerySet[Backup]:
+    return Backup.objects.select_related("clinic").order_by("-requested_at", "-id")
 
 
 def backup_line(backup: Backup) -> str:

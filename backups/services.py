@@ -19,6 +19,7 @@ from typing import IO
 from django.db import connection, transaction
 from django.utils import timezone
 from django_tenants.utils import get_public_schema_name, schema_context
+from psycopg import sql
 
 from backups import archive, dumps, jobs, storage
 from backups.conf import conf
@@ -239,7 +240,10 @@ class _ProgressWriter:
                 if self._conn is None:
                     self._conn = dumps.connect_separately(autocommit=True)
                 self._conn.execute(
-                    "UPDATE public.backups_backup SET progress_bytes = %s WHERE id = %s", [self.count, self.backup_id]
+                    sql.SQL("UPDATE public.{} SET progress_bytes = %s WHERE id = %s").format(
+                        sql.Identifier(Backup._meta.db_table)
+                    ),
+                    [self.count, self.backup_id],
                 )
         return written
 

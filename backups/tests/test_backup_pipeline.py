@@ -10,7 +10,7 @@ from django.core.management import CommandError, call_command
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from backups import archive, services
+from backups import archive, selectors, services
 from backups.keys import archive_identities
 from backups.models import Backup, JobStatus
 from backups.tests.helpers import other_connection, sha256_of, storage_files, stored_path, untar_plaintext
@@ -207,6 +207,17 @@ def test_list_backups_command(capsys):
     assert f"#{ok.pk} clinica manual pg succeeded" in capsys.readouterr().out
     with pytest.raises(CommandError, match="There is no clinic 'nope'"):
         call_command("list_backups", "nope")
+
+
+def test_a_clinic_selector_without_its_clinic_lists_nothing_it_refuses():
+    mine = services.backup_request(clinic="clinica", enqueue=False)
+    theirs = Backup.objects.create(clinic=Clinic.objects.get(schema_name="bienestar"), status=JobStatus.FAILED)
+    assert list(selectors.backup_list(clinic_id=mine.clinic_id)) == [mine]
+    with pytest.raises(TypeError):
+        selectors.backup_list()
+    with pytest.raises(TypeError, match="needs the clinic's id"):
+        selectors.backup_list(clinic_id=None)
+    assert {theirs, mine} <= set(selectors.platform_backup_list())
 
 
 def test_a_clinic_escrow_key_opens_its_backups_with_the_age_tool(tmp_path):

@@ -1,6 +1,6 @@
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from backups.selectors import backup_line, backup_list
+from backups.selectors import backup_line, backup_list, platform_backup_list
 from backups.services import ClinicNotFound, clinic_get
 
 
@@ -12,13 +12,14 @@ class Command(BaseCommand):
         parser.add_argument("--limit", type=int, default=50)
 
     def handle(self, *args, schema, limit, **options) -> None:
-        clinic_id = None
         if schema:
             try:
-                clinic_id = clinic_get(schema).pk
+                backups = backup_list(clinic_id=clinic_get(schema).pk)
             except ClinicNotFound as exc:
                 raise CommandError(str(exc)) from None
-        backups = backup_list(clinic_id=clinic_id)[:limit]
+        else:
+            backups = platform_backup_list()
+        backups = backups[:limit]
         if not backups:
             self.stdout.write("No backups.")
         for backup in backups:

@@ -96,6 +96,8 @@ _PIPE_SIZE = 1 << 20
 class ArchiveError(Exception):
     """Base class. ``str()`` is a sentence a clinic administrator can read."""
 
+    code = "archive_error"  # the stable reason (backups.exceptions renders it translated)
+
     message = "The backup file could not be processed."
 
     def __init__(self, detail: str | None = None) -> None:
@@ -106,11 +108,15 @@ class ArchiveError(Exception):
 class ArchiveNotRecognized(ArchiveError):
     """Not an age file at all: empty, garbage, a plain SQL dump..."""
 
+    code = "not_recognized"  # the stable reason (backups.exceptions renders it translated)
+
     message = "This file is not a backup made by Respaldo (it is empty or not an encrypted backup archive)."
 
 
 class ArchiveWrongKey(ArchiveError):
     """An age file, but none of the configured identities opens it."""
+
+    code = "wrong_key"  # the stable reason (backups.exceptions renders it translated)
 
     message = (
         "This backup cannot be opened: it was not produced by this deployment, or it was encrypted "
@@ -121,11 +127,15 @@ class ArchiveWrongKey(ArchiveError):
 class ArchiveCorrupt(ArchiveError):
     """Truncated or damaged: age/zstd/tar/JSON error, unexpected member name or order."""
 
+    code = "damaged"  # the stable reason (backups.exceptions renders it translated)
+
     message = "This backup file is damaged or incomplete."
 
 
 class ArchiveAuthError(ArchiveError):
     """The authentication record is missing, malformed, made with an unknown key, or wrong."""
+
+    code = "tampered"  # the stable reason (backups.exceptions renders it translated)
 
     message = (
         "This backup failed its authenticity check: it was changed after it was made, "
@@ -136,11 +146,15 @@ class ArchiveAuthError(ArchiveError):
 class ArchiveTooLarge(ArchiveError):
     """The payload is larger than the caller's ``max_payload_bytes``."""
 
+    code = "unpacked_too_large"  # the stable reason (backups.exceptions renders it translated)
+
     message = "This backup's contents are larger than the allowed size; it was not unpacked."
 
 
 class KeyConfigError(ArchiveError):
     """No identity configured, or an identity/recipient string that does not parse."""
+
+    code = "key_config"  # the stable reason (backups.exceptions renders it translated)
 
     message = "Backup encryption is not configured correctly."
 

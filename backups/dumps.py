@@ -30,6 +30,8 @@ _PR_SET_PDEATHSIG = 1
 class DumpError(Exception):
     """A dump could not be taken; the message carries the tool's own words."""
 
+    code = "dump_failed"  # backups.exceptions renders it, with this text as the detail
+
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
     # A child tool must not outlive the worker that reads or feeds it (SIGKILL included).

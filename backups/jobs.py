@@ -15,13 +15,11 @@ import time
 from collections.abc import Iterator
 
 from django.db import connection, models
-from django.utils import timezone
+from django.utils import timezone, translation
+
+from backups.exceptions import ClinicBusy, RespaldoError
 
 LOCK_NAMESPACE = 0x5245  # "RE": keeps our advisory locks apart from anyone else's
-
-
-class ClinicBusy(Exception):
-    """Another job already holds the clinic."""
 
 
 def _try_lock(clinic_id: int) -> bool:
@@ -41,7 +39,7 @@ def clinic_job_lock(clinic_id: int, *, wait_seconds: float = 5.0) -> Iterator[No
     deadline = time.monotonic() + wait_seconds
     while not _try_lock(clinic_id):
         if time.monotonic() >= deadline:
-            raise ClinicBusy("Another backup or restore of this clinic is running.")
+            raise ClinicBusy("clinic_busy", "clinic_locked")
         time.sleep(0.2)
     try:
         yield
@@ -101,8 +99,11 @@ def claim(model: type[models.Model], pk: int, *, phase: str) -> bool:
     )
 
 
-def succeed(model: type[models.Model], pk: int, **changes) -> bool:
-    """Move a running job to succeeded (with any other ``changes``); False if it was not running."""
+def succeed(model: type[models.Model], pk: int, *, note: RespaldoError | None = None, **changes) -> bool:
+    """Move a running job to succeeded (with any other ``changes``); False if it was not running.
+
+    ``note`` says how it ended when that needs saying (e.g. completed by crash recovery).
+    """
     return transition(
         model,
         pk,
@@ -110,19 +111,29 @@ def succeed(model: type[models.Model], pk: int, **changes) -> bool:
         status="succeeded",
         succeeded_at=timezone.now(),
         progress_phase="",
+        **(error_fields(note) if note is not None else {}),
         **changes,
     )
 
 
-def fail(model: type[models.Model], pk: int, reason: str, **changes) -> bool:
-    """Move a pending or running job to failed with a readable ``reason``."""
+def fail(model: type[models.Model], pk: int, reason: RespaldoError | str, **changes) -> bool:
+    """Move a pending or running job to failed, keeping why (a coded error, or a plain text)."""
     return transition(
         model,
         pk,
         expected=["pending", "running"],
         status="failed",
         failed_at=timezone.now(),
-        error=reason[:10_000],
         progress_phase="",
+        **error_fields(reason),
         **changes,
     )
+
+
+def error_fields(reason: RespaldoError | str) -> dict:
+    """The job columns that keep ``reason``: code and parameters, and the English text for logs."""
+    if isinstance(reason, RespaldoError):
+        with translation.override("en"):
+            text = str(reason)
+        return {"error": text[:10_000], "error_code": reason.code, "error_params": reason.record}
+    return {"error": str(reason)[:10_000], "error_code": "", "error_params": {}}

@@ -81,6 +81,8 @@ JSON_NULLS_KEY = "json_nulls"
 class JsonPayloadError(Exception):
     """A json payload cannot be written, read or restored; the message is meant for a clinic admin."""
 
+    code = "json_payload"  # backups.exceptions renders it, with this text as the detail
+
 
 class _JsonNull:
     """The type of :data:`JSON_NULL` (a singleton)."""

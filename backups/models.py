@@ -37,11 +37,23 @@ class Job(models.Model):
     succeeded_at = models.DateTimeField(_("succeeded at"), null=True, blank=True)
     failed_at = models.DateTimeField(_("failed at"), null=True, blank=True)
     progress_phase = models.CharField(_("phase"), max_length=40, blank=True)
+    # Why it failed (or a note on how it ended): a stable code and the message's parameters,
+    # rendered in the reader's language by error_message(); ``error`` is the English text, for logs.
     error = models.TextField(_("error"), blank=True)
+    error_code = models.CharField(_("error code"), max_length=60, blank=True)
+    error_params = models.JSONField(_("error parameters"), default=dict, blank=True)
     worker = models.CharField(_("worker"), max_length=100, blank=True, help_text=_("host:pid that ran the job"))
 
     class Meta:
         abstract = True
+
+    def error_message(self) -> str:
+        """Why the job failed (or how it ended), in the active language."""
+        if self.error_code:
+            from backups.exceptions import render
+
+            return render(self.error_params.get("message_id") or self.error_code, self.error_params.get("params"))
+        return self.error
 
     @property
     def finished_at(self):

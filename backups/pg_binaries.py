@@ -30,6 +30,8 @@ VERSION_RE = re.compile(r"\(PostgreSQL\)\s+(\d+)(?:\.(\d+))?")
 class PgToolsError(Exception):
     """No usable client tools were found; the message says what was found and what is needed."""
 
+    code = "pg_tools"  # backups.exceptions renders it, with this text as the detail
+
 
 @dataclass(frozen=True)
 class PgTools:

@@ -31,10 +31,11 @@ from psycopg import sql
 
 from backups import archive, dumps, jobs, pg_script, services, storage
 from backups.conf import conf
-from backups.json_payload import JsonPayloadError, load_json_payload
+from backups.exceptions import RespaldoError, RestoreRefused, as_respaldo_error, failure_reason
+from backups.json_payload import load_json_payload
 from backups.keys import archive_identities
 from backups.models import ACTIVE_STATUSES, Backup, JobStatus, Restore
-from backups.pg_binaries import PgTools, PgToolsError, find_pg_tools
+from backups.pg_binaries import PgTools, find_pg_tools
 from clinics.models import Clinic
 
 logger = logging.getLogger(__name__)
@@ -43,11 +44,7 @@ OLD_SCHEMA_SUFFIX = "__before_restore"
 KNOWN_FORMATS = {Backup.Format.PG, Backup.Format.JSON}
 
 
-class RestoreError(services.BackupError):
-    """A restore cannot be requested or was refused; the message is for the person who asked."""
-
-
-EXPECTED_ERRORS = (*services.EXPECTED_ERRORS, RestoreError, JsonPayloadError, PgToolsError)
+RestoreError = RestoreRefused  # the name callers use
 
 
 # --- Requesting ------------------------------------------------------------------------
@@ -64,20 +61,14 @@ def restore_request(
     target = services.clinic_get(clinic)
     backup = Backup.objects.select_related("clinic").filter(pk=backup_id).first()
     if backup is None:
-        raise RestoreError(f"There is no backup #{backup_id}.")
+        raise RestoreRefused("backup_not_found", backup=backup_id)
     if backup.clinic_id != target.pk:
-        raise RestoreError(
-            f"Backup #{backup.pk} belongs to another clinic; a clinic can only be restored from its own backups."
-        )
+        raise RestoreRefused("backup_of_other_clinic", backup=backup.pk)
     if backup.status != JobStatus.SUCCEEDED or not backup.storage_name:
-        raise RestoreError(f"Backup #{backup.pk} is {backup.get_status_display().lower()}: it cannot be restored.")
+        raise RestoreRefused("backup_not_restorable", backup=backup.pk, status=backup.status)
     with transaction.atomic():
         Clinic.objects.select_for_update().get(pk=target.pk)
-        busy_backup = services.active_job(target.pk)
-        busy_restore = Restore.objects.filter(clinic_id=target.pk, status__in=ACTIVE_STATUSES).first()
-        if busy_backup or busy_restore:
-            what = f"backup #{busy_backup.pk}" if busy_backup else f"restore #{busy_restore.pk}"
-            raise RestoreError(f"Clinic {target.schema_name} already has {what} waiting or running; try again later.")
+        services.check_not_busy(target)
         restore = Restore.objects.create(clinic=target, backup=backup, requested_by=requested_by)
         if enqueue:
             transaction.on_commit(lambda: _enqueue_restore(restore.pk))
@@ -112,7 +103,7 @@ def _update(restore_id: int, **changes) -> None:
     Restore.objects.filter(pk=restore_id).update(**changes)
 
 
-def _fail(restore_id: int, reason: str) -> None:
+def _fail(restore_id: int, reason: RespaldoError | str) -> None:
     jobs.fail(Restore, restore_id, reason)
 
 
@@ -135,24 +126,23 @@ def restore_run(*, restore_id: int) -> Restore:
                 return Restore.objects.get(pk=restore_id)
             try:
                 _execute(restore)
-            except EXPECTED_ERRORS as exc:
-                _settle_failure(restore_id, str(exc))
             except Exception as exc:
-                logger.exception("Restore #%s failed unexpectedly", restore_id)
-                _settle_failure(restore_id, f"Unexpected error: {type(exc).__name__}: {exc}")
+                if as_respaldo_error(exc) is None:
+                    logger.exception("Restore #%s failed unexpectedly", restore_id)
+                _settle_failure(restore_id, failure_reason(exc))
     except jobs.ClinicBusy as exc:
-        _fail(restore_id, str(exc))
+        _fail(restore_id, exc)
     return Restore.objects.get(pk=restore_id)
 
 
-def _settle_failure(restore_id: int, reason: str) -> None:
+def _settle_failure(restore_id: int, reason: RespaldoError) -> None:
+    """Fail the restore, saying whether the clinic changed (its outcome was written in the transaction)."""
     outcome = Restore.objects.get(pk=restore_id).outcome
     if outcome == Restore.Outcome.RESTORED:
-        reason = f"{reason} The backup's data WAS restored; its safety backup is the way back."
+        _fail(restore_id, RespaldoError(reason.code, "restore_failed_restored", reason=reason))
     else:
-        reason = f"{reason} The clinic is unchanged."
         _update(restore_id, outcome=Restore.Outcome.UNCHANGED)
-    _fail(restore_id, reason)
+        _fail(restore_id, RespaldoError(reason.code, "restore_failed_unchanged", reason=reason))
 
 
 def restore_recover_crashed(restore: Restore) -> None:
@@ -170,18 +160,12 @@ def restore_recover_crashed(restore: Restore) -> None:
         try:
             _migrate_forward(restore)
         except Exception as exc:  # reported on the row; the data is restored either way
-            _fail(restore.pk, f"The worker stopped after the data was restored, and migrating it failed: {exc}")
+            _fail(restore.pk, RespaldoError("recovered_migration_failed", detail=str(exc)))
             return
-        jobs.succeed(
-            Restore, restore.pk, error="The worker stopped after the data was restored; recovery completed it."
-        )
+        jobs.succeed(Restore, restore.pk, note=RespaldoError("recovered", "recovered_restore"))
         return
     _update(restore.pk, outcome=Restore.Outcome.UNCHANGED)
-    _fail(
-        restore.pk,
-        "Interrupted: the worker running this restore stopped (crash, kill or time-out) before the restore "
-        "committed. The clinic is unchanged.",
-    )
+    _fail(restore.pk, RespaldoError("interrupted", "interrupted_restore"))
 
 
 def restore_sweep_stale() -> list[Restore]:
@@ -219,10 +203,7 @@ def check_migrations(manifest_migrations: dict[str, list[str]]) -> bool:
     unknown = sorted(applied - known)
     if unknown:
         shown = ", ".join(f"{app}.{name}" for app, name in unknown[:5])
-        raise RestoreError(
-            f"This backup was made by a newer release of the application (it has migrations this one does not know: "
-            f"{shown}). Upgrade before restoring it."
-        )
+        raise RestoreRefused("newer_release", migrations=shown)
     return bool(known - applied)
 
 
@@ -249,15 +230,16 @@ class _Tee(io.RawIOBase):
 
 def _check_manifest(backup: Backup, clinic: Clinic, manifest: dict) -> None:
     if manifest.get("format_version") != services.MANIFEST_FORMAT_VERSION:
-        raise RestoreError(f"Backup #{backup.pk} has an unknown format version {manifest.get('format_version')!r}.")
+        raise RestoreRefused(
+            "unknown_format_version", backup=backup.pk, version=repr(manifest.get("format_version"))[:40]
+        )
     owner = manifest.get("clinic") or {}
     if owner.get("schema") != clinic.schema_name or owner.get("id") != clinic.pk:
-        raise RestoreError(
-            f"Backup #{backup.pk} holds the data of another clinic ({owner.get('schema')}); "
-            "a clinic can only be restored from its own backups."
-        )
+        raise RestoreRefused("other_clinic", backup=backup.pk, schema=str(owner.get("schema"))[:63])
     if manifest.get("payload_format") not in KNOWN_FORMATS:
-        raise RestoreError(f"Backup #{backup.pk} has an unknown payload format {manifest.get('payload_format')!r}.")
+        raise RestoreRefused(
+            "unknown_payload_format", backup=backup.pk, format=repr(manifest.get("payload_format"))[:40]
+        )
 
 
 @contextlib.contextmanager
@@ -274,9 +256,7 @@ def verified_copy(backup: Backup, clinic: Clinic) -> Iterator[tuple[dict, IO[byt
                 _Tee(stream, spool), identities=archive_identities(), max_payload_bytes=_max_payload_bytes()
             )
         if summary.archive_sha256 != backup.sha256:
-            raise RestoreError(
-                f"Backup #{backup.pk} changed in storage since it was made (its SHA-256 no longer matches the catalog)."
-            )
+            raise RestoreRefused("archive_changed", backup=backup.pk)
         _check_manifest(backup, clinic, summary.manifest)
         spool.flush()
         spool.seek(0)
@@ -292,7 +272,7 @@ def _execute(restore: Restore) -> None:
         needs_migrate = check_migrations(manifest.get("migrations") or {})
         tools = _tools_for(manifest)
         if tools is not None and not dumps.schema_exists(clinic.schema_name):
-            raise RestoreError(f"The clinic's schema {clinic.schema_name!r} does not exist in the database.")
+            raise RestoreRefused("schema_missing", schema=clinic.schema_name)
         _take_safety_backup(restore)
 
         _update(restore.pk, progress_phase="restoring")
@@ -300,7 +280,7 @@ def _execute(restore: Restore) -> None:
             verified, identities=archive_identities(), max_payload_bytes=_max_payload_bytes()
         ) as payload:
             if payload.manifest != manifest:  # cannot happen to a private copy; checked all the same
-                raise RestoreError(f"Backup #{backup.pk} changed while it was being restored.")
+                raise RestoreRefused("archive_changed", "archive_changed_during_restore", backup=backup.pk)
             if tools is not None:
                 _restore_pg(restore, clinic.schema_name, payload, manifest["tables"], tools)
             else:
@@ -328,15 +308,19 @@ def _take_safety_backup(restore: Restore) -> None:
     _update(restore.pk, safety_backup=safety)
     safety = services.backup_run(backup_id=safety.pk)
     if safety.status != JobStatus.SUCCEEDED:
-        raise RestoreError(f"The safety backup #{safety.pk} failed, so nothing was restored: {safety.error}")
+        raise RestoreRefused(
+            "safety_backup_failed",
+            backup=safety.pk,
+            reason=safety.error_params or {"message_id": "unexpected", "params": {"detail": safety.error}},
+        )
 
 
 def _check_read_to_the_end(payload: archive.ArchiveReader, backup: Backup) -> None:
     """Before COMMIT: the payload was read to its authenticated end, and it is the catalog's object."""
     if payload.read(1) or payload.summary is None:
-        raise RestoreError(f"Backup #{backup.pk} holds more data than its payload format used.")
+        raise RestoreRefused("archive_extra_data", backup=backup.pk)
     if payload.summary.archive_sha256 != backup.sha256:
-        raise RestoreError(f"Backup #{backup.pk} changed while it was being restored.")
+        raise RestoreRefused("archive_changed", "archive_changed_during_restore", backup=backup.pk)
 
 
 def _migrate_forward(restore: Restore) -> None:
@@ -367,15 +351,19 @@ def _check_counts(cursor: psycopg.Cursor, schema: str, tables: dict[str, int]) -
     }
     if found != set(tables):
         missing, extra = sorted(set(tables) - found), sorted(found - set(tables))
-        raise RestoreError(
-            f"The restored data has {len(found)} tables but the backup lists {len(tables)} "
-            f"(missing: {', '.join(missing) or 'none'}; not listed: {', '.join(extra) or 'none'})."
+        raise RestoreRefused(
+            "count_mismatch",
+            "table_count_mismatch",
+            found=len(found),
+            listed=len(tables),
+            missing=", ".join(missing) or "-",
+            extra=", ".join(extra) or "-",
         )
     for table, expected in sorted(tables.items()):
         query = sql.SQL("SELECT count(*) FROM {}.{}").format(sql.Identifier(schema), sql.Identifier(table))
         count = cursor.execute(query).fetchone()[0]
         if count != expected:
-            raise RestoreError(f"Table {table} has {count} rows after the restore but the backup says {expected}.")
+            raise RestoreRefused("count_mismatch", "row_count_mismatch", table=table, count=count, expected=expected)
 
 
 def _restore_pg(
@@ -413,7 +401,7 @@ def _restore_pg(
                 cursor.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(old))
                 conn.commit()
         except (psycopg.Error, pg_script.ScriptError) as exc:
-            raise RestoreError(_tool_failure("the database", restore_err, text=str(exc))) from exc
+            raise _rolled_back("the database", restore_err, text=str(exc)) from exc
 
 
 def _run_pg_restore(
@@ -441,7 +429,7 @@ def _run_pg_restore(
         if feeder.error is not None:
             raise feeder.error
     if code != 0:
-        raise RestoreError(_tool_failure("pg_restore", stderr))
+        raise _rolled_back("pg_restore", stderr)
 
 
 class _Feeder:
@@ -468,8 +456,7 @@ class _Feeder:
         self._thread.join()
 
 
-def _tool_failure(tool: str, stderr_file: IO[bytes], *, text: str = "") -> str:
+def _rolled_back(tool: str, stderr_file: IO[bytes], *, text: str = "") -> RestoreRefused:
     stderr_file.seek(0)
     messages = [m for m in (text.strip(), stderr_file.read().decode("utf-8", "replace").strip()[-2000:]) if m]
-    detail = " | ".join(messages) or "no message"
-    return f"The restore was rolled back ({tool} stopped): {detail}."
+    return RestoreRefused("rolled_back", "restore_rolled_back", tool=tool, detail=" | ".join(messages) or "-")

@@ -32,6 +32,6 @@ def backup_line(backup: Backup) -> str:
         f"#{backup.pk} {backup.clinic.schema_name} {backup.kind} {backup.payload_format} {backup.status} "
         f"size={size} duration={duration} sha256={backup.sha256 or '-'}"
     )
-    if backup.error:
-        line += f" error={backup.error}"
+    if backup.error or backup.error_code:
+        line += f" error={backup.error_message()}"
     return line

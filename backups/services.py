@@ -23,10 +23,18 @@ from psycopg import sql
 
 from backups import archive, dumps, jobs, storage
 from backups.conf import conf
+from backups.exceptions import (
+    BackupRefused,
+    ClinicBusy,
+    ClinicNotFound,
+    RespaldoError,
+    as_respaldo_error,
+    failure_reason,
+)
 from backups.json_payload import payload_models, write_json_payload
 from backups.keys import archive_identities
 from backups.models import ACTIVE_STATUSES, Backup, JobStatus, Restore
-from backups.pg_binaries import PgToolsError, find_pg_tools
+from backups.pg_binaries import find_pg_tools
 from clinics.models import Clinic
 
 logger = logging.getLogger(__name__)
@@ -35,26 +43,9 @@ ARCHIVE_EXTENSION = "respaldo"
 MANIFEST_FORMAT_VERSION = 1
 
 
-class BackupError(Exception):
-    """A backup cannot be requested or run; the message is meant for the person who asked."""
-
-
-class ClinicNotFound(BackupError):
-    pass
-
-
-class ClinicBusyError(BackupError):
-    pass
-
-
-EXPECTED_ERRORS = (
-    BackupError,
-    archive.ArchiveError,
-    dumps.DumpError,
-    storage.StorageError,
-    PgToolsError,
-    jobs.ClinicBusy,
-)
+# The names callers use; the classes live in backups.exceptions.
+BackupError = RespaldoError
+ClinicBusyError = ClinicBusy
 
 
 # --- Requesting ------------------------------------------------------------------------
@@ -68,15 +59,29 @@ def clinic_get(clinic: Clinic | int | str) -> Clinic:
         lookup = {"pk": clinic} if isinstance(clinic, int) else {"schema_name": clinic}
         found = Clinic.objects.filter(**lookup).first()
         if found is None:
-            raise ClinicNotFound(f"There is no clinic {clinic!r}.")
+            raise ClinicNotFound("clinic_not_found", clinic=str(clinic))
     if found.schema_name == get_public_schema_name():
-        raise ClinicNotFound("The platform itself is not a clinic: choose a clinic to back up.")
+        raise ClinicNotFound("platform_not_clinic")
     return found
 
 
 def active_job(clinic_id: int) -> Backup | None:
     """The clinic's pending or running backup, if any."""
     return Backup.objects.filter(clinic_id=clinic_id, status__in=ACTIVE_STATUSES).first()
+
+
+def check_not_busy(clinic: Clinic, *, restoring_ok: bool = False) -> None:
+    """Raise ClinicBusy when the clinic has a backup or restore waiting or running.
+
+    ``restoring_ok``: a restore's own safety backup may start while that restore runs.
+    Call it under the clinic's row lock (``select_for_update``), as the request services do.
+    """
+    busy = active_job(clinic.pk)
+    if busy is not None:
+        raise ClinicBusy("clinic_busy", "clinic_busy_backup", clinic=clinic.schema_name, backup=busy.pk)
+    restoring = Restore.objects.filter(clinic_id=clinic.pk, status__in=ACTIVE_STATUSES).first()
+    if restoring is not None and not restoring_ok:
+        raise ClinicBusy("clinic_busy", "clinic_busy_restore", clinic=clinic.schema_name, restore=restoring.pk)
 
 
 def backup_request(
@@ -95,18 +100,11 @@ def backup_request(
     clinic, and backed by a unique index).
     """
     if payload_format not in Backup.Format.values:
-        raise BackupError(f"Unknown backup format {payload_format!r}: use {' or '.join(Backup.Format.values)}.")
+        raise BackupRefused("unknown_backup_format", format=str(payload_format))
     target = clinic_get(clinic)
     with transaction.atomic():
         Clinic.objects.select_for_update().get(pk=target.pk)
-        busy = active_job(target.pk)
-        if busy is not None:
-            raise ClinicBusyError(
-                f"Clinic {target.schema_name} already has backup #{busy.pk} {busy.get_status_display().lower()}."
-            )
-        restoring = Restore.objects.filter(clinic_id=target.pk, status__in=ACTIVE_STATUSES).first()
-        if restoring is not None and kind != Backup.Kind.PRE_RESTORE:
-            raise ClinicBusyError(f"Clinic {target.schema_name} is being restored (restore #{restoring.pk}).")
+        check_not_busy(target, restoring_ok=kind == Backup.Kind.PRE_RESTORE)
         backup = Backup.objects.create(
             clinic=target,
             kind=kind,
@@ -129,7 +127,7 @@ def _enqueue_backup(backup_id: int) -> None:
 # --- Running ---------------------------------------------------------------------------
 
 
-def backup_fail(backup_id: int, reason: str) -> None:
+def backup_fail(backup_id: int, reason: RespaldoError | str) -> None:
     """Record a backup as failed with ``reason`` (from pending or running); it keeps no object."""
     jobs.fail(Backup, backup_id, reason, storage_name="")
 
@@ -155,13 +153,12 @@ def backup_run(*, backup_id: int) -> Backup:
                 return Backup.objects.get(pk=backup_id)
             try:
                 _execute(Backup.objects.select_related("clinic").get(pk=backup_id))
-            except EXPECTED_ERRORS as exc:
-                backup_fail(backup_id, str(exc))
             except Exception as exc:
-                logger.exception("Backup #%s failed unexpectedly", backup_id)
-                backup_fail(backup_id, f"Unexpected error: {type(exc).__name__}: {exc}")
-    except jobs.ClinicBusy as exc:
-        backup_fail(backup_id, str(exc))
+                if as_respaldo_error(exc) is None:
+                    logger.exception("Backup #%s failed unexpectedly", backup_id)
+                backup_fail(backup_id, failure_reason(exc))
+    except ClinicBusy as exc:
+        backup_fail(backup_id, exc)
     return Backup.objects.get(pk=backup_id)
 
 
@@ -171,11 +168,7 @@ def backup_recover_crashed(backup: Backup) -> Backup | None:
     A safety backup (pre-restore) is never retried: the restore it was taken for has
     stopped too, and is settled on its own (``restores.restore_recover_crashed``).
     """
-    backup_fail(
-        backup.pk,
-        "Interrupted: the worker running this backup stopped (crash, kill or time-out) before it finished. "
-        "Nothing was kept from this attempt.",
-    )
+    backup_fail(backup.pk, RespaldoError("interrupted", "interrupted_backup"))
     if backup.storage_name:
         storage.delete_stored(backup.storage_name)
     if backup.kind == Backup.Kind.PRE_RESTORE or backup.attempt >= conf.max_attempts:
@@ -306,14 +299,14 @@ def _json_stream(schema: str, snapshot_id: str, counts_out: dict) -> Iterator[IO
         reader.close()
         thread.join()
     if failure:
-        raise dumps.DumpError(f"The JSON export failed: {failure[0]}") from failure[0]
+        raise dumps.DumpError(f"The JSON export failed: {as_respaldo_error(failure[0]) or failure[0]}") from failure[0]
 
 
 def _execute(backup: Backup) -> None:
     clinic = backup.clinic
     schema = clinic.schema_name
     if not dumps.schema_exists(schema):
-        raise BackupError(f"The clinic's schema {schema!r} does not exist in the database: nothing to back up.")
+        raise BackupRefused("schema_missing", schema=schema)
     identities = archive_identities()
     extra = [clinic.backup_recipient] if clinic.backup_recipient else []
     tools = find_pg_tools() if backup.payload_format == Backup.Format.PG else None
@@ -357,7 +350,7 @@ def _execute(backup: Backup) -> None:
         stored, summary = storage.store_stream(name, produce)
     if tools is None and json_counts != tables:
         storage.delete_stored(stored.name)
-        raise BackupError(f"The JSON export does not match the database: wrote {json_counts}, expected {tables}.")
+        raise BackupRefused("json_export_mismatch", wrote=json_counts, expected=tables)
     done = jobs.succeed(
         Backup,
         backup.pk,

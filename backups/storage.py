@@ -66,6 +66,8 @@ _EXT_RE = re.compile(r"[a-z0-9]{1,16}(?:\.[a-z0-9]{1,16}){0,2}\Z")
 class StorageError(Exception):
     """The backup storage failed; the message is meant for a clinic admin or operator."""
 
+    code = "storage_failed"  # backups.exceptions renders it, with this text as the detail
+
 
 class StoredObjectNotFound(StorageError):
     """The named backup file is not in the storage."""

@@ -46,19 +46,20 @@ from typing import Any, BinaryIO
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import connection, models
-from django.utils import timezone
-from django.utils.translation import gettext as _
+from django.utils import timezone, translation
+from django.utils.functional import Promise
 
 from backups import archive, dumps, storage
 from backups.conf import conf
+from backups.exceptions import RespaldoError, UploadRefused, render
 from backups.jobs import worker_name
 from backups.json_payload import JSON_NULLS_KEY, json_text, payload_line_maker, payload_models, payload_table
 from backups.keys import archive_identities
+from backups.messages_upload import UPLOAD_MESSAGES
 from backups.models import Backup, JobStatus
 from backups.services import (
     ARCHIVE_EXTENSION,
     MANIFEST_FORMAT_VERSION,
-    BackupError,
     clinic_get,
     manifest_summary,
 )
@@ -74,16 +75,31 @@ COPY_BYTES = 1024**2
 SNIFF_BYTES = 512
 
 
-class UploadRefused(BackupError):
-    """The uploaded file cannot become a backup. ``str()`` says why, for a clinic administrator.
+# UploadRefused (backups.exceptions) says why the file cannot become a backup: ``code`` names the
+# reason for programs ("sql", "other_clinic", "altered"...), ``message_id`` and ``params`` the
+# sentence, rendered in the reader's language by ``str()``. Nothing was changed: no catalog row,
+# no stored file, no temporary file left.
 
-    ``code`` names the reason for programs (``"sql"``, ``"other_clinic"``, ``"altered"``...).
-    Nothing was changed: no catalog row, no stored file, no temporary file left.
-    """
 
-    def __init__(self, message: str, *, code: str) -> None:
-        super().__init__(message)
-        self.code = code
+def _message(message_id: str, /, **params: Any) -> dict[str, Any]:
+    """A message as the parameter of another (``render()`` renders it with it, in the reader's language)."""
+    return {"message_id": message_id, "params": {key: _plain(value) for key, value in params.items()}}
+
+
+def _plain(value: Any) -> Any:
+    """``value`` as a JSON value, for a message parameter."""
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    if isinstance(value, dict):
+        return {str(key): _plain(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(item) for item in value]
+    return str(value)
+
+
+def _english(message: dict[str, Any]) -> str:
+    with translation.override(None):
+        return render(message["message_id"], message.get("params"))
 
 
 # --- Entry point -----------------------------------------------------------------------
@@ -102,7 +118,7 @@ def backup_from_upload(
     """
     target = clinic_get(clinic)
     if not dumps.schema_exists(target.schema_name):
-        raise BackupError(f"The clinic's schema {target.schema_name!r} does not exist in the database.")
+        raise RespaldoError("schema_missing", schema=target.schema_name)
     identities = archive_identities()  # fail closed before reading a possibly huge upload
     limit = conf.max_upload_bytes
     started_at = timezone.now()
@@ -153,9 +169,7 @@ def _human_size(size: int) -> str:
 
 
 def _too_large(limit: int) -> UploadRefused:
-    return UploadRefused(
-        _("The file is larger than the %(limit)s limit.") % {"limit": _human_size(limit)}, code="too_large"
-    )
+    return UploadRefused("too_large", "upload.too_large", limit=_human_size(limit))
 
 
 def _declared_size(source: BinaryIO) -> int | None:
@@ -231,33 +245,21 @@ def _first_non_space(stream: BinaryIO, offset: int) -> int | None:
 def _sniff(upload: BinaryIO, size: int) -> str:
     """``"archive"`` or ``"json"``, from the content; anything else is refused here."""
     if size == 0:
-        raise UploadRefused(_("The file is empty."), code="empty")
+        raise UploadRefused("empty", "upload.empty")
     upload.seek(0)
     head = upload.read(SNIFF_BYTES)
     if head.startswith(b"PGDMP"):
-        raise UploadRefused(
-            _(
-                "This is a raw pg_dump file. For safety, Respaldo never runs database dumps uploaded by a clinic; "
-                "upload a backup downloaded from Respaldo instead."
-            ),
-            code="pg_dump",
-        )
+        raise UploadRefused("pg_dump", "upload.pg_dump")
     for magic, name in _COMPRESSED:
         if head.startswith(magic):
             raise _compressed(name)
     if _BZIP2.match(head):
         raise _compressed("bzip2")
     if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
-        raise UploadRefused(
-            _(
-                "The file is UTF-16 text (as Windows PowerShell saves command output); a JSON export must be "
-                "UTF-8 text. Export it again with “manage.py dumpdata dental --indent 2 -o export.json”."
-            ),
-            code="not_utf8",
-        )
+        raise UploadRefused("not_utf8", "upload.not_utf8.utf16")
     start = _first_non_space(upload, len(codecs.BOM_UTF8) if head.startswith(codecs.BOM_UTF8) else 0)
     if start is None:
-        raise UploadRefused(_("The file is empty."), code="empty")
+        raise UploadRefused("empty", "upload.empty")
     upload.seek(start)
     text = upload.read(SNIFF_BYTES)
     if text.startswith(_AGE_MAGICS):
@@ -265,28 +267,16 @@ def _sniff(upload: BinaryIO, size: int) -> str:
     if text[:1] in (b"[", b"{"):
         return "json"
     if _SQL_START.match(text):
-        raise UploadRefused(
-            _(
-                "This is an SQL script. For safety, Respaldo never runs SQL uploaded by a clinic; upload a backup "
-                "downloaded from Respaldo, or a JSON export of the clinic's records, instead."
-            ),
-            code="sql",
-        )
+        raise UploadRefused("sql", "upload.sql")
     raise _not_recognized()
 
 
 def _compressed(name: str) -> UploadRefused:
-    return UploadRefused(
-        _("This is a compressed file (%(format)s); upload the backup file itself, not a compressed copy.")
-        % {"format": name},
-        code="compressed",
-    )
+    return UploadRefused("compressed", "upload.compressed", format=name)
 
 
 def _not_recognized() -> UploadRefused:
-    return UploadRefused(
-        _("This file is not a Respaldo backup or a JSON export of clinic records."), code="not_recognized"
-    )
+    return UploadRefused("not_recognized", "upload.not_recognized")
 
 
 # --- Kind 1: an archive of ours --------------------------------------------------------
@@ -302,32 +292,15 @@ def _accept_archive(
     except archive.KeyConfigError:
         raise  # our configuration, not the file
     except archive.ArchiveWrongKey:
-        raise UploadRefused(
-            _("This backup was not made by this Respaldo installation (or was made with a key it no longer has)."),
-            code="wrong_key",
-        ) from None
+        raise UploadRefused("wrong_key", "upload.wrong_key") from None
     except archive.ArchiveAuthError:
-        raise UploadRefused(_("The file has been altered since it was made."), code="altered") from None
+        raise UploadRefused("altered", "upload.altered") from None
     except archive.ArchiveTooLarge:
-        raise UploadRefused(
-            _(
-                "This backup unpacks to more than the uncompressed size limit (%(limit)s): it was refused without "
-                "unpacking it (a file built to explode when unpacked looks like this)."
-            )
-            % {"limit": _human_size(limit)},
-            code="unpacked_too_large",
-        ) from None
+        raise UploadRefused("unpacked_too_large", "upload.unpacked_too_large", limit=_human_size(limit)) from None
     except archive.ArchiveNotRecognized:
         raise _not_recognized() from None
     except archive.ArchiveError as exc:  # ArchiveCorrupt, or anything the reader could not make sense of
-        raise UploadRefused(
-            _(
-                "The file is damaged or incomplete (%(detail)s). It may have been cut short or changed while "
-                "being downloaded or copied; upload the original file again."
-            )
-            % {"detail": exc.detail or type(exc).__name__},
-            code="damaged",
-        ) from None
+        raise UploadRefused("damaged", "upload.damaged", detail=exc.detail or type(exc).__name__) from None
     manifest = summary.manifest
     _check_manifest(manifest, target)
 
@@ -356,48 +329,31 @@ def _check_manifest(manifest: dict, target: Clinic) -> None:
     version = manifest.get("format_version")
     if version != MANIFEST_FORMAT_VERSION or isinstance(version, bool):
         raise UploadRefused(
-            _(
-                "This backup was made by another version of Respaldo (backup format %(version)s); this "
-                "installation reads format %(ours)d and cannot restore it."
-            )
-            % {"version": json.dumps(version)[:40], "ours": MANIFEST_FORMAT_VERSION},
-            code="unsupported_format",
+            "unsupported_format",
+            "upload.unsupported_format.version",
+            version=json.dumps(version)[:40],
+            ours=MANIFEST_FORMAT_VERSION,
         )
     payload_format = manifest.get("payload_format")
     if payload_format not in Backup.Format.values:
         raise UploadRefused(
-            _("This backup holds its data in a format this installation does not know (%(format)s).")
-            % {"format": json.dumps(payload_format)[:40]},
-            code="unsupported_format",
+            "unsupported_format", "upload.unsupported_format.payload", format=json.dumps(payload_format)[:40]
         )
     owner = manifest.get("clinic") if isinstance(manifest.get("clinic"), dict) else {}
     schema, clinic_id = owner.get("schema"), owner.get("id")
     if schema != target.schema_name:
-        raise UploadRefused(
-            _("This backup belongs to another clinic (%(schema)s); a clinic can only restore its own backups.")
-            % {"schema": str(schema)[:63]},
-            code="other_clinic",
-        )
+        raise UploadRefused("other_clinic", "upload.other_clinic.schema", schema=str(schema)[:63])
     if clinic_id != target.pk or isinstance(clinic_id, bool):
-        if payload_format == Backup.Format.JSON:
-            what_to_do = _(
-                "they hold the key to open it, and can take out its records (docs/archive-format.md, “Opening an "
-                "archive by hand”) for you to upload here as a JSON export."
-            )
-        else:
-            what_to_do = _(
-                "they hold the key to open it and can restore it by hand (docs/archive-format.md, “Opening an "
-                "archive by hand”)."
-            )
+        what_to_do = (
+            "upload.other_clinic.id.json" if payload_format == Backup.Format.JSON else "upload.other_clinic.id.pg"
+        )
         raise UploadRefused(
-            _(
-                "This backup was made for the clinic %(schema)s when its internal id was %(old_id)s; the clinic "
-                "named %(schema)s here has id %(new_id)d. The platform was rebuilt or the clinic was deleted and "
-                "created again, so the backup may hold the data of another clinic that had the same name: it is "
-                "refused. If it really is this clinic's data, ask the platform operator: %(what_to_do)s"
-            )
-            % {"schema": schema, "old_id": json.dumps(clinic_id)[:40], "new_id": target.pk, "what_to_do": what_to_do},
-            code="other_clinic",
+            "other_clinic",
+            "upload.other_clinic.id",
+            schema=schema,
+            old_id=json.dumps(clinic_id)[:40],
+            new_id=target.pk,
+            what_to_do=_message(what_to_do),
         )
 
 
@@ -405,7 +361,7 @@ def _check_stored(stored: storage.StoredObject, summary: archive.ArchiveSummary)
     """The storage must hold exactly the bytes that were verified or written."""
     if stored.sha256 != summary.archive_sha256 or stored.size != summary.archive_bytes:
         storage.delete_stored(stored.name)
-        raise BackupError("The stored copy of the uploaded backup differs from the checked file; nothing was kept.")
+        raise RespaldoError("storage_failed", "upload.stored_copy_differs")
 
 
 def _create_backup(
@@ -500,22 +456,21 @@ _NON_SPACE = re.compile(r"[^ \t\r\n]")
 _LOOKAHEAD = 64  # a JSON error this close to the end of the buffer may just be a cut value
 
 
+# The JSON parser's complaints (Python's own English texts) and ours, by text.
+_JSON_ERRORS = {
+    text: message_id for message_id, text in UPLOAD_MESSAGES.items() if message_id.startswith("upload.json.")
+}
+
+
 def _invalid_json(detail: str, line: int, column: int) -> UploadRefused:
-    return UploadRefused(
-        _("The file is not valid JSON: %(error)s at line %(line)d, column %(column)d.")
-        % {"error": detail.removesuffix(" at"), "line": line, "column": column},
-        code="invalid_json",
-    )
+    detail = detail.removesuffix(" at")
+    message_id = _JSON_ERRORS.get(detail)
+    error = _message(message_id) if message_id else detail  # a text this Python's parser added
+    return UploadRefused("invalid_json", "upload.invalid_json", error=error, line=line, column=column)
 
 
 def _incomplete_json() -> UploadRefused:
-    return UploadRefused(
-        _(
-            "The file is not valid JSON: it ends in the middle of the list of records, so it is incomplete "
-            "(perhaps cut short while being downloaded or copied)."
-        ),
-        code="invalid_json",
-    )
+    return UploadRefused("invalid_json", "upload.invalid_json.incomplete")
 
 
 class _NumberTooLong(Exception):
@@ -576,13 +531,7 @@ class _JsonArray:
         """Yield (number from 1, line where it starts, value) for each element of the array."""
         char = self._skip_space()
         if char == "{":
-            raise UploadRefused(
-                _(
-                    "The file holds a single JSON object, not a list of records: a JSON export of clinic records "
-                    "is a list [{“model”: …, “pk”: …, “fields”: {…}}, …]."
-                ),
-                code="not_a_list",
-            )
+            raise UploadRefused("not_a_list", "upload.not_a_list")
         if char != "[":
             raise _not_recognized()
         self._pos += 1
@@ -635,18 +584,15 @@ class _JsonArray:
                     raise _incomplete_json() from None  # the text stops inside a record
                 raise self._syntax(exc.msg, exc.pos) from None
             except RecursionError:
-                raise UploadRefused(
-                    _("Record %(number)d of the file is nested too deeply to be read.") % {"number": number},
-                    code="invalid_record",
-                ) from None
+                raise UploadRefused("invalid_record", "upload.record.too_deep", number=number) from None
             except _NumberTooLong as exc:
                 raise UploadRefused(
-                    _(
-                        "Record %(number)d of the file (line %(line)d) holds a number of more than %(limit)d digits "
-                        "(%(start)s…), which cannot be restored."
-                    )
-                    % {"number": number, "line": self._line, "limit": MAX_NUMBER_DIGITS, "start": exc.text[:20]},
-                    code="invalid_record",
+                    "invalid_record",
+                    "upload.record.long_number",
+                    number=number,
+                    line=self._line,
+                    limit=MAX_NUMBER_DIGITS,
+                    start=exc.text[:20],
                 ) from None
             if end - start > self._max:
                 raise self._too_big(number)
@@ -654,11 +600,7 @@ class _JsonArray:
             return value
 
     def _too_big(self, number: int) -> UploadRefused:
-        return UploadRefused(
-            _("Record %(number)d of the file is larger than %(limit)s; it cannot be restored.")
-            % {"number": number, "limit": _human_size(self._max)},
-            code="invalid_record",
-        )
+        return UploadRefused("invalid_record", "upload.record.too_big", number=number, limit=_human_size(self._max))
 
     def _skip_space(self) -> str | None:
         """The next character that is not JSON white space (not consumed), or None at the end."""
@@ -713,16 +655,11 @@ class _JsonArray:
     def _not_utf8(self, exc: UnicodeDecodeError, pending: int) -> UploadRefused:
         before = bytes(exc.object[: exc.start]).decode("utf-8", "replace")
         return UploadRefused(
-            _(
-                "The file is not UTF-8 text: byte %(byte)d (0x%(value)02X, on line %(line)d) is not valid UTF-8. "
-                "It may be saved in another encoding, such as Latin-1 or Windows-1252; export it again as UTF-8."
-            )
-            % {
-                "byte": self._bytes_read - pending + exc.start + 1,
-                "value": exc.object[exc.start],
-                "line": 1 + self._newlines_read + before.count("\n"),
-            },
-            code="not_utf8",
+            "not_utf8",
+            "upload.not_utf8.byte",
+            byte=self._bytes_read - pending + exc.start + 1,
+            value=exc.object[exc.start],
+            line=1 + self._newlines_read + before.count("\n"),
         )
 
 
@@ -730,46 +667,98 @@ class _JsonArray:
 
 
 class _BadValue(ValueError):
-    """A value that does not fit its field; ``str()`` completes "field “x”: ..."."""
+    """A value that does not fit its field; ``reason`` (a message) completes "field “x”: ..."."""
+
+    def __init__(self, message_id: str, /, **params: Any) -> None:
+        self.reason = _message(message_id, **params)
+        super().__init__(message_id)
+
+    @classmethod
+    def of(cls, reason: dict[str, Any]) -> _BadValue:
+        error = cls(reason["message_id"])
+        error.reason = reason
+        return error
+
+    def __str__(self) -> str:
+        return render(self.reason["message_id"], self.reason.get("params"))
 
 
-def _json_type(value: Any) -> str:
+def _text(text: str) -> _BadValue:
+    """A reason in English only (Python's own message)."""
+    return _BadValue("upload.text", text=text.strip())
+
+
+def _json_type(value: Any) -> dict[str, Any]:
     if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true/false"
-    if isinstance(value, str):
-        return "text"
-    if isinstance(value, list):
-        return "a list"
-    if isinstance(value, dict):
-        return "an object"
-    if isinstance(value, Decimal):
-        return "a decimal number"
-    return "a number"
+        kind = "null"
+    elif isinstance(value, bool):
+        kind = "true_false"
+    elif isinstance(value, str):
+        kind = "text"
+    elif isinstance(value, list):
+        kind = "list"
+    elif isinstance(value, dict):
+        kind = "object"
+    elif isinstance(value, Decimal):
+        kind = "decimal_number"
+    else:
+        kind = "number"
+    return _message(f"upload.kind.{kind}")
 
 
 def _expect(value: Any, types: tuple[type, ...], what: str) -> None:
+    """``what``: an ``upload.kind.*`` message id's last part."""
     if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
-        raise _BadValue(f"expected {what}, found {_json_type(value)}")
+        raise _BadValue("upload.invalid_value.expected", what=_message(f"upload.kind.{what}"), type=_json_type(value))
 
 
 def _expect_digits(value: Any) -> None:
     """Numbers given as text: refuse more digits than can be read (before Django tries)."""
     if isinstance(value, str) and len(value.strip().lstrip("+-")) > MAX_NUMBER_DIGITS:
-        raise _BadValue(
-            _("“%(start)s…” has more than %(limit)d digits, which cannot be restored")
-            % {"start": value.strip()[:20], "limit": MAX_NUMBER_DIGITS}
-        )
+        raise _BadValue("upload.invalid_value.too_many_digits", start=value.strip()[:20], limit=MAX_NUMBER_DIGITS)
+
+
+# Django's messages (model fields' to_python() and validators), by their English text.
+_DJANGO_MESSAGES = {
+    text: message_id for message_id, text in UPLOAD_MESSAGES.items() if message_id.startswith("upload.django.")
+}
+
+
+def _validation_reason(exc: ValidationError) -> dict[str, Any]:
+    """Django's ValidationError as a message: Django's own text and parameters when it is one we list."""
+    if not hasattr(exc, "error_list"):  # a dictionary of errors: not raised by to_python() or validators
+        with translation.override(None):
+            return _message("upload.text", text=" ".join(exc.messages))
+    reasons = [_django_message(error) for error in exc.error_list]
+    reason = reasons[0]
+    for other in reasons[1:]:
+        reason = _message("upload.texts", first=reason, second=other)
+    return reason
+
+
+def _django_message(error: ValidationError) -> dict[str, Any]:
+    with translation.override(None):  # Django's English texts are the msgids
+        message_id = _DJANGO_MESSAGES.get(str(error.message))
+        if message_id is None:
+            return _message("upload.text", text=" ".join(error.messages))
+        params = {}
+        for key, value in (error.params or {}).items():
+            if isinstance(value, Promise) and str(value) in _DJANGO_MESSAGES:
+                params[key] = _message(_DJANGO_MESSAGES[str(value)])
+            elif value is None or isinstance(value, bool | int | float):
+                params[key] = value
+            else:
+                params[key] = str(value)[:100]
+    return _message(message_id, **params)
 
 
 def _to_python(model_field: models.Field, value: Any) -> Any:
     try:
         return model_field.to_python(value)
     except ValidationError as exc:
-        raise _BadValue(" ".join(exc.messages)) from None
+        raise _BadValue.of(_validation_reason(exc)) from None
     except (ValueError, TypeError, OverflowError, ArithmeticError) as exc:
-        raise _BadValue(str(exc) or type(exc).__name__) from None
+        raise _text(str(exc) or type(exc).__name__) from None
 
 
 _JSON_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
@@ -800,8 +789,9 @@ def _choice_normalizer(model_field: models.Field, normalize: Callable[[Any], Any
         result = normalize(value)
         if result not in allowed and not (model_field.blank and result in model_field.empty_values):
             raise _BadValue(
-                _("“%(value)s” is not one of the allowed values (%(choices)s)")
-                % {"value": str(value)[:100], "choices": ", ".join(str(v) for v in allowed.values())[:300]}
+                "upload.invalid_value.choices",
+                value=str(value)[:100],
+                choices=", ".join(str(v) for v in allowed.values())[:300],
             )
         return result
 
@@ -831,16 +821,8 @@ def _file_name_normalizer(model_field: models.FileField, normalize: Callable[[An
             or not name.startswith(folder)
         ):
             if folder:
-                message = _(
-                    "“%(value)s” is not the name of a file of this clinic: it must be a path inside the clinic's "
-                    "“%(folder)s” folder (relative, without “..” or backslashes)"
-                )
-            else:
-                message = _(
-                    "“%(value)s” is not the name of a file of this clinic: it must be a path inside the clinic's "
-                    "media folder (relative, without “..” or backslashes)"
-                )
-            raise _BadValue(message % {"value": name[:100], "folder": folder})
+                raise _BadValue("upload.invalid_value.file_name.folder", value=name[:100], folder=folder)
+            raise _BadValue("upload.invalid_value.file_name.media", value=name[:100])
         return name
 
     return file_name
@@ -855,11 +837,11 @@ def _value_normalizer(model_field: models.Field, kind: str) -> Callable[[Any], A
         low, high = connection.ops.integer_field_ranges.get(target.get_internal_type(), (None, None))
 
         def integer(value: Any) -> int:
-            _expect(value, (int, str), "a whole number")
+            _expect(value, (int, str), "whole_number")
             _expect_digits(value)
             result = _to_python(model_field, value)
             if low is not None and not low <= result <= high:
-                raise _BadValue(f"{result} is out of range ({low} to {high})")
+                raise _BadValue("upload.invalid_value.out_of_range", value=result, low=low, high=high)
             return result
 
         return integer
@@ -871,16 +853,16 @@ def _value_normalizer(model_field: models.Field, kind: str) -> Callable[[Any], A
             result = _to_python(model_field, value)
             result = result if isinstance(result, str) else str(result)
             if "\x00" in result:
-                raise _BadValue("contains a NUL character, which the database cannot store")
+                raise _BadValue("upload.invalid_value.nul")
             if max_length is not None and len(result) > max_length:
-                raise _BadValue(f"is {len(result)} characters long; at most {max_length} are allowed")
+                raise _BadValue("upload.invalid_value.too_long", length=len(result), max_length=max_length)
             return result
 
         return text
     if kind == "bool":
 
         def boolean(value: Any) -> bool:
-            _expect(value, (bool, int, str), "true or false")
+            _expect(value, (bool, int, str), "true_or_false")
             return _to_python(model_field, value)
 
         return boolean
@@ -889,33 +871,33 @@ def _value_normalizer(model_field: models.Field, kind: str) -> Callable[[Any], A
     if kind == "uuid":
 
         def uuid_text(value: Any) -> str:
-            _expect(value, (str, int, uuid.UUID), "a UUID")
+            _expect(value, (str, int, uuid.UUID), "uuid")
             return str(_to_python(model_field, value))
 
         return uuid_text
     if kind == "inet":
 
         def address(value: Any) -> str:
-            _expect(value, (str,), "an IP address")
+            _expect(value, (str,), "ip_address")
             result = _to_python(model_field, value)
             try:
                 target.run_validators(result)
             except ValidationError as exc:
-                raise _BadValue(" ".join(exc.messages)) from None
+                raise _BadValue.of(_validation_reason(exc)) from None
             return result
 
         return address
     if kind == "date":
 
         def day(value: Any) -> date:
-            _expect(value, (str, date), "a date")
+            _expect(value, (str, date), "date")
             return _to_python(model_field, value)
 
         return day
     if kind == "time":
 
         def time_of_day(value: Any) -> time:
-            _expect(value, (str, time), "a time")
+            _expect(value, (str, time), "time")
             return _to_python(model_field, value).replace(tzinfo=None)
 
         return time_of_day
@@ -924,7 +906,7 @@ def _value_normalizer(model_field: models.Field, kind: str) -> Callable[[Any], A
         default_tz = timezone.get_default_timezone()
 
         def moment(value: Any) -> datetime:
-            _expect(value, (str, date), "a date and time")
+            _expect(value, (str, date), "date_time")
             result = _to_python(model_field, value)
             try:
                 if use_tz:
@@ -933,13 +915,13 @@ def _value_normalizer(model_field: models.Field, kind: str) -> Callable[[Any], A
                     return result.astimezone(UTC)
                 return timezone.make_naive(result, default_tz) if timezone.is_aware(result) else result
             except (ValueError, OverflowError) as exc:
-                raise _BadValue(str(exc)) from None
+                raise _text(str(exc) or type(exc).__name__) from None
 
         return moment
     if kind == "duration":
 
         def duration(value: Any) -> timedelta:
-            _expect(value, (str, timedelta), "a duration")
+            _expect(value, (str, timedelta), "duration")
             return _to_python(model_field, value)
 
         return duration
@@ -948,11 +930,11 @@ def _value_normalizer(model_field: models.Field, kind: str) -> Callable[[Any], A
         def binary(value: Any) -> bytes:
             if isinstance(value, bytes | bytearray | memoryview):
                 return bytes(value)
-            _expect(value, (str,), "base64 text")
+            _expect(value, (str,), "base64")
             try:
                 return base64.b64decode(value, validate=True)
             except (binascii.Error, ValueError):
-                raise _BadValue("is not valid base64 text") from None
+                raise _BadValue("upload.invalid_value.base64") from None
 
         return binary
     if kind == "json":
@@ -961,16 +943,16 @@ def _value_normalizer(model_field: models.Field, kind: str) -> Callable[[Any], A
             try:
                 result = json_text(value)
             except (ValueError, TypeError, RecursionError):
-                raise _BadValue("is not JSON data the database can store (NaN or infinity?)") from None
+                raise _BadValue("upload.invalid_value.json_not_storable") from None
             if _JSON_NUL.search(result):
-                raise _BadValue("contains a NUL character (\\u0000), which the database cannot store")
+                raise _BadValue("upload.invalid_value.json_nul")
             return result
 
         return json_value
     if kind == "float":
 
         def number(value: Any) -> float:
-            _expect(value, (int, float, Decimal, str), "a number")
+            _expect(value, (int, float, Decimal, str), "number")
             _expect_digits(value)
             return _to_python(model_field, value)
 
@@ -982,20 +964,20 @@ def _decimal_normalizer(model_field: models.Field, target: models.Field) -> Call
     max_digits, places = target.max_digits, target.decimal_places
 
     def decimal_text(value: Any) -> str:
-        _expect(value, (str, int, Decimal), "a decimal number")
+        _expect(value, (str, int, Decimal), "decimal_number")
         _expect_digits(value)
         result = _to_python(model_field, value)
         if not result.is_finite():
-            raise _BadValue("is not a number")
+            raise _BadValue("upload.invalid_value.not_a_number")
         if max_digits is None or places is None:
             return str(result)
         if not result.is_zero() and result.adjusted() + 1 > max_digits - places:
-            raise _BadValue(f"{result} is too large (at most {max_digits - places} digits before the decimal point)")
+            raise _BadValue("upload.invalid_value.too_large", value=result, digits=max_digits - places)
         with localcontext() as context:
             context.prec = max_digits + 2
             exact = result.quantize(Decimal(1).scaleb(-places))
         if exact != result:
-            raise _BadValue(f"{result} has more than {places} decimal places")
+            raise _BadValue("upload.invalid_value.decimal_places", value=result, places=places)
         return str(exact.copy_abs() if exact.is_zero() else exact)
 
     return decimal_text
@@ -1004,10 +986,7 @@ def _decimal_normalizer(model_field: models.Field, target: models.Field) -> Call
 # --- Converting a fixture into the canonical payload ------------------------------------
 
 _RECORD_KEYS = frozenset({"model", "pk", "fields", JSON_NULLS_KEY})
-_NATURAL_KEYS_HINT = (
-    "files exported with natural keys (dumpdata --natural-primary or --natural-foreign) cannot be restored; "
-    "export them again with “manage.py dumpdata dental --indent 2”."
-)
+_NATURAL_KEYS_HINT = _message("upload.natural_keys")
 
 
 @dataclass(eq=False)
@@ -1141,47 +1120,40 @@ class _FixtureConverter:
             self._add(number, line, value)
         self._finish()
 
-    def _refuse_record(self, number: int, line: int, problem: str, *, code: str = "invalid_record") -> UploadRefused:
-        return UploadRefused(
-            _("Record %(number)d of the file (line %(line)d) %(problem)s")
-            % {"number": number, "line": line, "problem": problem},
-            code=code,
-        )
+    def _refuse_record(
+        self, number: int, line: int, problem: dict[str, Any], *, code: str = "invalid_record"
+    ) -> UploadRefused:
+        return UploadRefused(code, "upload.record", number=number, line=line, problem=problem)
 
     def _add(self, number: int, line: int, record: Any) -> None:
         if not isinstance(record, dict) or not isinstance(record.get("model"), str):
-            raise self._refuse_record(
-                number, line, _("is not a record {“model”: …, “pk”: …, “fields”: {…}} of a JSON export.")
-            )
+            raise self._refuse_record(number, line, _message("upload.record.not_a_record"))
         label = record["model"]
         target = self._by_label.get(label.lower())
         if target is None:
-            raise UploadRefused(
-                _(
-                    'The file contains records of "%(model)s", which is not clinic data: only the clinic\'s records '
-                    "(patients, appointments, …) can be restored from a file."
-                )
-                % {"model": label[:100]},
-                code="not_clinic_data",
-            )
+            raise UploadRefused("not_clinic_data", "upload.not_clinic_data", model=label[:100])
         if unexpected := record.keys() - _RECORD_KEYS:
             raise self._refuse_record(
-                number, line, _("has unexpected keys (%(keys)s).") % {"keys": ", ".join(sorted(unexpected))[:200]}
+                number, line, _message("upload.record.unexpected_keys", keys=", ".join(sorted(unexpected))[:200])
             )
         if record.get("pk") is None:
             raise self._refuse_record(
-                number, line, _("has no id (“pk”): %(hint)s") % {"hint": _NATURAL_KEYS_HINT}, code="natural_keys"
+                number, line, _message("upload.record.no_pk", hint=_NATURAL_KEYS_HINT), code="natural_keys"
             )
         fields = record.get("fields")
         if not isinstance(fields, dict):
-            raise self._refuse_record(number, line, _("has no “fields” object."))
+            raise self._refuse_record(number, line, _message("upload.record.no_fields"))
         where = f"{target.label} id {json.dumps(record['pk'], default=str)[:60]}"
 
-        def bad(name: str, reason: str, code: str = "invalid_value") -> UploadRefused:
+        def bad(name: str, reason: dict[str, Any], code: str = "invalid_value") -> UploadRefused:
             return UploadRefused(
-                _("Record %(number)d of the file (line %(line)d, %(where)s), field “%(field)s”: %(reason)s")
-                % {"number": number, "line": line, "where": where, "field": name[:100], "reason": _sentence(reason)},
-                code=code,
+                code,
+                "upload.invalid_value",
+                number=number,
+                line=line,
+                where=where,
+                field=name[:100],
+                reason=_sentence(reason),
             )
 
         if isinstance(record["pk"], list | dict):
@@ -1190,7 +1162,7 @@ class _FixtureConverter:
         try:
             pk = row[0] = target.pk.normalize(record["pk"])
         except _BadValue as exc:
-            raise bad("pk", str(exc)) from None
+            raise bad("pk", exc.reason) from None
 
         json_nulls = self._json_nulls(record, target, fields, bad)
         filled = [False] * target.width
@@ -1201,32 +1173,29 @@ class _FixtureConverter:
                 if name in target.nested:
                     nested.append((target.nested[name], value))
                     continue
-                raise bad(name, _("%(model)s has no such field") % {"model": target.label})
+                raise bad(name, _message("upload.invalid_value.no_such_field", model=target.label))
             if filled[slot.index]:
-                raise bad(name, _("the field is given twice"))
+                raise bad(name, _message("upload.invalid_value.given_twice"))
             filled[slot.index] = True
             if isinstance(value, list) and slot.reference is not None:
                 raise bad(name, _NATURAL_KEYS_HINT, "natural_keys")
             try:
                 row[slot.index] = self._value(slot, value, name in json_nulls)
             except _BadValue as exc:
-                raise bad(name, str(exc)) from None
+                raise bad(name, exc.reason) from None
         for slot in target.fields:
             if not filled[slot.index]:
                 try:
                     row[slot.index] = self._default(slot)
                 except _BadValue as exc:
-                    raise bad(slot.name, str(exc)) from None
+                    raise bad(slot.name, exc.reason) from None
 
         if target.generated:
             raise self._links_twice(target)
         target.explicit = True
         if pk in target.pks:
             raise self._refuse_record(
-                number,
-                line,
-                _("repeats %(where)s: each record may appear only once.") % {"where": where},
-                code="duplicate_record",
+                number, line, _message("upload.record.duplicate", where=where), code="duplicate_record"
             )
         self._write(target, row)
         for slot in target.fields:
@@ -1240,11 +1209,11 @@ class _FixtureConverter:
         """Our own payload's marker of JSON fields holding JSON null (rather than SQL NULL)."""
         names = record.get(JSON_NULLS_KEY, [])
         if not isinstance(names, list):
-            raise bad(JSON_NULLS_KEY, _("expected a list of field names"))
+            raise bad(JSON_NULLS_KEY, _message("upload.invalid_value.json_nulls_list"))
         for name in names:
             slot = target.slots.get(name) if isinstance(name, str) else None
             if slot is None or slot.kind != "json" or fields.get(name, 0) is not None:
-                raise bad(JSON_NULLS_KEY, _("“%(name)s” is not a JSON field holding null") % {"name": str(name)[:100]})
+                raise bad(JSON_NULLS_KEY, _message("upload.invalid_value.json_nulls_name", name=str(name)[:100]))
         return set(names)
 
     @staticmethod
@@ -1254,7 +1223,7 @@ class _FixtureConverter:
                 return "null"  # JSON null: the only null a non-nullable JSON field can hold
             if slot.field.null:
                 return None
-            raise _BadValue(_("is empty (null), but this field cannot be empty"))
+            raise _BadValue("upload.invalid_value.null")
         return slot.normalize(value)
 
     @staticmethod
@@ -1263,7 +1232,7 @@ class _FixtureConverter:
         value = slot.field.get_default()
         if value is None:
             if not slot.field.null:
-                raise _BadValue(_("the field is missing, and it has no default value"))
+                raise _BadValue("upload.invalid_value.missing")
             return None
         return slot.normalize(value)
 
@@ -1273,18 +1242,18 @@ class _FixtureConverter:
         if through.explicit:
             raise self._links_twice(through)
         if not isinstance(value, list):
-            raise bad(link.name, _("expected a list of ids, found %(type)s") % {"type": _json_type(value)})
+            raise bad(link.name, _message("upload.invalid_value.not_a_list", type=_json_type(value)))
         seen = set()
         slot = link.target_slot
         for item in value:
             if isinstance(item, list):
                 raise bad(link.name, _NATURAL_KEYS_HINT, "natural_keys")
             if item is None:
-                raise bad(link.name, _("the list holds null instead of an id"))
+                raise bad(link.name, _message("upload.invalid_value.null_id"))
             try:
                 other = slot.normalize(item)
             except _BadValue as exc:
-                raise bad(link.name, str(exc)) from None
+                raise bad(link.name, exc.reason) from None
             if other in seen:
                 continue
             seen.add(other)
@@ -1299,14 +1268,7 @@ class _FixtureConverter:
 
     @staticmethod
     def _links_twice(through: _Target) -> UploadRefused:
-        return UploadRefused(
-            _(
-                "The file gives the links of “%(field)s” twice: as lists inside the records and as records of "
-                "“%(through)s”. Keep only one of the two."
-            )
-            % {"field": through.nested_in, "through": through.label},
-            code="invalid_record",
-        )
+        return UploadRefused("invalid_record", "upload.links_twice", field=through.nested_in, through=through.label)
 
     def _write(self, target: _Target, row: list[Any]) -> None:
         pk = row[0]
@@ -1323,18 +1285,19 @@ class _FixtureConverter:
 
     def _finish(self) -> None:
         if not self._records:
-            raise UploadRefused(_("The file holds an empty list: there are no records to restore."), code="no_records")
+            raise UploadRefused("no_records", "upload.no_records")
         for (label, name, referenced), ids in self._references.items():
             missing = ids - self._by_label[referenced].pks
             if missing:
                 example = min(missing, key=lambda value: (str(type(value)), value))
                 raise UploadRefused(
-                    _(
-                        "Records of “%(model)s” refer (field “%(field)s”) to %(target)s id %(id)s, which is not in "
-                        "the file (ids missing in all: %(count)d). A file must hold every record its records refer to."
-                    )
-                    % {"model": label, "field": name, "target": referenced, "id": example, "count": len(missing)},
-                    code="missing_reference",
+                    "missing_reference",
+                    "upload.missing_reference",
+                    model=label,
+                    field=name,
+                    target=referenced,
+                    id=example,
+                    count=len(missing),
                 )
         for target in self._targets:
             target.pks = set()  # no longer needed
@@ -1379,9 +1342,9 @@ class _FixtureConverter:
         return _PayloadReader([(target.spool, target.size) for target in self._targets if target.size])
 
 
-def _sentence(text: str) -> str:
-    text = text.strip()
-    return text if text.endswith((".", "!", "?")) else text + "."
+def _sentence(reason: dict[str, Any]) -> dict[str, Any]:
+    """``reason`` as a sentence: given a final stop when its English text has none."""
+    return reason if _english(reason).strip().endswith((".", "!", "?")) else _message("upload.sentence", text=reason)
 
 
 class _PayloadReader(io.RawIOBase):

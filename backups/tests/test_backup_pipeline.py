@@ -163,7 +163,7 @@ def test_dump_blocked_by_a_lock_fails_and_leaves_nothing(settings):
 
 def test_one_active_job_per_clinic():
     first = services.backup_request(clinic="clinica", enqueue=False)
-    with pytest.raises(services.ClinicBusyError, match=f"already has backup #{first.pk} pending"):
+    with pytest.raises(services.ClinicBusyError, match=f"already has backup #{first.pk} waiting or running"):
         services.backup_request(clinic="clinica", enqueue=False)
     services.backup_request(clinic="bienestar", enqueue=False)  # other clinics are not held up
     with pytest.raises(IntegrityError), transaction.atomic():

@@ -9,6 +9,7 @@ from django.db import connection
 from django_tenants.utils import schema_context
 
 from backups import archive, jobs, restores, services, storage
+from backups.exceptions import ClinicBusy
 from backups.keys import archive_identities
 from backups.models import Backup, JobStatus, Restore
 from backups.tests.helpers import other_connection, sha256_of, storage_files, stored_path, table_checksums
@@ -174,8 +175,9 @@ def test_an_unknown_payload_format_is_refused(scratch_clinic):
 def test_a_clinic_with_a_job_running_is_refused(scratch_clinic):
     backup = make_backup()
     services.backup_request(clinic=SCHEMA, enqueue=False)
-    with pytest.raises(restores.RestoreError, match="already has backup #"):
+    with pytest.raises(ClinicBusy, match="already has backup #") as busy:
         restores.restore_request(clinic=SCHEMA, backup_id=backup.pk, enqueue=False)
+    assert busy.value.code == "clinic_busy"
 
 
 def test_restore_command_needs_confirmation_without_a_terminal(scratch_clinic):

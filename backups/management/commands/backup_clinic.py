@@ -38,6 +38,6 @@ class Command(BaseCommand):
             if backup.status == JobStatus.FAILED:
                 failures += 1
                 if not all:
-                    raise CommandError(f"Backup #{backup.pk} failed: {backup.error}")
+                    raise CommandError(f"Backup #{backup.pk} failed: {backup.error_message()}")
         if failures:
             raise CommandError(f"{failures} of {len(targets)} backups failed.")

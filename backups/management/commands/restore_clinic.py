@@ -47,7 +47,7 @@ class Command(BaseCommand):
         restore = restores.restore_run(restore_id=restore.pk)
         safety = f" Safety backup: #{restore.safety_backup_id}." if restore.safety_backup_id else ""
         if restore.status != JobStatus.SUCCEEDED:
-            raise CommandError(f"Restore #{restore.pk} failed: {restore.error}{safety}")
+            raise CommandError(f"Restore #{restore.pk} failed: {restore.error_message()}{safety}")
         migrated = " Migrated forward to this release." if restore.migrated else ""
         self.stdout.write(
             f"Restore #{restore.pk} of {clinic.schema_name} from backup #{backup_row.pk} succeeded "

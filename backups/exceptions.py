@@ -1,0 +1,193 @@
+"""One root error with a stable code and parameters, rendered in the reader's language when shown.
+
+``RespaldoError(code, message_id=None, **params)``: ``code`` is the stable reason a program
+reads ("clinic_busy", "other_clinic", "tampered"...); ``message_id`` picks the sentence
+(default: the code itself) from ``MESSAGES``, whose texts are marked for translation but
+only translated by ``render()``, i.e. when a person reads them: the console, the command
+line, an email. A job row keeps the code and parameters (``Job.error_code``/``error_params``), never a
+sentence frozen in one language. Parameters are plain JSON values; a parameter that is
+itself an error record (``{"message_id": ..., "params": ...}``) is rendered the same way.
+
+archive.py stays free of Django: its errors carry a ``code`` and are turned into a
+RespaldoError at the edge (``from_archive_error``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from django.utils.translation import gettext
+from django.utils.translation import gettext_noop as _
+
+from backups.messages_upload import UPLOAD_MESSAGES
+
+# Marked for makemessages, translated by render() in the language of whoever reads it.
+MESSAGES: dict[str, str] = {
+    # clinics and jobs
+    "clinic_not_found": _("There is no clinic '%(clinic)s'."),
+    "platform_not_clinic": _("The platform itself is not a clinic: choose a clinic."),
+    "clinic_busy_backup": _("Clinic %(clinic)s already has backup #%(backup)s waiting or running; try again later."),
+    "clinic_busy_restore": _("Clinic %(clinic)s is being restored (restore #%(restore)s); try again later."),
+    "clinic_locked": _("Another backup or restore of this clinic is running."),
+    "unknown_backup_format": _("Unknown backup format %(format)s: use pg or json."),
+    "schema_missing": _("The clinic's schema '%(schema)s' does not exist in the database."),
+    "interrupted_backup": _(
+        "Interrupted: the worker running this backup stopped (crash, kill or time-out) before it finished. "
+        "Nothing was kept from this attempt."
+    ),
+    "interrupted_restore": _(
+        "Interrupted: the worker running this restore stopped (crash, kill or time-out) before the restore "
+        "committed. The clinic is unchanged."
+    ),
+    "recovered_restore": _("The worker stopped after the data was restored; recovery completed it."),
+    "recovered_migration_failed": _(
+        "The worker stopped after the data was restored, and migrating it failed: %(detail)s"
+    ),
+    "unexpected": _("Unexpected error: %(detail)s"),
+    # backups
+    "dump_failed": _("The dump of the clinic failed: %(detail)s"),
+    "json_export_mismatch": _("The JSON export does not match the database: wrote %(wrote)s, expected %(expected)s."),
+    "storage_failed": _("The backup storage failed: %(detail)s"),
+    "pg_tools": _("The PostgreSQL client tools cannot be used: %(detail)s"),
+    # restores
+    "backup_not_found": _("There is no backup #%(backup)s."),
+    "backup_of_other_clinic": _(
+        "Backup #%(backup)s belongs to another clinic; a clinic can only be restored from its own backups."
+    ),
+    "backup_not_restorable": _("Backup #%(backup)s is %(status)s: it cannot be restored."),
+    "archive_changed": _(
+        "Backup #%(backup)s changed in storage since it was made (its SHA-256 no longer matches the catalog)."
+    ),
+    "archive_changed_during_restore": _("Backup #%(backup)s changed while it was being restored."),
+    "archive_extra_data": _("Backup #%(backup)s holds more data than its payload format used."),
+    "unknown_format_version": _("Backup #%(backup)s has an unknown format version %(version)s."),
+    "unknown_payload_format": _("Backup #%(backup)s has an unknown payload format %(format)s."),
+    "other_clinic": _(
+        "Backup #%(backup)s holds the data of another clinic (%(schema)s); "
+        "a clinic can only be restored from its own backups."
+    ),
+    "newer_release": _(
+        "This backup was made by a newer release of the application (it has migrations this one does not "
+        "know: %(migrations)s). Upgrade before restoring it."
+    ),
+    "safety_backup_failed": _("The safety backup #%(backup)s failed, so nothing was restored: %(reason)s"),
+    "table_count_mismatch": _(
+        "The restored data has %(found)s tables but the backup lists %(listed)s (missing: %(missing)s; "
+        "not listed: %(extra)s)."
+    ),
+    "row_count_mismatch": _("Table %(table)s has %(count)s rows after the restore but the backup says %(expected)s."),
+    "restore_rolled_back": _("The restore was rolled back (%(tool)s stopped): %(detail)s."),
+    "json_payload": _("The backup's JSON payload cannot be restored: %(detail)s"),
+    "restore_failed_unchanged": _("%(reason)s The clinic is unchanged."),
+    "restore_failed_restored": _("%(reason)s The backup's data WAS restored; its safety backup is the way back."),
+    # archives (archive.py's errors, by their code)
+    "not_recognized": _("This file is not a backup made by Respaldo (it is empty or not an encrypted backup archive)."),
+    "wrong_key": _(
+        "This backup cannot be opened: it was not produced by this deployment, or it was encrypted "
+        "with a key this deployment no longer has (or the start of the file is damaged).%(detail)s"
+    ),
+    "damaged": _("This backup file is damaged or incomplete.%(detail)s"),
+    "tampered": _(
+        "This backup failed its authenticity check: it was changed after it was made, "
+        "or it was not made by this deployment.%(detail)s"
+    ),
+    "unpacked_too_large": _("This backup's contents are larger than the allowed size; it was not unpacked.%(detail)s"),
+    "key_config": _("Backup encryption is not configured correctly.%(detail)s"),
+    "archive_error": _("The backup file could not be processed.%(detail)s"),
+}
+
+MESSAGES.update(UPLOAD_MESSAGES)
+
+
+def render(message_id: str, params: Mapping[str, Any] | None = None) -> str:
+    """The sentence for ``message_id`` in the active language, with its parameters."""
+    template = MESSAGES.get(message_id)
+    values = {key: _render_param(value) for key, value in (params or {}).items()}
+    if template is None:  # a code this release does not know (a row written by a newer one)
+        return f"{message_id} {values}" if values else message_id
+    text = gettext(template)
+    try:
+        return text % values if values else text
+    except (KeyError, TypeError, ValueError):  # a translation with a broken placeholder
+        return template % values
+
+
+def _render_param(value: Any) -> Any:
+    if isinstance(value, Mapping) and "message_id" in value:
+        return render(value["message_id"], value.get("params"))
+    return value
+
+
+class RespaldoError(Exception):
+    """Something a person asked for cannot be done; ``str()`` says why in the active language."""
+
+    def __init__(self, code: str, message_id: str | None = None, /, **params: Any) -> None:
+        self.code = code
+        self.message_id = message_id or code
+        self.params = {key: _jsonable(value) for key, value in params.items()}
+        super().__init__(code)
+
+    def __str__(self) -> str:
+        return render(self.message_id, self.params)
+
+    @property
+    def record(self) -> dict[str, Any]:
+        """What a job row keeps: code, message and parameters (rendered again when shown)."""
+        return {"code": self.code, "message_id": self.message_id, "params": self.params}
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, RespaldoError):
+        return {"message_id": value.message_id, "params": value.params}
+    if value is None or isinstance(value, bool | int | float | str | dict):
+        return value
+    if isinstance(value, list | tuple):
+        return [_jsonable(item) for item in value]
+    return str(value)
+
+
+class ClinicNotFound(RespaldoError):
+    """No such clinic (or the platform's own schema was named)."""
+
+
+class ClinicBusy(RespaldoError):
+    """The clinic already has a backup or restore waiting or running."""
+
+
+class BackupRefused(RespaldoError):
+    """A backup cannot be requested or failed for a reason a person can act on."""
+
+
+class RestoreRefused(RespaldoError):
+    """A restore cannot be requested, or was refused or rolled back; the clinic is unchanged."""
+
+
+class UploadRefused(RespaldoError):
+    """An uploaded file cannot become a backup; nothing was kept."""
+
+
+_ARCHIVE_CODES = {"not_recognized", "wrong_key", "damaged", "tampered", "unpacked_too_large", "key_config"}
+
+
+def as_respaldo_error(exc: BaseException) -> RespaldoError | None:
+    """An error of the pipeline as a RespaldoError, or None for an unexpected one.
+
+    The modules below the services (archive, storage, dumps, client tools, json payload)
+    raise their own errors with a ``code`` class attribute and an English ``detail``: the
+    code picks the translated sentence, the detail (a tool's own words) goes in as it is.
+    """
+    if isinstance(exc, RespaldoError):
+        return exc
+    code = getattr(type(exc), "code", None)
+    if not isinstance(code, str):
+        return None
+    if code in _ARCHIVE_CODES or code == "archive_error":
+        detail = getattr(exc, "detail", None)
+        return RespaldoError(code, detail=f" ({detail})" if detail else "")
+    return RespaldoError(code, detail=str(exc))
+
+
+def failure_reason(exc: Exception) -> RespaldoError:
+    """Why a job failed, from what it raised: an expected error as it is, anything else "unexpected"."""
+    return as_respaldo_error(exc) or RespaldoError("unexpected", detail=f"{type(exc).__name__}: {exc}")

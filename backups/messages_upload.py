@@ -1,4 +1,4 @@
-"""The sentences of upload refusals (backups/uploads.py), by message id, for ``exceptions.MESSAGES``.
+"""The sentences of upload refusals (backups/services/upload.py), by message id, for ``exceptions.MESSAGES``.
 
 Marked for makemessages, translated only by ``exceptions.render()``. A refusal keeps its
 message id and parameters; a parameter may itself be a message (``{"message_id": ...,

@@ -20,7 +20,7 @@ class RestoreInProgressMiddleware:
     def __call__(self, request: HttpRequest) -> HttpResponse:
         tenant = getattr(request, "tenant", None)
         if tenant is not None and tenant.schema_name != get_public_schema_name():
-            from backups.restores import restore_in_progress
+            from backups.services.restore import restore_in_progress
 
             restore = restore_in_progress(tenant.pk)
             if restore is not None:

@@ -17,7 +17,7 @@ def run_backup(backup_id: int) -> str:
 
 def run_restore(restore_id: int) -> str:
     """Run one requested restore (never twice); returns its final status."""
-    from backups import restores
+    from backups.services import restore as restores
 
     reset_schema()
     return restores.restore_run(restore_id=restore_id).status
@@ -28,7 +28,7 @@ def sweep_stale_jobs() -> int:
 
     Returns how many jobs were found dead.
     """
-    from backups import restores
+    from backups.services import restore as restores
 
     reset_schema()
     return len(services.backup_sweep_stale()) + len(restores.restore_sweep_stale())

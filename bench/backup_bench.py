@@ -32,9 +32,13 @@ from django.db import connection  # noqa: E402
 from django_tenants.utils import schema_context  # noqa: E402
 
 from backups import storage  # noqa: E402
-from backups.dumps import libpq_environment  # noqa: E402
 from backups.models import Backup, JobStatus  # noqa: E402
-from backups.pg_binaries import PgTools, PgToolsError, find_pg_tools  # noqa: E402
+from backups.postgres import (  # noqa: E402
+    PgTools,
+    PgToolsError,
+    find_pg_tools,
+    libpq_environment,  # noqa: E402
+)
 from clinics.demo import ensure_clinic, ensure_records  # noqa: E402
 from clinics.models import Clinic  # noqa: E402
 

@@ -27,11 +27,10 @@ from django.db import connection  # noqa: E402
 from django_tenants.utils import schema_context  # noqa: E402
 
 from backups import archive, services, storage  # noqa: E402
-from backups.dumps import libpq_environment  # noqa: E402
-from backups.json_payload import payload_models  # noqa: E402
+from backups.formats.json.payload import payload_models  # noqa: E402
 from backups.keys import archive_identities  # noqa: E402
 from backups.models import Backup, Restore  # noqa: E402
-from backups.pg_binaries import find_pg_tools  # noqa: E402
+from backups.postgres import find_pg_tools, libpq_environment  # noqa: E402
 from clinics.demo import ensure_clinic, ensure_records  # noqa: E402
 
 GNU_TIME = "/usr/bin/time"

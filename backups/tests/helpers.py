@@ -15,7 +15,7 @@ import zstandard
 from django.conf import settings
 from django.db import connection
 
-from backups.dumps import connect_separately
+from backups.postgres import connect_separately
 
 
 def storage_files() -> set[str]:

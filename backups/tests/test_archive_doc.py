@@ -27,10 +27,10 @@ from django.db.models import JSONField, Value
 from django_tenants.utils import schema_context
 
 from backups import archive, services
-from backups.json_payload import JSON_NULL, payload_models, read_json_payload
+from backups.formats.json.payload import JSON_NULL, payload_models, read_json_payload
 from backups.keys import archive_identities
 from backups.models import Backup, JobStatus
-from backups.pg_binaries import find_pg_tools
+from backups.postgres import find_pg_tools
 from backups.tests.helpers import sha256_of, stored_path, table_checksums
 from backups.tests.test_restore import damage_clinic
 from conftest import database_url

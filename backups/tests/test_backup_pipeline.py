@@ -11,8 +11,10 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from backups import archive, selectors, services
+from backups.exceptions import ClinicBusy
 from backups.keys import archive_identities
 from backups.models import Backup, JobStatus
+from backups.postgres import find_pg_tools
 from backups.tests.helpers import other_connection, sha256_of, storage_files, stored_path, untar_plaintext
 from clinics.models import Clinic
 
@@ -45,7 +47,7 @@ def test_backup_clinic_command_makes_an_archive_the_age_tool_opens(capsys, setti
     auth = json.loads(members["auth.json"])
     assert auth["payload_sha256"] == hashlib.sha256(payload).hexdigest()
     listing = subprocess.run(
-        [services.find_pg_tools().pg_restore, "-l"], input=payload, capture_output=True, check=True
+        [find_pg_tools().pg_restore, "-l"], input=payload, capture_output=True, check=True
     ).stdout.decode()
     assert "TABLE clinica dental_patient" in listing and "bienestar" not in listing
 
@@ -61,7 +63,7 @@ def test_archive_verifies_with_the_deployment_key_and_matches_the_catalog():
 def test_json_backup_holds_every_value_exactly(django_db_blocker):
     from django_tenants.utils import schema_context
 
-    from backups.json_payload import payload_models, read_json_payload
+    from backups.formats.json.payload import payload_models, read_json_payload
 
     backup = services.backup_run(
         backup_id=services.backup_request(clinic="clinica", payload_format="json", enqueue=False).pk
@@ -163,7 +165,7 @@ def test_dump_blocked_by_a_lock_fails_and_leaves_nothing(settings):
 
 def test_one_active_job_per_clinic():
     first = services.backup_request(clinic="clinica", enqueue=False)
-    with pytest.raises(services.ClinicBusyError, match=f"already has backup #{first.pk} waiting or running"):
+    with pytest.raises(ClinicBusy, match=f"already has backup #{first.pk} waiting or running"):
         services.backup_request(clinic="clinica", enqueue=False)
     services.backup_request(clinic="bienestar", enqueue=False)  # other clinics are not held up
     with pytest.raises(IntegrityError), transaction.atomic():

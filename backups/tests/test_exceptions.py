@@ -6,9 +6,10 @@ import pytest
 from django.test import override_settings
 from django.utils import translation
 
-from backups import restores, services
+from backups import services
 from backups.exceptions import ClinicBusy, RespaldoError, render
 from backups.models import Backup, JobStatus, Restore
+from backups.services import restore as restores
 from backups.tests.helpers import stored_path
 from backups.tests.test_restore import SCHEMA, make_backup
 

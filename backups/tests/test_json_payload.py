@@ -23,7 +23,7 @@ from django.db.models import JSONField, Value
 from django.utils.dateparse import parse_duration
 from django_tenants.utils import schema_context
 
-from backups.json_payload import (
+from backups.formats.json.payload import (
     JSON_NULL,
     JsonPayloadError,
     load_json_payload,

@@ -5,7 +5,7 @@ import shutil
 
 import pytest
 
-from backups.pg_binaries import PgToolsError, find_pg_tools, server_major_version, tool_version
+from backups.postgres import PgToolsError, find_pg_tools, server_major_version, tool_version
 
 pytestmark = pytest.mark.django_db
 
@@ -40,7 +40,7 @@ def test_a_folder_without_the_tools_is_refused(tmp_path):
 def test_the_oldest_sufficient_version_is_preferred(tmp_path):
     # With every folder allowed and a low server version, the pick is the lowest major >= server.
     tools = find_pg_tools(bin_dir="", server_major=1)
-    from backups.pg_binaries import _bundled_dirs
+    from backups.postgres import _bundled_dirs
 
     dirs = glob.glob("/usr/lib/postgresql/*/bin") + [str(d) for d in _bundled_dirs()]
     candidates = [tool_version(f"{d}/pg_dump")[0] for d in dirs]

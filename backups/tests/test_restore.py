@@ -8,10 +8,11 @@ from django.core.management import CommandError, call_command
 from django.db import connection
 from django_tenants.utils import schema_context
 
-from backups import archive, jobs, restores, services, storage
-from backups.exceptions import ClinicBusy
+from backups import archive, jobs, services, storage
+from backups.exceptions import ClinicBusy, RespaldoError
 from backups.keys import archive_identities
 from backups.models import Backup, JobStatus, Restore
+from backups.services import restore as restores
 from backups.tests.helpers import other_connection, sha256_of, storage_files, stored_path, table_checksums
 from conftest import host_client
 from dental.models import Invoice, Patient
@@ -92,7 +93,7 @@ def refused(backup_id: int, match: str) -> None:
     before = table_checksums(SCHEMA)
     try:
         restore = restores.restore_request(clinic=SCHEMA, backup_id=backup_id, enqueue=False)
-    except restores.RestoreError as exc:
+    except RespaldoError as exc:
         assert match in str(exc)
     else:
         restore = restores.restore_run(restore_id=restore.pk)

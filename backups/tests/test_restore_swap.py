@@ -14,9 +14,11 @@ import pytest
 from django.db import connection
 from django_tenants.utils import schema_context
 
-from backups import archive, pg_script, restores, storage
+from backups import archive, storage
+from backups.formats import pg_script
 from backups.keys import archive_identities
 from backups.models import Backup, JobStatus, Restore
+from backups.services import restore as restores
 from backups.tests.helpers import other_connection, someone_waits_on_a_lock, stored_path, table_checksums, wait_for
 from backups.tests.test_restore import SCHEMA, damage_clinic, make_backup
 from dental.models import Patient

@@ -37,15 +37,14 @@ from pyrage import x25519
 
 from backups import archive, exceptions, services
 from backups.archive import KeyConfigError
-from backups.dumps import libpq_environment
-from backups.json_payload import load_json_payload, payload_models, read_json_payload, write_json_payload
+from backups.formats.json.payload import load_json_payload, payload_models, read_json_payload, write_json_payload
 from backups.keys import archive_identities
 from backups.messages_upload import UPLOAD_MESSAGES
 from backups.models import Backup, JobStatus
-from backups.pg_binaries import find_pg_tools
+from backups.postgres import find_pg_tools, libpq_environment
+from backups.services.upload import UploadRefused, _JsonArray, backup_from_upload
 from backups.storage import StorageError
 from backups.tests.helpers import sha256_of, storage_files, stored_path, table_checksums
-from backups.uploads import UploadRefused, _JsonArray, backup_from_upload
 from clinics.models import Clinic
 from dental.models import Appointment, Dentist, InventoryItem, Invoice, Patient, Treatment
 

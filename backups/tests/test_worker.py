@@ -6,6 +6,7 @@ The broker is the one the settings choose: the database (ORM) by default, Redis 
 
 import os
 import signal
+from datetime import timedelta
 
 import psutil
 import pytest
@@ -74,7 +75,7 @@ def test_a_worker_killed_mid_dump_leaves_a_failed_job_and_a_clean_retry(cluster,
     wait_for(lambda: not dump_children(), timeout=30, what="the orphaned pg_dump to die with its worker")
     assert status_of(backup.pk) == JobStatus.RUNNING  # nobody has noticed yet: that is the sweeper's job
 
-    retries = services.backup_sweep_stale(older_than=services.timedelta(0))
+    retries = services.backup_sweep_stale(older_than=timedelta(0))
     assert [r.retry_of_id for r in retries] == [backup.pk]
     failed = Backup.objects.get(pk=backup.pk)
     assert failed.status == JobStatus.FAILED and failed.error.startswith("Interrupted")

@@ -109,9 +109,9 @@ def test_platform_admin_manages_clinics_in_a_browser(web_server, browser):
 def restoring_clinic(live_db):
     """clinica with a restore running: its row, and the clinic's job lock held as its worker would
     (no data moves: the page must show before any does)."""
-    from backups.dumps import connect_separately
     from backups.jobs import LOCK_NAMESPACE
     from backups.models import Backup, JobStatus, Restore
+    from backups.postgres import connect_separately
     from clinics.models import Clinic
 
     clinic = Clinic.objects.get(schema_name="clinica")

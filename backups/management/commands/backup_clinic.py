@@ -1,6 +1,7 @@
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from backups import services
+from backups.exceptions import RespaldoError
 from backups.models import Backup, JobStatus
 from backups.selectors import backup_line
 from clinics.models import Clinic
@@ -26,7 +27,7 @@ class Command(BaseCommand):
                 backup = services.backup_request(
                     clinic=target, payload_format=format, requested_by=requested_by, enqueue=run_async
                 )
-            except services.BackupError as exc:
+            except RespaldoError as exc:
                 if not all:
                     raise CommandError(str(exc)) from None
                 self.stderr.write(f"{getattr(target, 'schema_name', target)}: {exc}")

@@ -1,7 +1,8 @@
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from backups.exceptions import ClinicNotFound
 from backups.selectors import backup_line, backup_list, platform_backup_list
-from backups.services import ClinicNotFound, clinic_get
+from backups.services import clinic_get
 
 
 class Command(BaseCommand):

@@ -6,8 +6,10 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from backups import restores, services
+from backups import services
+from backups.exceptions import RespaldoError
 from backups.models import Backup, JobStatus
+from backups.services import restore as restores
 
 
 class Command(BaseCommand):
@@ -39,7 +41,7 @@ class Command(BaseCommand):
             restore = restores.restore_request(
                 clinic=clinic, backup_id=backup_row.pk, requested_by=requested_by, enqueue=run_async
             )
-        except services.BackupError as exc:
+        except RespaldoError as exc:
             raise CommandError(str(exc)) from None
         if run_async:
             self.stdout.write(f"Restore #{restore.pk} of {clinic.schema_name} from backup #{backup_row.pk} queued.")
@@ -59,11 +61,11 @@ class Command(BaseCommand):
             )
 
     def _upload(self, clinic, path: Path, requested_by: str, verbosity: int) -> Backup:
-        from backups.uploads import backup_from_upload
+        from backups.services.upload import backup_from_upload
 
         if not path.is_file():
             raise CommandError(f"No such file: {path}")
-        with open(path, "rb") as handle, _quiet_log("backups.uploads", quiet=verbosity < 2):
+        with open(path, "rb") as handle, _quiet_log("backups.services.upload", quiet=verbosity < 2):
             backup = backup_from_upload(clinic=clinic, source=handle, filename=path.name, requested_by=requested_by)
         self.stdout.write(f"File accepted as backup #{backup.pk} ({backup.payload_format}).")
         return backup

@@ -13,10 +13,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
-import shutil
-import subprocess
 import tempfile
-import threading
 from collections.abc import Iterator
 from typing import IO
 
@@ -29,22 +26,21 @@ from django.db.migrations.loader import MigrationLoader
 from django_tenants.utils import schema_context
 from psycopg import sql
 
-from backups import archive, dumps, jobs, pg_script, services, storage
+from backups import archive, jobs, postgres, storage
 from backups.conf import conf
 from backups.exceptions import RespaldoError, RestoreRefused, as_respaldo_error, failure_reason
-from backups.json_payload import load_json_payload
+from backups.formats import pg
+from backups.formats.json.payload import load_json_payload
+from backups.formats.pg import OLD_SCHEMA_SUFFIX  # noqa: F401 - part of this module's API (tests, docs)
 from backups.keys import archive_identities
 from backups.models import ACTIVE_STATUSES, Backup, JobStatus, Restore
-from backups.pg_binaries import PgTools, find_pg_tools
+from backups.postgres import PgTools, find_pg_tools
+from backups.services import backup as backup_services
 from clinics.models import Clinic
 
 logger = logging.getLogger(__name__)
 
-OLD_SCHEMA_SUFFIX = "__before_restore"
 KNOWN_FORMATS = {Backup.Format.PG, Backup.Format.JSON}
-
-
-RestoreError = RestoreRefused  # the name callers use
 
 
 # --- Requesting ------------------------------------------------------------------------
@@ -55,10 +51,10 @@ def restore_request(
 ) -> Restore:
     """Create a pending restore of ``clinic`` from its backup ``backup_id``.
 
-    Refuses (RestoreError) a backup of another clinic, one that did not succeed or has
+    Refuses (RestoreRefused, ClinicBusy) a backup of another clinic, one that did not succeed or has
     expired, and a clinic that already has a backup or restore waiting or running.
     """
-    target = services.clinic_get(clinic)
+    target = backup_services.clinic_get(clinic)
     backup = Backup.objects.select_related("clinic").filter(pk=backup_id).first()
     if backup is None:
         raise RestoreRefused("backup_not_found", backup=backup_id)
@@ -68,7 +64,7 @@ def restore_request(
         raise RestoreRefused("backup_not_restorable", backup=backup.pk, status=backup.status)
     with transaction.atomic():
         Clinic.objects.select_for_update().get(pk=target.pk)
-        services.check_not_busy(target)
+        backup_services.check_not_busy(target)
         restore = Restore.objects.create(clinic=target, backup=backup, requested_by=requested_by)
         if enqueue:
             transaction.on_commit(lambda: _enqueue_restore(restore.pk))
@@ -155,7 +151,7 @@ def restore_recover_crashed(restore: Restore) -> None:
     if restore.safety_backup_id is not None:
         safety = Backup.objects.get(pk=restore.safety_backup_id)
         if safety.status in ACTIVE_STATUSES:
-            services.backup_recover_crashed(safety)
+            backup_services.backup_recover_crashed(safety)
     if restore.outcome == Restore.Outcome.RESTORED:
         try:
             _migrate_forward(restore)
@@ -229,7 +225,7 @@ class _Tee(io.RawIOBase):
 
 
 def _check_manifest(backup: Backup, clinic: Clinic, manifest: dict) -> None:
-    if manifest.get("format_version") != services.MANIFEST_FORMAT_VERSION:
+    if manifest.get("format_version") != backup_services.MANIFEST_FORMAT_VERSION:
         raise RestoreRefused(
             "unknown_format_version", backup=backup.pk, version=repr(manifest.get("format_version"))[:40]
         )
@@ -271,7 +267,7 @@ def _execute(restore: Restore) -> None:
     with verified_copy(backup, clinic) as (manifest, verified):
         needs_migrate = check_migrations(manifest.get("migrations") or {})
         tools = _tools_for(manifest)
-        if tools is not None and not dumps.schema_exists(clinic.schema_name):
+        if tools is not None and not postgres.schema_exists(clinic.schema_name):
             raise RestoreRefused("schema_missing", schema=clinic.schema_name)
         _take_safety_backup(restore)
 
@@ -302,11 +298,11 @@ def _tools_for(manifest: dict) -> PgTools | None:
 
 def _take_safety_backup(restore: Restore) -> None:
     _update(restore.pk, progress_phase="safety backup")
-    safety = services.backup_request(
+    safety = backup_services.backup_request(
         clinic=restore.clinic_id, kind=Backup.Kind.PRE_RESTORE, requested_by=restore.requested_by, enqueue=False
     )
     _update(restore.pk, safety_backup=safety)
-    safety = services.backup_run(backup_id=safety.pk)
+    safety = backup_services.backup_run(backup_id=safety.pk)
     if safety.status != JobStatus.SUCCEEDED:
         raise RestoreRefused(
             "safety_backup_failed",
@@ -335,128 +331,23 @@ def _restore_json(restore: Restore, schema: str, payload: archive.ArchiveReader,
         Restore.objects.filter(pk=restore.pk).update(outcome=Restore.Outcome.RESTORED)
 
 
-def _lock_timeout() -> sql.Composable:
-    return sql.Literal(f"{conf.restore_lock_timeout_ms}ms")
-
-
-def _check_counts(cursor: psycopg.Cursor, schema: str, tables: dict[str, int]) -> None:
-    """Inside the restoring transaction: the schema holds exactly the manifest's tables and rows."""
-    found = {
-        name
-        for (name,) in cursor.execute(
-            "SELECT c.relname FROM pg_class c JOIN pg_namespace s ON s.oid = c.relnamespace "
-            "WHERE s.nspname = %s AND c.relkind IN ('r', 'p')",
-            [schema],
-        )
-    }
-    if found != set(tables):
-        missing, extra = sorted(set(tables) - found), sorted(found - set(tables))
-        raise RestoreRefused(
-            "count_mismatch",
-            "table_count_mismatch",
-            found=len(found),
-            listed=len(tables),
-            missing=", ".join(missing) or "-",
-            extra=", ".join(extra) or "-",
-        )
-    for table, expected in sorted(tables.items()):
-        query = sql.SQL("SELECT count(*) FROM {}.{}").format(sql.Identifier(schema), sql.Identifier(table))
-        count = cursor.execute(query).fetchone()[0]
-        if count != expected:
-            raise RestoreRefused("count_mismatch", "row_count_mismatch", table=table, count=count, expected=expected)
-
-
 def _restore_pg(
     restore: Restore, schema: str, payload: archive.ArchiveReader, tables: dict[str, int], tools: PgTools
 ) -> None:
-    """Replace the clinic's schema with the payload in ONE transaction, committed only when all checks pass.
+    """The clinic's schema replaced by the payload; the outcome is written in the same transaction."""
 
-    ``pg_restore -f -`` turns the custom-format payload into a plain script; the script runs
-    through psycopg (``pg_script``), never through psql. In the same transaction: the live
-    schema is renamed aside first, and after the script the payload's end is authenticated,
-    the row counts are checked, the outcome is written and the old schema is dropped. Any
-    failure rolls all of it back.
-    """
-    old = sql.Identifier(schema + OLD_SCHEMA_SUFFIX)
-    with tempfile.TemporaryFile() as restore_err:
-        try:
-            with (
-                dumps.connect_separately(autocommit=False, application_name=f"respaldo-restore-{restore.pk}") as conn,
-                conn.cursor() as cursor,
-            ):
-                cursor.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(_lock_timeout()))
-                cursor.execute("SET client_connection_check_interval = '1s'")
-                cursor.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(old))
-                cursor.execute(sql.SQL("ALTER SCHEMA {} RENAME TO {}").format(sql.Identifier(schema), old))
-                _run_pg_restore(cursor, payload, tools, restore_err, app_name=f"respaldo-restore-{restore.pk}")
-                _check_read_to_the_end(payload, restore.backup)
-                _check_counts(cursor, schema, tables)
-                cursor.execute(
-                    sql.SQL("UPDATE public.{} SET outcome = %s WHERE id = %s").format(
-                        sql.Identifier(Restore._meta.db_table)
-                    ),
-                    [Restore.Outcome.RESTORED, restore.pk],
-                )
-                cursor.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(_lock_timeout()))  # the script reset it
-                cursor.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(old))
-                conn.commit()
-        except (psycopg.Error, pg_script.ScriptError) as exc:
-            raise _rolled_back("the database", restore_err, text=str(exc)) from exc
+    def before_commit(cursor: psycopg.Cursor) -> None:
+        _check_read_to_the_end(payload, restore.backup)
+        cursor.execute(
+            sql.SQL("UPDATE public.{} SET outcome = %s WHERE id = %s").format(sql.Identifier(Restore._meta.db_table)),
+            [Restore.Outcome.RESTORED, restore.pk],
+        )
 
-
-def _run_pg_restore(
-    cursor: psycopg.Cursor, payload: IO[bytes], tools: PgTools, stderr: IO[bytes], *, app_name: str
-) -> None:
-    """Feed the payload to ``pg_restore -f -`` and run the script it writes on ``cursor``."""
-    pg_restore = dumps.spawn(
-        [tools.pg_restore, "--no-owner", "--no-privileges", "-f", "-"],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=stderr,
-        env=dumps.libpq_environment() | {"PGAPPNAME": app_name},
+    pg.replace_schema(
+        payload,
+        schema=schema,
+        expected_counts=tables,
+        tools=tools,
+        app_name=f"respaldo-restore-{restore.pk}",
+        before_commit=before_commit,
     )
-    feeder = _Feeder(payload, pg_restore.stdin)
-    try:
-        pg_script.run_script(cursor, pg_restore.stdout)
-    except BaseException:
-        pg_restore.kill()
-        raise
-    finally:
-        pg_restore.stdout.close()
-        code = pg_restore.wait()
-        feeder.join()
-        # A damaged payload is the cause of whatever pg_restore or the script did next.
-        if feeder.error is not None:
-            raise feeder.error
-    if code != 0:
-        raise _rolled_back("pg_restore", stderr)
-
-
-class _Feeder:
-    """Copies the archive's payload into pg_restore's stdin from a thread; keeps its error."""
-
-    def __init__(self, payload: IO[bytes], stdin: IO[bytes]) -> None:
-        self.error: BaseException | None = None
-        self._payload, self._stdin = payload, stdin
-        self._thread = threading.Thread(target=self._run, name="respaldo-restore-feed", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        try:
-            shutil.copyfileobj(self._payload, self._stdin, 1 << 20)
-        except BrokenPipeError:
-            pass  # pg_restore stopped: its exit status says why
-        except BaseException as exc:
-            self.error = exc
-        finally:
-            with contextlib.suppress(OSError):
-                self._stdin.close()
-
-    def join(self) -> None:
-        self._thread.join()
-
-
-def _rolled_back(tool: str, stderr_file: IO[bytes], *, text: str = "") -> RestoreRefused:
-    stderr_file.seek(0)
-    messages = [m for m in (text.strip(), stderr_file.read().decode("utf-8", "replace").strip()[-2000:]) if m]
-    return RestoreRefused("rolled_back", "restore_rolled_back", tool=tool, detail=" | ".join(messages) or "-")

@@ -1,25 +1,35 @@
-"""Finding the PostgreSQL client tools (pg_dump, pg_restore, psql) that match the server.
+"""PostgreSQL as the backups use it: client tools, child processes, connections, snapshots.
 
-pg_dump refuses to dump a server newer than itself, and a dump must be restored with a
-pg_restore at least as new as the pg_dump that wrote it. We look, in order, in
-``settings.BACKUPS_PG_BIN_DIR`` (set automatically for the embedded server), then in
-``PATH``, Debian's ``/usr/lib/postgresql/<major>/bin`` and the tools bundled with the
-embedded server's package, and pick the oldest set whose major version is at least the
-server's.
+Client tools: pg_dump refuses to dump a server newer than itself, and a dump must be
+restored with a pg_restore at least as new as the pg_dump that wrote it. We look, in order,
+in ``BACKUPS_PG_BIN_DIR`` (set automatically for the embedded server), then in ``PATH``,
+Debian's ``/usr/lib/postgresql/<major>/bin`` and the tools bundled with the embedded
+server's package, and pick the oldest set whose major version is at least the server's
+(and the dump's, when restoring).
+
+Snapshots: a dump starts by opening a REPEATABLE READ transaction on its own connection and
+exporting its snapshot: the row counts written into the manifest and the payload (pg_dump
+``--snapshot``, or the JSON writer's transaction) then see exactly the same data.
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import glob
 import importlib.util
 import os
 import re
 import shutil
+import signal
 import subprocess
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import psycopg
 from django.db import connection
+from psycopg import sql
 
 from backups.conf import conf
 
@@ -149,3 +159,117 @@ def find_pg_tools(
         f"The database server is PostgreSQL {server_text} but the newest client tools found {where} are older: "
         f"{seen}. Install the PostgreSQL {server_major} client tools or set BACKUPS_PG_BIN_DIR."
     )
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+class DumpError(Exception):
+    """A dump could not be taken; the message carries the tool's own words."""
+
+    code = "dump_failed"  # backups.exceptions renders it, with this text as the detail
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+    # A child tool must not outlive the worker that reads or feeds it (SIGKILL included).
+    libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+LIBPQ_ENV = {
+    "host": "PGHOST",
+    "port": "PGPORT",
+    "user": "PGUSER",
+    "password": "PGPASSWORD",
+    "dbname": "PGDATABASE",
+    "sslmode": "PGSSLMODE",
+    "sslrootcert": "PGSSLROOTCERT",
+    "sslcert": "PGSSLCERT",
+    "sslkey": "PGSSLKEY",
+    "options": "PGOPTIONS",
+}
+
+
+def spawn(args: list[str], **kwargs) -> subprocess.Popen:
+    """Start a PostgreSQL client tool that dies with the worker that started it."""
+    return subprocess.Popen(args, preexec_fn=_die_with_parent, **kwargs)
+
+
+def libpq_environment() -> dict[str, str]:
+    """Environment for pg_dump/pg_restore/psql pointing at the default database.
+
+    Built from the same parameters Django connects with; the password travels in the
+    environment, never on the command line.
+    """
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+    for key, value in connection.get_connection_params().items():
+        if key in LIBPQ_ENV and value not in (None, ""):
+            env[LIBPQ_ENV[key]] = str(value)
+    env["PGAPPNAME"] = "respaldo"
+    return env
+
+
+def connect_separately(**kwargs) -> psycopg.Connection:
+    """A new psycopg connection to the default database, outside Django's connection."""
+    params = connection.get_connection_params()
+    params.pop("cursor_factory", None)
+    params.pop("context", None)
+    params.pop("prepare_threshold", None)
+    params.pop("server_side_binding", None)
+    return psycopg.connect(**params, **kwargs)
+
+
+def schema_exists(schema: str) -> bool:
+    """True when the schema is present in the database."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", [schema])
+        return cursor.fetchone() is not None
+
+
+@dataclass
+class SchemaSnapshot:
+    """An open, exported REPEATABLE READ snapshot and what it saw of one schema."""
+
+    snapshot_id: str
+    table_counts: dict[str, int]
+    migrations: dict[str, list[str]]
+    server_version: str
+
+
+def _table_counts(conn: psycopg.Connection, schema: str) -> dict[str, int]:
+    tables = conn.execute(
+        "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE n.nspname = %s AND c.relkind IN ('r', 'p') ORDER BY c.relname",
+        [schema],
+    ).fetchall()
+    counts = {}
+    for (table,) in tables:
+        query = sql.SQL("SELECT count(*) FROM {}.{}").format(sql.Identifier(schema), sql.Identifier(table))
+        counts[table] = conn.execute(query).fetchone()[0]
+    return counts
+
+
+def _migrations(conn: psycopg.Connection, schema: str) -> dict[str, list[str]]:
+    query = sql.SQL("SELECT app, name FROM {}.django_migrations ORDER BY app, name").format(sql.Identifier(schema))
+    applied: dict[str, list[str]] = {}
+    for app, name in conn.execute(query).fetchall():
+        applied.setdefault(app, []).append(name)
+    return applied
+
+
+@contextlib.contextmanager
+def schema_snapshot(schema: str) -> Iterator[SchemaSnapshot]:
+    """Open a read-only REPEATABLE READ snapshot of ``schema`` and keep it open while in use."""
+    with connect_separately(autocommit=False) as conn:
+        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        lock_wait = conf.lock_wait_timeout_ms
+        conn.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(f"{lock_wait}ms")))
+        snapshot_id = conn.execute("SELECT pg_export_snapshot()").fetchone()[0]
+        version = conn.execute("SHOW server_version").fetchone()[0].split()[0]
+        yield SchemaSnapshot(
+            snapshot_id=snapshot_id,
+            table_counts=_table_counts(conn, schema),
+            migrations=_migrations(conn, schema),
+            server_version=version,
+        )
+        conn.rollback()

@@ -21,7 +21,7 @@ from django.utils import timezone
 from django_tenants.utils import get_public_schema_name, schema_context
 from psycopg import sql
 
-from backups import archive, dumps, jobs, storage
+from backups import archive, jobs, postgres, storage
 from backups.conf import conf
 from backups.exceptions import (
     BackupRefused,
@@ -31,21 +31,17 @@ from backups.exceptions import (
     as_respaldo_error,
     failure_reason,
 )
-from backups.json_payload import payload_models, write_json_payload
+from backups.formats import pg
+from backups.formats.json.payload import payload_models, write_json_payload
 from backups.keys import archive_identities
 from backups.models import ACTIVE_STATUSES, Backup, JobStatus, Restore
-from backups.pg_binaries import find_pg_tools
+from backups.postgres import find_pg_tools
 from clinics.models import Clinic
 
 logger = logging.getLogger(__name__)
 
 ARCHIVE_EXTENSION = "respaldo"
 MANIFEST_FORMAT_VERSION = 1
-
-
-# The names callers use; the classes live in backups.exceptions.
-BackupError = RespaldoError
-ClinicBusyError = ClinicBusy
 
 
 # --- Requesting ------------------------------------------------------------------------
@@ -95,7 +91,7 @@ def backup_request(
 ) -> Backup:
     """Create a pending backup row; with ``enqueue``, hand it to a worker once committed.
 
-    Raises ClinicNotFound for an unknown clinic and ClinicBusyError when the clinic
+    Raises ClinicNotFound for an unknown clinic and ClinicBusy when the clinic
     already has a backup or restore waiting or running (checked under a row lock on the
     clinic, and backed by a unique index).
     """
@@ -182,7 +178,7 @@ def backup_recover_crashed(backup: Backup) -> Backup | None:
             retry_of=backup,
             enqueue=False,
         )
-    except ClinicBusyError:
+    except ClinicBusy:
         return None
 
 
@@ -231,7 +227,7 @@ class _ProgressWriter:
             self._last = now
             with contextlib.suppress(Exception):
                 if self._conn is None:
-                    self._conn = dumps.connect_separately(autocommit=True)
+                    self._conn = postgres.connect_separately(autocommit=True)
                 self._conn.execute(
                     sql.SQL("UPDATE public.{} SET progress_bytes = %s WHERE id = %s").format(
                         sql.Identifier(Backup._meta.db_table)
@@ -248,7 +244,7 @@ class _ProgressWriter:
             self._conn.close()
 
 
-def _manifest(backup: Backup, snap: dumps.SchemaSnapshot, tables: dict[str, int], tool_version: str) -> dict:
+def _manifest(backup: Backup, snap: postgres.SchemaSnapshot, tables: dict[str, int], tool_version: str) -> dict:
     clinic = backup.clinic
     return {
         "format_version": MANIFEST_FORMAT_VERSION,
@@ -299,13 +295,14 @@ def _json_stream(schema: str, snapshot_id: str, counts_out: dict) -> Iterator[IO
         reader.close()
         thread.join()
     if failure:
-        raise dumps.DumpError(f"The JSON export failed: {as_respaldo_error(failure[0]) or failure[0]}") from failure[0]
+        reason = as_respaldo_error(failure[0]) or failure[0]
+        raise postgres.DumpError(f"The JSON export failed: {reason}") from failure[0]
 
 
 def _execute(backup: Backup) -> None:
     clinic = backup.clinic
     schema = clinic.schema_name
-    if not dumps.schema_exists(schema):
+    if not postgres.schema_exists(schema):
         raise BackupRefused("schema_missing", schema=schema)
     identities = archive_identities()
     extra = [clinic.backup_recipient] if clinic.backup_recipient else []
@@ -314,7 +311,7 @@ def _execute(backup: Backup) -> None:
     name = storage.backup_key(schema=schema, kind=backup.kind, created_at=timezone.now(), ext=ARCHIVE_EXTENSION)
     level = conf.zstd_level
     _set_phase(backup.pk, "snapshot")
-    with dumps.schema_snapshot(schema) as snap:
+    with postgres.schema_snapshot(schema) as snap:
         if backup.payload_format == Backup.Format.PG:
             tables, tool_version = snap.table_counts, tools.version
         else:
@@ -328,7 +325,7 @@ def _execute(backup: Backup) -> None:
             progress = _ProgressWriter(out, backup.pk)
             try:
                 if tools is not None:
-                    with dumps.pg_dump_stream(tools, schema=schema, snapshot_id=snap.snapshot_id) as payload:
+                    with pg.pg_dump_stream(tools, schema=schema, snapshot_id=snap.snapshot_id) as payload:
                         return archive.write_archive(
                             payload,
                             progress,

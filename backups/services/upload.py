@@ -8,7 +8,7 @@ The file is recognised by its content, never by its name. Two kinds are accepted
 * **A plain Django JSON fixture of the clinic's records** (``manage.py dumpdata dental``
   with any indentation, or our own one-record-per-line json payload): parsed as a stream,
   every record checked against the current models, converted into the canonical json
-  payload of :mod:`backups.json_payload` and wrapped into a new archive.
+  payload of :mod:`backups.formats.json.payload` and wrapped into a new archive.
 
 Everything else (SQL scripts, pg_dump files, compressed files, other clinics' or other
 deployments' archives, damaged files, records that are not the clinic's own) is refused
@@ -49,15 +49,15 @@ from django.db import connection, models
 from django.utils import timezone, translation
 from django.utils.functional import Promise
 
-from backups import archive, dumps, storage
+from backups import archive, postgres, storage
 from backups.conf import conf
 from backups.exceptions import RespaldoError, UploadRefused, render
+from backups.formats.json.payload import JSON_NULLS_KEY, json_text, payload_line_maker, payload_models, payload_table
 from backups.jobs import worker_name
-from backups.json_payload import JSON_NULLS_KEY, json_text, payload_line_maker, payload_models, payload_table
 from backups.keys import archive_identities
 from backups.messages_upload import UPLOAD_MESSAGES
 from backups.models import Backup, JobStatus
-from backups.services import (
+from backups.services.backup import (
     ARCHIVE_EXTENSION,
     MANIFEST_FORMAT_VERSION,
     clinic_get,
@@ -117,7 +117,7 @@ def backup_from_upload(
     ``StorageError`` when the backup storage fails; in every case nothing is kept.
     """
     target = clinic_get(clinic)
-    if not dumps.schema_exists(target.schema_name):
+    if not postgres.schema_exists(target.schema_name):
         raise RespaldoError("schema_missing", schema=target.schema_name)
     identities = archive_identities()  # fail closed before reading a possibly huge upload
     limit = conf.max_upload_bytes

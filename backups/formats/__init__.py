@@ -1,0 +1,1 @@
+"""Payload formats: each format's dump and restore live together in one module (``pg``, ``json``)."""

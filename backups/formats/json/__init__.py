@@ -1,0 +1,1 @@
+"""The portable ``json`` payload format (see ``payload``)."""

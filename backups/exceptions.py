@@ -61,12 +61,6 @@ MESSAGES: dict[str, str] = {
     ),
     "archive_changed_during_restore": _("Backup #%(backup)s changed while it was being restored."),
     "archive_extra_data": _("Backup #%(backup)s holds more data than its payload format used."),
-    "unknown_format_version": _("Backup #%(backup)s has an unknown format version %(version)s."),
-    "unknown_payload_format": _("Backup #%(backup)s has an unknown payload format %(format)s."),
-    "other_clinic": _(
-        "Backup #%(backup)s holds the data of another clinic (%(schema)s); "
-        "a clinic can only be restored from its own backups."
-    ),
     "newer_release": _(
         "This backup was made by a newer release of the application (it has migrations this one does not "
         "know: %(migrations)s). Upgrade before restoring it."

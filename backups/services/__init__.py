@@ -6,9 +6,9 @@ One module per sub-domain: ``backup``, ``restore``, ``upload``. The names below 
 public API, re-exported so callers write ``services.backup_request(...)``.
 """
 
+from backups.manifest import MANIFEST_FORMAT_VERSION, manifest_summary
 from backups.services.backup import (
     ARCHIVE_EXTENSION,
-    MANIFEST_FORMAT_VERSION,
     active_job,
     backup_fail,
     backup_recover_crashed,
@@ -17,7 +17,6 @@ from backups.services.backup import (
     backup_sweep_stale,
     check_not_busy,
     clinic_get,
-    manifest_summary,
 )
 from backups.services.restore import (
     restore_in_progress,

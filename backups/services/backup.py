@@ -34,6 +34,7 @@ from backups.exceptions import (
 from backups.formats import pg
 from backups.formats.json.payload import payload_models, write_json_payload
 from backups.keys import archive_identities
+from backups.manifest import manifest_build, manifest_summary
 from backups.models import ACTIVE_STATUSES, Backup, JobStatus, Restore
 from backups.postgres import find_pg_tools
 from clinics.models import Clinic
@@ -41,7 +42,6 @@ from clinics.models import Clinic
 logger = logging.getLogger(__name__)
 
 ARCHIVE_EXTENSION = "respaldo"
-MANIFEST_FORMAT_VERSION = 1
 
 
 # --- Requesting ------------------------------------------------------------------------
@@ -244,30 +244,6 @@ class _ProgressWriter:
             self._conn.close()
 
 
-def _manifest(backup: Backup, snap: postgres.SchemaSnapshot, tables: dict[str, int], tool_version: str) -> dict:
-    clinic = backup.clinic
-    return {
-        "format_version": MANIFEST_FORMAT_VERSION,
-        "backup_id": backup.pk,
-        "clinic": {"id": clinic.pk, "schema": clinic.schema_name, "name": clinic.name},
-        "created_at": timezone.now().isoformat(),
-        "kind": backup.kind,
-        "payload_format": backup.payload_format,
-        "tables": tables,
-        "migrations": snap.migrations,
-        "postgresql": {"server": snap.server_version, "dump_tool": tool_version},
-    }
-
-
-def manifest_summary(manifest: dict) -> dict:
-    """The part of a manifest the catalog keeps (everything but bulky or secret parts)."""
-    return {
-        key: manifest[key]
-        for key in ("format_version", "payload_format", "tables", "migrations", "postgresql", "created_at", "clinic")
-        if key in manifest
-    }
-
-
 @contextlib.contextmanager
 def _json_stream(schema: str, snapshot_id: str, counts_out: dict) -> Iterator[IO[bytes]]:
     """Yield a readable fed by a thread writing the JSON payload from the snapshot."""
@@ -318,7 +294,16 @@ def _execute(backup: Backup) -> None:
             payload_tables = {model._meta.db_table for model in payload_models()}
             tables = {t: n for t, n in snap.table_counts.items() if t in payload_tables}
             tool_version = "json"
-        manifest = _manifest(backup, snap, tables, tool_version)
+        manifest = manifest_build(
+            clinic=clinic,
+            backup_id=backup.pk,
+            kind=backup.kind,
+            payload_format=backup.payload_format,
+            tables=tables,
+            migrations=snap.migrations,
+            server_version=snap.server_version,
+            dump_tool=tool_version,
+        )
         json_counts: dict[str, int] = {}
 
         def produce(out: IO[bytes]) -> archive.ArchiveSummary:

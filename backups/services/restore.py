@@ -33,14 +33,13 @@ from backups.formats import pg
 from backups.formats.json.payload import load_json_payload
 from backups.formats.pg import OLD_SCHEMA_SUFFIX  # noqa: F401 - part of this module's API (tests, docs)
 from backups.keys import archive_identities
+from backups.manifest import manifest_check
 from backups.models import ACTIVE_STATUSES, Backup, JobStatus, Restore
 from backups.postgres import PgTools, find_pg_tools
 from backups.services import backup as backup_services
 from clinics.models import Clinic
 
 logger = logging.getLogger(__name__)
-
-KNOWN_FORMATS = {Backup.Format.PG, Backup.Format.JSON}
 
 
 # --- Requesting ------------------------------------------------------------------------
@@ -224,20 +223,6 @@ class _Tee(io.RawIOBase):
         return data
 
 
-def _check_manifest(backup: Backup, clinic: Clinic, manifest: dict) -> None:
-    if manifest.get("format_version") != backup_services.MANIFEST_FORMAT_VERSION:
-        raise RestoreRefused(
-            "unknown_format_version", backup=backup.pk, version=repr(manifest.get("format_version"))[:40]
-        )
-    owner = manifest.get("clinic") or {}
-    if owner.get("schema") != clinic.schema_name or owner.get("id") != clinic.pk:
-        raise RestoreRefused("other_clinic", backup=backup.pk, schema=str(owner.get("schema"))[:63])
-    if manifest.get("payload_format") not in KNOWN_FORMATS:
-        raise RestoreRefused(
-            "unknown_payload_format", backup=backup.pk, format=repr(manifest.get("payload_format"))[:40]
-        )
-
-
 @contextlib.contextmanager
 def verified_copy(backup: Backup, clinic: Clinic) -> Iterator[tuple[dict, IO[bytes]]]:
     """Read the stored archive ONCE, verify it, and yield (its manifest, a private copy of those bytes).
@@ -253,7 +238,7 @@ def verified_copy(backup: Backup, clinic: Clinic) -> Iterator[tuple[dict, IO[byt
             )
         if summary.archive_sha256 != backup.sha256:
             raise RestoreRefused("archive_changed", backup=backup.pk)
-        _check_manifest(backup, clinic, summary.manifest)
+        manifest_check(summary.manifest, clinic, error=RestoreRefused)
         spool.flush()
         spool.seek(0)
         yield summary.manifest, spool

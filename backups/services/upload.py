@@ -55,14 +55,10 @@ from backups.exceptions import RespaldoError, UploadRefused, render
 from backups.formats.json.payload import JSON_NULLS_KEY, json_text, payload_line_maker, payload_models, payload_table
 from backups.jobs import worker_name
 from backups.keys import archive_identities
+from backups.manifest import manifest_build, manifest_check, manifest_summary, schema_migrations
 from backups.messages_upload import UPLOAD_MESSAGES
 from backups.models import Backup, JobStatus
-from backups.services.backup import (
-    ARCHIVE_EXTENSION,
-    MANIFEST_FORMAT_VERSION,
-    clinic_get,
-    manifest_summary,
-)
+from backups.services.backup import ARCHIVE_EXTENSION, clinic_get
 from clinics.models import Clinic
 
 __all__ = ["UploadRefused", "backup_from_upload"]
@@ -302,7 +298,7 @@ def _accept_archive(
     except archive.ArchiveError as exc:  # ArchiveCorrupt, or anything the reader could not make sense of
         raise UploadRefused("damaged", "upload.damaged", detail=exc.detail or type(exc).__name__) from None
     manifest = summary.manifest
-    _check_manifest(manifest, target)
+    manifest_check(manifest, target, error=UploadRefused)
 
     name = storage.backup_key(
         schema=target.schema_name, kind=Backup.Kind.UPLOADED, created_at=timezone.now(), ext=ARCHIVE_EXTENSION
@@ -322,39 +318,6 @@ def _accept_archive(
         requested_by=requested_by,
         started_at=started_at,
     )
-
-
-def _check_manifest(manifest: dict, target: Clinic) -> None:
-    """An authentic manifest must be of a version and format we know, and of this clinic."""
-    version = manifest.get("format_version")
-    if version != MANIFEST_FORMAT_VERSION or isinstance(version, bool):
-        raise UploadRefused(
-            "unsupported_format",
-            "upload.unsupported_format.version",
-            version=json.dumps(version)[:40],
-            ours=MANIFEST_FORMAT_VERSION,
-        )
-    payload_format = manifest.get("payload_format")
-    if payload_format not in Backup.Format.values:
-        raise UploadRefused(
-            "unsupported_format", "upload.unsupported_format.payload", format=json.dumps(payload_format)[:40]
-        )
-    owner = manifest.get("clinic") if isinstance(manifest.get("clinic"), dict) else {}
-    schema, clinic_id = owner.get("schema"), owner.get("id")
-    if schema != target.schema_name:
-        raise UploadRefused("other_clinic", "upload.other_clinic.schema", schema=str(schema)[:63])
-    if clinic_id != target.pk or isinstance(clinic_id, bool):
-        what_to_do = (
-            "upload.other_clinic.id.json" if payload_format == Backup.Format.JSON else "upload.other_clinic.id.pg"
-        )
-        raise UploadRefused(
-            "other_clinic",
-            "upload.other_clinic.id",
-            schema=schema,
-            old_id=json.dumps(clinic_id)[:40],
-            new_id=target.pk,
-            what_to_do=_message(what_to_do),
-        )
 
 
 def _check_stored(stored: storage.StoredObject, summary: archive.ArchiveSummary) -> None:
@@ -409,26 +372,21 @@ def _accept_fixture(
     started_at: datetime,
 ) -> Backup:
     schema = target.schema_name
-    qn = connection.ops.quote_name
     with connection.cursor() as cursor:
-        cursor.execute(f"SELECT app, name FROM {qn(schema)}.django_migrations ORDER BY app, name")  # noqa: S608
-        migrations: dict[str, list[str]] = {}
-        for app, name in cursor.fetchall():
-            migrations.setdefault(app, []).append(name)
         cursor.execute("SHOW server_version")
         server_version = cursor.fetchone()[0].split()[0]
     created_at = timezone.now()
-    manifest = {
-        "format_version": MANIFEST_FORMAT_VERSION,
-        "clinic": {"id": target.pk, "schema": schema, "name": target.name},
-        "created_at": created_at.isoformat(),
-        "kind": Backup.Kind.UPLOADED.value,
-        "payload_format": Backup.Format.JSON.value,
-        "tables": converter.counts(),
-        "migrations": migrations,
-        "postgresql": {"server": server_version, "dump_tool": "json"},
-        "source": source_info,
-    }
+    manifest = manifest_build(
+        clinic=target,
+        kind=Backup.Kind.UPLOADED,
+        payload_format=Backup.Format.JSON,
+        tables=converter.counts(),
+        migrations=schema_migrations(schema),
+        server_version=server_version,
+        dump_tool="json",
+        created_at=created_at,
+        source=source_info,
+    )
     extra = [target.backup_recipient] if target.backup_recipient else []
     level = conf.zstd_level
     name = storage.backup_key(schema=schema, kind=Backup.Kind.UPLOADED, created_at=created_at, ext=ARCHIVE_EXTENSION)

@@ -127,7 +127,7 @@ def test_a_stored_file_changed_since_the_backup_is_refused(scratch_clinic):
 def test_a_catalog_row_pointing_at_another_clinics_file_is_refused(scratch_clinic):
     mine, theirs = make_backup(), make_backup("bienestar")
     Backup.objects.filter(pk=mine.pk).update(storage_name=theirs.storage_name, sha256=theirs.sha256)
-    refused(mine.pk, "holds the data of another clinic (bienestar)")
+    refused(mine.pk, "This backup belongs to another clinic (bienestar)")
 
 
 def forged(scratch_clinic, backup: Backup, change_manifest) -> Backup:
@@ -170,7 +170,8 @@ def test_a_row_count_mismatch_rolls_the_whole_restore_back(scratch_clinic):
 
 def test_an_unknown_payload_format_is_refused(scratch_clinic):
     backup = make_backup()
-    refused(forged(scratch_clinic, backup, lambda m: m.update(payload_format="xml")).pk, "unknown payload format 'xml'")
+    xml = forged(scratch_clinic, backup, lambda m: m.update(payload_format="xml"))
+    refused(xml.pk, 'in a format this installation does not know ("xml")')
 
 
 def test_a_clinic_with_a_job_running_is_refused(scratch_clinic):

@@ -73,6 +73,7 @@ MESSAGES: dict[str, str] = {
     "row_count_mismatch": _("Table %(table)s has %(count)s rows after the restore but the backup says %(expected)s."),
     "restore_rolled_back": _("The restore was rolled back (%(tool)s stopped): %(detail)s."),
     "json_payload": _("The backup's JSON payload cannot be restored: %(detail)s"),
+    "restore_into": _("The backup could not be restored into a schema of its own: %(detail)s"),
     "restore_failed_unchanged": _("%(reason)s The clinic is unchanged."),
     "restore_failed_restored": _("%(reason)s The backup's data WAS restored; its safety backup is the way back."),
     # archives (archive.py's errors, by their code)

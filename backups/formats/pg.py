@@ -3,12 +3,10 @@
 Dump: ``pg_dump_stream`` reads one schema from an exported snapshot as a stream (the
 pipeline compresses with zstd, on the other core: several times faster than pg_dump's zlib).
 
-Restore: ``replace_schema`` turns the payload back into the clinic's schema in ONE
-transaction. ``pg_restore -f -`` writes a plain script and ``pg_script`` runs it through
-psycopg (never psql: no meta-commands). The live schema is renamed aside first; after the
-script, the row counts are checked against the manifest, the caller's ``before_commit``
-runs (the restore records its outcome there, in the same transaction), and the old schema
-is dropped. Any failure rolls all of it back and leaves the live schema as it was.
+Restore: ``run_pg_restore`` feeds the payload to ``pg_restore -f -`` and runs the plain
+script it writes through ``pg_script`` (psycopg, never psql: no meta-commands), on the
+caller's cursor and inside the caller's transaction; ``restore_into`` runs it under a new
+schema name, and ``check_counts`` compares the result with the manifest.
 """
 
 from __future__ import annotations
@@ -18,7 +16,7 @@ import shutil
 import subprocess
 import tempfile
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import IO
 
 import psycopg
@@ -27,7 +25,7 @@ from psycopg import sql
 from backups.conf import conf
 from backups.exceptions import RestoreRefused
 from backups.formats import pg_script
-from backups.postgres import DumpError, PgTools, connect_separately, libpq_environment, spawn
+from backups.postgres import DumpError, PgTools, libpq_environment, spawn
 
 OLD_SCHEMA_SUFFIX = "__before_restore"
 
@@ -66,43 +64,6 @@ def pg_dump_stream(tools: PgTools, *, schema: str, snapshot_id: str) -> Iterator
             stderr.seek(0)
             message = stderr.read().decode("utf-8", "replace").strip()
             raise DumpError(f"pg_dump failed (exit status {code}): {message or 'no message'}")
-
-
-def replace_schema(
-    payload: IO[bytes],
-    *,
-    schema: str,
-    expected_counts: dict[str, int],
-    tools: PgTools,
-    app_name: str,
-    before_commit: Callable[[psycopg.Cursor], None],
-) -> None:
-    """Replace ``schema`` with the payload in ONE transaction, committed only when every check passes.
-
-    ``before_commit(cursor)`` runs inside the transaction after the row counts matched;
-    whatever it raises rolls everything back. Failures of the tools or the database raise
-    ``RestoreRefused`` (code "rolled_back") with their own words.
-    """
-    old = sql.Identifier(schema + OLD_SCHEMA_SUFFIX)
-    with tempfile.TemporaryFile() as restore_err:
-        try:
-            with connect_separately(autocommit=False, application_name=app_name) as conn, conn.cursor() as cursor:
-                cursor.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(_lock_timeout()))
-                cursor.execute("SET client_connection_check_interval = '1s'")
-                cursor.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(old))
-                cursor.execute(sql.SQL("ALTER SCHEMA {} RENAME TO {}").format(sql.Identifier(schema), old))
-                run_pg_restore(cursor, payload, tools, restore_err, app_name=app_name)
-                check_counts(cursor, schema, expected_counts)
-                before_commit(cursor)
-                cursor.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(_lock_timeout()))  # the script reset it
-                cursor.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(old))
-                conn.commit()
-        except (psycopg.Error, pg_script.ScriptError) as exc:
-            raise _rolled_back("the database", restore_err, text=str(exc)) from exc
-
-
-def _lock_timeout() -> sql.Composable:
-    return sql.Literal(f"{conf.restore_lock_timeout_ms}ms")
 
 
 def check_counts(cursor: psycopg.Cursor, schema: str, tables: dict[str, int]) -> None:
@@ -157,7 +118,7 @@ def run_pg_restore(
         if feeder.error is not None:
             raise feeder.error
     if code != 0:
-        raise _rolled_back("pg_restore", stderr)
+        raise rolled_back("pg_restore", stderr)
 
 
 class _Feeder:
@@ -184,7 +145,7 @@ class _Feeder:
         self._thread.join()
 
 
-def _rolled_back(tool: str, stderr_file: IO[bytes], *, text: str = "") -> RestoreRefused:
+def rolled_back(tool: str, stderr_file: IO[bytes], *, text: str = "") -> RestoreRefused:
     stderr_file.seek(0)
     messages = [m for m in (text.strip(), stderr_file.read().decode("utf-8", "replace").strip()[-2000:]) if m]
     return RestoreRefused("rolled_back", "restore_rolled_back", tool=tool, detail=" | ".join(messages) or "-")

@@ -31,7 +31,14 @@ from backups.conf import conf
 from backups.exceptions import RespaldoError, RestoreRefused, as_respaldo_error, failure_reason
 from backups.formats import pg
 from backups.formats.json.payload import load_json_payload
-from backups.formats.pg import OLD_SCHEMA_SUFFIX  # noqa: F401 - part of this module's API (tests, docs)
+from backups.formats.pg import OLD_SCHEMA_SUFFIX
+from backups.formats.pg_script import ScriptError
+from backups.formats.restore_into import (
+    STAGING_SUFFIX,
+    RestoreIntoError,
+    restore_into_pg,
+    swap_schema,
+)
 from backups.keys import archive_identities
 from backups.manifest import manifest_check
 from backups.models import ACTIVE_STATUSES, Backup, JobStatus, Restore
@@ -310,6 +317,12 @@ def _migrate_forward(restore: Restore) -> None:
 
 
 def _restore_json(restore: Restore, schema: str, payload: archive.ArchiveReader, tables: dict[str, int]) -> None:
+    """The clinic's payload tables emptied and loaded with COPY in one transaction that records the outcome.
+
+    In place rather than through ``restore_into_json`` + ``replace_tables``: tables made by the
+    schema editor have the model's column order, not the order the migrations left, and a
+    restored clinic must stay exactly as its migrations describe it.
+    """
     with schema_context(schema), transaction.atomic():
         load_json_payload(payload, expected_counts=tables)
         _check_read_to_the_end(payload, restore.backup)
@@ -319,20 +332,42 @@ def _restore_json(restore: Restore, schema: str, payload: archive.ArchiveReader,
 def _restore_pg(
     restore: Restore, schema: str, payload: archive.ArchiveReader, tables: dict[str, int], tools: PgTools
 ) -> None:
-    """The clinic's schema replaced by the payload; the outcome is written in the same transaction."""
+    """The payload restored as ``<clinic>__restoring`` (the live clinic keeps working), then swapped in.
 
-    def before_commit(cursor: psycopg.Cursor) -> None:
-        _check_read_to_the_end(payload, restore.backup)
-        cursor.execute(
-            sql.SQL("UPDATE public.{} SET outcome = %s WHERE id = %s").format(sql.Identifier(Restore._meta.db_table)),
-            [Restore.Outcome.RESTORED, restore.pk],
-        )
-
-    pg.replace_schema(
-        payload,
-        schema=schema,
-        expected_counts=tables,
-        tools=tools,
-        app_name=f"respaldo-restore-{restore.pk}",
-        before_commit=before_commit,
-    )
+    One transaction: restore into the staging schema (``restore_into``: the schema name
+    rewritten in pg_restore's script, counts checked), the payload's end authenticated, the
+    outcome written, then the live schema renamed aside, the staging one renamed in and the
+    old one dropped. The clinic's tables are locked only for that last swap.
+    """
+    staging = schema + STAGING_SUFFIX
+    app_name = f"respaldo-restore-{restore.pk}"
+    with tempfile.TemporaryFile() as restore_err:
+        try:
+            with (
+                postgres.connect_separately(autocommit=False, application_name=app_name) as conn,
+                conn.cursor() as cursor,
+            ):
+                cursor.execute("SET client_connection_check_interval = '1s'")
+                restore_into_pg(
+                    payload,
+                    source_schema=schema,
+                    schema=staging,
+                    expected_counts=tables,
+                    tools=tools,
+                    cursor=cursor,
+                    lock_timeout_ms=conf.restore_lock_timeout_ms,
+                    stderr=restore_err,
+                    count_check=pg.check_counts,
+                )
+                _check_read_to_the_end(payload, restore.backup)
+                cursor.execute(
+                    sql.SQL("UPDATE public.{} SET outcome = %s WHERE id = %s").format(
+                        sql.Identifier(Restore._meta.db_table)
+                    ),
+                    [Restore.Outcome.RESTORED, restore.pk],
+                )
+                cursor.execute("SELECT set_config('lock_timeout', %s, true)", [f"{conf.restore_lock_timeout_ms}ms"])
+                swap_schema(cursor, live=schema, replacement=staging, old_suffix=OLD_SCHEMA_SUFFIX)
+                conn.commit()
+        except (psycopg.Error, ScriptError, RestoreIntoError) as exc:
+            raise pg.rolled_back("the database", restore_err, text=str(exc)) from exc

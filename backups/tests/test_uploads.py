@@ -37,12 +37,13 @@ from pyrage import x25519
 
 from backups import archive, exceptions, services
 from backups.archive import KeyConfigError
+from backups.formats.json.parser import JsonArray
 from backups.formats.json.payload import load_json_payload, payload_models, read_json_payload, write_json_payload
 from backups.keys import archive_identities
 from backups.messages_upload import UPLOAD_MESSAGES
 from backups.models import Backup, JobStatus
 from backups.postgres import find_pg_tools, libpq_environment
-from backups.services.upload import UploadRefused, _JsonArray, backup_from_upload
+from backups.services.upload import UploadRefused, backup_from_upload
 from backups.storage import StorageError
 from backups.tests.helpers import sha256_of, storage_files, stored_path, table_checksums
 from clinics.models import Clinic
@@ -1218,7 +1219,7 @@ def test_the_json_reader_is_independent_of_where_reads_cut_the_text(step):
         lines.append(text.count("\n") + 1)
         text += json.dumps(record, ensure_ascii=False, indent=record["pk"] % 3 or None) + ",\n"
     text = text[:-2] + "]\n"
-    got = list(_JsonArray(Trickle(text.encode(), step)).elements())
+    got = list(JsonArray(Trickle(text.encode(), step)).elements())
     assert [value for _n, _line, value in got] == json.loads(text[1:], parse_float=Decimal)
     assert [line for _n, line, _v in got] == lines
     assert [n for n, _line, _v in got] == list(range(1, 41))
@@ -1227,9 +1228,9 @@ def test_the_json_reader_is_independent_of_where_reads_cut_the_text(step):
     line = broken[: broken.index('"fields": {,')].count("\n") + 1
     column = broken.index('"fields": {,') + 11 - broken.rfind("\n", 0, broken.index('"fields": {,'))
     with pytest.raises(UploadRefused, match=f"at line {line}, column {column}\\."):
-        list(_JsonArray(Trickle(broken.encode(), step)).elements())
+        list(JsonArray(Trickle(broken.encode(), step)).elements())
     first_big = next(
         n for n, r in enumerate(records, 1) if len(json.dumps(r, ensure_ascii=False, indent=r["pk"] % 3 or None)) > 200
     )
     with pytest.raises(UploadRefused, match=f"Record {first_big} of the file is larger than 200 bytes"):
-        list(_JsonArray(Trickle(text.encode(), step), max_element_chars=200).elements())
+        list(JsonArray(Trickle(text.encode(), step), max_element_chars=200).elements())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import socket
 import tarfile
 import time
 from collections.abc import Callable
@@ -14,8 +15,12 @@ import pytest
 import zstandard
 from django.conf import settings
 from django.db import connection
+from django_tenants.utils import schema_context
 
+from backups import services
+from backups.models import Backup, JobStatus
 from backups.postgres import connect_separately
+from dental.models import Invoice, Patient
 
 
 def storage_files() -> set[str]:
@@ -89,3 +94,65 @@ def wait_for(condition: Callable[[], object], *, timeout: float = 120, what: str
             return value
         time.sleep(0.1)
     pytest.fail(f"Timed out waiting for {what}")
+
+
+# --- a scratch clinic (the ``scratch_clinic`` fixture) and its backups ------------------------
+
+SCHEMA = "restaura"  # the scratch_clinic fixture's schema
+
+
+def make_backup(clinic: str = SCHEMA, payload_format: str = "pg") -> Backup:
+    backup = services.backup_run(
+        backup_id=services.backup_request(clinic=clinic, payload_format=payload_format, enqueue=False).pk
+    )
+    assert backup.status == JobStatus.SUCCEEDED, backup.error
+    return backup
+
+
+def damage_clinic() -> None:
+    """Delete a patient (with what hangs from it) and edit an invoice, as a clumsy user would."""
+    with schema_context(SCHEMA):
+        patient = Patient.objects.order_by("pk").first()
+        Invoice.objects.filter(patient=patient).delete()
+        patient.delete()
+        invoice = Invoice.objects.order_by("pk").first()
+        invoice.total = 1
+        invoice.save()
+    connection.set_schema_to_public()
+
+
+def schemas() -> set[str]:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT nspname FROM pg_namespace")
+        return {row[0] for row in cursor.fetchall()}
+
+
+# --- S3 (moto) --------------------------------------------------------------------------------
+
+BUCKET = "respaldo-test"
+PREFIX = "respaldo"
+
+
+def s3_config(**options) -> dict:
+    return {
+        "BACKEND": "backups.storage_backends.BackupS3Storage",
+        "OPTIONS": {
+            "bucket_name": BUCKET,
+            "region_name": "us-east-1",
+            "location": PREFIX,
+            "access_key": "testing",
+            "secret_key": "testing",
+            **options,
+        },
+    }
+
+
+def use_backups_storage(settings, config: dict) -> None:
+    # Assign a new dict: that fires setting_changed, which resets `storages`' cache.
+    settings.STORAGES = {**settings.STORAGES, "backups": config}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

@@ -31,8 +31,7 @@ from backups.formats.json.payload import JSON_NULL, payload_models, read_json_pa
 from backups.keys import archive_identities
 from backups.models import Backup, JobStatus
 from backups.postgres import find_pg_tools
-from backups.tests.helpers import sha256_of, stored_path, table_checksums
-from backups.tests.test_restore import damage_clinic
+from backups.tests.helpers import damage_clinic, sha256_of, stored_path, table_checksums
 from conftest import database_url
 from dental.models import Patient
 

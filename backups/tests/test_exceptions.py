@@ -10,8 +10,7 @@ from backups import services
 from backups.exceptions import ClinicBusy, RespaldoError, render
 from backups.models import Backup, JobStatus, Restore
 from backups.services import restore as restores
-from backups.tests.helpers import stored_path
-from backups.tests.test_restore import SCHEMA, make_backup
+from backups.tests.helpers import SCHEMA, make_backup, stored_path
 
 
 def in_language(language: str, show) -> str:

@@ -6,38 +6,24 @@ import json
 import pytest
 from django.core.management import CommandError, call_command
 from django.db import connection
-from django_tenants.utils import schema_context
 
 from backups import archive, jobs, services, storage
 from backups.exceptions import ClinicBusy, RespaldoError
 from backups.keys import archive_identities
 from backups.models import Backup, JobStatus, Restore
 from backups.services import restore as restores
-from backups.tests.helpers import other_connection, sha256_of, storage_files, stored_path, table_checksums
+from backups.tests.helpers import (
+    SCHEMA,
+    damage_clinic,
+    make_backup,
+    other_connection,
+    schemas,
+    sha256_of,
+    storage_files,
+    stored_path,
+    table_checksums,
+)
 from conftest import host_client
-from dental.models import Invoice, Patient
-
-SCHEMA = "restaura"
-
-
-def make_backup(clinic: str = SCHEMA, payload_format: str = "pg") -> Backup:
-    backup = services.backup_run(
-        backup_id=services.backup_request(clinic=clinic, payload_format=payload_format, enqueue=False).pk
-    )
-    assert backup.status == JobStatus.SUCCEEDED, backup.error
-    return backup
-
-
-def damage_clinic() -> None:
-    """Delete a patient (with what hangs from it) and edit an invoice, as a clumsy user would."""
-    with schema_context(SCHEMA):
-        patient = Patient.objects.order_by("pk").first()
-        Invoice.objects.filter(patient=patient).delete()
-        patient.delete()
-        invoice = Invoice.objects.order_by("pk").first()
-        invoice.total = 1
-        invoice.save()
-    connection.set_schema_to_public()
 
 
 def dental_checksums(schema: str = SCHEMA) -> dict[str, str]:
@@ -65,12 +51,6 @@ def test_restore_brings_back_deleted_and_edited_records(scratch_clinic, payload_
         assert dental_checksums() == {t: s for t, s in original.items() if t.startswith("dental_")}
     assert table_checksums("bienestar") == other_clinic
     assert SCHEMA + restores.OLD_SCHEMA_SUFFIX not in {r for r in schemas()}
-
-
-def schemas() -> set[str]:
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT nspname FROM pg_namespace")
-        return {row[0] for row in cursor.fetchall()}
 
 
 def test_the_safety_backup_undoes_a_restore(scratch_clinic):

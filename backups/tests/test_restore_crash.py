@@ -12,8 +12,16 @@ from django.db import connection
 from backups import jobs, services, tasks
 from backups.models import Backup, JobStatus, Restore
 from backups.services import restore as restores
-from backups.tests.helpers import other_connection, someone_waits_on_a_lock, table_checksums, wait_for
-from backups.tests.test_restore import SCHEMA, damage_clinic, make_backup, schemas
+from backups.tests.helpers import (
+    SCHEMA,
+    damage_clinic,
+    make_backup,
+    other_connection,
+    schemas,
+    someone_waits_on_a_lock,
+    table_checksums,
+    wait_for,
+)
 from conftest import host_client
 
 

@@ -19,8 +19,16 @@ from backups.formats import pg_script
 from backups.keys import archive_identities
 from backups.models import Backup, JobStatus, Restore
 from backups.services import restore as restores
-from backups.tests.helpers import other_connection, someone_waits_on_a_lock, stored_path, table_checksums, wait_for
-from backups.tests.test_restore import SCHEMA, damage_clinic, make_backup
+from backups.tests.helpers import (
+    SCHEMA,
+    damage_clinic,
+    make_backup,
+    other_connection,
+    someone_waits_on_a_lock,
+    stored_path,
+    table_checksums,
+    wait_for,
+)
 from dental.models import Patient
 
 FILLER = "A" * 200  # a patient note whose bytes the forger overwrites in the payload

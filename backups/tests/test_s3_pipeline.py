@@ -5,9 +5,7 @@ import boto3
 
 from backups.models import Backup, JobStatus, Restore
 from backups.storage import stored_sha256
-from backups.tests.helpers import table_checksums
-from backups.tests.test_restore import SCHEMA, damage_clinic
-from backups.tests.test_storage import s3_config, use_backups_storage
+from backups.tests.helpers import SCHEMA, damage_clinic, s3_config, table_checksums, use_backups_storage
 from conftest import manage
 
 BUCKET = "respaldo-e2e"

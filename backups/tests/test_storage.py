@@ -10,10 +10,8 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import socket
 import stat
 import subprocess
-import sys
 import threading
 import time
 import tracemalloc
@@ -43,10 +41,9 @@ from backups.storage import (
     stored_sha256,
 )
 from backups.storage_backends import BackupS3Storage
+from backups.tests.helpers import BUCKET, PREFIX, free_port, s3_config, use_backups_storage
 
 MiB = 1024 * 1024
-BUCKET = "respaldo-test"
-PREFIX = "respaldo"
 CREATED = datetime(2025, 3, 4, 5, 6, 7, 890123, tzinfo=UTC)
 BLOCK = os.urandom(MiB)
 
@@ -132,25 +129,6 @@ def local_config(location: Path) -> dict:
             "directory_permissions_mode": 0o700,
         },
     }
-
-
-def s3_config(**options) -> dict:
-    return {
-        "BACKEND": "backups.storage_backends.BackupS3Storage",
-        "OPTIONS": {
-            "bucket_name": BUCKET,
-            "region_name": "us-east-1",
-            "location": PREFIX,
-            "access_key": "testing",
-            "secret_key": "testing",
-            **options,
-        },
-    }
-
-
-def use_backups_storage(settings, config: dict) -> None:
-    # Assign a new dict: that fires setting_changed, which resets `storages`' cache.
-    settings.STORAGES = {**settings.STORAGES, "backups": config}
 
 
 KEY = backup_key(schema="clinica", kind="full", created_at=CREATED)
@@ -488,41 +466,6 @@ class RssSampler:
 
 
 # --- S3 over real HTTP (moto server) ------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def moto_server():
-    port = free_port()
-    exe = Path(sys.executable).with_name("moto_server")
-    command = [str(exe)] if exe.exists() else [sys.executable, "-m", "moto.server"]
-    proc = subprocess.Popen(
-        [*command, "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    endpoint = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                    break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("moto_server did not start") from None
-                time.sleep(0.1)
-        yield endpoint
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def http_bucket(settings, endpoint: str, **options):

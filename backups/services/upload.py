@@ -33,19 +33,18 @@ import tempfile
 from datetime import datetime
 from typing import BinaryIO
 
-from django.db import connection
+from django.db import connection, transaction
 from django.utils import timezone
 
-from backups import archive, postgres, storage
+from backups import archive, jobs, postgres, storage
 from backups.conf import conf
 from backups.exceptions import RespaldoError, UploadRefused
 from backups.formats.json.fixture import FixtureConverter
 from backups.formats.json.parser import COPY_BYTES, human_size, not_recognized
-from backups.jobs import worker_name
 from backups.keys import archive_identities
 from backups.manifest import manifest_build, manifest_check, manifest_summary, schema_migrations
-from backups.models import Backup, JobStatus
-from backups.services.backup import ARCHIVE_EXTENSION, clinic_get
+from backups.models import Backup
+from backups.services.backup import ARCHIVE_EXTENSION, check_not_busy, clinic_get
 from clinics.models import Clinic
 
 __all__ = ["UploadRefused", "backup_from_upload"]
@@ -288,23 +287,34 @@ def _create_backup(
     requested_by: str,
     started_at: datetime,
 ) -> Backup:
+    """The catalog row of an accepted file, through the job states like any backup.
+
+    Refused (ClinicBusy) while the clinic has a backup or restore waiting or running, as a
+    backup would be; the stored file is removed then.
+    """
     try:
-        return Backup.objects.create(
-            clinic=target,
-            kind=Backup.Kind.UPLOADED,
-            payload_format=payload_format,
-            status=JobStatus.SUCCEEDED,
-            requested_by=requested_by[:254],
-            requested_at=started_at,
+        with transaction.atomic():
+            Clinic.objects.select_for_update().get(pk=target.pk)
+            check_not_busy(target)
+            backup = Backup.objects.create(
+                clinic=target,
+                kind=Backup.Kind.UPLOADED,
+                payload_format=payload_format,
+                requested_by=requested_by[:254],
+                requested_at=started_at,
+            )
+        jobs.claim(Backup, backup.pk, phase="storing")
+        jobs.succeed(
+            Backup,
+            backup.pk,
             started_at=started_at,
-            succeeded_at=timezone.now(),
             storage_name=stored.name,
             size=stored.size,
             sha256=stored.sha256,
             manifest=manifest_summary(manifest),
             progress_bytes=stored.size,
-            worker=worker_name(),
         )
+        return Backup.objects.get(pk=backup.pk)
     except BaseException:
         with contextlib.suppress(Exception):
             storage.delete_stored(stored.name)

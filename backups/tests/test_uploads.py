@@ -82,6 +82,18 @@ def refused(content: bytes | object, folder: Path, *, clinic: str = "clinica") -
     return caught.value
 
 
+def test_an_upload_to_a_busy_clinic_is_refused_and_keeps_nothing(upload_tmp):
+    """An uploaded file becomes a backup through the job states, so a busy clinic refuses it like a backup."""
+    data, _original = real_backup("clinica")
+    waiting = services.backup_request(clinic="clinica", enqueue=False)
+    before = state("clinica")
+    with pytest.raises(exceptions.ClinicBusy) as busy:
+        backup_from_upload(clinic="clinica", source=io.BytesIO(data), filename="copia.respaldo")
+    assert busy.value.code == "clinic_busy" and f"backup #{waiting.pk}" in str(busy.value)
+    assert state("clinica") == before
+    assert list(upload_tmp.iterdir()) == [] and not temp_files_open(upload_tmp)
+
+
 def temp_files_open(folder: Path) -> list[tuple[str, int]]:
     """(path, mode) of the files this process has open inside ``folder`` (unnamed ones included)."""
     found = []

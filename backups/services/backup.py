@@ -9,19 +9,16 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
-import threading
 import time
-from collections.abc import Iterator
 from datetime import timedelta
 from typing import IO
 
-from django.db import connection, transaction
+from django.db import transaction
 from django.utils import timezone
-from django_tenants.utils import get_public_schema_name, schema_context
+from django_tenants.utils import get_public_schema_name
 from psycopg import sql
 
-from backups import archive, jobs, postgres, storage
+from backups import archive, formats, jobs, postgres, storage
 from backups.conf import conf
 from backups.exceptions import (
     BackupRefused,
@@ -31,12 +28,9 @@ from backups.exceptions import (
     as_respaldo_error,
     failure_reason,
 )
-from backups.formats import pg
-from backups.formats.json.payload import payload_models, write_json_payload
 from backups.keys import archive_identities
 from backups.manifest import manifest_build, manifest_summary
 from backups.models import ACTIVE_STATUSES, Backup, JobStatus, Restore
-from backups.postgres import find_pg_tools
 from clinics.models import Clinic
 
 logger = logging.getLogger(__name__)
@@ -244,37 +238,6 @@ class _ProgressWriter:
             self._conn.close()
 
 
-@contextlib.contextmanager
-def _json_stream(schema: str, snapshot_id: str, counts_out: dict) -> Iterator[IO[bytes]]:
-    """Yield a readable fed by a thread writing the JSON payload from the snapshot."""
-    read_fd, write_fd = os.pipe()
-    reader = os.fdopen(read_fd, "rb")
-    failure: list[BaseException] = []
-
-    def produce() -> None:
-        try:
-            with os.fdopen(write_fd, "wb") as out, schema_context(schema), transaction.atomic():
-                with connection.cursor() as cursor:
-                    cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-                    cursor.execute("SET TRANSACTION SNAPSHOT %s", [snapshot_id])
-                counts_out.update(write_json_payload(out))
-        except BaseException as exc:  # handed to the reading side
-            failure.append(exc)
-        finally:
-            connection.close()
-
-    thread = threading.Thread(target=produce, name="json-payload", daemon=True)
-    thread.start()
-    try:
-        yield reader
-    finally:
-        reader.close()
-        thread.join()
-    if failure:
-        reason = as_respaldo_error(failure[0]) or failure[0]
-        raise postgres.DumpError(f"The JSON export failed: {reason}") from failure[0]
-
-
 def _execute(backup: Backup) -> None:
     clinic = backup.clinic
     schema = clinic.schema_name
@@ -282,18 +245,12 @@ def _execute(backup: Backup) -> None:
         raise BackupRefused("schema_missing", schema=schema)
     identities = archive_identities()
     extra = [clinic.backup_recipient] if clinic.backup_recipient else []
-    tools = find_pg_tools() if backup.payload_format == Backup.Format.PG else None
+    dumper = formats.dumper_for(backup.payload_format)
     storage.check_storage()
     name = storage.backup_key(schema=schema, kind=backup.kind, created_at=timezone.now(), ext=ARCHIVE_EXTENSION)
-    level = conf.zstd_level
     _set_phase(backup.pk, "snapshot")
     with postgres.schema_snapshot(schema) as snap:
-        if backup.payload_format == Backup.Format.PG:
-            tables, tool_version = snap.table_counts, tools.version
-        else:
-            payload_tables = {model._meta.db_table for model in payload_models()}
-            tables = {t: n for t, n in snap.table_counts.items() if t in payload_tables}
-            tool_version = "json"
+        tables = dumper.tables(snap)
         manifest = manifest_build(
             clinic=clinic,
             backup_id=backup.pk,
@@ -302,26 +259,20 @@ def _execute(backup: Backup) -> None:
             tables=tables,
             migrations=snap.migrations,
             server_version=snap.server_version,
-            dump_tool=tool_version,
+            dump_tool=dumper.dump_tool,
         )
-        json_counts: dict[str, int] = {}
 
         def produce(out: IO[bytes]) -> archive.ArchiveSummary:
             progress = _ProgressWriter(out, backup.pk)
             try:
-                if tools is not None:
-                    with pg.pg_dump_stream(tools, schema=schema, snapshot_id=snap.snapshot_id) as payload:
-                        return archive.write_archive(
-                            payload,
-                            progress,
-                            manifest=manifest,
-                            identities=identities,
-                            extra_recipients=extra,
-                            level=level,
-                        )
-                with _json_stream(schema, snap.snapshot_id, json_counts) as payload:
+                with dumper.stream(schema, snap) as payload:
                     return archive.write_archive(
-                        payload, progress, manifest=manifest, identities=identities, extra_recipients=extra, level=level
+                        payload,
+                        progress,
+                        manifest=manifest,
+                        identities=identities,
+                        extra_recipients=extra,
+                        level=conf.zstd_level,
                     )
             finally:
                 progress.close()
@@ -330,9 +281,15 @@ def _execute(backup: Backup) -> None:
         # the dead worker left behind (a partial file, an unfinished multipart upload).
         Backup.objects.filter(pk=backup.pk).update(progress_phase="dumping", storage_name=name)
         stored, summary = storage.store_stream(name, produce)
-    if tools is None and json_counts != tables:
+    try:
+        dumper.check(tables)
+    except RespaldoError:
         storage.delete_stored(stored.name)
-        raise BackupRefused("json_export_mismatch", wrote=json_counts, expected=tables)
+        raise
+    _record_success(backup, stored, summary)
+
+
+def _record_success(backup: Backup, stored: storage.StoredObject, summary: archive.ArchiveSummary) -> None:
     done = jobs.succeed(
         Backup,
         backup.pk,

@@ -259,7 +259,7 @@ def _execute(restore: Restore) -> None:
     with verified_copy(backup, clinic) as (manifest, verified):
         needs_migrate = check_migrations(manifest.get("migrations") or {})
         tools = _tools_for(manifest)
-        if tools is not None and not postgres.schema_exists(clinic.schema_name):
+        if not postgres.schema_exists(clinic.schema_name):
             raise RestoreRefused("schema_missing", schema=clinic.schema_name)
         _take_safety_backup(restore)
 
@@ -269,10 +269,8 @@ def _execute(restore: Restore) -> None:
         ) as payload:
             if payload.manifest != manifest:  # cannot happen to a private copy; checked all the same
                 raise RestoreRefused("archive_changed", "archive_changed_during_restore", backup=backup.pk)
-            if tools is not None:
-                _restore_pg(restore, clinic.schema_name, payload, manifest["tables"], tools)
-            else:
-                _restore_json(restore, clinic.schema_name, payload, manifest["tables"])
+            restore_payload = _RESTORERS[manifest["payload_format"]]
+            restore_payload(restore, clinic.schema_name, payload, manifest["tables"], tools)
 
     if needs_migrate:
         _update(restore.pk, progress_phase="migrating")
@@ -316,7 +314,9 @@ def _migrate_forward(restore: Restore) -> None:
     _update(restore.pk, migrated=True)
 
 
-def _restore_json(restore: Restore, schema: str, payload: archive.ArchiveReader, tables: dict[str, int]) -> None:
+def _restore_json(
+    restore: Restore, schema: str, payload: archive.ArchiveReader, tables: dict[str, int], tools: None = None
+) -> None:
     """The clinic's payload tables emptied and loaded with COPY in one transaction that records the outcome.
 
     In place rather than through ``restore_into_json`` + ``replace_tables``: tables made by the
@@ -371,3 +371,7 @@ def _restore_pg(
                 conn.commit()
         except (psycopg.Error, ScriptError, RestoreIntoError) as exc:
             raise pg.rolled_back("the database", restore_err, text=str(exc)) from exc
+
+
+# The payload format decides how a verified payload replaces the clinic's data.
+_RESTORERS = {Backup.Format.PG: _restore_pg, Backup.Format.JSON: _restore_json}

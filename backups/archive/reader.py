@@ -1,0 +1,423 @@
+"""Reading an archive: age → zstd → tar members, checked member by member and authenticated at the end
+(see ``backups.archive``)."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import hmac
+import io
+import os
+import tarfile
+import threading
+from collections.abc import Sequence
+from typing import Any, BinaryIO
+
+import pyrage
+import zstandard
+
+from backups.archive.common import (
+    _AGE_MAGICS,
+    _BLOCK,
+    _COPY,
+    _MAX_TAIL,
+    _PIPE_SIZE,
+    _RECORD,
+    ARCHIVE_VERSION,
+    AUTH_ALG,
+    AUTH_NAME,
+    MANIFEST_NAME,
+    MAX_AUTH_BYTES,
+    MAX_MANIFEST_BYTES,
+    MAX_WINDOW_SIZE,
+    ArchiveAuthError,
+    ArchiveCorrupt,
+    ArchiveError,
+    ArchiveNotRecognized,
+    ArchiveSummary,
+    ArchiveTooLarge,
+    ArchiveWrongKey,
+    _Cancelled,
+    _chunk_name,
+    _Key,
+    _load_keys,
+    _mac_frame,
+    _padding,
+    _strict_json,
+)
+
+# --------------------------------------------------------------------------- reading
+
+
+class _Tap:
+    """Wraps the archive stream for ``decrypt_io``: counts, hashes, keeps the first bytes and errors."""
+
+    def __init__(self, stream: BinaryIO) -> None:
+        self._stream = stream
+        self.error: BaseException | None = None
+        self.bytes = 0
+        self.sha256 = hashlib.sha256()
+        self.head = b""
+        self._pending = b""
+
+    def read(self, size: int = -1) -> bytes:
+        try:
+            if size is None or size < 0:
+                size = _COPY
+            if self._pending:
+                data, self._pending = self._pending[:size], self._pending[size:]
+                return data
+            data = self._stream.read(size)
+            if data is None:
+                raise TypeError("the archive stream returned None (non-blocking streams are not supported)")
+            data = bytes(data)
+        except BaseException as exc:
+            self.error = exc
+            raise
+        self.bytes += len(data)
+        self.sha256.update(data)
+        if len(self.head) < 64:
+            self.head += data[: 64 - len(self.head)]
+        if len(data) > size:  # a misbehaving stream; pyrage would fail on it
+            data, self._pending = data[:size], data[size:]
+        return data
+
+
+class _DecryptWorker:
+    """Runs ``pyrage.decrypt_io(stream -> pipe)`` in a thread; the reader reads the pipe's other end.
+
+    Holds no reference to the ``ArchiveReader`` so that an abandoned reader can be collected
+    (its ``close()`` then stops this thread).
+    """
+
+    def __init__(self, stream: BinaryIO, identities: list[Any]) -> None:
+        self.tap = _Tap(stream)
+        self.error: BaseException | None = None
+        self._cancelled = False
+        read_fd, self._write_fd = os.pipe()
+        with contextlib.suppress(AttributeError, OSError):
+            fcntl.fcntl(self._write_fd, fcntl.F_SETPIPE_SZ, _PIPE_SIZE)
+        self.pipe = open(read_fd, "rb", buffering=0)  # noqa: SIM115 -- closed in shutdown()
+        self._thread = threading.Thread(
+            target=self._run, args=(identities,), name="respaldo-archive-decrypt", daemon=True
+        )
+        self._thread.start()
+
+    def _run(self, identities: list[Any]) -> None:
+        try:
+            pyrage.decrypt_io(self.tap, self, identities)
+        except BaseException as exc:
+            self.error = exc
+        finally:
+            os.close(self._write_fd)
+
+    # The writer side, called by pyrage from the thread.
+    def write(self, data: bytes) -> int:
+        if self._cancelled:
+            raise _Cancelled()
+        return os.write(self._write_fd, data)
+
+    def flush(self) -> None:
+        return None
+
+    def finish(self) -> None:
+        """Wait for the thread (it has closed the pipe: the reader saw EOF)."""
+        self._thread.join()
+
+    def shutdown(self) -> None:
+        """Stop the thread and close the pipe; safe to call more than once."""
+        if self._thread.is_alive():
+            self._cancelled = True
+            # Drain until the thread closes its end: it is blocked in at most one write.
+            with contextlib.suppress(OSError, ValueError):
+                while self.pipe.read(_COPY):
+                    pass
+            self._thread.join()
+        self.pipe.close()
+
+    def failure(self) -> BaseException | None:
+        """The thread's error as an ``ArchiveError`` (or the stream's own error), if any."""
+        if self.tap.error is not None:
+            return self.tap.error
+        error = self.error
+        if error is None or isinstance(error, _Cancelled):
+            return None
+        text = str(error)
+        if isinstance(error, pyrage.DecryptError):
+            head = self.tap.head.lstrip()
+            if not head or not (head.startswith(_AGE_MAGICS) or any(m.startswith(head) for m in _AGE_MAGICS)):
+                return ArchiveNotRecognized()
+            if "No matching keys" in text:
+                return ArchiveWrongKey()
+            return ArchiveCorrupt(f"encryption header: {text}")
+        if isinstance(error, OSError):
+            return ArchiveCorrupt(f"encrypted data: {text}")
+        return error
+
+
+class ArchiveReader(io.RawIOBase):
+    """A read-only file object over an archive's payload. Use ``open_archive`` to create one.
+
+    ``manifest`` is available at once but is NOT authenticated until ``read`` has returned
+    ``b""`` (which it only does after the MAC, sizes and hashes have been checked; otherwise it
+    raises). ``summary`` is set at that point. Closing (or leaving the ``with`` block) stops the
+    background thread and closes the pipe, also after an error or before the end.
+    The input stream is read from that background thread until the reader is closed.
+    """
+
+    manifest: dict
+    summary: ArchiveSummary | None
+
+    def __init__(self, stream: BinaryIO, keys: list[_Key], max_payload_bytes: int | None) -> None:
+        super().__init__()
+        self.summary = None
+        self.manifest = {}
+        self._keys = {key.key_id: key for key in keys}
+        self._macs = {key_id: hmac.new(key.auth_key, digestmod=hashlib.sha256) for key_id, key in self._keys.items()}
+        self._max = max_payload_bytes
+        self._sha = hashlib.sha256()
+        self._payload_bytes = 0
+        self._offset = 0  # position in the tar stream
+        self._remaining = 0  # bytes left in the current payload member
+        self._padding = 0
+        self._next_chunk = 1
+        self._eof = False
+        self._failed: BaseException | None = None
+        self._worker: _DecryptWorker | None = None
+        self._zstd: Any = None
+        try:
+            self._worker = _DecryptWorker(stream, [key.identity for key in keys])
+            self._zstd = zstandard.ZstdDecompressor(max_window_size=MAX_WINDOW_SIZE).stream_reader(
+                self._worker.pipe, read_size=128 << 10, read_across_frames=True, closefd=False
+            )
+            self._guarded(self._read_manifest)
+        except BaseException:
+            self.close()
+            raise
+
+    # -- io.RawIOBase
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int | None = -1) -> bytes:
+        self._checkClosed()
+        if size is None or size < 0:
+            return self.readall()
+        buffer = bytearray(min(size, _COPY))
+        count = self.readinto(buffer)
+        return bytes(memoryview(buffer)[:count])
+
+    def readall(self) -> bytes:
+        parts = []
+        while part := self.read(_COPY):
+            parts.append(part)
+        return b"".join(parts)
+
+    def readinto(self, buffer: Any) -> int:
+        self._checkClosed()
+        view = memoryview(buffer).cast("B")
+        if not view:
+            return 0
+        return self._guarded(self._readinto, view)
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        try:
+            if self._zstd is not None:
+                with contextlib.suppress(Exception):
+                    self._zstd.close()
+            if self._worker is not None:
+                self._worker.shutdown()
+        finally:
+            super().close()
+
+    # -- internals
+
+    def _guarded(self, func: Any, *args: Any) -> Any:
+        if self._failed is not None:
+            raise self._failed
+        try:
+            return func(*args)
+        except ArchiveError as exc:
+            error: BaseException = exc
+        except zstandard.ZstdError as exc:
+            error = ArchiveCorrupt(f"compressed data: {exc}")
+        except BaseException as exc:
+            error = exc
+        # The decrypting thread's own error, if it has one, is the real cause.
+        if self._worker is not None:
+            self._worker.shutdown()
+            error = self._worker.failure() or error
+        self._failed = error
+        raise error
+
+    def _read_exact(self, size: int) -> bytes:
+        parts = []
+        wanted = size
+        while wanted:
+            data = self._zstd.read(min(wanted, _COPY))
+            if not data:
+                raise ArchiveCorrupt("the archive ends too early")
+            parts.append(data)
+            wanted -= len(data)
+        self._offset += size
+        return b"".join(parts)
+
+    def _read_header(self) -> tarfile.TarInfo:
+        block = self._read_exact(_BLOCK)
+        try:
+            info = tarfile.TarInfo.frombuf(block, "utf-8", "strict")
+        except tarfile.EOFHeaderError:
+            raise ArchiveCorrupt("the archive ends before its authentication record") from None
+        except (tarfile.HeaderError, ValueError) as exc:
+            raise ArchiveCorrupt(f"damaged tar header: {exc}") from None
+        if info.type not in (tarfile.REGTYPE, tarfile.AREGTYPE):
+            raise ArchiveCorrupt(f"unexpected tar entry {info.name[:80]!r} of type {info.type!r}")
+        if info.size < 0:
+            raise ArchiveCorrupt("negative member size")
+        return info
+
+    def _mac_update(self, data: Any) -> None:
+        for mac in self._macs.values():
+            mac.update(data)
+
+    def _read_small_member(self, info: tarfile.TarInfo, limit: int) -> bytes:
+        if info.size > limit:
+            raise ArchiveCorrupt(f"{info.name} is larger than {limit} bytes")
+        data = self._read_exact(info.size)
+        self._read_exact(_padding(info.size))
+        return data
+
+    def _read_manifest(self) -> None:
+        info = self._read_header()
+        if info.name != MANIFEST_NAME:
+            raise ArchiveCorrupt(f"the first member is {info.name[:80]!r}, expected {MANIFEST_NAME!r}")
+        data = self._read_small_member(info, MAX_MANIFEST_BYTES)
+        self._mac_update(_mac_frame(MANIFEST_NAME, len(data)))
+        self._mac_update(data)
+        manifest = _strict_json(data, MANIFEST_NAME)
+        if not isinstance(manifest, dict):
+            raise ArchiveCorrupt(f"{MANIFEST_NAME} is not a JSON object")
+        version = manifest.get("archive_version")
+        if version != ARCHIVE_VERSION or isinstance(version, bool):
+            raise ArchiveCorrupt(
+                f"archive version {version!r} is not supported (this version of Respaldo reads {ARCHIVE_VERSION})"
+            )
+        self.manifest = manifest
+
+    def _readinto(self, view: memoryview) -> int:
+        while not self._eof:
+            if self._remaining:
+                count = self._zstd.readinto(view[: min(len(view), self._remaining)])
+                if not count:
+                    raise ArchiveCorrupt("the archive ends too early")
+                data = view[:count]
+                self._sha.update(data)
+                self._mac_update(data)
+                self._remaining -= count
+                self._offset += count
+                return count
+            if self._padding:
+                self._read_exact(self._padding)
+                self._padding = 0
+            self._next_member()
+        return 0
+
+    def _next_member(self) -> None:
+        info = self._read_header()
+        expected = _chunk_name(self._next_chunk)
+        if info.name == expected:
+            if info.size == 0:
+                raise ArchiveCorrupt(f"{info.name} is empty")
+            if self._max is not None and self._payload_bytes + info.size > self._max:
+                raise ArchiveTooLarge(f"limit {self._max} bytes")
+            self._next_chunk += 1
+            self._payload_bytes += info.size
+            self._remaining = info.size
+            self._padding = _padding(info.size)
+            self._mac_update(_mac_frame(info.name, info.size))
+            return
+        if info.name != AUTH_NAME:
+            raise ArchiveCorrupt(f"unexpected member {info.name[:80]!r} where {expected!r} or {AUTH_NAME!r} belongs")
+        auth = _strict_json(self._read_small_member(info, MAX_AUTH_BYTES), AUTH_NAME)
+        self._read_tail()
+        self._check_auth(auth)
+        self._eof = True
+
+    def _read_tail(self) -> None:
+        """After auth.json: only zero blocks to a whole record, then the end of every layer."""
+        tail = 0
+        while data := self._zstd.read(_COPY):
+            if data.count(0) != len(data):
+                raise ArchiveCorrupt(f"data after {AUTH_NAME}")
+            tail += len(data)
+            if tail > _MAX_TAIL:
+                raise ArchiveCorrupt(f"too much data after {AUTH_NAME}")
+        if tail < 2 * _BLOCK or (self._offset + tail) % _RECORD:
+            raise ArchiveCorrupt("the tar stream does not end properly")
+        assert self._worker is not None
+        if self._worker.pipe.read(1):
+            raise ArchiveCorrupt("data after the compressed stream")
+        self._worker.finish()
+        failure = self._worker.failure()
+        if failure is not None:
+            raise failure
+
+    def _check_auth(self, auth: Any) -> None:
+        fields = {"alg", "key_id", "payload_bytes", "payload_sha256", "mac"}
+        if not isinstance(auth, dict) or set(auth) != fields:
+            raise ArchiveAuthError("the authentication record is malformed")
+        if auth["alg"] != AUTH_ALG:
+            raise ArchiveAuthError(f"unsupported algorithm {str(auth['alg'])[:40]!r}")
+        key_id = auth["key_id"]
+        if not isinstance(key_id, str) or key_id not in self._keys:
+            raise ArchiveAuthError(f"made with a key this deployment does not have (key id {str(key_id)[:40]!r})")
+        mac = auth["mac"]
+        if not isinstance(mac, str) or not hmac.compare_digest(mac.encode(), self._macs[key_id].hexdigest().encode()):
+            raise ArchiveAuthError("the authentication code does not match the contents")
+        payload_sha256 = self._sha.hexdigest()
+        if auth["payload_bytes"] != self._payload_bytes or isinstance(auth["payload_bytes"], bool):
+            raise ArchiveAuthError("payload size does not match the authentication record")
+        if auth["payload_sha256"] != payload_sha256:
+            raise ArchiveAuthError("payload checksum does not match the authentication record")
+        assert self._worker is not None
+        self.summary = ArchiveSummary(
+            payload_bytes=self._payload_bytes,
+            payload_sha256=payload_sha256,
+            key_id=key_id,
+            manifest=self.manifest,
+            archive_bytes=self._worker.tap.bytes,
+            archive_sha256=self._worker.tap.sha256.hexdigest(),
+        )
+
+
+def open_archive(stream: BinaryIO, *, identities: Sequence[str], max_payload_bytes: int | None = None) -> ArchiveReader:
+    """Open an archive for streaming its payload; the manifest is read (not yet trusted) at once.
+
+    Raises ``KeyConfigError`` before touching ``stream`` if the keys are unusable, and
+    ``ArchiveNotRecognized`` / ``ArchiveWrongKey`` / ``ArchiveCorrupt`` if the start of the
+    file is already wrong. ``stream`` (anything with ``.read(n)``) is consumed from a
+    background thread until the reader is closed; do not use it meanwhile. Errors raised by
+    ``stream.read`` itself propagate unchanged.
+    """
+    keys = _load_keys(identities)
+    if max_payload_bytes is not None and (
+        isinstance(max_payload_bytes, bool) or not isinstance(max_payload_bytes, int) or max_payload_bytes < 0
+    ):
+        raise ValueError("max_payload_bytes must be None or a non-negative integer")
+    return ArchiveReader(stream, keys, max_payload_bytes)
+
+
+def verify_archive(
+    stream: BinaryIO, *, identities: Sequence[str], max_payload_bytes: int | None = None
+) -> ArchiveSummary:
+    """Read a whole archive, discarding the payload; return its summary or raise ``ArchiveError``."""
+    with open_archive(stream, identities=identities, max_payload_bytes=max_payload_bytes) as reader:
+        buffer = bytearray(_COPY)
+        while reader.readinto(buffer):
+            pass
+        assert reader.summary is not None
+        return reader.summary

@@ -90,7 +90,8 @@ import psycopg
 from django.db import connection
 from django.db.models import Model
 
-from backups.formats.json.payload import load_json_payload, payload_models
+from backups.formats.json.load import load_json_payload
+from backups.formats.json.payload import payload_models
 from backups.formats.pg import run_pg_restore
 from backups.formats.pg_rewrite import (  # noqa: F401 - RestoreIntoError, rewrite_schema: part of this API
     DEFAULT_LOCK_TIMEOUT_MS,

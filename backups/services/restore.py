@@ -30,7 +30,7 @@ from backups import archive, jobs, postgres, storage
 from backups.conf import conf
 from backups.exceptions import RespaldoError, RestoreRefused, as_respaldo_error, failure_reason
 from backups.formats import pg
-from backups.formats.json.payload import load_json_payload
+from backups.formats.json.load import load_json_payload
 from backups.formats.pg import OLD_SCHEMA_SUFFIX
 from backups.formats.pg_script import ScriptError
 from backups.formats.restore_into import (

@@ -23,10 +23,10 @@ from django.db.models import JSONField, Value
 from django.utils.dateparse import parse_duration
 from django_tenants.utils import schema_context
 
+from backups.formats.json.load import load_json_payload
 from backups.formats.json.payload import (
     JSON_NULL,
     JsonPayloadError,
-    load_json_payload,
     payload_models,
     read_json_payload,
     write_json_payload,

@@ -37,8 +37,9 @@ from pyrage import x25519
 
 from backups import archive, exceptions, services
 from backups.archive import KeyConfigError
+from backups.formats.json.load import load_json_payload
 from backups.formats.json.parser import JsonArray
-from backups.formats.json.payload import load_json_payload, payload_models, read_json_payload, write_json_payload
+from backups.formats.json.payload import payload_models, read_json_payload, write_json_payload
 from backups.keys import archive_identities
 from backups.messages_upload import UPLOAD_MESSAGES
 from backups.models import Backup, JobStatus

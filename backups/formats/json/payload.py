@@ -37,27 +37,20 @@ the stream line by line and loads each table with PostgreSQL ``COPY``, in one tr
 from __future__ import annotations
 
 import base64
-import binascii
 import functools
-import itertools
 import json
 import math
-import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime, time
 from decimal import Decimal
 from json.encoder import encode_basestring
 from typing import Any, BinaryIO
 
-import psycopg
 from django.apps import AppConfig, apps
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
-from django.db import DatabaseError, connection, models, transaction
+from django.db import connection, models
 from django.db.models import Model
-from django.utils import timezone
-from django.utils.dateparse import parse_duration
 from django.utils.duration import duration_string
 from django.utils.translation import gettext as _
 
@@ -66,7 +59,6 @@ from backups.conf import conf
 __all__ = [
     "JSON_NULL",
     "JsonPayloadError",
-    "load_json_payload",
     "payload_models",
     "read_json_payload",
     "write_json_payload",
@@ -235,6 +227,38 @@ def _qn(name: str) -> str:
 def _current_schema(cursor) -> str:
     cursor.execute("SELECT current_schema()")
     return cursor.fetchone()[0]
+
+
+class _BadValue(ValueError):
+    """A value of the wrong type or form for its column."""
+
+
+class _HasDecimal(Exception):
+    pass
+
+
+def _refuse_decimal(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        raise _HasDecimal
+    raise _BadValue(f"{type(value).__name__} is not JSON")
+
+
+_ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, default=_refuse_decimal)
+
+
+def json_text(value: Any) -> str:
+    """JSON text for a JSON field's value; Decimals (parsed JSON numbers) keep all their digits."""
+    try:
+        return _ENCODER.encode(value)
+    except _HasDecimal:
+        pass
+    if isinstance(value, Decimal):
+        if not value.is_finite():
+            raise _BadValue("NaN and infinities are not JSON")
+        return str(value)
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{encode_basestring(k)}: {json_text(v)}" for k, v in value.items()) + "}"
+    return "[" + ", ".join(json_text(v) for v in value) + "]"
 
 
 # --- Writing ---------------------------------------------------------------------------
@@ -465,295 +489,3 @@ def read_json_payload(stream: BinaryIO, *, max_line_bytes: int = 64 << 20) -> It
         raise JsonPayloadError(_("The backup's data is empty."))
     if state != "end":
         raise _truncated()
-
-
-# --- Restoring -------------------------------------------------------------------------
-
-
-class _BadValue(ValueError):
-    """A value of the wrong type or form for its column."""
-
-
-class _HasDecimal(Exception):
-    pass
-
-
-def _refuse_decimal(value: Any) -> Any:
-    if isinstance(value, Decimal):
-        raise _HasDecimal
-    raise _BadValue(f"{type(value).__name__} is not JSON")
-
-
-_ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, default=_refuse_decimal)
-
-
-def json_text(value: Any) -> str:
-    """JSON text for a JSON field's value; Decimals (parsed JSON numbers) keep all their digits."""
-    try:
-        return _ENCODER.encode(value)
-    except _HasDecimal:
-        pass
-    if isinstance(value, Decimal):
-        if not value.is_finite():
-            raise _BadValue("NaN and infinities are not JSON")
-        return str(value)
-    if isinstance(value, dict):
-        return "{" + ", ".join(f"{encode_basestring(k)}: {json_text(v)}" for k, v in value.items()) + "}"
-    return "[" + ", ".join(json_text(v) for v in value) + "]"
-
-
-def _text(value: Any) -> str:
-    if value.__class__ is not str:
-        raise _BadValue("expected text")
-    return value
-
-
-def _integer(value: Any) -> int | str:
-    if value.__class__ is not int and value.__class__ is not str:
-        raise _BadValue("expected a whole number")
-    return value  # PostgreSQL checks the digits and the range
-
-
-def _boolean(value: Any) -> bool:
-    if value.__class__ is not bool:
-        raise _BadValue("expected true or false")
-    return value
-
-
-def _decimal(value: Any) -> str | int | Decimal:
-    if value.__class__ not in (str, int, Decimal):
-        raise _BadValue("expected a decimal number")
-    return value  # PostgreSQL checks the digits
-
-
-def _time(value: Any) -> time:
-    result = time.fromisoformat(_text(value))
-    if result.tzinfo is not None:
-        raise _BadValue("a time of day cannot carry a time zone")
-    return result
-
-
-def _binary(value: Any) -> bytes:
-    try:
-        return base64.b64decode(_text(value), validate=True)
-    except binascii.Error as exc:
-        raise _BadValue("not base64") from exc
-
-
-def _json(value: Any) -> str:
-    return "null" if value is JSON_NULL else json_text(value)
-
-
-def _float(value: Any) -> float:
-    if value.__class__ is str and value not in ("NaN", "Infinity", "-Infinity"):
-        raise _BadValue("not a number")
-    if value.__class__ not in (str, int, Decimal):
-        raise _BadValue("expected a number")
-    return float(value)
-
-
-# Django's duration_string: PostgreSQL reads it as days plus a time, exactly as the text
-# psycopg writes for the same timedelta (unless IntervalStyle is sql_standard).
-_CANONICAL_DURATION = re.compile(r"(?:-?\d{1,9} )?(?:[01]\d|2[0-3]):[0-5]\d:[0-5]\d(?:\.\d{6})?")
-
-
-def _converters() -> dict[str, Callable[[Any], Any]]:
-    """Per column kind, a function checking a payload value and giving what COPY receives.
-
-    COPY receives either a Python object, adapted by psycopg exactly as for Django's own
-    queries, or text that PostgreSQL parses and checks itself (numbers, UUIDs, addresses).
-    """
-    use_tz = settings.USE_TZ
-    default_tz = timezone.get_default_timezone()
-    fast_durations = connection.connection.info.parameter_status("IntervalStyle") != "sql_standard"
-
-    def to_datetime(value: Any) -> datetime:
-        result = datetime.fromisoformat(_text(value))
-        if use_tz and result.tzinfo is None:
-            return timezone.make_aware(result, default_tz)  # as loaddata does
-        if not use_tz and result.tzinfo is not None:
-            return timezone.make_naive(result, default_tz)
-        return result
-
-    def to_duration(value: Any) -> Any:
-        if fast_durations and _CANONICAL_DURATION.fullmatch(_text(value)):
-            return value
-        result = parse_duration(_text(value))
-        if result is None:
-            raise _BadValue("not a duration")
-        return result
-
-    return {
-        "int": _integer,
-        "bool": _boolean,
-        "text": _text,
-        "decimal": _decimal,
-        "uuid": _text,
-        "inet": _text,
-        "date": lambda v: date.fromisoformat(_text(v)),
-        "time": _time,
-        "datetime": to_datetime,
-        "duration": to_duration,
-        "binary": _binary,
-        "json": _json,
-        "float": _float,
-    }
-
-
-class _TableLoader:
-    """Checks the records of one table and turns them into COPY rows."""
-
-    def __init__(self, table: PayloadTable, schema: str, converters: dict[str, Callable[[Any], Any]]) -> None:
-        self.table = table
-        self.copy_sql = (
-            f"COPY {_qn(schema)}.{_qn(table.db_table)} ({', '.join(_qn(c.column) for c in table.columns)}) FROM STDIN"
-        )
-        self.pk = table.columns[0]
-        self.pk_converter = converters[self.pk.kind]
-        self.converters = [(c.name, converters[c.kind]) for c in table.fields]
-        self.names = {c.name for c in table.fields}
-
-    def row(self, pk: Any, fields: dict) -> list[Any]:
-        if pk is None:
-            raise self._error(pk, None, _("a record without a primary key cannot be restored"))
-        if fields.keys() != self.names:
-            return self._row_with_defaults(pk, fields)
-        name = self.pk.name
-        try:
-            row = [self.pk_converter(pk)]
-            for name, converter in self.converters:  # noqa: B007 (after an error, name is the culprit)
-                value = fields[name]
-                row.append(None if value is None else converter(value))
-        except (ValueError, TypeError, OverflowError) as exc:
-            raise self._error(pk, name, exc) from exc
-        return row
-
-    def _row_with_defaults(self, pk: Any, fields: dict) -> list[Any]:
-        """A record with fields missing: they get their model default, as with loaddata."""
-        if unknown := fields.keys() - self.names:
-            raise self._error(pk, None, _("unknown fields: %(fields)s") % {"fields": ", ".join(sorted(unknown))})
-        present = dict(fields)
-        defaults = {}
-        for column in self.table.fields:
-            if column.name not in fields:
-                present[column.name] = None
-                default = column.field.get_default()
-                if default is None and not column.field.null:
-                    raise self._error(pk, column.name, _("the field is missing"))
-                defaults[column.name] = column.field.get_db_prep_save(default, connection)
-        row = self.row(pk, present)
-        for position, column in enumerate(self.table.fields, start=1):
-            if column.name in defaults:
-                row[position] = defaults[column.name]
-        return row
-
-    def _error(self, pk: Any, name: str | None, reason: Any) -> JsonPayloadError:
-        where = f"{self.table.label} pk={pk!r}" + (f", field “{name}”" if name else "")
-        return JsonPayloadError(
-            _("The backup has an invalid record (%(where)s): %(reason)s.") % {"where": where, "reason": reason}
-        )
-
-
-def _refused_model(label: str, app_labels: set[str]) -> JsonPayloadError:
-    try:
-        apps.get_model(label)
-    except (LookupError, ValueError):
-        return JsonPayloadError(_("The backup holds records of an unknown model “%(model)s”.") % {"model": label})
-    return JsonPayloadError(
-        _("The backup holds records of “%(model)s”: a json restore replaces only the clinic's records (%(apps)s).")
-        % {"model": label, "apps": ", ".join(sorted(app_labels))}
-    )
-
-
-def _database_refusal(exc: BaseException) -> JsonPayloadError:
-    """A readable message from a PostgreSQL error (a constraint violated, a value refused...)."""
-    cause = exc if isinstance(exc, psycopg.Error) else exc.__cause__
-    diag = getattr(cause, "diag", None)
-    reason = getattr(diag, "message_primary", None) or str(exc).split("\n", 1)[0]
-    if detail := getattr(diag, "message_detail", None):
-        reason += f" ({detail})"
-    if context := getattr(diag, "context", None):
-        reason += f" [{context.splitlines()[0]}]"
-    return JsonPayloadError(_("The database refused the backup's data: %(reason)s.") % {"reason": reason})
-
-
-def load_json_payload(
-    stream: BinaryIO,
-    *,
-    expected_counts: dict[str, int] | None = None,
-    models: Sequence[type[Model]] | None = None,
-) -> dict[str, int]:
-    """Replace the current schema's rows of ``models`` (default :func:`payload_models`) with a payload.
-
-    One transaction (a savepoint inside the caller's): the payload tables are emptied
-    (TRUNCATE of those tables only), every record is checked and loaded with COPY, foreign
-    keys are checked, the tables' sequences are set to their largest id, and the row counts
-    are compared with ``expected_counts`` ({db_table: rows}) if given. Any problem raises
-    :class:`JsonPayloadError` and changes nothing. Returns {db_table: rows loaded}.
-    """
-    from django_tenants.utils import get_public_schema_name
-
-    chosen = payload_models() if models is None else list(models)
-    tables = [payload_table(model) for model in chosen]
-    counts = {table.db_table: 0 for table in tables}
-    try:
-        with transaction.atomic(), connection.cursor() as cursor:
-            schema = _current_schema(cursor)
-            if schema in (None, get_public_schema_name()):
-                raise JsonPayloadError(_("A json backup is restored into a clinic's schema, never the public one."))
-            converters = _converters()
-            loaders = {table.label: _TableLoader(table, schema, converters) for table in tables}
-            # Checks still deferred in this transaction would make TRUNCATE fail: run them now.
-            cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
-            if tables:
-                cursor.execute("TRUNCATE " + ", ".join(f"{_qn(schema)}.{_qn(t.db_table)}" for t in tables))
-            cursor.execute("SET CONSTRAINTS ALL DEFERRED")  # rows may come in any order
-            for label, records in itertools.groupby(read_json_payload(stream), key=lambda record: record[0]):
-                loader = loaders.get(label) or loaders.get(label.lower())
-                if loader is None:
-                    raise _refused_model(label, {model._meta.app_label for model in chosen})
-                loaded = 0
-                with cursor.copy(loader.copy_sql) as copy:
-                    for _label, pk, fields in records:
-                        copy.write_row(loader.row(pk, fields))
-                        loaded += 1
-                counts[loader.table.db_table] += loaded
-            cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")  # foreign keys are checked here
-            for table in tables:
-                _reset_sequences(cursor, schema, table)
-            if expected_counts is not None:
-                _check_counts(counts, expected_counts)
-    except (psycopg.Error, DatabaseError) as exc:
-        raise _nothing_restored(_database_refusal(exc)) from exc
-    except JsonPayloadError as exc:
-        raise _nothing_restored(exc) from exc
-    return counts
-
-
-def _nothing_restored(reason: JsonPayloadError) -> JsonPayloadError:
-    text = str(reason)
-    return JsonPayloadError(
-        _("%(reason)s Nothing was restored.") % {"reason": text if text.endswith(".") else text + "."}
-    )
-
-
-def _reset_sequences(cursor, schema: str, table: PayloadTable) -> None:
-    qualified = f"{_qn(schema)}.{_qn(table.db_table)}"
-    for column in table.columns:
-        if column.field.get_internal_type() in _AUTO_TYPES:
-            name = _qn(column.column)
-            last = f"COALESCE(MAX({name}), 1), MAX({name}) IS NOT NULL"
-            query = f"SELECT setval(pg_get_serial_sequence(%s, %s), {last}) FROM {qualified}"  # noqa: S608
-            cursor.execute(query, [qualified, column.column])
-
-
-def _check_counts(counts: dict[str, int], expected: dict[str, int]) -> None:
-    wrong = [
-        f"{name}: {counts.get(name, 0)} instead of {expected.get(name, 0)}"
-        for name in sorted(counts.keys() | expected.keys())
-        if counts.get(name, 0) != expected.get(name, 0)
-    ]
-    if wrong:
-        raise JsonPayloadError(
-            _("The restored row counts differ from the backup's manifest (%(tables)s).") % {"tables": "; ".join(wrong)}
-        )

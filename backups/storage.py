@@ -237,20 +237,24 @@ def store_stream(name: str, produce: Callable[[BinaryIO], T]) -> tuple[StoredObj
         raise _storage_error(storage_exc, storage=storage, action="upload", name=final_name) from storage_exc
 
     assert saved_name is not None
+    _keep_if_complete(storage, saved_name, reader, state)
+    stored = StoredObject(name=saved_name, size=reader.bytes_read, sha256=reader.hexdigest())
+    return stored, state.result  # type: ignore[return-value]
+
+
+def _keep_if_complete(storage: Storage, saved_name: str, reader: HashingPipeReader, state: ProducerState) -> None:
+    """Keep a saved object only if the producer finished and the storage read it all; then make it durable."""
     if state.error is not None or not reader.eof:
         # The storage returned without reading to the end: never keep such an object.
         _discard(storage, saved_name, None)
         if state.error is not None:
             raise state.error
         raise StorageError(f"backup storage stopped reading before the end of {saved_name!r}; nothing was kept.")
-
     try:
         _make_durable(storage, saved_name)
     except OSError as exc:
         _discard(storage, saved_name, exc)
         raise _storage_error(exc, storage=storage, action="upload", name=saved_name) from exc
-    stored = StoredObject(name=saved_name, size=reader.bytes_read, sha256=reader.hexdigest())
-    return stored, state.result  # type: ignore[return-value]
 
 
 def _save_local(storage: FileSystemStorage, name: str, source: BinaryIO) -> str:

@@ -7,7 +7,7 @@ import hmac
 import json
 import time
 from collections.abc import Iterator, Sequence
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import pyrage
 import zstandard
@@ -210,6 +210,20 @@ def _manifest_bytes(manifest: dict) -> bytes:
     return data
 
 
+def _recipients(key: _Key, extra_recipients: Sequence[str]) -> list[Any]:
+    """The deployment's public key, then each escrow key once."""
+    if isinstance(extra_recipients, str | bytes):
+        raise TypeError("extra_recipients must be a list of public keys, not a single string")
+    recipients = [key.identity.to_public()]
+    seen = {key.public}
+    for n, value in enumerate(extra_recipients, 1):
+        recipient = _parse_recipient(value, n)
+        if str(recipient) not in seen:
+            seen.add(str(recipient))
+            recipients.append(recipient)
+    return recipients
+
+
 def write_archive(
     payload: BinaryIO,
     out: BinaryIO,
@@ -231,15 +245,7 @@ def write_archive(
     manifest/level/chunk_size.
     """
     keys = _load_keys(identities)
-    if isinstance(extra_recipients, str | bytes):
-        raise TypeError("extra_recipients must be a list of public keys, not a single string")
-    recipients = [keys[0].identity.to_public()]
-    seen = {keys[0].public}
-    for n, value in enumerate(extra_recipients, 1):
-        recipient = _parse_recipient(value, n)
-        if str(recipient) not in seen:
-            seen.add(str(recipient))
-            recipients.append(recipient)
+    recipients = _recipients(keys[0], extra_recipients)
     if isinstance(level, bool) or not isinstance(level, int) or not MIN_LEVEL <= level <= MAX_LEVEL:
         raise ValueError(f"level must be an integer from {MIN_LEVEL} to {MAX_LEVEL}")
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or not 1 <= chunk_size <= MAX_CHUNK_SIZE:

@@ -153,36 +153,36 @@ def _storage_error(exc: BaseException, *, storage: Storage, action: str, name: s
         return StorageError(f"backup storage unreachable: {where}: {exc}")
     if isinstance(exc, OSError):
         return StorageError(f"backup storage {action} failed: {exc.strerror or exc} ({exc.filename or where}).")
-    try:
-        from botocore import exceptions as boto
-    except ImportError:  # pragma: no cover - boto3 is a dependency
-        boto = None
-    if boto is not None:
-        if isinstance(exc, boto.ConnectionError | boto.ReadTimeoutError | boto.ConnectionClosedError):
-            return StorageError(f"backup storage unreachable: {where}: {exc}")
-        if isinstance(exc, boto.NoCredentialsError | boto.PartialCredentialsError):
-            return StorageError(f"backup storage credentials are missing or incomplete ({where}).")
-        if isinstance(exc, boto.ClientError):
-            error = exc.response.get("Error", {})
-            code = str(error.get("Code") or "")
-            message = error.get("Message") or ""
-            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-            bucket = getattr(storage, "bucket_name", "?")
-            if code == "NoSuchBucket" or (action == "check" and status == 404):
-                return StorageError(f"S3 bucket {bucket!r} does not exist ({where}).")
-            if code in {"NoSuchKey", "404", "NotFound"} and action in {"download", "delete"}:
-                return StoredObjectNotFound(f"backup file{what} not found in {where}.")
-            if code in _FULL_CODES or "storage cap" in message.lower():
-                return StorageError(f"backup storage is full: S3 refused the {action}: {code} {message}".rstrip())
-            if action == "check" and status == 403:
-                return StorageError(
-                    f"S3 refused access to bucket {bucket!r}: 403 Forbidden (check the keys and policy)."
-                )
-            detail = f"{code} {message}".strip() or f"HTTP {status}"
-            return StorageError(f"S3 refused the {action}: {detail} ({where}).")
-        if isinstance(exc, boto.BotoCoreError):
-            return StorageError(f"backup storage {action} failed: {exc} ({where}).")
+    from botocore import exceptions as boto
+
+    if isinstance(exc, boto.ConnectionError | boto.ReadTimeoutError | boto.ConnectionClosedError):
+        return StorageError(f"backup storage unreachable: {where}: {exc}")
+    if isinstance(exc, boto.NoCredentialsError | boto.PartialCredentialsError):
+        return StorageError(f"backup storage credentials are missing or incomplete ({where}).")
+    if isinstance(exc, boto.ClientError):
+        return _s3_refusal(exc, storage=storage, action=action, where=where, what=what)
+    if isinstance(exc, boto.BotoCoreError):
+        return StorageError(f"backup storage {action} failed: {exc} ({where}).")
     return StorageError(f"backup storage {action} failed: {type(exc).__name__}: {exc} ({where}).")
+
+
+def _s3_refusal(exc: Any, *, storage: Storage, action: str, where: str, what: str) -> StorageError:
+    """What S3 (or an S3-compatible store) answered with an error status, for an operator."""
+    error = exc.response.get("Error", {})
+    code = str(error.get("Code") or "")
+    message = error.get("Message") or ""
+    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    bucket = getattr(storage, "bucket_name", "?")
+    if code == "NoSuchBucket" or (action == "check" and status == 404):
+        return StorageError(f"S3 bucket {bucket!r} does not exist ({where}).")
+    if code in {"NoSuchKey", "404", "NotFound"} and action in {"download", "delete"}:
+        return StoredObjectNotFound(f"backup file{what} not found in {where}.")
+    if code in _FULL_CODES or "storage cap" in message.lower():
+        return StorageError(f"backup storage is full: S3 refused the {action}: {code} {message}".rstrip())
+    if action == "check" and status == 403:
+        return StorageError(f"S3 refused access to bucket {bucket!r}: 403 Forbidden (check the keys and policy).")
+    detail = f"{code} {message}".strip() or f"HTTP {status}"
+    return StorageError(f"S3 refused the {action}: {detail} ({where}).")
 
 
 # --- storing --------------------------------------------------------------------------

@@ -7,360 +7,26 @@ and digits are refused with a reason naming the record and the field.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import contextlib
 import io
 import json
-import posixpath
-import re
 import tempfile
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, time, timedelta
-from decimal import Decimal, localcontext
 from json.encoder import encode_basestring
 from typing import Any, BinaryIO
 
-from django.conf import settings
-from django.core.exceptions import ValidationError
-from django.db import connection, models
-from django.utils import timezone, translation
-from django.utils.functional import Promise
+from django.db import models
 
 from backups.conf import conf
-from backups.exceptions import UploadRefused, render
+from backups.exceptions import UploadRefused
 from backups.formats.json.parser import (
     COPY_BYTES,
-    MAX_NUMBER_DIGITS,
     JsonArray,
     in_english,
     message_param,
 )
-from backups.formats.json.payload import JSON_NULLS_KEY, json_text, payload_line_maker, payload_models, payload_table
-from backups.messages_upload import UPLOAD_MESSAGES
-
-# --- Checking values -------------------------------------------------------------------
-
-
-class _BadValue(ValueError):
-    """A value that does not fit its field; ``reason`` (a message) completes "field “x”: ..."."""
-
-    def __init__(self, message_id: str, /, **params: Any) -> None:
-        self.reason = message_param(message_id, **params)
-        super().__init__(message_id)
-
-    @classmethod
-    def of(cls, reason: dict[str, Any]) -> _BadValue:
-        error = cls(reason["message_id"])
-        error.reason = reason
-        return error
-
-    def __str__(self) -> str:
-        return render(self.reason["message_id"], self.reason.get("params"))
-
-
-def _text(text: str) -> _BadValue:
-    """A reason in English only (Python's own message)."""
-    return _BadValue("upload.text", text=text.strip())
-
-
-def _json_type(value: Any) -> dict[str, Any]:
-    if value is None:
-        kind = "null"
-    elif isinstance(value, bool):
-        kind = "true_false"
-    elif isinstance(value, str):
-        kind = "text"
-    elif isinstance(value, list):
-        kind = "list"
-    elif isinstance(value, dict):
-        kind = "object"
-    elif isinstance(value, Decimal):
-        kind = "decimal_number"
-    else:
-        kind = "number"
-    return message_param(f"upload.kind.{kind}")
-
-
-def _expect(value: Any, types: tuple[type, ...], what: str) -> None:
-    """``what``: an ``upload.kind.*`` message id's last part."""
-    if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
-        expected = message_param(f"upload.kind.{what}")
-        raise _BadValue("upload.invalid_value.expected", what=expected, type=_json_type(value))
-
-
-def _expect_digits(value: Any) -> None:
-    """Numbers given as text: refuse more digits than can be read (before Django tries)."""
-    if isinstance(value, str) and len(value.strip().lstrip("+-")) > MAX_NUMBER_DIGITS:
-        raise _BadValue("upload.invalid_value.too_many_digits", start=value.strip()[:20], limit=MAX_NUMBER_DIGITS)
-
-
-# Django's messages (model fields' to_python() and validators), by their English text.
-_DJANGO_MESSAGES = {
-    text: message_id for message_id, text in UPLOAD_MESSAGES.items() if message_id.startswith("upload.django.")
-}
-
-
-def _validation_reason(exc: ValidationError) -> dict[str, Any]:
-    """Django's ValidationError as a message: Django's own text and parameters when it is one we list."""
-    if not hasattr(exc, "error_list"):  # a dictionary of errors: not raised by to_python() or validators
-        with translation.override(None):
-            return message_param("upload.text", text=" ".join(exc.messages))
-    reasons = [_django_message(error) for error in exc.error_list]
-    reason = reasons[0]
-    for other in reasons[1:]:
-        reason = message_param("upload.texts", first=reason, second=other)
-    return reason
-
-
-def _django_message(error: ValidationError) -> dict[str, Any]:
-    with translation.override(None):  # Django's English texts are the msgids
-        message_id = _DJANGO_MESSAGES.get(str(error.message))
-        if message_id is None:
-            return message_param("upload.text", text=" ".join(error.messages))
-        params = {}
-        for key, value in (error.params or {}).items():
-            if isinstance(value, Promise) and str(value) in _DJANGO_MESSAGES:
-                params[key] = message_param(_DJANGO_MESSAGES[str(value)])
-            elif value is None or isinstance(value, bool | int | float):
-                params[key] = value
-            else:
-                params[key] = str(value)[:100]
-    return message_param(message_id, **params)
-
-
-def _to_python(model_field: models.Field, value: Any) -> Any:
-    try:
-        return model_field.to_python(value)
-    except ValidationError as exc:
-        raise _BadValue.of(_validation_reason(exc)) from None
-    except (ValueError, TypeError, OverflowError, ArithmeticError) as exc:
-        raise _text(str(exc) or type(exc).__name__) from None
-
-
-_JSON_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
-
-
-def _normalizer(model_field: models.Field, kind: str) -> Callable[[Any], Any]:
-    """A function checking one non-null value of ``model_field`` and giving it as the database
-    would give it to the json payload writer (see ``json_payload._ENCODERS``).
-
-    Values come from JSON, or are the field's default (a Python value) for a missing field.
-    A field with ``choices`` takes only those; a file field only names of the clinic's files.
-    """
-    normalize = _value_normalizer(model_field, kind)
-    if isinstance(model_field, models.FileField):
-        return _file_name_normalizer(model_field, normalize)
-    if model_field.choices and not model_field.is_relation:
-        return _choice_normalizer(model_field, normalize)
-    return normalize
-
-
-def _choice_normalizer(model_field: models.Field, normalize: Callable[[Any], Any]) -> Callable[[Any], Any]:
-    allowed = {}
-    for value, _label in model_field.flatchoices:
-        with contextlib.suppress(_BadValue):
-            allowed[normalize(value)] = value
-
-    def choice(value: Any) -> Any:
-        result = normalize(value)
-        if result not in allowed and not (model_field.blank and result in model_field.empty_values):
-            raise _BadValue(
-                "upload.invalid_value.choices",
-                value=str(value)[:100],
-                choices=", ".join(str(v) for v in allowed.values())[:300],
-            )
-        return result
-
-    return choice
-
-
-def _file_name_normalizer(model_field: models.FileField, normalize: Callable[[Any], str]) -> Callable[[Any], str]:
-    """File names are relative to the clinic's own media folder (MEDIA_ROOT/<schema>/, added by
-    django-tenants' storage): a name must stay inside it, under the folder ``upload_to`` names."""
-    upload_to = model_field.upload_to if isinstance(model_field.upload_to, str) else ""
-    folders = []
-    for part in upload_to.split("/")[:-1]:  # the fixed folders before any strftime "%Y"...
-        if "%" in part or not part:
-            break
-        folders.append(part + "/")
-    folder = "".join(folders)
-
-    def file_name(value: Any) -> str:
-        name = normalize(value)
-        if not name:
-            return name  # no file
-        if (
-            "\\" in name
-            or name.startswith("/")
-            or posixpath.normpath(name) != name
-            or ".." in name.split("/")
-            or not name.startswith(folder)
-        ):
-            if folder:
-                raise _BadValue("upload.invalid_value.file_name.folder", value=name[:100], folder=folder)
-            raise _BadValue("upload.invalid_value.file_name.media", value=name[:100])
-        return name
-
-    return file_name
-
-
-def _value_normalizer(model_field: models.Field, kind: str) -> Callable[[Any], Any]:
-    target = model_field
-    while target.is_relation:
-        target = target.target_field
-
-    if kind == "int":
-        low, high = connection.ops.integer_field_ranges.get(target.get_internal_type(), (None, None))
-
-        def integer(value: Any) -> int:
-            _expect(value, (int, str), "whole_number")
-            _expect_digits(value)
-            result = _to_python(model_field, value)
-            if low is not None and not low <= result <= high:
-                raise _BadValue("upload.invalid_value.out_of_range", value=result, low=low, high=high)
-            return result
-
-        return integer
-    if kind == "text":
-        max_length = getattr(target, "max_length", None)
-
-        def text(value: Any) -> str:
-            _expect(value, (str, int, Decimal), "text")
-            result = _to_python(model_field, value)
-            result = result if isinstance(result, str) else str(result)
-            if "\x00" in result:
-                raise _BadValue("upload.invalid_value.nul")
-            if max_length is not None and len(result) > max_length:
-                raise _BadValue("upload.invalid_value.too_long", length=len(result), max_length=max_length)
-            return result
-
-        return text
-    if kind == "bool":
-
-        def boolean(value: Any) -> bool:
-            _expect(value, (bool, int, str), "true_or_false")
-            return _to_python(model_field, value)
-
-        return boolean
-    if kind == "decimal":
-        return _decimal_normalizer(model_field, target)
-    if kind == "uuid":
-
-        def uuid_text(value: Any) -> str:
-            _expect(value, (str, int, uuid.UUID), "uuid")
-            return str(_to_python(model_field, value))
-
-        return uuid_text
-    if kind == "inet":
-
-        def address(value: Any) -> str:
-            _expect(value, (str,), "ip_address")
-            result = _to_python(model_field, value)
-            try:
-                target.run_validators(result)
-            except ValidationError as exc:
-                raise _BadValue.of(_validation_reason(exc)) from None
-            return result
-
-        return address
-    if kind == "date":
-
-        def day(value: Any) -> date:
-            _expect(value, (str, date), "date")
-            return _to_python(model_field, value)
-
-        return day
-    if kind == "time":
-
-        def time_of_day(value: Any) -> time:
-            _expect(value, (str, time), "time")
-            return _to_python(model_field, value).replace(tzinfo=None)
-
-        return time_of_day
-    if kind == "datetime":
-        use_tz = settings.USE_TZ
-        default_tz = timezone.get_default_timezone()
-
-        def moment(value: Any) -> datetime:
-            _expect(value, (str, date), "date_time")
-            result = _to_python(model_field, value)
-            try:
-                if use_tz:
-                    if timezone.is_naive(result):
-                        result = timezone.make_aware(result, default_tz)  # as loaddata does
-                    return result.astimezone(UTC)
-                return timezone.make_naive(result, default_tz) if timezone.is_aware(result) else result
-            except (ValueError, OverflowError) as exc:
-                raise _text(str(exc) or type(exc).__name__) from None
-
-        return moment
-    if kind == "duration":
-
-        def duration(value: Any) -> timedelta:
-            _expect(value, (str, timedelta), "duration")
-            return _to_python(model_field, value)
-
-        return duration
-    if kind == "binary":
-
-        def binary(value: Any) -> bytes:
-            if isinstance(value, bytes | bytearray | memoryview):
-                return bytes(value)
-            _expect(value, (str,), "base64")
-            try:
-                return base64.b64decode(value, validate=True)
-            except (binascii.Error, ValueError):
-                raise _BadValue("upload.invalid_value.base64") from None
-
-        return binary
-    if kind == "json":
-
-        def json_value(value: Any) -> str:
-            try:
-                result = json_text(value)
-            except (ValueError, TypeError, RecursionError):
-                raise _BadValue("upload.invalid_value.json_not_storable") from None
-            if _JSON_NUL.search(result):
-                raise _BadValue("upload.invalid_value.json_nul")
-            return result
-
-        return json_value
-    if kind == "float":
-
-        def number(value: Any) -> float:
-            _expect(value, (int, float, Decimal, str), "number")
-            _expect_digits(value)
-            return _to_python(model_field, value)
-
-        return number
-    raise ValueError(f"unknown column kind {kind!r}")  # json_payload refuses such fields first
-
-
-def _decimal_normalizer(model_field: models.Field, target: models.Field) -> Callable[[Any], str]:
-    max_digits, places = target.max_digits, target.decimal_places
-
-    def decimal_text(value: Any) -> str:
-        _expect(value, (str, int, Decimal), "decimal_number")
-        _expect_digits(value)
-        result = _to_python(model_field, value)
-        if not result.is_finite():
-            raise _BadValue("upload.invalid_value.not_a_number")
-        if max_digits is None or places is None:
-            return str(result)
-        if not result.is_zero() and result.adjusted() + 1 > max_digits - places:
-            raise _BadValue("upload.invalid_value.too_large", value=result, digits=max_digits - places)
-        with localcontext() as context:
-            context.prec = max_digits + 2
-            exact = result.quantize(Decimal(1).scaleb(-places))
-        if exact != result:
-            raise _BadValue("upload.invalid_value.decimal_places", value=result, places=places)
-        return str(exact.copy_abs() if exact.is_zero() else exact)
-
-    return decimal_text
-
+from backups.formats.json.payload import JSON_NULLS_KEY, payload_line_maker, payload_models, payload_table
+from backups.formats.json.values import BadValue, json_type, normalizer
 
 # --- Converting a fixture into the canonical payload ------------------------------------
 
@@ -454,7 +120,7 @@ class FixtureConverter:
                     name=column.name,
                     kind=column.kind,
                     field=column.field,
-                    normalize=_normalizer(column.field, column.kind),
+                    normalize=normalizer(column.field, column.kind),
                     reference=labels.get(column.field.related_model) if column.field.is_relation else None,
                 )
                 for index, column in enumerate(table.columns)
@@ -504,7 +170,8 @@ class FixtureConverter:
     ) -> UploadRefused:
         return UploadRefused(code, "upload.record", number=number, line=line, problem=problem)
 
-    def _add(self, number: int, line: int, record: Any) -> None:
+    def _target_of(self, number: int, line: int, record: Any) -> _Target:
+        """The table a record belongs to, once its shape is a Django fixture record's."""
         if not isinstance(record, dict) or not isinstance(record.get("model"), str):
             raise self._refuse_record(number, line, message_param("upload.record.not_a_record"))
         label = record["model"]
@@ -519,9 +186,12 @@ class FixtureConverter:
             raise self._refuse_record(
                 number, line, message_param("upload.record.no_pk", hint=_NATURAL_KEYS_HINT), code="natural_keys"
             )
-        fields = record.get("fields")
-        if not isinstance(fields, dict):
+        if not isinstance(record.get("fields"), dict):
             raise self._refuse_record(number, line, message_param("upload.record.no_fields"))
+        return target
+
+    def _add(self, number: int, line: int, record: Any) -> None:
+        target = self._target_of(number, line, record)
         where = f"{target.label} id {json.dumps(record['pk'], default=str)[:60]}"
 
         def bad(name: str, reason: dict[str, Any], code: str = "invalid_value") -> UploadRefused:
@@ -540,9 +210,29 @@ class FixtureConverter:
         row: list[Any] = [None] * target.width
         try:
             pk = row[0] = target.pk.normalize(record["pk"])
-        except _BadValue as exc:
+        except BadValue as exc:
             raise bad("pk", exc.reason) from None
 
+        nested = self._fill_row(row, target, record, bad)
+
+        if target.generated:
+            raise self._links_twice(target)
+        target.explicit = True
+        if pk in target.pks:
+            raise self._refuse_record(
+                number, line, message_param("upload.record.duplicate", where=where), code="duplicate_record"
+            )
+        self._write(target, row)
+        for slot in target.fields:
+            if slot.reference is not None and row[slot.index] is not None:
+                self._references.setdefault((target.label, slot.name, slot.reference), set()).add(row[slot.index])
+        for link, value in nested:
+            self._add_links(link, pk, value, bad)
+        self._records += 1
+
+    def _fill_row(self, row: list[Any], target: _Target, record: dict, bad: Callable) -> list[tuple[_Nested, Any]]:
+        """Every field's value checked into ``row`` (defaults for the missing); returns the many-to-many lists."""
+        fields = record["fields"]
         json_nulls = self._json_nulls(record, target, fields, bad)
         filled = [False] * target.width
         nested: list[tuple[_Nested, Any]] = []
@@ -560,29 +250,15 @@ class FixtureConverter:
                 raise bad(name, _NATURAL_KEYS_HINT, "natural_keys")
             try:
                 row[slot.index] = self._value(slot, value, name in json_nulls)
-            except _BadValue as exc:
+            except BadValue as exc:
                 raise bad(name, exc.reason) from None
         for slot in target.fields:
             if not filled[slot.index]:
                 try:
                     row[slot.index] = self._default(slot)
-                except _BadValue as exc:
+                except BadValue as exc:
                     raise bad(slot.name, exc.reason) from None
-
-        if target.generated:
-            raise self._links_twice(target)
-        target.explicit = True
-        if pk in target.pks:
-            raise self._refuse_record(
-                number, line, message_param("upload.record.duplicate", where=where), code="duplicate_record"
-            )
-        self._write(target, row)
-        for slot in target.fields:
-            if slot.reference is not None and row[slot.index] is not None:
-                self._references.setdefault((target.label, slot.name, slot.reference), set()).add(row[slot.index])
-        for link, value in nested:
-            self._add_links(link, pk, value, bad)
-        self._records += 1
+        return nested
 
     def _json_nulls(self, record: dict, target: _Target, fields: dict, bad: Callable) -> set[str]:
         """Our own payload's marker of JSON fields holding JSON null (rather than SQL NULL)."""
@@ -602,7 +278,7 @@ class FixtureConverter:
                 return "null"  # JSON null: the only null a non-nullable JSON field can hold
             if slot.field.null:
                 return None
-            raise _BadValue("upload.invalid_value.null")
+            raise BadValue("upload.invalid_value.null")
         return slot.normalize(value)
 
     @staticmethod
@@ -611,7 +287,7 @@ class FixtureConverter:
         value = slot.field.get_default()
         if value is None:
             if not slot.field.null:
-                raise _BadValue("upload.invalid_value.missing")
+                raise BadValue("upload.invalid_value.missing")
             return None
         return slot.normalize(value)
 
@@ -621,7 +297,7 @@ class FixtureConverter:
         if through.explicit:
             raise self._links_twice(through)
         if not isinstance(value, list):
-            raise bad(link.name, message_param("upload.invalid_value.not_a_list", type=_json_type(value)))
+            raise bad(link.name, message_param("upload.invalid_value.not_a_list", type=json_type(value)))
         seen = set()
         slot = link.target_slot
         for item in value:
@@ -631,7 +307,7 @@ class FixtureConverter:
                 raise bad(link.name, message_param("upload.invalid_value.null_id"))
             try:
                 other = slot.normalize(item)
-            except _BadValue as exc:
+            except BadValue as exc:
                 raise bad(link.name, exc.reason) from None
             if other in seen:
                 continue

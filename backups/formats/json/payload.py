@@ -436,6 +436,34 @@ def _record(number: int, text: str, complete: bool) -> tuple[str, Any, dict]:
     return obj["model"], obj["pk"], fields
 
 
+def _record_line(state: str, number: int, text: str, complete: bool) -> tuple[str, tuple | None]:
+    """A line where a record (or the closing "]") is expected: the next state and the record, if any."""
+    if text == "]":
+        if state == "records":
+            raise JsonPayloadError(_("Line %(line)d: a record was expected after the comma.") % {"line": number})
+        return "end", None
+    if text[-1] == ",":
+        return "records", _record(number, text[:-1], complete)
+    return "after_record", _record(number, text, complete)
+
+
+def _frame_line(state: str, number: int, text: str) -> str:
+    """A line before the first record or after the last one: the next state."""
+    if state == "start":
+        if text.startswith("{"):
+            raise JsonPayloadError(_("The backup's data is a single JSON object, not a list of records."))
+        if text not in ("[", "[]"):
+            raise JsonPayloadError(_("The backup's data does not start with a list of records (“[”)."))
+        return "end" if text == "[]" else "first_record"
+    if state == "after_record" and text != "]":
+        raise JsonPayloadError(
+            _("Line %(line)d: records must be separated by commas (the record before has none).") % {"line": number}
+        )
+    if state == "after_record":
+        return "end"
+    raise JsonPayloadError(_("Line %(line)d: unexpected data after the end of the records.") % {"line": number})
+
+
 def read_json_payload(stream: BinaryIO, *, max_line_bytes: int = 64 << 20) -> Iterator[tuple[str, Any, dict]]:
     """Parse a payload from a binary stream, line by line; yield (model label, pk, fields).
 
@@ -459,32 +487,11 @@ def read_json_payload(stream: BinaryIO, *, max_line_bytes: int = 64 << 20) -> It
         if not text:
             continue
         if state in ("records", "first_record"):
-            if text == "]":
-                if state == "records":
-                    raise JsonPayloadError(
-                        _("Line %(line)d: a record was expected after the comma.") % {"line": number}
-                    )
-                state = "end"
-            elif text[-1] == ",":
-                yield _record(number, text[:-1], complete)
-                state = "records"
-            else:
-                yield _record(number, text, complete)
-                state = "after_record"
-        elif state == "start":
-            if text.startswith("{"):
-                raise JsonPayloadError(_("The backup's data is a single JSON object, not a list of records."))
-            if text not in ("[", "[]"):
-                raise JsonPayloadError(_("The backup's data does not start with a list of records (“[”)."))
-            state = "end" if text == "[]" else "first_record"
-        elif state == "after_record" and text != "]":
-            raise JsonPayloadError(
-                _("Line %(line)d: records must be separated by commas (the record before has none).") % {"line": number}
-            )
-        elif state == "after_record":
-            state = "end"
+            state, record = _record_line(state, number, text, complete)
+            if record is not None:
+                yield record
         else:
-            raise JsonPayloadError(_("Line %(line)d: unexpected data after the end of the records.") % {"line": number})
+            state = _frame_line(state, number, text)
     if state == "start":
         raise JsonPayloadError(_("The backup's data is empty."))
     if state != "end":

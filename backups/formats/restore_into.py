@@ -283,6 +283,7 @@ def restore_into_pg(
     lock_timeout_ms: int = DEFAULT_LOCK_TIMEOUT_MS,
     stderr: IO[bytes] | None = None,
     count_check: Callable[[psycopg.Cursor, str, dict[str, int]], None] | None = None,
+    app_name: str = "respaldo-restore-into",
 ) -> dict[str, int]:
     """Restore a ``pg_dump --schema=<source_schema>`` custom-format payload as the NEW schema ``schema``.
 
@@ -293,8 +294,9 @@ def restore_into_pg(
     psycopg error; after any of them the caller must roll back. The session settings the
     script changes (``search_path``, ``lock_timeout``...) are put back as they were. Returns
     {table: rows}. pg_restore's messages go to ``stderr`` if given. ``count_check(cursor,
-    schema, expected_counts)``, if given, is called before this module's own count check, so
-    that a mismatch raises the caller's error (``backups.formats.pg.check_counts``).
+    schema, expected_counts)``, if given, replaces this module's own count check, so that a
+    mismatch raises the caller's error (``backups.formats.pg.check_counts``) and the tables
+    are not counted twice. ``app_name`` names pg_restore's process (``PGAPPNAME``).
     """
     _check_name(source_schema, "The backup's schema")
     _check_name(schema, "The target schema")
@@ -310,7 +312,7 @@ def restore_into_pg(
     with contextlib.ExitStack() as stack:
         if stderr is None:
             stderr = stack.enter_context(tempfile.TemporaryFile())
-        run_pg_restore(RewritingCursor(cursor, rewriter), payload, tools, stderr, app_name="respaldo-restore-into")
+        run_pg_restore(RewritingCursor(cursor, rewriter), payload, tools, stderr, app_name=app_name)
     if rewriter.schemas_created != 1:
         raise RestoreIntoError(f"the backup does not hold the schema {source_schema!r}; nothing was restored")
     _put_back(cursor, saved)
@@ -318,6 +320,7 @@ def restore_into_pg(
     _check_isolated(cursor, schema)
     if count_check is not None:
         count_check(cursor, schema, expected_counts)
+        return dict(expected_counts)
     return _check_counts(cursor, schema, expected_counts, exact_tables=True)
 
 

@@ -358,6 +358,7 @@ def _restore_pg(
                     lock_timeout_ms=conf.restore_lock_timeout_ms,
                     stderr=restore_err,
                     count_check=pg.check_counts,
+                    app_name=app_name,
                 )
                 _check_read_to_the_end(payload, restore.backup)
                 cursor.execute(

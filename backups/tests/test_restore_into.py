@@ -379,7 +379,7 @@ def test_wrong_row_counts_roll_everything_back(scratch_clinic, payload_format):
 
 
 def test_the_callers_count_check_decides_the_error(scratch_clinic):
-    """The normal restore passes its own count check (its error code and sentence); it runs before this module's."""
+    """The normal restore passes its own count check (its error code and sentence), which replaces this module's."""
     backup = make_backup("pg")
     seen = []
 

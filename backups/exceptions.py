@@ -56,6 +56,11 @@ MESSAGES: dict[str, str] = {
         "Backup #%(backup)s belongs to another clinic; a clinic can only be restored from its own backups."
     ),
     "backup_not_restorable": _("Backup #%(backup)s is %(status)s: it cannot be restored."),
+    "backup_not_downloadable": _("Backup #%(backup)s has no stored file to download (it is %(status)s)."),
+    "restore_not_confirmed": _("Type the clinic's name exactly as shown (%(schema)s) to confirm the restore."),
+    "emptied_not_accepted": _(
+        "This backup has no rows for %(tables)s: restoring it empties them. Tick the box to accept that."
+    ),
     "archive_changed": _(
         "Backup #%(backup)s changed in storage since it was made (its SHA-256 no longer matches the catalog)."
     ),

@@ -91,6 +91,7 @@ class Backup(Job):
     sha256 = models.CharField(_("SHA-256"), max_length=64, blank=True)
     manifest = models.JSONField(_("manifest"), default=dict, blank=True)
     progress_bytes = models.BigIntegerField(_("bytes so far"), default=0)
+    note = models.CharField(_("note"), max_length=200, blank=True, help_text=_("Why it was taken, for the record."))
     attempt = models.PositiveSmallIntegerField(_("attempt"), default=1)
     retry_of = models.ForeignKey(
         "self", on_delete=models.SET_NULL, null=True, blank=True, related_name="retries", verbose_name=_("retry of")
@@ -116,6 +117,7 @@ class Backup(Job):
         permissions = [
             ("download_backup", _("Can download a backup")),
             ("restore_backup", _("Can restore a backup")),
+            ("upload_backup", _("Can upload a backup file to restore")),
         ]
 
     def __str__(self) -> str:
@@ -157,3 +159,22 @@ class Restore(Job):
 
     def __str__(self) -> str:
         return f"Restore #{self.pk} of {self.clinic.schema_name} from backup #{self.backup_id}"
+
+
+class Download(models.Model):
+    """One download of a backup: who took a copy of the clinic's data, and when."""
+
+    clinic = models.ForeignKey("clinics.Clinic", on_delete=models.PROTECT, related_name="backup_downloads")
+    backup = models.ForeignKey(Backup, on_delete=models.PROTECT, related_name="downloads", verbose_name=_("backup"))
+    downloaded_by = models.CharField(_("downloaded by"), max_length=254)
+    downloaded_at = models.DateTimeField(_("downloaded at"), default=timezone.now)
+    via = models.CharField(_("via"), max_length=20, help_text=_("stream (local storage) or link (pre-signed URL)"))
+
+    class Meta:
+        verbose_name = _("download")
+        verbose_name_plural = _("downloads")
+        ordering = ["-downloaded_at", "-id"]
+        indexes = [models.Index(fields=["clinic", "-downloaded_at"], name="download_clinic_newest")]
+
+    def __str__(self) -> str:
+        return f"Backup #{self.backup_id} downloaded by {self.downloaded_by}"

@@ -249,6 +249,12 @@ def _table_counts(conn: psycopg.Connection, schema: str) -> dict[str, int]:
     return counts
 
 
+def table_counts(schema: str) -> dict[str, int]:
+    """Rows per table of ``schema`` now, counted on Django's own connection ({table: rows})."""
+    connection.ensure_connection()
+    return _table_counts(connection.connection, schema)
+
+
 def _migrations(conn: psycopg.Connection, schema: str) -> dict[str, list[str]]:
     query = sql.SQL("SELECT app, name FROM {}.django_migrations ORDER BY app, name").format(sql.Identifier(schema))
     applied: dict[str, list[str]] = {}

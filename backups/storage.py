@@ -467,3 +467,20 @@ def _check_local(storage: FileSystemStorage) -> None:
         os.close(fd)
         with contextlib.suppress(FileNotFoundError):
             os.remove(probe)
+
+
+def download_link(name: str, *, filename: str, seconds: int) -> str | None:
+    """A pre-signed URL that downloads ``name`` as ``filename`` for ``seconds`` (S3), or None
+    when the storage cannot hand out links (a local folder: stream it with ``open_stored``)."""
+    storage = backup_storage()
+    if not _is_s3(storage):
+        return None
+    disposition = f'attachment; filename="{filename}"'
+    try:
+        return storage.url(
+            name,
+            parameters={"ResponseContentDisposition": disposition, "ResponseContentType": "application/octet-stream"},
+            expire=seconds,
+        )
+    except Exception as exc:
+        raise _storage_error(exc, storage=storage, action="download", name=name) from exc

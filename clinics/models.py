@@ -1,9 +1,26 @@
 """Clinics are the tenants: each one has its own PostgreSQL schema."""
 
+import zoneinfo
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.core.validators import RegexValidator
 from django.db import models
 from django.utils.translation import gettext_lazy as _
 from django_tenants.models import DomainMixin, TenantMixin
+
+
+def default_time_zone() -> str:
+    """New clinics start in the deployment's time zone (``TIME_ZONE``)."""
+    return settings.TIME_ZONE
+
+
+def validate_time_zone(value: str) -> None:
+    """Refuse a name the IANA time zone database does not know."""
+    try:
+        zoneinfo.ZoneInfo(value)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValidationError(_("Unknown time zone: %(zone)s."), params={"zone": value}) from exc
 
 
 class Clinic(TenantMixin):
@@ -12,6 +29,13 @@ class Clinic(TenantMixin):
     name = models.CharField(_("name"), max_length=200)
     contact_email = models.EmailField(_("contact email"), blank=True)
     created_at = models.DateTimeField(_("created at"), auto_now_add=True)
+    time_zone = models.CharField(
+        _("time zone"),
+        max_length=64,
+        default=default_time_zone,
+        validators=[validate_time_zone],
+        help_text=_("The clinic's own time zone (for example Europe/Madrid): its pages show times in it."),
+    )
     backup_recipient = models.CharField(
         _("escrow key for backups"),
         max_length=100,

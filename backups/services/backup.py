@@ -80,6 +80,7 @@ def backup_request(
     kind: str = Backup.Kind.MANUAL,
     payload_format: str = Backup.Format.PG,
     requested_by: str = "",
+    note: str = "",
     enqueue: bool = True,
     retry_of: Backup | None = None,
 ) -> Backup:
@@ -100,6 +101,7 @@ def backup_request(
             kind=kind,
             payload_format=payload_format,
             requested_by=requested_by,
+            note=note[:200] if note else (retry_of.note if retry_of else ""),
             retry_of=retry_of,
             attempt=(retry_of.attempt + 1) if retry_of else 1,
         )

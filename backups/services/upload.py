@@ -83,7 +83,7 @@ def backup_from_upload(
     try:
         declared = _declared_size(source)
         if declared is not None and declared > limit:
-            raise _too_large(limit)  # before copying anything
+            raise too_large_refusal(limit)  # before copying anything
         with contextlib.ExitStack() as stack:
             upload = stack.enter_context(_private_file())
             size, sha256 = _spool_upload(source, upload, limit)
@@ -119,7 +119,8 @@ def backup_from_upload(
 # --- Spooling and sniffing ---------------------------------------------------------------
 
 
-def _too_large(limit: int) -> UploadRefused:
+def too_large_refusal(limit: int) -> UploadRefused:
+    """The refusal of a file larger than ``limit`` bytes."""
     return UploadRefused("too_large", "upload.too_large", limit=human_size(limit))
 
 
@@ -155,7 +156,7 @@ def _spool_upload(source: BinaryIO, out: BinaryIO, limit: int) -> tuple[int, str
             break
         total += len(data)
         if total > limit:
-            raise _too_large(limit)
+            raise too_large_refusal(limit)
         digest.update(data)
         out.write(data)
     out.flush()

@@ -1,0 +1,321 @@
+"""The clinic console's backups: list, back up now, download, restore (confirm first), upload to restore.
+
+A thin adapter over ``backups.services`` (see ``../shared/STYLE.md``). Each custom view is
+a straight line like ``UserAdmin.user_change_password``: the object through a queryset
+filtered by ``request.tenant`` (another clinic's id is a 404) -> permission check -> bound
+form -> one service call -> ``message_user`` -> redirect. Rows are read-only here: backups
+are made by the workers and removed by retention.
+"""
+
+from __future__ import annotations
+
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.db.models import QuerySet
+from django.http import FileResponse, HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
+from django.shortcuts import get_object_or_404
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils import timezone
+from django.utils.html import format_html
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
+from django.views.decorators.csrf import csrf_exempt
+
+from backups import selectors, services
+from backups.admin import display
+from backups.admin.forms import BackupNowForm, RestoreConfirmForm, posted
+from backups.admin.uploads import upload_view
+from backups.exceptions import as_respaldo_error
+from backups.models import ACTIVE_STATUSES, Backup, JobStatus
+from backups.services.download import backup_download
+from backups.services.preview import restore_preview
+from clinic_site.admin_sites import clinic_site
+
+
+def require(request: HttpRequest, codename: str) -> None:
+    """403 unless the user holds ``backups.<codename>`` in this clinic."""
+    if not request.user.has_perm(f"backups.{codename}"):
+        raise PermissionDenied
+
+
+def refusal(exc: Exception) -> str:
+    """What to tell the admin about an expected failure, in their language; re-raise anything else."""
+    error = as_respaldo_error(exc)
+    if error is None:
+        raise exc
+    return str(error)
+
+
+def job_status_json(job, *, message: str = "", actions_html: str = "") -> JsonResponse:
+    """A job's state for the page's polling script."""
+    return JsonResponse(
+        {
+            "id": job.pk,
+            "status": display.status_key(job),
+            "status_label": display.status_label(job),
+            "phase": job.progress_phase,
+            "phase_label": display.phase_label(job) if job.progress_phase else "",
+            "bytes": getattr(job, "progress_bytes", None),
+            "bytes_label": display.human_bytes(getattr(job, "progress_bytes", None)),
+            "size_label": display.human_bytes(getattr(job, "size", None)),
+            "duration_label": display.human_duration(job.duration),
+            "finished": job.status not in ACTIVE_STATUSES,
+            "error": job.error_message() if job.status == JobStatus.FAILED else "",
+            "message": message,
+            "actions_html": actions_html,
+        },
+        headers={"Cache-Control": "no-store"},
+    )
+
+
+@admin.register(Backup, site=clinic_site)
+class ClinicBackupAdmin(admin.ModelAdmin):
+    """One clinic's backups ("Respaldos"), newest first."""
+
+    list_display = [
+        "when",
+        "kind",
+        "payload_format",
+        "status_badge",
+        "size_display",
+        "duration_display",
+        "requested_by",
+        "note",
+        "row_actions",
+    ]
+    list_display_links = ["when"]
+    list_filter = ["status", "kind", "payload_format", ("requested_at", admin.DateFieldListFilter)]
+    list_per_page = 25
+    search_fields = ["note", "requested_by"]
+    change_list_template = "admin/backups/backup/change_list.html"
+    change_form_template = "admin/backups/backup/change_form.html"
+    fields = [
+        "when",
+        "kind",
+        "payload_format",
+        "status_badge",
+        "size_display",
+        "duration_display",
+        "requested_by",
+        "note",
+        "error_display",
+        "sha256",
+        "tables_display",
+        "downloads_display",
+    ]
+    readonly_fields = fields
+
+    # --- the rows: this clinic's only, read-only -------------------------------------
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Backup]:
+        return selectors.backup_list(clinic_id=request.tenant.pk)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # "Back up now" has its own page (backups are made by workers, not typed in)
+
+    def has_change_permission(self, request: HttpRequest, obj: Backup | None = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Backup | None = None) -> bool:
+        return False  # retention removes backups
+
+    def get_actions(self, request: HttpRequest) -> dict:
+        return {}
+
+    # --- columns ------------------------------------------------------------------------
+
+    @admin.display(description=gettext_lazy("when"), ordering="requested_at")
+    def when(self, backup: Backup) -> str:
+        return timezone.localtime(backup.requested_at).strftime("%Y-%m-%d %H:%M")
+
+    @admin.display(description=gettext_lazy("status"), ordering="status")
+    def status_badge(self, backup: Backup) -> str:
+        return display.status_badge(backup, status_url=self._url("status", backup.pk))
+
+    @admin.display(description=gettext_lazy("size"), ordering="size")
+    def size_display(self, backup: Backup) -> str:
+        if backup.status in ACTIVE_STATUSES and backup.progress_bytes:
+            return format_html('<span class="respaldo-bytes">{}</span>', display.human_bytes(backup.progress_bytes))
+        return format_html('<span class="respaldo-bytes">{}</span>', display.human_bytes(backup.size))
+
+    @admin.display(description=gettext_lazy("duration"))
+    def duration_display(self, backup: Backup) -> str:
+        return display.human_duration(backup.duration)
+
+    @admin.display(description=gettext_lazy("error"))
+    def error_display(self, backup: Backup) -> str:
+        return backup.error_message() or "—"
+
+    @admin.display(description=gettext_lazy("rows per table"))
+    def tables_display(self, backup: Backup) -> str:
+        tables = (backup.manifest or {}).get("tables") or {}
+        return ", ".join(f"{table}: {rows}" for table, rows in sorted(tables.items())) or "—"
+
+    @admin.display(description=gettext_lazy("downloads"))
+    def downloads_display(self, backup: Backup) -> str:
+        rows = list(backup.downloads.all()[:10])
+        if not rows:
+            return "—"
+        return "; ".join(
+            f"{row.downloaded_by} {timezone.localtime(row.downloaded_at).strftime('%Y-%m-%d %H:%M')}" for row in rows
+        )
+
+    def get_list_display(self, request: HttpRequest) -> list:
+        """The columns, with the row actions this user may take (checked once per page)."""
+        allowed = {name for name in ("download", "restore") if request.user.has_perm(f"backups.{name}_backup")}
+
+        @admin.display(description=gettext_lazy("actions"))
+        def row_actions(backup: Backup) -> str:
+            return self.row_actions(backup, allowed)
+
+        return [row_actions if column == "row_actions" else column for column in self.list_display]
+
+    def row_actions(self, backup: Backup, allowed: set[str]) -> str:
+        """Links to download and restore a backup that has a stored file, for the actions ``allowed``."""
+        if not backup.storage_name or backup.status != JobStatus.SUCCEEDED or backup.expired_at:
+            return ""
+        links = [
+            format_html('<a href="{}">{}</a>', self._url(name, backup.pk), label)
+            for name, label in (("download", _("Download")), ("restore", _("Restore…")))
+            if name in allowed
+        ]
+        return format_html(" · ".join(["{}"] * len(links)), *links) if links else ""
+
+    # --- pages --------------------------------------------------------------------------
+
+    def _url_restore_progress(self, restore_id: int) -> str:
+        return reverse(f"{self.admin_site.name}:backups_restore_progress", args=[restore_id])
+
+    def _url(self, name: str, *args) -> str:
+        return reverse(f"{self.admin_site.name}:backups_backup_{name}", args=args)
+
+    def get_urls(self):
+        view = self.admin_site.admin_view
+        return [
+            path("now/", view(self.backup_now_view), name="backups_backup_now"),
+            path("upload/", csrf_exempt(view(upload_view(self))), name="backups_backup_upload"),
+            path("<int:backup_id>/status/", view(self.status_view), name="backups_backup_status"),
+            path("<int:backup_id>/download/", view(self.download_view), name="backups_backup_download"),
+            path("<int:backup_id>/restore/", view(self.restore_view), name="backups_backup_restore"),
+            *super().get_urls(),
+        ]
+
+    def changelist_view(self, request: HttpRequest, extra_context: dict | None = None) -> HttpResponse:
+        running = services.active_job(request.tenant.pk)
+        extra = {
+            "can_back_up": request.user.has_perm("backups.add_backup"),
+            "can_upload": request.user.has_perm("backups.upload_backup"),
+            "job_running": running is not None,
+            **(extra_context or {}),
+        }
+        return super().changelist_view(request, extra_context=extra)
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        backup = get_object_or_404(self.get_queryset(request), pk=object_id) if object_id.isdigit() else None
+        extra = {"backup": backup, "can_download": False, "can_restore": False, **(extra_context or {})}
+        if backup is not None and backup.status == JobStatus.SUCCEEDED and not backup.expired_at:
+            extra["can_download"] = request.user.has_perm("backups.download_backup")
+            extra["can_restore"] = request.user.has_perm("backups.restore_backup")
+        return super().change_view(request, object_id, form_url, extra_context=extra)
+
+    def page(self, request: HttpRequest, template: str, title: str, **context) -> TemplateResponse:
+        """An admin page of this model with the site's context."""
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.model._meta,
+            "title": title,
+            "clinic": request.tenant,
+            **context,
+        }
+        return TemplateResponse(request, f"admin/backups/backup/{template}", context)
+
+    def backup_now_view(self, request: HttpRequest) -> HttpResponse:
+        require(request, "add_backup")
+        form = BackupNowForm(*posted(request)[:1])
+        if request.method == "POST" and form.is_valid():
+            try:
+                backup = services.backup_request(
+                    clinic=request.tenant.pk,
+                    payload_format=form.cleaned_data["payload_format"],
+                    note=form.cleaned_data["note"],
+                    requested_by=request.user.get_username(),
+                )
+            except Exception as exc:
+                self.message_user(request, refusal(exc), messages.ERROR)
+            else:
+                self.message_user(
+                    request,
+                    _("Backup #%(id)s requested: it runs in the background; its row shows its progress.")
+                    % {"id": backup.pk},
+                    messages.SUCCESS,
+                )
+                return HttpResponseRedirect(reverse(f"{self.admin_site.name}:backups_backup_changelist"))
+        return self.page(
+            request, "backup_now.html", _("Back up now"), form=form, running=services.active_job(request.tenant.pk)
+        )
+
+    def status_view(self, request: HttpRequest, backup_id: int) -> JsonResponse:
+        backup = get_object_or_404(self.get_queryset(request), pk=backup_id)
+        if not self.has_view_permission(request, backup):
+            raise PermissionDenied
+        message = ""
+        if backup.status == JobStatus.SUCCEEDED:
+            message = _("Backup #%(id)s finished: %(size)s.") % {
+                "id": backup.pk,
+                "size": display.human_bytes(backup.size),
+            }
+        elif backup.status == JobStatus.FAILED:
+            message = _("Backup #%(id)s failed: %(reason)s") % {"id": backup.pk, "reason": backup.error_message()}
+        allowed = {name for name in ("download", "restore") if request.user.has_perm(f"backups.{name}_backup")}
+        return job_status_json(backup, message=message, actions_html=self.row_actions(backup, allowed))
+
+    def download_view(self, request: HttpRequest, backup_id: int) -> HttpResponse:
+        backup = get_object_or_404(self.get_queryset(request), pk=backup_id)
+        require(request, "download_backup")
+        try:
+            download = backup_download(backup=backup, downloaded_by=request.user.get_username())
+        except Exception as exc:
+            self.message_user(request, refusal(exc), messages.ERROR)
+            return HttpResponseRedirect(reverse(f"{self.admin_site.name}:backups_backup_changelist"))
+        if download.link:
+            return HttpResponseRedirect(download.link)
+        response = FileResponse(
+            download.stream, as_attachment=True, filename=download.filename, content_type="application/octet-stream"
+        )
+        response["Content-Length"] = str(download.size)
+        response["Cache-Control"] = "no-store, private"
+        return response
+
+    def restore_view(self, request: HttpRequest, backup_id: int) -> HttpResponse:
+        backup = get_object_or_404(self.get_queryset(request), pk=backup_id)
+        require(request, "restore_backup")
+        if backup.status != JobStatus.SUCCEEDED or not backup.storage_name or backup.expired_at:
+            self.message_user(request, _("Backup #%(id)s cannot be restored.") % {"id": backup.pk}, messages.ERROR)
+            return HttpResponseRedirect(reverse(f"{self.admin_site.name}:backups_backup_changelist"))
+        preview = restore_preview(backup=backup)
+        form = RestoreConfirmForm(*posted(request)[:1], schema=request.tenant.schema_name, preview=preview)
+        if request.method == "POST" and form.is_valid():
+            try:
+                restore = services.restore_request(
+                    clinic=request.tenant.pk, backup_id=backup.pk, requested_by=request.user.get_username()
+                )
+            except Exception as exc:
+                form.add_error(None, refusal(exc))
+            else:
+                self.message_user(
+                    request,
+                    _("Restore #%(id)s started from backup #%(backup)s.") % {"id": restore.pk, "backup": backup.pk},
+                )
+                return HttpResponseRedirect(
+                    reverse(f"{self.admin_site.name}:backups_restore_progress", args=[restore.pk])
+                )
+        return self.page(
+            request,
+            "restore_confirm.html",
+            _("Restore backup #%(id)s?") % {"id": backup.pk},
+            backup=backup,
+            preview=preview,
+            form=form,
+            running=services.active_job(request.tenant.pk),
+        )

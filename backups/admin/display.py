@@ -1,0 +1,87 @@
+"""How catalog rows read in the console: status badges, sizes, durations, phases (no logic)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django.template.defaultfilters import filesizeformat
+from django.utils.html import format_html
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy, ngettext
+
+from backups.models import Backup, Job, JobStatus
+
+# Phases a job goes through, in order, as people read them (the row keeps the key).
+BACKUP_PHASES = {
+    "starting": gettext_lazy("starting"),
+    "snapshot": gettext_lazy("taking a consistent snapshot"),
+    "dumping": gettext_lazy("dumping, compressing and encrypting"),
+    "storing": gettext_lazy("storing"),
+}
+RESTORE_PHASES = {
+    "verifying": gettext_lazy("verifying"),
+    "safety backup": gettext_lazy("safety backup"),
+    "restoring": gettext_lazy("restoring"),
+    "checking": gettext_lazy("checking"),
+    "swapping": gettext_lazy("switching to the restored data"),
+    "migrating": gettext_lazy("migrating"),
+}
+# A symbol with every status, so that no status is told by colour alone.
+_SYMBOLS = {"pending": "…", "running": "⟳", "succeeded": "✓", "failed": "✗", "expired": "⌛"}
+
+
+def human_duration(value: timedelta | None) -> str:
+    """``1 h 02 min``, ``3 min 05 s``, ``12 s`` (or an em dash while unknown)."""
+    if value is None:
+        return "—"
+    seconds = int(round(value.total_seconds()))
+    if seconds < 60:
+        return ngettext("%(n)d second", "%(n)d seconds", seconds) % {"n": seconds}
+    minutes, seconds = divmod(seconds, 60)
+    if minutes < 60:
+        return _("%(m)d min %(s)02d s") % {"m": minutes, "s": seconds}
+    hours, minutes = divmod(minutes, 60)
+    return _("%(h)d h %(m)02d min") % {"h": hours, "m": minutes}
+
+
+def human_bytes(value: int | None) -> str:
+    """File size in human units (or an em dash while unknown)."""
+    return "—" if value is None else filesizeformat(value)
+
+
+def status_key(job: Job) -> str:
+    """The job's status, with "expired" for a backup whose stored file retention removed."""
+    if isinstance(job, Backup) and job.expired_at is not None:
+        return "expired"
+    return job.status
+
+
+def status_label(job: Job) -> str:
+    """The status in words, with the phase while the job runs."""
+    key = status_key(job)
+    if key == "expired":
+        return str(_("Expired"))
+    label = str(job.get_status_display())
+    if job.status == JobStatus.RUNNING and job.progress_phase:
+        label = f"{label}: {phase_label(job)}"
+    return label
+
+
+def phase_label(job: Job) -> str:
+    """The job's current phase, translated."""
+    phases = BACKUP_PHASES if isinstance(job, Backup) else RESTORE_PHASES
+    return str(phases.get(job.progress_phase, job.progress_phase))
+
+
+def status_badge(job: Job, *, status_url: str = "") -> str:
+    """A badge with symbol, text and colour; ``status_url`` lets the page's script keep it current."""
+    key = status_key(job)
+    return format_html(
+        '<span class="respaldo-badge respaldo-{}" data-status-url="{}" data-status="{}">'
+        '<span aria-hidden="true">{}</span> <span class="respaldo-badge-text">{}</span></span>',
+        key,
+        status_url if job.status in (JobStatus.PENDING, JobStatus.RUNNING) else "",
+        key,
+        _SYMBOLS.get(key, ""),
+        status_label(job),
+    )

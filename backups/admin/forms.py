@@ -1,0 +1,79 @@
+"""The console's forms: back up now, confirm a restore, upload a file to restore."""
+
+from __future__ import annotations
+
+from django import forms
+from django.http import HttpRequest
+from django.template.defaultfilters import filesizeformat
+from django.utils.translation import gettext_lazy as _
+
+from backups.exceptions import render
+from backups.models import Backup
+from backups.services.preview import RestorePreview
+
+
+def posted(request: HttpRequest) -> tuple:
+    """(data, files) for a bound form on POST, (None, None) otherwise (even an empty POST binds)."""
+    return (request.POST, request.FILES) if request.method == "POST" else (None, None)
+
+
+class BackupNowForm(forms.Form):
+    """A manual backup: which format, and why (optional)."""
+
+    payload_format = forms.ChoiceField(
+        label=_("Format"),
+        choices=Backup.Format.choices,
+        initial=Backup.Format.PG,
+        widget=forms.RadioSelect,
+        help_text=_(
+            "PostgreSQL: the whole clinic (records, users, settings), fastest to restore. "
+            "Portable JSON: the clinic's records only, readable by other tools."
+        ),
+    )
+    note = forms.CharField(
+        label=_("Note"),
+        max_length=200,
+        required=False,
+        widget=forms.TextInput(attrs={"placeholder": _("for example: before year-end closing"), "size": 60}),
+    )
+
+
+class RestoreConfirmForm(forms.Form):
+    """The admin types the clinic's schema name; a backup that empties tables needs a tick too."""
+
+    confirm = forms.CharField(label=_("Type the clinic's name to confirm"), max_length=100, strip=True)
+    accept_emptied = forms.BooleanField(label=_("I understand that these tables will be left empty"), required=False)
+
+    def __init__(self, *args, schema: str, preview: RestorePreview, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.schema = schema
+        self.preview = preview
+        self.fields["confirm"].widget.attrs.update({"autocomplete": "off", "spellcheck": "false"})
+        self.fields["confirm"].help_text = _("Type %(schema)s") % {"schema": schema}
+        if not preview.emptied:
+            del self.fields["accept_emptied"]
+
+    def clean_confirm(self) -> str:
+        value = self.cleaned_data["confirm"]
+        if value != self.schema:
+            raise forms.ValidationError(render("restore_not_confirmed", {"schema": self.schema}))
+        return value
+
+    def clean(self) -> dict:
+        cleaned = super().clean()
+        if "accept_emptied" in self.fields and not cleaned.get("accept_emptied"):
+            tables = ", ".join(change.label for change in self.preview.emptied)
+            self.add_error("accept_emptied", render("emptied_not_accepted", {"tables": tables}))
+        return cleaned
+
+
+class UploadForm(forms.Form):
+    """A backup file (a Respaldo archive or a Django JSON export of this clinic)."""
+
+    file = forms.FileField(label=_("Backup file"))
+
+    def __init__(self, *args, limit: int, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["file"].help_text = _(
+            "A .respaldo archive of this clinic, or a JSON export of its records. At most %(limit)s."
+        ) % {"limit": filesizeformat(limit)}

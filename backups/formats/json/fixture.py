@@ -1,7 +1,7 @@
 """A Django JSON fixture (``dumpdata dental``) converted into the canonical json payload, checked value by value.
 
 Each model field's value is checked and normalised the way the payload writer would write
-it (``payload._ENCODERS``); choices, file names inside the clinic's folder, lengths, ranges
+it (``kinds.KINDS``); choices, file names inside the clinic's folder, lengths, ranges
 and digits are refused with a reason naming the record and the field.
 """
 

@@ -2,137 +2,29 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 import itertools
-import re
 from collections.abc import Callable, Sequence
-from datetime import date, datetime, time
-from decimal import Decimal
 from typing import Any, BinaryIO
 
 import psycopg
 from django.apps import apps
-from django.conf import settings
 from django.db import DatabaseError, connection, transaction
 from django.db.models import Model
-from django.utils import timezone
-from django.utils.dateparse import parse_duration
 from django.utils.translation import gettext as _
 
+from backups.formats.json.kinds import KINDS, LoadContext
 from backups.formats.json.payload import (
     _AUTO_TYPES,
-    JSON_NULL,
     JsonPayloadError,
     PayloadTable,
-    _BadValue,
     _current_schema,
     _qn,
-    json_text,
     payload_models,
     payload_table,
     read_json_payload,
 )
 
 # --- Restoring -------------------------------------------------------------------------
-
-
-def _text(value: Any) -> str:
-    if value.__class__ is not str:
-        raise _BadValue("expected text")
-    return value
-
-
-def _integer(value: Any) -> int | str:
-    if value.__class__ is not int and value.__class__ is not str:
-        raise _BadValue("expected a whole number")
-    return value  # PostgreSQL checks the digits and the range
-
-
-def _boolean(value: Any) -> bool:
-    if value.__class__ is not bool:
-        raise _BadValue("expected true or false")
-    return value
-
-
-def _decimal(value: Any) -> str | int | Decimal:
-    if value.__class__ not in (str, int, Decimal):
-        raise _BadValue("expected a decimal number")
-    return value  # PostgreSQL checks the digits
-
-
-def _time(value: Any) -> time:
-    result = time.fromisoformat(_text(value))
-    if result.tzinfo is not None:
-        raise _BadValue("a time of day cannot carry a time zone")
-    return result
-
-
-def _binary(value: Any) -> bytes:
-    try:
-        return base64.b64decode(_text(value), validate=True)
-    except binascii.Error as exc:
-        raise _BadValue("not base64") from exc
-
-
-def _json(value: Any) -> str:
-    return "null" if value is JSON_NULL else json_text(value)
-
-
-def _float(value: Any) -> float:
-    if value.__class__ is str and value not in ("NaN", "Infinity", "-Infinity"):
-        raise _BadValue("not a number")
-    if value.__class__ not in (str, int, Decimal):
-        raise _BadValue("expected a number")
-    return float(value)
-
-
-# Django's duration_string: PostgreSQL reads it as days plus a time, exactly as the text
-# psycopg writes for the same timedelta (unless IntervalStyle is sql_standard).
-_CANONICAL_DURATION = re.compile(r"(?:-?\d{1,9} )?(?:[01]\d|2[0-3]):[0-5]\d:[0-5]\d(?:\.\d{6})?")
-
-
-def _converters() -> dict[str, Callable[[Any], Any]]:
-    """Per column kind, a function checking a payload value and giving what COPY receives.
-
-    COPY receives either a Python object, adapted by psycopg exactly as for Django's own
-    queries, or text that PostgreSQL parses and checks itself (numbers, UUIDs, addresses).
-    """
-    use_tz = settings.USE_TZ
-    default_tz = timezone.get_default_timezone()
-    fast_durations = connection.connection.info.parameter_status("IntervalStyle") != "sql_standard"
-
-    def to_datetime(value: Any) -> datetime:
-        result = datetime.fromisoformat(_text(value))
-        if use_tz and result.tzinfo is None:
-            return timezone.make_aware(result, default_tz)  # as loaddata does
-        if not use_tz and result.tzinfo is not None:
-            return timezone.make_naive(result, default_tz)
-        return result
-
-    def to_duration(value: Any) -> Any:
-        if fast_durations and _CANONICAL_DURATION.fullmatch(_text(value)):
-            return value
-        result = parse_duration(_text(value))
-        if result is None:
-            raise _BadValue("not a duration")
-        return result
-
-    return {
-        "int": _integer,
-        "bool": _boolean,
-        "text": _text,
-        "decimal": _decimal,
-        "uuid": _text,
-        "inet": _text,
-        "date": lambda v: date.fromisoformat(_text(v)),
-        "time": _time,
-        "datetime": to_datetime,
-        "duration": to_duration,
-        "binary": _binary,
-        "json": _json,
-        "float": _float,
-    }
 
 
 class _TableLoader:
@@ -236,7 +128,8 @@ def load_json_payload(
             schema = _current_schema(cursor)
             if schema in (None, get_public_schema_name()):
                 raise JsonPayloadError(_("A json backup is restored into a clinic's schema, never the public one."))
-            converters = _converters()
+            context = LoadContext.current()
+            converters = {name: kind.loader(context) for name, kind in KINDS.items()}
             loaders = {table.label: _TableLoader(table, schema, converters) for table in tables}
             # Checks still deferred in this transaction would make TRUNCATE fail: run them now.
             cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")

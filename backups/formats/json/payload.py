@@ -36,13 +36,10 @@ the stream line by line and loads each table with PostgreSQL ``COPY``, in one tr
 
 from __future__ import annotations
 
-import base64
 import functools
 import json
-import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from decimal import Decimal
 from json.encoder import encode_basestring
 from typing import Any, BinaryIO
 
@@ -51,10 +48,10 @@ from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.db import connection, models
 from django.db.models import Model
-from django.utils.duration import duration_string
 from django.utils.translation import gettext as _
 
 from backups.conf import conf
+from backups.formats.json.kinds import JSON_DECODER, JSON_NULL, KINDS
 
 __all__ = [
     "JSON_NULL",
@@ -74,17 +71,6 @@ class JsonPayloadError(Exception):
     """A json payload cannot be written, read or restored; the message is meant for a clinic admin."""
 
     code = "json_payload"  # backups.exceptions renders it, with this text as the detail
-
-
-class _JsonNull:
-    """The type of :data:`JSON_NULL` (a singleton)."""
-
-    def __repr__(self) -> str:
-        return "JSON_NULL"
-
-
-JSON_NULL = _JsonNull()
-"""A JSON field's value that is JSON ``null`` (SQL NULL is ``None``)."""
 
 
 # --- Which models, in which order -------------------------------------------------------
@@ -144,36 +130,8 @@ def payload_models() -> list[type[models.Model]]:
 
 # --- Columns ---------------------------------------------------------------------------
 
-_KIND_BY_INTERNAL_TYPE = {
-    **dict.fromkeys(
-        [
-            "AutoField",
-            "BigAutoField",
-            "SmallAutoField",
-            "IntegerField",
-            "BigIntegerField",
-            "SmallIntegerField",
-            "PositiveIntegerField",
-            "PositiveBigIntegerField",
-            "PositiveSmallIntegerField",
-        ],
-        "int",
-    ),
-    **dict.fromkeys(["CharField", "TextField", "SlugField", "FileField", "FilePathField"], "text"),
-    "BooleanField": "bool",
-    "DecimalField": "decimal",
-    "UUIDField": "uuid",
-    "GenericIPAddressField": "inet",
-    "IPAddressField": "inet",
-    "DateField": "date",
-    "TimeField": "time",
-    "DateTimeField": "datetime",
-    "DurationField": "duration",
-    "BinaryField": "binary",
-    "JSONField": "json",
-    "FloatField": "float",
-}
-_SELECTED_AS_TEXT = {"decimal", "uuid", "inet", "json"}  # PostgreSQL's own exact spelling
+# Django's internal type -> its column kind (see ``kinds.KINDS``).
+_KIND_BY_INTERNAL_TYPE = {internal_type: name for name, kind in KINDS.items() for internal_type in kind.internal_types}
 _AUTO_TYPES = {"AutoField", "BigAutoField", "SmallAutoField"}
 
 
@@ -229,73 +187,7 @@ def _current_schema(cursor) -> str:
     return cursor.fetchone()[0]
 
 
-class _BadValue(ValueError):
-    """A value of the wrong type or form for its column."""
-
-
-class _HasDecimal(Exception):
-    pass
-
-
-def _refuse_decimal(value: Any) -> Any:
-    if isinstance(value, Decimal):
-        raise _HasDecimal
-    raise _BadValue(f"{type(value).__name__} is not JSON")
-
-
-_ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, default=_refuse_decimal)
-
-
-def json_text(value: Any) -> str:
-    """JSON text for a JSON field's value; Decimals (parsed JSON numbers) keep all their digits."""
-    try:
-        return _ENCODER.encode(value)
-    except _HasDecimal:
-        pass
-    if isinstance(value, Decimal):
-        if not value.is_finite():
-            raise _BadValue("NaN and infinities are not JSON")
-        return str(value)
-    if isinstance(value, dict):
-        return "{" + ", ".join(f"{encode_basestring(k)}: {json_text(v)}" for k, v in value.items()) + "}"
-    return "[" + ", ".join(json_text(v) for v in value) + "]"
-
-
 # --- Writing ---------------------------------------------------------------------------
-
-
-def _quoted(text: str) -> str:
-    return f'"{text}"'
-
-
-def _float_json(value: float) -> str:
-    if math.isfinite(value):
-        return repr(value)
-    return _quoted("NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity"))
-
-
-def _jsonb_text(text: str) -> str:
-    # jsonb's text form is valid one-line JSON; anything else is parsed and written again.
-    if "\n" in text or "\r" in text:
-        return json_text(_DECODER.decode(text))
-    return text
-
-
-_ENCODERS: dict[str, Callable[[Any], str]] = {
-    "int": str,
-    "bool": {True: "true", False: "false"}.__getitem__,
-    "text": encode_basestring,
-    "decimal": encode_basestring,
-    "uuid": encode_basestring,
-    "inet": encode_basestring,
-    "date": lambda v: _quoted(v.isoformat()),
-    "time": lambda v: _quoted(v.isoformat(timespec="microseconds")),
-    "datetime": lambda v: _quoted(v.isoformat(timespec="microseconds")),
-    "duration": lambda v: _quoted(duration_string(v)),
-    "binary": lambda v: _quoted(base64.b64encode(v).decode("ascii")),
-    "json": _jsonb_text,
-    "float": _float_json,
-}
 
 
 def payload_line_maker(table: PayloadTable) -> Callable[[tuple], str]:
@@ -305,7 +197,7 @@ def payload_line_maker(table: PayloadTable) -> Callable[[tuple], str]:
         + ", ".join(encode_basestring(c.name) + ": %s" for c in table.fields)
         + "}}"
     )  # fmt: skip
-    encoders = [_ENCODERS[c.kind] for c in table.columns]
+    encoders = [KINDS[c.kind].encode for c in table.columns]
     json_columns = [(i, c.name) for i, c in enumerate(table.columns) if c.kind == "json"]
 
     def line(row: tuple) -> str:
@@ -335,7 +227,9 @@ def write_json_payload(out: BinaryIO, *, models: Sequence[type[Model]] | None = 
     counts: dict[str, int] = {}
     for table in tables:
         line = payload_line_maker(table)
-        selected = ", ".join(_qn(c.column) + ("::text" if c.kind in _SELECTED_AS_TEXT else "") for c in table.columns)
+        selected = ", ".join(
+            _qn(c.column) + ("::text" if KINDS[c.kind].selected_as_text else "") for c in table.columns
+        )
         order = _qn(table.columns[0].column)
         query = f"SELECT {selected} FROM {schema}.{_qn(table.db_table)} ORDER BY {order}"  # noqa: S608
         counts[table.db_table] = 0
@@ -358,7 +252,6 @@ def write_json_payload(out: BinaryIO, *, models: Sequence[type[Model]] | None = 
 
 # --- Reading ---------------------------------------------------------------------------
 
-_DECODER = json.JSONDecoder(parse_float=Decimal)
 _RECORD_KEYS = frozenset({"model", "pk", "fields", JSON_NULLS_KEY})
 _JSON_WHITESPACE = " \t\r\n"
 
@@ -402,7 +295,7 @@ def _lines(stream: BinaryIO, max_line_bytes: int) -> Iterator[tuple[int, bytes, 
 
 def _record(number: int, text: str, complete: bool) -> tuple[str, Any, dict]:
     try:
-        obj, end = _DECODER.raw_decode(text)
+        obj, end = JSON_DECODER.raw_decode(text)
         if end != len(text):
             raise ValueError(f"extra data at column {end + 1}")
     except (ValueError, RecursionError) as exc:

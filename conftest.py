@@ -6,8 +6,10 @@ inside their own rolled-back transactions.
 """
 
 import os
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -126,7 +128,7 @@ def manage(*args: str, **env: str) -> subprocess.CompletedProcess:
 @pytest.fixture
 def live_db(django_db_setup, django_db_blocker):
     """Committed database access (for work done by other processes); backups made are removed after."""
-    from backups.models import Backup, Restore
+    from backups.models import Backup, Download, Restore
 
     assert connection.settings_dict["NAME"].startswith("test_"), "live_db must run on the test database"
     with django_db_blocker.unblock():
@@ -135,6 +137,7 @@ def live_db(django_db_setup, django_db_blocker):
         yield
         connection.set_schema_to_public()
         Restore.objects.exclude(pk__in=before_restores).delete()
+        Download.objects.exclude(backup_id__in=before).delete()
         Backup.objects.exclude(pk__in=before).delete()
 
 
@@ -157,3 +160,76 @@ def scratch_clinic(live_db):
     Restore.objects.filter(clinic=clinic).delete()
     Backup.objects.filter(clinic=clinic).delete()
     clinic.delete(force_drop=True)
+
+
+# --- Browser tests --------------------------------------------------------------------
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@pytest.fixture
+def web_server(live_db, tmp_path):
+    """``manage.py runserver`` on the test database; yields its port."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    log = open(tmp_path / "runserver.log", "wb")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen(
+        [sys.executable, "manage.py", "runserver", "--noreload", f"127.0.0.1:{port}"],
+        cwd=settings.BASE_DIR,
+        env=subprocess_env(),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            time.sleep(0.2)
+    else:
+        proc.kill()
+        pytest.fail("runserver did not start: " + Path(log.name).read_text())
+    yield port
+    proc.terminate()
+    proc.wait(timeout=20)
+    log.close()
+
+
+@pytest.fixture
+def browser(monkeypatch):
+    """Headless Chromium from Debian's package, driven by Playwright (no browser download).
+
+    Playwright's sync API keeps an event loop in the test's thread; the test still talks to the
+    database synchronously (nothing else runs in that loop), so Django is told it may. Django
+    keys its connections on that context, so the ones opened meanwhile are closed here (or the
+    test database could not be dropped at the end).
+    """
+    from django.db import connections
+    from playwright.sync_api import sync_playwright
+
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "1")
+
+    assert Path(CHROMIUM).exists(), "Debian package chromium is needed (make test installs it)"
+    with sync_playwright() as playwright:
+        instance = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        yield instance
+        instance.close()
+        connections.close_all()
+
+
+def log_in(page, url: str, username: str, password: str) -> None:
+    page.goto(url)
+    page.fill("#id_username", username)
+    page.fill("#id_password", password)
+    page.click("input[type=submit]")

@@ -14,7 +14,7 @@ import contextlib
 import io
 import logging
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import IO
 
 import psycopg
@@ -23,6 +23,7 @@ from django.conf import settings
 from django.core.management import call_command
 from django.db import transaction
 from django.db.migrations.loader import MigrationLoader
+from django.utils.translation import pgettext_lazy
 from django_tenants.utils import schema_context
 from psycopg import sql
 
@@ -47,6 +48,22 @@ from backups.services import backup as backup_services
 from clinics.models import Clinic
 
 logger = logging.getLogger(__name__)
+
+# The phases of a restore, in order, as written to ``Restore.progress_phase``.
+PHASE_VERIFYING = "verifying"
+PHASE_SAFETY_BACKUP = "safety backup"
+PHASE_RESTORING = "restoring"
+PHASE_CHECKING = "checking"  # the row counts of the restored tables against the manifest
+PHASE_SWAPPING = "swapping"  # pg: the live schema renamed aside, the restored one renamed in
+PHASE_MIGRATING = "migrating"
+PHASE_LABELS = {
+    PHASE_VERIFYING: pgettext_lazy("restore phase", "verifying"),
+    PHASE_SAFETY_BACKUP: pgettext_lazy("restore phase", "safety backup"),
+    PHASE_RESTORING: pgettext_lazy("restore phase", "restoring"),
+    PHASE_CHECKING: pgettext_lazy("restore phase", "checking"),
+    PHASE_SWAPPING: pgettext_lazy("restore phase", "switching to the restored data"),
+    PHASE_MIGRATING: pgettext_lazy("restore phase", "migrating"),
+}
 
 
 # --- Requesting ------------------------------------------------------------------------
@@ -91,10 +108,30 @@ def restore_in_progress(clinic_id: int) -> Restore | None:
     worker, changes nothing any more, and must not keep the clinic closed until the sweeper
     settles it.
     """
-    restore = Restore.objects.filter(clinic_id=clinic_id, status=JobStatus.RUNNING).first()
+    restore = Restore.objects.select_related("backup").filter(clinic_id=clinic_id, status=JobStatus.RUNNING).first()
     if restore is None or not jobs.clinic_lock_is_held(clinic_id):
         return None
     return restore
+
+
+def restore_blocks_readers(restore: Restore) -> bool:
+    """Whether, at this phase of ``restore``, even reading the clinic must wait (its pages answer 503).
+
+    A pg restore fills ``<clinic>__restoring`` without touching the live schema; only the
+    final swap takes an ACCESS EXCLUSIVE lock on every live table, so only then would a
+    reader queue behind it (and read nothing until the commit). A json restore loads IN
+    PLACE (TRUNCATE + COPY in one transaction): from its load to its commit, every reader
+    of the clinic's tables would wait on its locks. Anything else the clinic can still be read.
+    """
+    if restore.progress_phase == PHASE_SWAPPING:
+        return True
+    in_place = restore.backup.payload_format == Backup.Format.JSON
+    return in_place and restore.progress_phase in (PHASE_RESTORING, PHASE_CHECKING)
+
+
+def phase_label(phase: str) -> str:
+    """A restore phase as shown to people, in the active language (unknown phases as they are)."""
+    return str(PHASE_LABELS.get(phase, phase))
 
 
 # --- Running ---------------------------------------------------------------------------
@@ -124,7 +161,7 @@ def restore_run(*, restore_id: int) -> Restore:
         return restore
     try:
         with jobs.clinic_job_lock(restore.clinic_id):
-            if not jobs.claim(Restore, restore_id, phase="verifying"):
+            if not jobs.claim(Restore, restore_id, phase=PHASE_VERIFYING):
                 return Restore.objects.get(pk=restore_id)
             try:
                 _execute(restore)
@@ -263,7 +300,7 @@ def _execute(restore: Restore) -> None:
             raise RestoreRefused("schema_missing", schema=clinic.schema_name)
         _take_safety_backup(restore)
 
-        _update(restore.pk, progress_phase="restoring")
+        _update(restore.pk, progress_phase=PHASE_RESTORING)
         with archive.open_archive(
             verified, identities=archive_identities(), max_payload_bytes=_max_payload_bytes()
         ) as payload:
@@ -273,7 +310,7 @@ def _execute(restore: Restore) -> None:
             restore_payload(restore, clinic.schema_name, payload, manifest["tables"], tools)
 
     if needs_migrate:
-        _update(restore.pk, progress_phase="migrating")
+        _update(restore.pk, progress_phase=PHASE_MIGRATING)
         _migrate_forward(restore)
     jobs.succeed(Restore, restore.pk)
 
@@ -287,7 +324,7 @@ def _tools_for(manifest: dict) -> PgTools | None:
 
 
 def _take_safety_backup(restore: Restore) -> None:
-    _update(restore.pk, progress_phase="safety backup")
+    _update(restore.pk, progress_phase=PHASE_SAFETY_BACKUP)
     safety = backup_services.backup_request(
         clinic=restore.clinic_id, kind=Backup.Kind.PRE_RESTORE, requested_by=restore.requested_by, enqueue=False
     )
@@ -357,10 +394,13 @@ def _restore_pg(
                     cursor=cursor,
                     lock_timeout_ms=conf.restore_lock_timeout_ms,
                     stderr=restore_err,
-                    count_check=pg.check_counts,
+                    count_check=_checking_phase(restore.pk, pg.check_counts),
                     app_name=app_name,
                 )
                 _check_read_to_the_end(payload, restore.backup)
+                # Before this transaction touches the restore's row: written on Django's own
+                # connection, it would otherwise wait on this transaction's row lock forever.
+                _update(restore.pk, progress_phase=PHASE_SWAPPING)  # the clinic's pages close (503) from here
                 cursor.execute(
                     sql.SQL("UPDATE public.{} SET outcome = %s WHERE id = %s").format(
                         sql.Identifier(Restore._meta.db_table)
@@ -372,6 +412,19 @@ def _restore_pg(
                 conn.commit()
         except (psycopg.Error, ScriptError, RestoreIntoError) as exc:
             raise pg.rolled_back("the database", restore_err, text=str(exc)) from exc
+
+
+_CountCheck = Callable[[psycopg.Cursor, str, dict[str, int]], None]
+
+
+def _checking_phase(restore_id: int, count_check: _CountCheck) -> _CountCheck:
+    """``count_check`` that first records the "checking" phase (on Django's own, autocommit connection)."""
+
+    def check(cursor: psycopg.Cursor, schema: str, tables: dict[str, int]) -> None:
+        _update(restore_id, progress_phase=PHASE_CHECKING)
+        count_check(cursor, schema, tables)
+
+    return check
 
 
 # The payload format decides how a verified payload replaces the clinic's data.

@@ -56,15 +56,16 @@ def other_connection() -> psycopg.Connection:
     return connect_separately(autocommit=True)
 
 
-def table_checksums(schema: str) -> dict[str, str]:
-    """md5 of every row of every table in a schema, ordered: equal means identical data."""
+def table_checksums(schema: str, tables: list[str] | None = None) -> dict[str, str]:
+    """md5 of every row of every table (or of ``tables``) in a schema, ordered: equal means identical data."""
     with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-            "WHERE n.nspname = %s AND c.relkind = 'r' ORDER BY 1",
-            [schema],
-        )
-        tables = [row[0] for row in cursor.fetchall()]
+        if tables is None:
+            cursor.execute(
+                "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                "WHERE n.nspname = %s AND c.relkind = 'r' ORDER BY 1",
+                [schema],
+            )
+            tables = [row[0] for row in cursor.fetchall()]
         sums = {}
         for table in tables:
             cursor.execute(
@@ -99,6 +100,20 @@ def wait_for(condition: Callable[[], object], *, timeout: float = 120, what: str
 # --- a scratch clinic (the ``scratch_clinic`` fixture) and its backups ------------------------
 
 SCHEMA = "restaura"  # the scratch_clinic fixture's schema
+
+
+FILLER_ROWS = 300_000  # enough rows that a restore of the scratch clinic has real work to do
+
+
+def add_filler(rows: int = FILLER_ROWS) -> None:
+    """A big table in the scratch clinic (serial: its dump has nextval('restaura.filler_id_seq') and setval)."""
+    with connection.cursor() as cursor:
+        cursor.execute(f"CREATE TABLE {SCHEMA}.filler (id serial PRIMARY KEY, note text)")
+        cursor.execute(
+            f"INSERT INTO {SCHEMA}.filler (note) SELECT 'row ' || g || ' ' || md5(g::text) "
+            "FROM generate_series(1, %s) g",
+            [rows],
+        )
 
 
 def make_backup(clinic: str = SCHEMA, payload_format: str = "pg") -> Backup:

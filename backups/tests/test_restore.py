@@ -176,11 +176,21 @@ def test_pages_of_a_clinic_being_restored_say_so():
     clinic_backup = Backup.objects.create(
         clinic_id=_clinic_id("clinica"), status=JobStatus.SUCCEEDED, storage_name="x", sha256="0" * 64
     )
-    Restore.objects.create(clinic_id=clinic_backup.clinic_id, backup=clinic_backup, status=JobStatus.RUNNING)
+    restore = Restore.objects.create(
+        clinic_id=clinic_backup.clinic_id, backup=clinic_backup, status=JobStatus.RUNNING, progress_phase="restoring"
+    )
     # Without a worker holding the clinic's job lock, the row is a dead restore: the clinic stays open.
     assert host_client("clinica.localhost").get("/admin/login/").status_code == 200
+    assert host_client("clinica.localhost").post("/admin/dental/patient/add/").status_code == 302  # to the login
     with other_connection() as worker:  # a worker running the restore holds the clinic's job lock
         worker.execute("SELECT pg_advisory_lock(%s, %s)", [jobs.LOCK_NAMESPACE, clinic_backup.clinic_id])
+        # While the new data is built apart, the clinic is read as it is; changes are paused.
+        assert host_client("clinica.localhost").get("/admin/login/").status_code == 200
+        response = host_client("clinica.localhost").post("/admin/dental/patient/add/")
+        assert response.status_code == 503 and response["Retry-After"] == "15"
+        assert response["Cache-Control"] == "no-store" and "changes are paused" in response.content.decode()
+        # Only the swap closes the clinic's pages, to readers too.
+        Restore.objects.filter(pk=restore.pk).update(progress_phase="swapping")
         for path in ["/admin/", "/admin/login/", "/admin/dental/patient/"]:
             response = host_client("clinica.localhost").get(path, HTTP_ACCEPT_LANGUAGE="es")
             assert response.status_code == 503 and response["Retry-After"] == "15"

@@ -24,13 +24,12 @@ from backups.formats.restore_into import RestoreIntoError, rewrite_schema
 from backups.keys import archive_identities
 from backups.models import Backup, JobStatus
 from backups.postgres import connect_separately, find_pg_tools
-from backups.tests.helpers import other_connection, table_checksums, wait_for
+from backups.tests.helpers import add_filler, other_connection, table_checksums, wait_for
 from dental.models import Invoice, Patient
 
 SCHEMA = "restaura"  # the scratch_clinic fixture's clinic
 SCRATCH = f"{SCHEMA}__scratch_test"
 STAGING = SCHEMA + restore_into.STAGING_SUFFIX
-FILLER_ROWS = 300_000
 
 
 # --- Helpers ----------------------------------------------------------------------------
@@ -173,17 +172,6 @@ def locks_on_live(observer: psycopg.Connection, pid: int) -> list[tuple]:
         "OR (l.locktype = 'object' AND l.objid = %s::regnamespace))",
         [pid, SCHEMA, SCHEMA],
     ).fetchall()
-
-
-def add_filler(rows: int = FILLER_ROWS) -> None:
-    """A big table in the clinic (serial: its dump has nextval('restaura.filler_id_seq'::regclass) and setval)."""
-    with connection.cursor() as cursor:
-        cursor.execute(f"CREATE TABLE {SCHEMA}.filler (id serial PRIMARY KEY, note text)")
-        cursor.execute(
-            f"INSERT INTO {SCHEMA}.filler (note) SELECT 'row ' || g || ' ' || md5(g::text) "
-            "FROM generate_series(1, %s) g",
-            [rows],
-        )
 
 
 # --- A copy of the backup, nothing else ------------------------------------------------

@@ -22,6 +22,7 @@ class ClinicAdminSite(AdminSite):
 
     site_title = _("Respaldo clinic")
     index_title = _("Clinic administration")
+    enable_nav_sidebar = False  # the backups' tables need the whole width at 1280 px
 
     def each_context(self, request):
         context = super().each_context(request)

@@ -25,6 +25,7 @@ from django.views.decorators.csrf import csrf_exempt
 from backups import selectors, services
 from backups.admin import display
 from backups.admin.forms import BackupNowForm, RestoreConfirmForm, posted
+from backups.admin.readonly import CatalogAdmin
 from backups.admin.uploads import upload_view
 from backups.exceptions import as_respaldo_error
 from backups.models import ACTIVE_STATUSES, Backup, JobStatus
@@ -70,23 +71,22 @@ def job_status_json(job, *, message: str = "", actions_html: str = "") -> JsonRe
 
 
 @admin.register(Backup, site=clinic_site)
-class ClinicBackupAdmin(admin.ModelAdmin):
+class ClinicBackupAdmin(CatalogAdmin):
     """One clinic's backups ("Respaldos"), newest first."""
 
     list_display = [
         "when",
-        "kind",
-        "payload_format",
         "status_badge",
+        "kind",
+        "format_short",
         "size_display",
         "duration_display",
         "requested_by",
-        "note",
         "row_actions",
+        "note",
     ]
     list_display_links = ["when"]
     list_filter = ["status", "kind", "payload_format", ("requested_at", admin.DateFieldListFilter)]
-    list_per_page = 25
     search_fields = ["note", "requested_by"]
     change_list_template = "admin/backups/backup/change_list.html"
     change_form_template = "admin/backups/backup/change_form.html"
@@ -106,28 +106,20 @@ class ClinicBackupAdmin(admin.ModelAdmin):
     ]
     readonly_fields = fields
 
-    # --- the rows: this clinic's only, read-only -------------------------------------
+    # --- the rows: this clinic's only (read-only: CatalogAdmin) ------------------------
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Backup]:
         return selectors.backup_list(clinic_id=request.tenant.pk)
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False  # "Back up now" has its own page (backups are made by workers, not typed in)
-
-    def has_change_permission(self, request: HttpRequest, obj: Backup | None = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Backup | None = None) -> bool:
-        return False  # retention removes backups
-
-    def get_actions(self, request: HttpRequest) -> dict:
-        return {}
 
     # --- columns ------------------------------------------------------------------------
 
     @admin.display(description=gettext_lazy("when"), ordering="requested_at")
     def when(self, backup: Backup) -> str:
         return timezone.localtime(backup.requested_at).strftime("%Y-%m-%d %H:%M")
+
+    @admin.display(description=gettext_lazy("format"), ordering="payload_format")
+    def format_short(self, backup: Backup) -> str:
+        return "PostgreSQL" if backup.payload_format == Backup.Format.PG else "JSON"
 
     @admin.display(description=gettext_lazy("status"), ordering="status")
     def status_badge(self, backup: Backup) -> str:

@@ -16,6 +16,7 @@ from django.utils.translation import gettext_lazy
 
 from backups.admin import display
 from backups.admin.clinic_backups import job_status_json
+from backups.admin.readonly import CatalogAdmin
 from backups.models import JobStatus, Restore
 from clinic_site.admin_sites import clinic_site
 
@@ -26,7 +27,7 @@ def restore_list(clinic_id: int) -> QuerySet[Restore]:
 
 
 @admin.register(Restore, site=clinic_site)
-class ClinicRestoreAdmin(admin.ModelAdmin):
+class ClinicRestoreAdmin(CatalogAdmin):
     """Every restore of this clinic: who, when, from which backup, how it ended, and the way back."""
 
     list_display = [
@@ -40,22 +41,9 @@ class ClinicRestoreAdmin(admin.ModelAdmin):
     ]
     list_display_links = None
     list_filter = ["status", "outcome"]
-    list_per_page = 25
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Restore]:
         return restore_list(request.tenant.pk)
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Restore | None = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Restore | None = None) -> bool:
-        return False
-
-    def get_actions(self, request: HttpRequest) -> dict:
-        return {}
 
     def _url(self, name: str, *args) -> str:
         return reverse(f"{self.admin_site.name}:{name}", args=args)
@@ -109,6 +97,8 @@ class ClinicRestoreAdmin(admin.ModelAdmin):
         phases = list(display.RESTORE_PHASES.items())
         keys = [key for key, _label in phases]
         current = keys.index(restore.progress_phase) if restore.progress_phase in keys else -1
+        if restore.status == JobStatus.SUCCEEDED:
+            current += 1  # the last phase it was in is done too
         undo = None
         if (
             restore.status == JobStatus.SUCCEEDED

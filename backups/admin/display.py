@@ -10,6 +10,7 @@ from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy, ngettext
 
 from backups.models import Backup, Job, JobStatus
+from backups.services.restore import PHASE_LABELS
 
 # Phases a job goes through, in order, as people read them (the row keeps the key).
 BACKUP_PHASES = {
@@ -18,14 +19,7 @@ BACKUP_PHASES = {
     "dumping": gettext_lazy("dumping, compressing and encrypting"),
     "storing": gettext_lazy("storing"),
 }
-RESTORE_PHASES = {
-    "verifying": gettext_lazy("verifying"),
-    "safety backup": gettext_lazy("safety backup"),
-    "restoring": gettext_lazy("restoring"),
-    "checking": gettext_lazy("checking"),
-    "swapping": gettext_lazy("switching to the restored data"),
-    "migrating": gettext_lazy("migrating"),
-}
+RESTORE_PHASES = PHASE_LABELS  # the restore service's phases, in order
 # A symbol with every status, so that no status is told by colour alone.
 _SYMBOLS = {"pending": "…", "running": "⟳", "succeeded": "✓", "failed": "✗", "expired": "⌛"}
 
@@ -35,6 +29,8 @@ def human_duration(value: timedelta | None) -> str:
     if value is None:
         return "—"
     seconds = int(round(value.total_seconds()))
+    if seconds < 1:
+        return _("under a second")
     if seconds < 60:
         return ngettext("%(n)d second", "%(n)d seconds", seconds) % {"n": seconds}
     minutes, seconds = divmod(seconds, 60)
@@ -77,9 +73,10 @@ def status_badge(job: Job, *, status_url: str = "") -> str:
     """A badge with symbol, text and colour; ``status_url`` lets the page's script keep it current."""
     key = status_key(job)
     return format_html(
-        '<span class="respaldo-badge respaldo-{}" data-status-url="{}" data-status="{}">'
+        '<span class="respaldo-badge respaldo-{}" data-job="{}" data-status-url="{}" data-status="{}">'
         '<span aria-hidden="true">{}</span> <span class="respaldo-badge-text">{}</span></span>',
         key,
+        job.pk,
         status_url if job.status in (JobStatus.PENDING, JobStatus.RUNNING) else "",
         key,
         _SYMBOLS.get(key, ""),

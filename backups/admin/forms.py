@@ -5,6 +5,7 @@ from __future__ import annotations
 from django import forms
 from django.http import HttpRequest
 from django.template.defaultfilters import filesizeformat
+from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 
 from backups.exceptions import render
@@ -49,7 +50,9 @@ class RestoreConfirmForm(forms.Form):
         self.schema = schema
         self.preview = preview
         self.fields["confirm"].widget.attrs.update({"autocomplete": "off", "spellcheck": "false"})
-        self.fields["confirm"].help_text = _("Type %(schema)s") % {"schema": schema}
+        self.fields["confirm"].help_text = format_html(
+            _("Type {schema}"), schema=format_html("<strong><code>{}</code></strong>", schema)
+        )
         if not preview.emptied:
             del self.fields["accept_emptied"]
 

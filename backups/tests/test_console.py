@@ -244,3 +244,25 @@ def upload_folder(settings, tmp_path):
     folder.mkdir(mode=0o700)
     settings.BACKUPS_UPLOAD_TMP_DIR = str(folder)
     return folder
+
+
+def test_a_backup_in_s3_downloads_through_a_link_valid_five_minutes(admin_client, moto_server, settings):
+    import urllib.request
+
+    import boto3
+
+    from backups.tests.helpers import BUCKET, s3_config, use_backups_storage
+
+    boto3.client(
+        "s3", endpoint_url=moto_server, region_name="us-east-1", aws_access_key_id="k", aws_secret_access_key="s"
+    ).create_bucket(Bucket=BUCKET)
+    use_backups_storage(settings, s3_config(endpoint_url=moto_server))
+    backup = make_backup("clinica")
+    response = admin_client.get(f"{LIST}{backup.pk}/download/")
+    assert response.status_code == 302
+    link = response["Location"]
+    assert link.startswith(moto_server) and "X-Amz-Expires=300" in link
+    assert "response-content-disposition=attachment" in link
+    with urllib.request.urlopen(link) as fetched:  # noqa: S310 - the test's own moto server
+        assert hashlib.sha256(fetched.read()).hexdigest() == backup.sha256
+    assert Download.objects.get(backup=backup).via == "link"

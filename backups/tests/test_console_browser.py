@@ -1,0 +1,249 @@
+"""The clinic console in a real browser (Debian's Chromium driven by Playwright), with a real
+django-q2 worker, in English and in Spanish: back up, download, break, restore, undo, upload,
+and read (but not write) the clinic while a restore runs.
+
+Every page visited is saved as a screenshot under ``.local/screenshots/<language>/`` (git
+ignores it), or under ``$SCREENSHOT_DIR``; ``docs/screenshots/`` holds copies of the main ones.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+from django.db import connection
+from django_tenants.utils import schema_context
+
+from backups.models import Backup, JobStatus, Restore
+from backups.tests.helpers import other_connection, table_checksums, wait_for
+from conftest import log_in
+from dental.models import Invoice, Patient
+
+CLINIC = "clinica"
+LIST = "/admin/backups/backup/"
+
+# What the pages say, per browser language (everything else is found by id, class or href).
+WORDS = {
+    "en-US": {"backups": "Backups", "busy": "changes are paused", "nothing": "Nothing was saved"},
+    "es-ES": {"backups": "Respaldos", "busy": "los cambios están en pausa", "nothing": "No se ha guardado nada"},
+}
+
+
+class Shots:
+    """Numbered full-page screenshots of every page of one run."""
+
+    def __init__(self, language: str) -> None:
+        root = Path(os.environ.get("SCREENSHOT_DIR") or Path(settings.BASE_DIR) / ".local" / "screenshots")
+        self.folder = root / language[:2]
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.count = 0
+
+    def __call__(self, page, name: str) -> None:
+        self.count += 1
+        path = self.folder / f"{self.count:02d}-{name}.png"
+        page.screenshot(path=str(path), full_page=True)
+        assert path.stat().st_size > 5_000
+
+
+def dental_state() -> dict[str, str]:
+    """Checksums of the clinic's records (not its sessions, which logging in changes)."""
+    return {table: digest for table, digest in table_checksums(CLINIC).items() if table.startswith("dental_")}
+
+
+@pytest.fixture
+def clinica_put_back(live_db):
+    """clinica as it was before the test, whatever the test did to it (restored from a backup if needed)."""
+    from backups import services
+
+    before = dental_state()
+    safety = services.backup_run(backup_id=services.backup_request(clinic=CLINIC, enqueue=False).pk)
+    assert safety.status == JobStatus.SUCCEEDED
+    yield
+    connection.set_schema_to_public()
+    if dental_state() != before:
+        restore = services.restore_request(clinic=CLINIC, backup_id=safety.pk, enqueue=False)
+        services.restore_run(restore_id=restore.pk)
+    assert dental_state() == before
+
+
+def wait_for_badge(page, job_id: int, status: str, *, timeout: float = 120_000) -> None:
+    """Until the badge of job ``job_id`` on the page shows ``status`` (the page's script updates it)."""
+    page.wait_for_selector(f'.respaldo-badge.respaldo-{status}[data-job="{job_id}"]', timeout=timeout)
+
+
+def restore_from(page, base: str, backup_id: int, shots: Shots, name: str, *, emptied: bool = False) -> Restore:
+    """Open the confirmation page of ``backup_id``, type the clinic's name, watch the restore end."""
+    page.goto(f"{base}{LIST}{backup_id}/restore/")
+    assert page.locator("table.respaldo-counts").count() >= 1
+    shots(page, f"{name}-confirm")
+    page.fill("#id_confirm", "clinica-no")
+    page.click("input[type=submit]")
+    page.wait_for_selector(".errorlist")  # a wrong name restores nothing
+    page.fill("#id_confirm", CLINIC)
+    if emptied:
+        page.check("#id_accept_emptied")
+    page.click("input[type=submit]")
+    page.wait_for_url("**/admin/backups/restore/*/progress/**")
+    shots(page, f"{name}-progress")
+    page.wait_for_selector(".respaldo-done, .respaldo-error", timeout=180_000)
+    restore = Restore.objects.order_by("-pk").first()
+    assert restore.status == JobStatus.SUCCEEDED, restore.error_message()
+    assert page.locator(".respaldo-done").count() == 1
+    shots(page, f"{name}-done")
+    return restore
+
+
+@pytest.mark.parametrize("language", ["en-US", "es-ES"])
+def test_a_clinic_admin_backs_up_breaks_restores_and_undoes_in_the_browser(
+    language, web_server, browser, cluster, clinica_put_back, tmp_path
+):
+    worker = cluster()
+    words, shots = WORDS[language], Shots(language)
+    base = f"http://{CLINIC}.localhost:{web_server}"
+    context = browser.new_context(locale=language, accept_downloads=True, viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    log_in(page, f"{base}/admin/", "admin", "admin")
+    shots(page, "index")
+    assert words["backups"] in page.locator("#content-main").inner_text()
+
+    # Back up now, and watch the row turn green without reloading.
+    page.goto(f"{base}{LIST}")
+    shots(page, "backups")
+    page.click(f'a[href="{LIST}now/"]')
+    shots(page, "backup-now")
+    page.check("input[name=payload_format][value=pg]")
+    page.fill("#id_note", "antes del cierre")
+    page.click("input[type=submit]")
+    page.wait_for_url(f"**{LIST}")
+    backup = Backup.objects.filter(clinic__schema_name=CLINIC, note="antes del cierre").get()
+    shots(page, "backup-requested")
+    wait_for_badge(page, backup.pk, "succeeded")
+    shots(page, "backup-done")
+    backup.refresh_from_db()
+    assert backup.status == JobStatus.SUCCEEDED and backup.requested_by == "admin"
+
+    # Download it: the bytes are the catalog's.
+    with page.expect_download() as download:
+        page.click(f'a[href="{LIST}{backup.pk}/download/"]')
+    saved = tmp_path / download.value.suggested_filename
+    download.value.save_as(saved)
+    assert saved.name.startswith(f"{CLINIC}-") and saved.name.endswith(f"-{backup.pk}.respaldo")
+    assert hashlib.sha256(saved.read_bytes()).hexdigest() == backup.sha256
+
+    # Break something, restore, see it back; undo, see it gone again.
+    with schema_context(CLINIC):
+        victim = Patient.objects.order_by("pk").last()
+        victim_id, victim_name = victim.pk, victim.national_id
+        Invoice.objects.filter(patient=victim).delete()  # as a clumsy user would, invoices first
+        victim.delete()
+    connection.set_schema_to_public()
+    restore = restore_from(page, base, backup.pk, shots, "restore")
+    page.goto(f"{base}/admin/dental/patient/{victim_id}/change/")
+    assert page.locator("#id_national_id").input_value() == victim_name
+    shots(page, "patient-back")
+
+    page.goto(f"{base}/admin/backups/restore/")
+    assert page.locator(f'a[href="/admin/backups/restore/{restore.pk}/progress/"]').count() == 1
+    shots(page, "restore-history")
+    page.goto(f"{base}{LIST}{backup.pk}/change/")
+    assert "admin" in page.locator(".field-downloads_display").inner_text()  # the download was recorded
+    shots(page, "backup-detail")
+
+    page.goto(f"{base}/admin/backups/restore/{restore.pk}/progress/")
+    page.click("a.button")  # "Undo this restore": the same confirmation, from the safety backup
+    page.wait_for_url(f"**{LIST}{restore.safety_backup_id}/restore/")
+    restore_from(page, base, restore.safety_backup_id, shots, "undo")
+    with schema_context(CLINIC):
+        assert not Patient.objects.filter(pk=victim_id).exists()
+    connection.set_schema_to_public()
+
+    # A tampered file is refused inline; the downloaded file restores the patient again.
+    tampered = bytearray(saved.read_bytes())
+    tampered[len(tampered) // 2] ^= 0x01
+    (tmp_path / "tampered.respaldo").write_bytes(bytes(tampered))
+    page.goto(f"{base}{LIST}upload/")
+    page.set_input_files("#id_file", str(tmp_path / "tampered.respaldo"))
+    page.click("input[type=submit]")
+    assert page.locator("ul.errorlist").inner_text().strip()
+    shots(page, "upload-refused")
+    assert not Backup.objects.filter(kind=Backup.Kind.UPLOADED).exists()
+    page.set_input_files("#id_file", str(saved))
+    page.click("input[type=submit]")
+    page.wait_for_url(f"**{LIST}*/restore/")
+    uploaded = Backup.objects.get(kind=Backup.Kind.UPLOADED, clinic__schema_name=CLINIC)
+    restore_from(page, base, uploaded.pk, shots, "upload-restore")
+    with schema_context(CLINIC):
+        assert Patient.objects.filter(pk=victim_id, national_id=victim_name).exists()
+    connection.set_schema_to_public()
+
+    # A slow restore (its safety backup waits on a lock we hold on a table patients do not
+    # need): the patient page works with the banner; saving it is refused and changes nothing.
+    # (The worker is stopped while the restore is requested: the confirmation page counts rows,
+    # which our lock would hold up too.)
+    os.killpg(worker.pid, signal.SIGKILL)  # idle: nothing of ours is lost
+    worker.wait(timeout=30)
+    page.goto(f"{base}{LIST}{backup.pk}/restore/")
+    page.fill("#id_confirm", CLINIC)
+    page.click("input[type=submit]")
+    page.wait_for_url("**/admin/backups/restore/*/progress/**")
+    slow = Restore.objects.order_by("-pk").first()
+    with other_connection() as holder:
+        holder.execute("BEGIN")
+        holder.execute(f'LOCK TABLE "{CLINIC}".dental_inventoryitem IN ACCESS EXCLUSIVE MODE')
+        cluster()
+        wait_for(
+            lambda: Restore.objects.filter(pk=slow.pk, progress_phase="safety backup").exists(), what="safety backup"
+        )
+        page.wait_for_selector('.respaldo-phases li.current[data-phase="safety backup"]')  # updated in place
+        shots(page, "slow-restore-progress")
+        reader = context.new_page()
+        reader.goto(f"{base}/admin/dental/patient/{victim_id}/change/")
+        assert reader.locator(".respaldo-banner").count() == 1
+        shots(reader, "patient-during-restore")
+        before = table_checksums(CLINIC, ["dental_patient"])
+        reader.fill("#id_phone", "+34 600 000 000")
+        reader.click("input[name=_save]")
+        reader.wait_for_load_state()
+        assert words["busy"] in reader.content() and words["nothing"] in reader.content()
+        shots(reader, "save-refused")
+        assert table_checksums(CLINIC, ["dental_patient"]) == before
+        holder.execute("ROLLBACK")
+    page.wait_for_selector(".respaldo-done, .respaldo-error", timeout=180_000)
+    assert Restore.objects.get(pk=slow.pk).status == JobStatus.SUCCEEDED
+    context.close()
+
+
+def test_reception_finds_no_backups_and_a_viewer_gets_403_on_download(web_server, browser, live_db):
+    from django.contrib.auth.models import Permission, User
+
+    from backups import services
+
+    with schema_context(CLINIC):
+        viewer, _ = User.objects.get_or_create(username="lectora", defaults={"is_staff": True})
+        viewer.set_password("lectora-pass-1")
+        viewer.save()
+        viewer.user_permissions.set([Permission.objects.get(codename="view_backup")])
+    connection.set_schema_to_public()
+    backup = services.backup_run(backup_id=services.backup_request(clinic=CLINIC, enqueue=False).pk)
+    base = f"http://{CLINIC}.localhost:{web_server}"
+    try:
+        page = browser.new_page()
+        log_in(page, f"{base}/admin/", "recepcion", "recepcion")
+        assert "Backups" not in page.locator("#content-main").inner_text()
+        assert page.goto(f"{base}{LIST}").status == 403
+
+        page = browser.new_page()
+        log_in(page, f"{base}/admin/", "lectora", "lectora-pass-1")
+        page.goto(f"{base}{LIST}")
+        assert page.locator(f'a[href="{LIST}{backup.pk}/download/"]').count() == 0
+        assert page.goto(f"{base}{LIST}{backup.pk}/download/").status == 403
+        assert page.goto(f"{base}{LIST}{backup.pk}/restore/").status == 403
+        assert page.goto(f"{base}{LIST}upload/").status == 403
+    finally:
+        with schema_context(CLINIC):
+            User.objects.filter(username="lectora").delete()
+        connection.set_schema_to_public()

@@ -266,3 +266,13 @@ def test_a_backup_in_s3_downloads_through_a_link_valid_five_minutes(admin_client
     with urllib.request.urlopen(link) as fetched:  # noqa: S310 - the test's own moto server
         assert hashlib.sha256(fetched.read()).hexdigest() == backup.sha256
     assert Download.objects.get(backup=backup).via == "link"
+
+
+def test_the_upload_page_checks_the_csrf_token_even_though_it_swaps_upload_handlers(upload_folder):
+    client = Client(HTTP_HOST="clinica.localhost", enforce_csrf_checks=True)
+    with schema_context("clinica"):  # sessions live in the clinic's schema
+        client.force_login(User.objects.get(username="admin"))
+    before = set(Backup.objects.values_list("pk", flat=True))
+    response = client.post(f"{LIST}upload/", {"file": io.BytesIO(b"[]")})
+    assert response.status_code == 403
+    assert set(Backup.objects.values_list("pk", flat=True)) == before

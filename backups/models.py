@@ -7,7 +7,7 @@ named by text because a public row cannot reference a user of a clinic's schema.
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import time, timedelta
 
 from django.db import models
 from django.db.models import Q
@@ -43,6 +43,9 @@ class Job(models.Model):
     error_code = models.CharField(_("error code"), max_length=60, blank=True)
     error_params = models.JSONField(_("error parameters"), default=dict, blank=True)
     worker = models.CharField(_("worker"), max_length=100, blank=True, help_text=_("host:pid that ran the job"))
+    # Email about the job's end (backups/operations/notify.py): when it went out, or why it did not.
+    notified_at = models.DateTimeField(_("notified at"), null=True, blank=True)
+    notify_error = models.TextField(_("notification error"), blank=True)
 
     class Meta:
         abstract = True
@@ -92,6 +95,15 @@ class Backup(Job):
     manifest = models.JSONField(_("manifest"), default=dict, blank=True)
     progress_bytes = models.BigIntegerField(_("bytes so far"), default=0)
     note = models.CharField(_("note"), max_length=200, blank=True, help_text=_("Why it was taken, for the record."))
+    # The clinic's local day a scheduled backup is for: one per clinic and day, the database decides.
+    scheduled_for = models.DateField(_("scheduled for"), null=True, blank=True)
+    # Verification (checksum + authentication re-read) and restore drills (backups/operations/drills.py).
+    verified_at = models.DateTimeField(_("verified at"), null=True, blank=True)
+    drilled_at = models.DateTimeField(_("drilled at"), null=True, blank=True)
+    drill_status = models.CharField(
+        _("drill"), max_length=20, blank=True, choices=[("succeeded", _("Succeeded")), ("failed", _("Failed"))]
+    )
+    drill_error = models.JSONField(_("drill error"), default=dict, blank=True)
     attempt = models.PositiveSmallIntegerField(_("attempt"), default=1)
     retry_of = models.ForeignKey(
         "self", on_delete=models.SET_NULL, null=True, blank=True, related_name="retries", verbose_name=_("retry of")
@@ -113,11 +125,17 @@ class Backup(Job):
             models.UniqueConstraint(
                 fields=["clinic"], condition=Q(status__in=["pending", "running"]), name="one_active_backup_per_clinic"
             ),
+            models.UniqueConstraint(
+                fields=["clinic", "scheduled_for"],
+                condition=Q(retry_of__isnull=True),
+                name="one_scheduled_backup_per_clinic_day",
+            ),
         ]
         permissions = [
             ("download_backup", _("Can download a backup")),
             ("restore_backup", _("Can restore a backup")),
             ("upload_backup", _("Can upload a backup file to restore")),
+            ("change_policy", _("Can change the clinic's backup policy")),
         ]
 
     def __str__(self) -> str:
@@ -178,3 +196,77 @@ class Download(models.Model):
 
     def __str__(self) -> str:
         return f"Backup #{self.backup_id} downloaded by {self.downloaded_by}"
+
+
+class BackupPolicy(models.Model):
+    """How one clinic is backed up by itself: when, in which format, what is kept, who hears.
+
+    One per clinic, created with it from the platform's defaults (the row without a clinic).
+    Times are in the clinic's own time zone (``Clinic.time_zone``).
+    """
+
+    clinic = models.OneToOneField(
+        "clinics.Clinic", on_delete=models.CASCADE, null=True, blank=True, related_name="backup_policy"
+    )
+    enabled = models.BooleanField(_("daily backups on"), default=True)
+    run_at = models.TimeField(_("time of day"), default=time(2, 0), help_text=_("In the clinic's time zone."))
+    payload_format = models.CharField(
+        _("format"), max_length=10, choices=Backup.Format.choices, default=Backup.Format.PG
+    )
+    keep_daily = models.PositiveSmallIntegerField(_("daily backups kept"), default=7)
+    keep_weekly = models.PositiveSmallIntegerField(_("weekly backups kept"), default=4)
+    keep_monthly = models.PositiveSmallIntegerField(_("monthly backups kept"), default=12)
+    keep_min_days = models.PositiveSmallIntegerField(_("keep everything younger than (days)"), default=30)
+    keep_pre_restore_days = models.PositiveSmallIntegerField(_("safety backups kept at least (days)"), default=7)
+    keep_failed_days = models.PositiveSmallIntegerField(_("failed rows cleaned after (days)"), default=30)
+    notify_emails = models.TextField(
+        _("notification addresses"), blank=True, help_text=_("One or more addresses, separated by commas.")
+    )
+    stale_after_hours = models.PositiveSmallIntegerField(_("alert when no successful backup for (hours)"), default=26)
+    stale_alert_sent_at = models.DateTimeField(_("missed-backup alert sent at"), null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("backup policy")
+        verbose_name_plural = _("backup policies")
+        constraints = [
+            models.UniqueConstraint(
+                fields=["clinic"], name="one_policy_per_clinic", nulls_distinct=False
+            ),  # and exactly one row of defaults (clinic NULL)
+        ]
+
+    def __str__(self) -> str:
+        return f"Backup policy of {self.clinic.schema_name}" if self.clinic_id else "Default backup policy"
+
+
+class AuditEntry(models.Model):
+    """Who did what to which backup, when and from where. Written by the services, in the action's transaction."""
+
+    class Action(models.TextChoices):
+        BACKUP_REQUESTED = "backup_requested", _("Backup requested")
+        DOWNLOADED = "downloaded", _("Downloaded")
+        RESTORE_REQUESTED = "restore_requested", _("Restore requested")
+        UPLOADED = "uploaded", _("Uploaded")
+        PRUNED = "pruned", _("Pruned by retention")
+        VERIFIED = "verified", _("Verified")
+        DRILLED = "drilled", _("Restore drill")
+        POLICY_CHANGED = "policy_changed", _("Policy changed")
+
+    clinic = models.ForeignKey(
+        "clinics.Clinic", on_delete=models.CASCADE, null=True, blank=True, related_name="audit_entries"
+    )
+    at = models.DateTimeField(_("when"), default=timezone.now, db_index=True)
+    actor = models.CharField(_("who"), max_length=254, blank=True, help_text=_("a user, or the system"))
+    address = models.GenericIPAddressField(_("from address"), null=True, blank=True)
+    action = models.CharField(_("action"), max_length=30, choices=Action.choices)
+    backup_id_ref = models.BigIntegerField(_("backup"), null=True, blank=True)
+    restore_id_ref = models.BigIntegerField(_("restore"), null=True, blank=True)
+    details = models.JSONField(_("details"), default=dict, blank=True)
+
+    class Meta:
+        verbose_name = _("audit entry")
+        verbose_name_plural = _("audit trail")
+        ordering = ["-at", "-id"]
+        indexes = [models.Index(fields=["clinic", "-at"], name="audit_clinic_newest")]
+
+    def __str__(self) -> str:
+        return f"{self.at:%Y-%m-%d %H:%M} {self.actor} {self.action}"

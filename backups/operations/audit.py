@@ -1,0 +1,51 @@
+"""The audit trail: who did what to which backup, when and from where (public schema).
+
+Services call :func:`audit` inside the transaction of the action they record, so an entry
+exists exactly when the action happened.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db.models import QuerySet
+from django.http import HttpRequest
+
+from backups.models import AuditEntry
+
+SYSTEM = "system"  # the actor of what the schedule, retention and drills do
+
+
+def client_address(request: HttpRequest | None) -> str | None:
+    """The address a request came from (REMOTE_ADDR: a proxy in front must set it, e.g. gunicorn's
+    --forwarded-allow-ips), or None outside a request."""
+    if request is None:
+        return None
+    return request.META.get("REMOTE_ADDR") or None
+
+
+def audit(
+    action: str,
+    *,
+    clinic_id: int | None,
+    actor: str = SYSTEM,
+    address: str | None = None,
+    backup_id: int | None = None,
+    restore_id: int | None = None,
+    **details: Any,
+) -> AuditEntry:
+    """Record one action (``AuditEntry.Action``) with plain-JSON ``details``."""
+    return AuditEntry.objects.create(
+        clinic_id=clinic_id,
+        actor=actor or SYSTEM,
+        address=address,
+        action=action,
+        backup_id_ref=backup_id,
+        restore_id_ref=restore_id,
+        details=details,
+    )
+
+
+def audit_trail(*, clinic_id: int) -> QuerySet[AuditEntry]:
+    """One clinic's entries, newest first."""
+    return AuditEntry.objects.filter(clinic_id=clinic_id)

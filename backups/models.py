@@ -135,7 +135,6 @@ class Backup(Job):
             ("download_backup", _("Can download a backup")),
             ("restore_backup", _("Can restore a backup")),
             ("upload_backup", _("Can upload a backup file to restore")),
-            ("change_policy", _("Can change the clinic's backup policy")),
         ]
 
     def __str__(self) -> str:

@@ -118,20 +118,6 @@ class Migration(migrations.Migration):
                 "verbose_name_plural": "backup policies",
             },
         ),
-        migrations.AlterModelOptions(
-            name="backup",
-            options={
-                "ordering": ["-requested_at", "-id"],
-                "permissions": [
-                    ("download_backup", "Can download a backup"),
-                    ("restore_backup", "Can restore a backup"),
-                    ("upload_backup", "Can upload a backup file to restore"),
-                    ("change_policy", "Can change the clinic's backup policy"),
-                ],
-                "verbose_name": "backup",
-                "verbose_name_plural": "backups",
-            },
-        ),
         migrations.AddField(
             model_name="backup",
             name="drill_error",

@@ -117,7 +117,11 @@ def ensure_clinic(schema: str, name: str, *, domain_suffix: str = "localhost") -
     clinic = Clinic.objects.filter(schema_name=schema).first()
     if clinic is None:
         clinic = Clinic(
-            schema_name=schema, name=name, contact_email=f"admin@{schema}.example", time_zone="Europe/Madrid"
+            schema_name=schema,
+            name=name,
+            contact_email=f"admin@{schema}.example",
+            time_zone="Europe/Madrid",
+            language="es",
         )
         clinic.save(verbosity=0)  # creates and migrates the schema
     Domain.objects.get_or_create(domain=f"{schema}.{domain_suffix}", defaults={"tenant": clinic, "is_primary": True})

@@ -15,6 +15,11 @@ def default_time_zone() -> str:
     return settings.TIME_ZONE
 
 
+def default_language() -> str:
+    """New clinics start in the deployment's language (``LANGUAGE_CODE``)."""
+    return settings.LANGUAGE_CODE
+
+
 def validate_time_zone(value: str) -> None:
     """Refuse a name the IANA time zone database does not know."""
     try:
@@ -35,6 +40,13 @@ class Clinic(TenantMixin):
         default=default_time_zone,
         validators=[validate_time_zone],
         help_text=_("The clinic's own time zone (for example Europe/Madrid): its pages show times in it."),
+    )
+    language = models.CharField(
+        _("language"),
+        max_length=10,
+        choices=settings.LANGUAGES,
+        default=default_language,
+        help_text=_("The language of the clinic's emails (its pages follow each browser's language)."),
     )
     backup_recipient = models.CharField(
         _("escrow key for backups"),

@@ -1,4 +1,9 @@
 """The console's admin pages. The clinic console (``clinic_*``) is registered on each clinic's
-admin site; the platform console comes with the platform issue."""
+admin site; ``platform_*`` on the platform's."""
 
-from backups.admin import clinic_backups, clinic_restores  # noqa: F401 - registers the ModelAdmins
+from backups.admin import (  # noqa: F401 - registers the ModelAdmins
+    clinic_backups,
+    clinic_operations,
+    clinic_restores,
+    platform_operations,
+)

@@ -29,6 +29,7 @@ from backups.admin.readonly import CatalogAdmin
 from backups.admin.uploads import upload_view
 from backups.exceptions import as_respaldo_error
 from backups.models import ACTIVE_STATUSES, Backup, JobStatus
+from backups.operations.audit import client_address
 from backups.services.download import backup_download
 from backups.services.preview import restore_preview
 from clinic_site.admin_sites import clinic_site
@@ -77,6 +78,7 @@ class ClinicBackupAdmin(CatalogAdmin):
     list_display = [
         "when",
         "status_badge",
+        "verified",
         "kind",
         "format_short",
         "size_display",
@@ -95,6 +97,7 @@ class ClinicBackupAdmin(CatalogAdmin):
         "kind",
         "payload_format",
         "status_badge",
+        "verified",
         "size_display",
         "duration_display",
         "requested_by",
@@ -124,6 +127,14 @@ class ClinicBackupAdmin(CatalogAdmin):
     @admin.display(description=gettext_lazy("status"), ordering="status")
     def status_badge(self, backup: Backup) -> str:
         return display.status_badge(backup, status_url=self._url("status", backup.pk))
+
+    @admin.display(description=gettext_lazy("verified"), ordering="verified_at")
+    def verified(self, backup: Backup) -> str:
+        if backup.drill_status == "failed":
+            return format_html('<span class="respaldo-failed-text">✗ {}</span>', _("drill failed"))
+        if backup.verified_at:
+            return "✓ " + timezone.localtime(backup.verified_at).strftime("%Y-%m-%d")
+        return "—"
 
     @admin.display(description=gettext_lazy("size"), ordering="size")
     def size_display(self, backup: Backup) -> str:
@@ -204,7 +215,7 @@ class ClinicBackupAdmin(CatalogAdmin):
         return super().changelist_view(request, extra_context=extra)
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
-        backup = get_object_or_404(self.get_queryset(request), pk=object_id) if object_id.isdigit() else None
+        backup = self.get_queryset(request).filter(pk=object_id).first() if str(object_id).isdigit() else None
         extra = {"backup": backup, "can_download": False, "can_restore": False, **(extra_context or {})}
         if backup is not None and backup.status == JobStatus.SUCCEEDED and not backup.expired_at:
             extra["can_download"] = request.user.has_perm("backups.download_backup")
@@ -266,7 +277,9 @@ class ClinicBackupAdmin(CatalogAdmin):
         backup = get_object_or_404(self.get_queryset(request), pk=backup_id)
         require(request, "download_backup")
         try:
-            download = backup_download(backup=backup, downloaded_by=request.user.get_username())
+            download = backup_download(
+                backup=backup, downloaded_by=request.user.get_username(), address=client_address(request)
+            )
         except Exception as exc:
             self.message_user(request, refusal(exc), messages.ERROR)
             return HttpResponseRedirect(reverse(f"{self.admin_site.name}:backups_backup_changelist"))
@@ -290,7 +303,10 @@ class ClinicBackupAdmin(CatalogAdmin):
         if request.method == "POST" and form.is_valid():
             try:
                 restore = services.restore_request(
-                    clinic=request.tenant.pk, backup_id=backup.pk, requested_by=request.user.get_username()
+                    clinic=request.tenant.pk,
+                    backup_id=backup.pk,
+                    requested_by=request.user.get_username(),
+                    address=client_address(request),
                 )
             except Exception as exc:
                 form.add_error(None, refusal(exc))

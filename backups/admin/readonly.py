@@ -3,10 +3,19 @@
 from __future__ import annotations
 
 from django.contrib import admin
-from django.http import HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse
 
 
-class CatalogAdmin(admin.ModelAdmin):
+class ClinicScopedAdmin(admin.ModelAdmin):
+    """An object outside this clinic's queryset is a 404 (Django's default is a redirect to the index)."""
+
+    def change_view(self, request: HttpRequest, object_id: str, form_url: str = "", extra_context=None):
+        if not str(object_id).isdigit() or not self.get_queryset(request).filter(pk=object_id).exists():
+            raise Http404
+        return super().change_view(request, object_id, form_url, extra_context)
+
+
+class CatalogAdmin(ClinicScopedAdmin):
     """No add or change form, no delete, no bulk actions: jobs make these rows and retention removes them."""
 
     list_per_page = 25

@@ -22,6 +22,7 @@ from backups import services
 from backups.admin.forms import UploadForm, posted
 from backups.conf import conf
 from backups.exceptions import as_respaldo_error
+from backups.operations.audit import client_address
 from backups.services.upload import too_large_refusal
 
 
@@ -71,6 +72,7 @@ def upload_view(model_admin) -> Callable[[HttpRequest], HttpResponse]:
                         source=upload,
                         filename=upload.name,
                         requested_by=request.user.get_username(),
+                        address=client_address(request),
                     )
                 except Exception as exc:
                     error = as_respaldo_error(exc)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from datetime import timedelta
+from datetime import date, timedelta
 from typing import IO
 
 from django.db import transaction
@@ -83,12 +83,14 @@ def backup_request(
     note: str = "",
     enqueue: bool = True,
     retry_of: Backup | None = None,
+    scheduled_for: date | None = None,
 ) -> Backup:
     """Create a pending backup row; with ``enqueue``, hand it to a worker once committed.
 
     Raises ClinicNotFound for an unknown clinic and ClinicBusy when the clinic
     already has a backup or restore waiting or running (checked under a row lock on the
-    clinic, and backed by a unique index).
+    clinic, and backed by a unique index). ``scheduled_for``: the clinic's local day a
+    scheduled backup is for; a second one for that day raises IntegrityError (unique).
     """
     if payload_format not in Backup.Format.values:
         raise BackupRefused("unknown_backup_format", format=str(payload_format))
@@ -104,6 +106,7 @@ def backup_request(
             note=note[:200] if note else (retry_of.note if retry_of else ""),
             retry_of=retry_of,
             attempt=(retry_of.attempt + 1) if retry_of else 1,
+            scheduled_for=scheduled_for,
         )
         if enqueue:
             transaction.on_commit(lambda: _enqueue_backup(backup.pk))
@@ -173,6 +176,7 @@ def backup_recover_crashed(backup: Backup) -> Backup | None:
             requested_by=backup.requested_by,
             retry_of=backup,
             enqueue=False,
+            scheduled_for=backup.scheduled_for,
         )
     except ClinicBusy:
         return None

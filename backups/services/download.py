@@ -6,11 +6,13 @@ import zoneinfo
 from dataclasses import dataclass
 from typing import BinaryIO
 
+from django.db import transaction
 from django.utils import timezone
 
 from backups import storage
 from backups.exceptions import RespaldoError
-from backups.models import Backup, Download, JobStatus
+from backups.models import AuditEntry, Backup, Download, JobStatus
+from backups.operations.audit import audit
 from backups.services.backup import ARCHIVE_EXTENSION
 
 LINK_SECONDS = 300  # a pre-signed S3 link is valid five minutes
@@ -33,7 +35,7 @@ def download_filename(backup: Backup) -> str:
     return f"{backup.clinic.schema_name}-{when}-{backup.pk}.{ARCHIVE_EXTENSION}"
 
 
-def backup_download(*, backup: Backup, downloaded_by: str) -> BackupDownload:
+def backup_download(*, backup: Backup, downloaded_by: str, address: str | None = None) -> BackupDownload:
     """Open ``backup`` for download and record who downloaded it (before any byte leaves).
 
     The caller has already checked that the backup is the requesting clinic's and that the
@@ -48,7 +50,15 @@ def backup_download(*, backup: Backup, downloaded_by: str) -> BackupDownload:
     result = BackupDownload(filename=filename, size=int(backup.size or 0), link=link)
     if link is None:
         result.stream = storage.open_stored(backup.storage_name)
-    Download.objects.create(
-        clinic_id=backup.clinic_id, backup=backup, downloaded_by=downloaded_by, via="link" if link else "stream"
-    )
+    via = "link" if link else "stream"
+    with transaction.atomic():
+        Download.objects.create(clinic_id=backup.clinic_id, backup=backup, downloaded_by=downloaded_by, via=via)
+        audit(
+            AuditEntry.Action.DOWNLOADED,
+            clinic_id=backup.clinic_id,
+            actor=downloaded_by,
+            address=address,
+            backup_id=backup.pk,
+            via=via,
+        )
     return result

@@ -42,7 +42,8 @@ from backups.formats.restore_into import (
 )
 from backups.keys import archive_identities
 from backups.manifest import manifest_check
-from backups.models import ACTIVE_STATUSES, Backup, JobStatus, Restore
+from backups.models import ACTIVE_STATUSES, AuditEntry, Backup, JobStatus, Restore
+from backups.operations.audit import audit
 from backups.postgres import PgTools, find_pg_tools
 from backups.services import backup as backup_services
 from clinics.models import Clinic
@@ -70,7 +71,12 @@ PHASE_LABELS = {
 
 
 def restore_request(
-    *, clinic: Clinic | int | str, backup_id: int, requested_by: str = "", enqueue: bool = True
+    *,
+    clinic: Clinic | int | str,
+    backup_id: int,
+    requested_by: str = "",
+    address: str | None = None,
+    enqueue: bool = True,
 ) -> Restore:
     """Create a pending restore of ``clinic`` from its backup ``backup_id``.
 
@@ -89,6 +95,14 @@ def restore_request(
         Clinic.objects.select_for_update().get(pk=target.pk)
         backup_services.check_not_busy(target)
         restore = Restore.objects.create(clinic=target, backup=backup, requested_by=requested_by)
+        audit(
+            AuditEntry.Action.RESTORE_REQUESTED,
+            clinic_id=target.pk,
+            actor=requested_by,
+            address=address,
+            backup_id=backup.pk,
+            restore_id=restore.pk,
+        )
         if enqueue:
             transaction.on_commit(lambda: _enqueue_restore(restore.pk))
     return restore

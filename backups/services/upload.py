@@ -43,7 +43,8 @@ from backups.formats.json.fixture import FixtureConverter
 from backups.formats.json.parser import COPY_BYTES, human_size, not_recognized
 from backups.keys import archive_identities
 from backups.manifest import manifest_build, manifest_check, manifest_summary, schema_migrations
-from backups.models import Backup
+from backups.models import AuditEntry, Backup
+from backups.operations.audit import audit
 from backups.services.backup import ARCHIVE_EXTENSION, check_not_busy, clinic_get
 from clinics.models import Clinic
 
@@ -64,7 +65,12 @@ SNIFF_BYTES = 512
 
 
 def backup_from_upload(
-    *, clinic: Clinic | int | str, source: BinaryIO, filename: str = "", requested_by: str = ""
+    *,
+    clinic: Clinic | int | str,
+    source: BinaryIO,
+    filename: str = "",
+    requested_by: str = "",
+    address: str | None = None,
 ) -> Backup:
     """Check an uploaded file and turn it into a succeeded backup of kind "uploaded" of ``clinic``.
 
@@ -106,6 +112,15 @@ def backup_from_upload(
     except UploadRefused as exc:
         logger.info("Upload %r for clinic %s refused (%s): %s", filename, target.schema_name, exc.code, exc)
         raise
+    audit(
+        AuditEntry.Action.UPLOADED,
+        clinic_id=target.pk,
+        actor=requested_by,
+        address=address,
+        backup_id=backup.pk,
+        filename=filename[:255],
+        bytes=backup.size,
+    )
     logger.info(
         "Upload %r for clinic %s accepted as backup #%s (%s).",
         filename,

@@ -1,0 +1,98 @@
+"""The clinic console's policy and audit-trail pages, and the audit entries the actions write."""
+
+import pytest
+
+from backups.models import AuditEntry, Backup, BackupPolicy, JobStatus
+from backups.tests.helpers import make_backup
+from backups.tests.test_console import fake_backup, logged_in
+from clinics.models import Clinic
+
+pytestmark = pytest.mark.django_db
+
+POLICIES = "/admin/backups/backuppolicy/"
+AUDIT = "/admin/backups/auditentry/"
+
+
+def policy_form(policy: BackupPolicy, **changes) -> dict:
+    data = {
+        "enabled": "on" if policy.enabled else "",
+        "run_at": policy.run_at.strftime("%H:%M"),
+        "time_zone": policy.clinic.time_zone,
+        "payload_format": policy.payload_format,
+        "keep_daily": policy.keep_daily,
+        "keep_weekly": policy.keep_weekly,
+        "keep_monthly": policy.keep_monthly,
+        "keep_min_days": policy.keep_min_days,
+        "keep_pre_restore_days": policy.keep_pre_restore_days,
+        "keep_failed_days": policy.keep_failed_days,
+        "notify_emails": policy.notify_emails,
+        "stale_after_hours": policy.stale_after_hours,
+    }
+    data.update(changes)
+    return {key: value for key, value in data.items() if value != ""}
+
+
+def test_the_policy_page_is_this_clinics_and_saving_it_is_audited():
+    client = logged_in("admin", "admin")
+    own = BackupPolicy.objects.get(clinic__schema_name="clinica")
+    other = BackupPolicy.objects.get(clinic__schema_name="bienestar")
+    assert client.get(POLICIES)["Location"] == f"{POLICIES}{own.pk}/change/"
+    assert client.get(f"{POLICIES}{other.pk}/change/").status_code == 404
+    assert client.get(f"{POLICIES}add/").status_code == 403
+
+    response = client.post(
+        f"{POLICIES}{own.pk}/change/",
+        policy_form(own, run_at="03:15", time_zone="America/Bogota", notify_emails="a@x.example; b@x.example"),
+    )
+    assert response.status_code == 302, response.content.decode()[:2000]
+    own.refresh_from_db()
+    assert own.run_at.strftime("%H:%M") == "03:15" and own.notify_emails == "a@x.example, b@x.example"
+    assert Clinic.objects.get(schema_name="clinica").time_zone == "America/Bogota"
+    entry = AuditEntry.objects.get(action="policy_changed")
+    assert entry.actor == "admin" and entry.clinic.schema_name == "clinica" and "run_at" in entry.details["changed"]
+    assert BackupPolicy.objects.get(pk=other.pk).run_at == other.run_at
+
+
+def test_a_bad_notification_address_is_refused_on_the_form():
+    client = logged_in("admin", "admin")
+    own = BackupPolicy.objects.get(clinic__schema_name="clinica")
+    response = client.post(f"{POLICIES}{own.pk}/change/", policy_form(own, notify_emails="ok@x.example, no-at-sign"))
+    assert response.status_code == 200 and "no-at-sign is not an email address" in response.content.decode()
+    assert not AuditEntry.objects.exists()
+
+
+def test_actions_leave_audit_entries_seen_on_this_clinics_audit_page_only():
+    client = logged_in("admin", "admin")
+    backup = make_backup("clinica")
+    client.get(f"/admin/backups/backup/{backup.pk}/download/", REMOTE_ADDR="10.1.2.3")
+    target = fake_backup(manifest={"tables": {}})
+    client.post(f"/admin/backups/backup/{target.pk}/restore/", {"confirm": "clinica", "accept_emptied": "on"})
+    fake_backup("bienestar", status=JobStatus.SUCCEEDED)
+    AuditEntry.objects.create(clinic=Clinic.objects.get(schema_name="bienestar"), actor="ajeno", action="downloaded")
+
+    download = AuditEntry.objects.get(action="downloaded", clinic__schema_name="clinica")
+    assert (download.actor, download.address, download.backup_id_ref) == ("admin", "10.1.2.3", backup.pk)
+    restore = AuditEntry.objects.get(action="restore_requested")
+    assert restore.backup_id_ref == target.pk and restore.restore_id_ref is not None
+    page = client.get(AUDIT).content.decode()
+    assert "10.1.2.3" in page and "ajeno" not in page
+    other = AuditEntry.objects.get(actor="ajeno")
+    assert client.get(f"{AUDIT}{other.pk}/change/").status_code == 404
+
+
+def test_reception_has_no_policy_or_audit_pages():
+    client = logged_in("recepcion", "recepcion")
+    assert client.get(POLICIES).status_code == 403
+    assert client.get(AUDIT).status_code == 403
+
+
+def test_the_list_shows_the_verified_mark_and_a_failed_drill():
+    client = logged_in("admin", "admin")
+    from django.utils import timezone
+
+    fake_backup(verified_at=timezone.now(), note="comprobado")
+    fake_backup(drill_status="failed", note="roto")
+    page = client.get("/admin/backups/backup/").content.decode()
+    assert "✓ " + timezone.localtime(timezone.now()).strftime("%Y-%m-%d") in page
+    assert "drill failed" in page
+    assert Backup.objects.filter(drill_status="failed").count() == 1

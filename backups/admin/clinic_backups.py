@@ -243,6 +243,7 @@ class ClinicBackupAdmin(CatalogAdmin):
                     payload_format=form.cleaned_data["payload_format"],
                     note=form.cleaned_data["note"],
                     requested_by=request.user.get_username(),
+                    address=client_address(request),
                 )
             except Exception as exc:
                 self.message_user(request, refusal(exc), messages.ERROR)

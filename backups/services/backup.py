@@ -30,7 +30,8 @@ from backups.exceptions import (
 )
 from backups.keys import archive_identities
 from backups.manifest import manifest_build, manifest_summary
-from backups.models import ACTIVE_STATUSES, Backup, JobStatus, Restore
+from backups.models import ACTIVE_STATUSES, AuditEntry, Backup, JobStatus, Restore
+from backups.operations.audit import audit
 from clinics.models import Clinic
 
 logger = logging.getLogger(__name__)
@@ -84,6 +85,7 @@ def backup_request(
     enqueue: bool = True,
     retry_of: Backup | None = None,
     scheduled_for: date | None = None,
+    address: str | None = None,
 ) -> Backup:
     """Create a pending backup row; with ``enqueue``, hand it to a worker once committed.
 
@@ -107,6 +109,15 @@ def backup_request(
             retry_of=retry_of,
             attempt=(retry_of.attempt + 1) if retry_of else 1,
             scheduled_for=scheduled_for,
+        )
+        audit(
+            AuditEntry.Action.BACKUP_REQUESTED,
+            clinic_id=target.pk,
+            actor=requested_by,
+            address=address,
+            backup_id=backup.pk,
+            kind=str(kind),
+            format=str(payload_format),
         )
         if enqueue:
             transaction.on_commit(lambda: _enqueue_backup(backup.pk))

@@ -96,3 +96,11 @@ def test_the_list_shows_the_verified_mark_and_a_failed_drill():
     assert "✓ " + timezone.localtime(timezone.now()).strftime("%Y-%m-%d") in page
     assert "drill failed" in page
     assert Backup.objects.filter(drill_status="failed").count() == 1
+
+
+def test_back_up_now_is_audited_with_who_and_from_where():
+    client = logged_in("admin", "admin")
+    client.post("/admin/backups/backup/now/", {"payload_format": "json"}, REMOTE_ADDR="10.9.8.7")
+    backup = Backup.objects.get(clinic__schema_name="clinica", status=JobStatus.PENDING)
+    entry = AuditEntry.objects.get(action="backup_requested", backup_id_ref=backup.pk)
+    assert (entry.actor, entry.address, entry.details["format"]) == ("admin", "10.9.8.7", "json")

@@ -64,6 +64,15 @@ class BackupsConf:
     def upload_tmp_dir(self) -> str | None:
         return _setting("BACKUPS_UPLOAD_TMP_DIR") or None
 
+    # --- fair use (per clinic, over the last 24 hours)
+    @property
+    def max_manual_backups_per_day(self) -> int:
+        return int(_setting("BACKUPS_MAX_MANUAL_BACKUPS_PER_DAY", 20))
+
+    @property
+    def max_downloads_per_day(self) -> int:
+        return int(_setting("BACKUPS_MAX_DOWNLOADS_PER_DAY", 20))
+
     # --- jobs
     @property
     def max_attempts(self) -> int:
@@ -87,6 +96,24 @@ class BackupsConf:
     def restore_lock_timeout_ms(self) -> int:
         """How long a restore waits for the locks of the schema swap before giving up."""
         return int(_setting("BACKUPS_RESTORE_LOCK_TIMEOUT_MS", 10_000))
+
+    # --- links in emails
+    @property
+    def console_scheme(self) -> str:
+        """``http`` or ``https``: how people reach the console (``BACKUPS_CONSOLE_SCHEME``)."""
+        return str(_setting("BACKUPS_CONSOLE_SCHEME", "http")).strip() or "http"
+
+    @property
+    def console_port(self) -> str:
+        """The port in console links (``BACKUPS_CONSOLE_PORT``), "" for the scheme's own."""
+        return str(_setting("BACKUPS_CONSOLE_PORT", "")).strip()
+
+    def console_url(self, clinic: Any, path: str) -> str:
+        """An absolute link to ``path`` on the clinic's primary domain (any domain if none is primary)."""
+        domains = clinic.domains.order_by("-is_primary", "pk")
+        host = domains.values_list("domain", flat=True).first() or "localhost"
+        port = f":{self.console_port}" if self.console_port else ""
+        return f"{self.console_scheme}://{host}{port}{path}"
 
     # --- json format
     @property

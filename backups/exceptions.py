@@ -30,6 +30,13 @@ MESSAGES: dict[str, str] = {
     "clinic_busy_backup": _("Clinic %(clinic)s already has backup #%(backup)s waiting or running; try again later."),
     "clinic_busy_restore": _("Clinic %(clinic)s is being restored (restore #%(restore)s); try again later."),
     "clinic_locked": _("Another backup or restore of this clinic is running."),
+    "fair_use_backups": _(
+        "This clinic has made %(limit)s manual backups in the last 24 hours, the most allowed; "
+        "the daily backup still runs. Try again later."
+    ),
+    "fair_use_downloads": _(
+        "This clinic has downloaded %(limit)s backups in the last 24 hours, the most allowed. Try again later."
+    ),
     "unknown_backup_format": _("Unknown backup format %(format)s: use pg or json."),
     "schema_missing": _("The clinic's schema '%(schema)s' does not exist in the database."),
     "interrupted_backup": _(

@@ -100,6 +100,8 @@ def backup_request(
     with transaction.atomic():
         Clinic.objects.select_for_update().get(pk=target.pk)
         check_not_busy(target, restoring_ok=kind == Backup.Kind.PRE_RESTORE)
+        if kind == Backup.Kind.MANUAL and retry_of is None:
+            _check_fair_use(target)
         backup = Backup.objects.create(
             clinic=target,
             kind=kind,
@@ -122,6 +124,17 @@ def backup_request(
         if enqueue:
             transaction.on_commit(lambda: _enqueue_backup(backup.pk))
     return backup
+
+
+def _check_fair_use(clinic: Clinic) -> None:
+    """Refuse one manual backup too many in 24 hours (``BACKUPS_MAX_MANUAL_BACKUPS_PER_DAY``)."""
+    limit = conf.max_manual_backups_per_day
+    since = timezone.now() - timedelta(days=1)
+    made = Backup.objects.filter(
+        clinic_id=clinic.pk, kind=Backup.Kind.MANUAL, retry_of__isnull=True, requested_at__gte=since
+    ).count()
+    if made >= limit:
+        raise BackupRefused("fair_use_backups", limit=limit)
 
 
 def _enqueue_backup(backup_id: int) -> None:

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import zoneinfo
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import BinaryIO
 
 from django.db import transaction
 from django.utils import timezone
 
 from backups import storage
+from backups.conf import conf
 from backups.exceptions import RespaldoError
 from backups.models import AuditEntry, Backup, Download, JobStatus
 from backups.operations.audit import audit
@@ -45,6 +47,10 @@ def backup_download(*, backup: Backup, downloaded_by: str, address: str | None =
     if backup.status != JobStatus.SUCCEEDED or not backup.storage_name or backup.expired_at is not None:
         status = "expired" if backup.expired_at else backup.status
         raise RespaldoError("backup_not_downloadable", backup=backup.pk, status=status)
+    limit = conf.max_downloads_per_day
+    since = timezone.now() - timedelta(days=1)
+    if Download.objects.filter(clinic_id=backup.clinic_id, downloaded_at__gte=since).count() >= limit:
+        raise RespaldoError("fair_use_downloads", limit=limit)
     filename = download_filename(backup)
     link = storage.download_link(backup.storage_name, filename=filename, seconds=LINK_SECONDS)
     result = BackupDownload(filename=filename, size=int(backup.size or 0), link=link)

@@ -104,3 +104,21 @@ def test_back_up_now_is_audited_with_who_and_from_where():
     backup = Backup.objects.get(clinic__schema_name="clinica", status=JobStatus.PENDING)
     entry = AuditEntry.objects.get(action="backup_requested", backup_id_ref=backup.pk)
     assert (entry.actor, entry.address, entry.details["format"]) == ("admin", "10.9.8.7", "json")
+
+
+def test_fair_use_limits_say_so_when_reached(settings):
+    settings.BACKUPS_MAX_MANUAL_BACKUPS_PER_DAY = 2
+    settings.BACKUPS_MAX_DOWNLOADS_PER_DAY = 1
+    client = logged_in("admin", "admin")
+    clinica = Clinic.objects.get(schema_name="clinica")
+    for _ in range(2):
+        Backup.objects.create(clinic=clinica, kind=Backup.Kind.MANUAL, status=JobStatus.FAILED)
+    page = client.post("/admin/backups/backup/now/", {"payload_format": "pg"}, follow=True).content.decode()
+    assert "2 manual backups in the last 24 hours" in page
+    assert not Backup.objects.filter(status=JobStatus.PENDING).exists()
+
+    settings.BACKUPS_MAX_MANUAL_BACKUPS_PER_DAY = 20
+    backup = make_backup("clinica")
+    assert client.get(f"/admin/backups/backup/{backup.pk}/download/").status_code == 200
+    refused = client.get(f"/admin/backups/backup/{backup.pk}/download/", follow=True).content.decode()
+    assert "downloaded 1 backups in the last 24 hours" in refused

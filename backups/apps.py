@@ -14,9 +14,14 @@ class BackupsConfig(AppConfig):
         from backups.jobs import reset_schema
 
         pre_execute.connect(reset_schema, dispatch_uid="backups.reset_schema")
-        from django.db.models.signals import post_save
+        from django.db.models.signals import post_migrate, post_save
+
+        from backups.permissions import grant_backup_permissions
+
+        post_migrate.connect(grant_backup_permissions, dispatch_uid="backups.grant_permissions")
 
         from backups.operations.policy import create_policy_with_clinic
 
         post_save.connect(create_policy_with_clinic, sender="clinics.Clinic", dispatch_uid="backups.policy")
+
         checks.register(check_archive_keys, checks.Tags.security, deploy=True)

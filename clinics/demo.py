@@ -18,9 +18,9 @@ from django.db.models import Q
 from django.utils import timezone
 from django_tenants.utils import get_public_schema_name, schema_context
 
+from backups.permissions import CLINIC_ADMINS_GROUP
 from clinics.models import Clinic, Domain
 
-CLINIC_ADMINS_GROUP = "Clinic administrators"
 RECEPTION_GROUP = "Reception"
 DEMO_CLINICS = [
     ("clinica", "Clínica Dental Sonrisa"),

@@ -122,3 +122,18 @@ def test_fair_use_limits_say_so_when_reached(settings):
     assert client.get(f"/admin/backups/backup/{backup.pk}/download/").status_code == 200
     refused = client.get(f"/admin/backups/backup/{backup.pk}/download/", follow=True).content.decode()
     assert "downloaded 1 backups in the last 24 hours" in refused
+
+
+def test_migrating_a_clinic_grants_new_backup_permissions_to_its_administrators():
+    from django.contrib.auth.models import Group, Permission
+    from django.core.management import call_command
+    from django_tenants.utils import schema_context
+
+    with schema_context("clinica"):
+        admins = Group.objects.get(name="Clinic administrators")
+        admins.permissions.remove(Permission.objects.get(codename="upload_backup"))
+        assert not admins.permissions.filter(codename="upload_backup").exists()
+    call_command("migrate_schemas", schema_name="clinica", interactive=False, verbosity=0)
+    with schema_context("clinica"):
+        assert admins.permissions.filter(codename="upload_backup").exists()
+        assert not Group.objects.get(name="Reception").permissions.filter(content_type__app_label="backups").exists()

@@ -23,5 +23,7 @@ class BackupsConfig(AppConfig):
         from backups.operations.policy import create_policy_with_clinic
 
         post_save.connect(create_policy_with_clinic, sender="clinics.Clinic", dispatch_uid="backups.policy")
+        from backups.operations.notify import connect_receivers
 
+        connect_receivers()
         checks.register(check_archive_keys, checks.Tags.security, deploy=True)

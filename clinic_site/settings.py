@@ -268,6 +268,9 @@ else:
     EMAIL_BACKEND = env_str("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
 DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "Respaldo <respaldo@localhost>")
 SERVER_EMAIL = DEFAULT_FROM_EMAIL
+# Links in notification emails: <scheme>://<clinic's primary domain>[:<port>]/admin/...
+BACKUPS_CONSOLE_SCHEME = env_str("BACKUPS_CONSOLE_SCHEME", "https" if PRODUCTION else "http")
+BACKUPS_CONSOLE_PORT = env_str("BACKUPS_CONSOLE_PORT", "")
 
 # --- Security (production) ------------------------------------------------------------
 if PRODUCTION:

@@ -9,13 +9,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from django.db import connection
-from django.db.models import Max, OuterRef, Subquery
+from django.db.models import Max
 from django.utils import timezone
 
-from backups.models import Backup, BackupPolicy, JobStatus
+from backups.operations.alerts import stale_clinics
 
 logger = logging.getLogger(__name__)
 
@@ -66,26 +66,6 @@ def _worker(now: datetime) -> Check:
     return Check(minutes < WORKER_SEEN_MINUTES, f"last task finished {minutes} min ago")
 
 
-def stale_clinics(now: datetime) -> list[str]:
-    """Schemas of clinics with daily backups on and no successful backup within their threshold."""
-    newest = (
-        Backup.objects.filter(clinic_id=OuterRef("clinic_id"), status=JobStatus.SUCCEEDED)
-        .order_by("-succeeded_at")
-        .values("succeeded_at")[:1]
-    )
-    rows = (
-        BackupPolicy.objects.filter(enabled=True, clinic__isnull=False)
-        .annotate(newest=Subquery(newest))
-        .values_list("clinic__schema_name", "clinic__created_at", "newest", "stale_after_hours")
-    )
-    stale = []
-    for schema, created_at, newest_at, hours in rows:
-        since = newest_at or created_at
-        if since is not None and now - since > timedelta(hours=hours):
-            stale.append(schema)
-    return sorted(stale)
-
-
 def _run(check: Callable[[], Check]) -> Check:
     try:
         return check()
@@ -105,7 +85,7 @@ def health(now: datetime | None = None) -> tuple[bool, dict]:
         "pg_tools": _run(_pg_tools),
         "worker": _run(lambda: _worker(now)),
     }
-    stale = _run(lambda: Check(True, ",".join(stale_clinics(now))))
+    stale = _run(lambda: Check(True, ",".join(clinic.clinic.schema_name for clinic in stale_clinics(now))))
     body = {
         "ok": all(check.ok for check in checks.values()),
         "checks": {name: {"ok": check.ok, "detail": check.detail} for name, check in checks.items()},

@@ -1,3 +1,4 @@
+import os
 import signal
 import subprocess
 import sys
@@ -22,6 +23,7 @@ class Command(BaseCommand):
         call_command("migrate_schemas", shared=True, interactive=False, verbosity=0)
         call_command("migrate_schemas", tenant=True, interactive=False, verbosity=0)
         logins = seed_demo(patients=patients, port=port)
+        os.environ.setdefault("BACKUPS_CONSOLE_PORT", str(port))  # the worker's email links reach this server
         children = [
             subprocess.Popen([sys.executable, "manage.py", "qcluster"], cwd=settings.BASE_DIR),
             subprocess.Popen(

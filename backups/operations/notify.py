@@ -1,0 +1,337 @@
+"""Email about a clinic's backups: job results, missed backups, and a daily summary for the platform.
+
+Who hears: a clinic's emails go to its policy's addresses and to the active users of its
+schema who may restore its backups (``backups.restore_backup``, directly, through a group or
+as superuser), once each whatever the spelling's case. The platform's daily summary goes to the
+public schema's active superusers. Nobody to tell means nothing is sent and nothing recorded.
+
+What they read: ``backups/email/<event>.txt`` and ``.html`` (one layout, inline styles only),
+rendered in the clinic's language (``Clinic.language``) and time zone; a failure's reason is
+rendered from its stable code at that moment, so it reads in the recipient's language.
+
+A failing mail server never fails a job: the receivers log the exception and record it on the
+row (``notify_error``; ``notified_at`` stays empty), and :func:`notify_retry_pending`, run by
+the dispatcher every minute, sends it again for a day. A backup row carries one notification:
+a failed drill's email replaces the backup's own in these two fields.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.mail import EmailMultiAlternatives, get_connection
+from django.db import transaction
+from django.db.models import Q
+from django.template.defaultfilters import filesizeformat
+from django.template.loader import render_to_string
+from django.urls import reverse
+from django.utils import timezone, translation
+from django.utils.translation import gettext
+from django.utils.translation import gettext_noop as _noop
+from django_tenants.utils import get_public_schema_name, schema_context
+
+from backups.conf import conf
+from backups.exceptions import render
+from backups.models import Backup, BackupPolicy, Job, JobStatus, Restore
+from backups.operations import signals
+from clinics.models import Clinic
+
+logger = logging.getLogger(__name__)
+
+RETRY_WINDOW = timedelta(hours=24)  # how long a notification the mail server refused is tried again
+SMTP_TIMEOUT = 30  # seconds, when EMAIL_TIMEOUT is not set: a silent server must not hold a worker forever
+TENANT_URLCONF = "clinic_site.urls_tenant"
+PUBLIC_URLCONF = "clinic_site.urls_public"
+
+# Subject lines, translated when the email is rendered (in the reader's language).
+SUBJECTS = {
+    "backup_succeeded": _noop("[%(clinic)s] Backup #%(id)s succeeded (%(size)s)"),
+    "backup_failed": _noop("[%(clinic)s] Backup #%(id)s failed"),
+    "restore_succeeded": _noop("[%(clinic)s] Restore #%(id)s succeeded"),
+    "restore_failed": _noop("[%(clinic)s] Restore #%(id)s failed"),
+    "drill_failed": _noop("[%(clinic)s] Backup #%(id)s failed its restore drill"),
+    "stale": _noop("[%(clinic)s] No successful backup for %(hours)s hours"),
+    "summary": _noop("Respaldo daily summary: %(failed)s failed, %(stale)s without recent backups"),
+}
+TONES = {
+    "ok": {"fg": "#1a7f37", "bg": "#e8f5ec", "symbol": "✓"},
+    "failed": {"fg": "#b42318", "bg": "#fdecea", "symbol": "✗"},
+    "warning": {"fg": "#9a5b00", "bg": "#fff4e0", "symbol": "!"},
+}
+
+
+@dataclass
+class Email:
+    """One rendered message: its subject and both bodies."""
+
+    subject: str
+    text: str
+    html: str
+
+
+# --- who hears ------------------------------------------------------------------------
+
+
+def unique_addresses(addresses: Iterable[str]) -> list[str]:
+    """Non-empty addresses, each once (compared case-insensitively), first spelling and order kept."""
+    seen: set[str] = set()
+    unique = []
+    for address in addresses:
+        address = address.strip()
+        if address and address.lower() not in seen:
+            seen.add(address.lower())
+            unique.append(address)
+    return unique
+
+
+def restorer_emails(schema_name: str) -> list[str]:
+    """Addresses of the active users of a clinic's schema who may restore its backups."""
+    perm = {"codename": "restore_backup", "content_type__app_label": "backups"}
+    holds = (
+        Q(is_superuser=True)
+        | Q(**{f"user_permissions__{key}": value for key, value in perm.items()})
+        | Q(**{f"groups__permissions__{key}": value for key, value in perm.items()})
+    )
+    with schema_context(schema_name):
+        users = get_user_model().objects.filter(holds, is_active=True).exclude(email="").distinct()
+        return list(users.order_by("pk").values_list("email", flat=True))
+
+
+def clinic_recipients(clinic: Clinic) -> list[str]:
+    """The policy's addresses, then the clinic's users who hold the restore permission."""
+    policy = BackupPolicy.objects.filter(clinic=clinic).first()
+    configured = (policy.notify_emails if policy else "").replace(";", ",").split(",")
+    return unique_addresses([*configured, *restorer_emails(clinic.schema_name)])
+
+
+def platform_admin_emails() -> list[str]:
+    """Addresses of the platform's (public schema's) active superusers."""
+    with schema_context(get_public_schema_name()):
+        users = get_user_model().objects.filter(is_superuser=True, is_active=True).exclude(email="")
+        return unique_addresses(users.order_by("pk").values_list("email", flat=True))
+
+
+# --- what they read ---------------------------------------------------------------------
+
+
+def clinic_language(clinic: Clinic) -> str:
+    """The language of the clinic's emails (``Clinic.language``, else the deployment's)."""
+    return getattr(clinic, "language", None) or settings.LANGUAGE_CODE
+
+
+def render_email(template: str, subject: str, context: dict[str, Any]) -> Email:
+    """Both bodies of ``backups/email/<template>``, in the active language and time zone."""
+    context = {**context, "subject": subject, "language": translation.get_language()}
+    context.setdefault("tone", TONES["failed"])
+    return Email(
+        subject=subject,
+        text=render_to_string(f"backups/email/{template}.txt", context),
+        html=render_to_string(f"backups/email/{template}.html", context),
+    )
+
+
+def console_link(clinic: Clinic, view: str, *args: Any) -> str:
+    """Absolute link to a page of the clinic's console (``admin:<view>``)."""
+    return conf.console_url(clinic, reverse(f"admin:{view}", args=args, urlconf=TENANT_URLCONF))
+
+
+def local(moment: datetime | None) -> datetime | None:
+    """``moment`` in the active time zone (templates format it)."""
+    return timezone.localtime(moment) if moment else None
+
+
+def human_bytes(size: int | None) -> str:
+    """A size in human units (an em dash while unknown), with a plain space: it goes in subjects."""
+    return "—" if size is None else filesizeformat(size).replace("\xa0", " ")
+
+
+def human_duration(value: timedelta | None) -> str:
+    """A duration as the console shows it (imported late: the console is not loaded at app start)."""
+    from backups.admin.display import human_duration as console_duration
+
+    return console_duration(value)
+
+
+def job_event(job: Job) -> str:
+    """Which email a finished job's row calls for (a failed drill outranks the backup's own)."""
+    if isinstance(job, Restore):
+        return f"restore_{job.status}"
+    if job.drill_status == "failed":
+        return "drill_failed"
+    return f"backup_{job.status}"
+
+
+def drill_reason(backup: Backup) -> str:
+    """Why the backup's drill failed, in the active language."""
+    record = backup.drill_error or {}
+    message_id = record.get("message_id") or record.get("code")
+    if message_id:
+        return render(message_id, record.get("params"))
+    return gettext("The backup could not be restored in the test.")
+
+
+def backup_facts(backup: Backup) -> list[tuple[str, Any]]:
+    """Label and value of what a backup's email says about it."""
+    facts = [
+        (gettext("Clinic"), backup.clinic.name),
+        (gettext("Backup"), f"#{backup.pk}"),
+        (gettext("Kind"), backup.get_kind_display()),
+        (gettext("Format"), backup.get_payload_format_display()),
+        (gettext("Size"), human_bytes(backup.size)),
+        (gettext("Duration"), human_duration(backup.duration)),
+        (gettext("Requested at"), local(backup.requested_at)),
+        (gettext("Finished at"), local(backup.finished_at)),
+    ]
+    if backup.drilled_at:
+        facts.append((gettext("Restore drill at"), local(backup.drilled_at)))
+    if backup.requested_by:
+        facts.append((gettext("Requested by"), backup.requested_by))
+    if backup.note:
+        facts.append((gettext("Note"), backup.note))
+    return facts
+
+
+def restore_facts(restore: Restore) -> list[tuple[str, Any]]:
+    """Label and value of what a restore's email says about it."""
+    source = restore.backup
+    facts = [
+        (gettext("Clinic"), restore.clinic.name),
+        (gettext("Restore"), f"#{restore.pk}"),
+        (gettext("From backup"), f"#{source.pk} · {source.get_kind_display()}"),
+        (gettext("Backup taken at"), local(source.succeeded_at or source.requested_at)),
+        (gettext("Format"), source.get_payload_format_display()),
+        (gettext("Size"), human_bytes(source.size)),
+        (gettext("Duration"), human_duration(restore.duration)),
+        (gettext("Finished at"), local(restore.finished_at)),
+    ]
+    if restore.safety_backup_id:
+        facts.append((gettext("Safety backup (the way back)"), f"#{restore.safety_backup_id}"))
+    if restore.requested_by:
+        facts.append((gettext("Requested by"), restore.requested_by))
+    return facts
+
+
+def job_context(job: Job, event: str) -> dict[str, Any]:
+    """Everything a job's templates show (call inside the clinic's language and time zone)."""
+    clinic = job.clinic
+    if isinstance(job, Restore):
+        facts, link = restore_facts(job), console_link(clinic, "backups_restore_progress", job.pk)
+        size = human_bytes(job.backup.size)
+    else:
+        facts, link = backup_facts(job), console_link(clinic, "backups_backup_change", job.pk)
+        size = human_bytes(job.size)
+    failed = event.endswith("_failed")
+    reason = (drill_reason(job) if event == "drill_failed" else job.error_message()) if failed else ""
+    return {
+        "clinic_name": clinic.name,
+        "job": job,
+        "facts": facts,
+        "size": size,
+        "link": link,
+        "list_link": console_link(clinic, "backups_backup_changelist"),
+        "reason": reason,
+        "tone": TONES["failed" if failed else "ok"],
+    }
+
+
+def job_email(job: Job, event: str) -> Email:
+    """The email about a finished job, in its clinic's language and time zone."""
+    clinic = job.clinic
+    with translation.override(clinic_language(clinic)), timezone.override(clinic.time_zone):
+        context = job_context(job, event)
+        subject = gettext(SUBJECTS[event]) % {"clinic": clinic.name, "id": job.pk, "size": context["size"]}
+        return render_email(event, subject, context)
+
+
+# --- sending ------------------------------------------------------------------------------
+
+
+def send(recipients: list[str], email: Email) -> None:
+    """Send one message with both parts; raises whatever the mail backend raises."""
+    timeout = getattr(settings, "EMAIL_TIMEOUT", None) or SMTP_TIMEOUT
+    message = EmailMultiAlternatives(
+        subject=email.subject, body=email.text, to=recipients, connection=get_connection(timeout=timeout)
+    )
+    message.attach_alternative(email.html, "text/html")
+    message.send()
+
+
+def notify_job(job: Job, event: str | None = None) -> bool:
+    """Email the clinic about a finished job and record the outcome on its row; never raises.
+
+    Returns True when a message went out. A failure is logged and kept in ``notify_error``
+    (``notified_at`` emptied) for :func:`notify_retry_pending`.
+    """
+    model = type(job)
+    try:
+        recipients = clinic_recipients(job.clinic)
+        if not recipients:
+            return False
+        send(recipients, job_email(job, event or job_event(job)))
+    except Exception as exc:
+        logger.exception("Could not email about %s #%s of %s", model.__name__, job.pk, job.clinic_id)
+        error = f"{type(exc).__name__}: {exc}"[:2000]
+        model.objects.filter(pk=job.pk).update(notified_at=None, notify_error=error)
+        job.notified_at, job.notify_error = None, error
+        return False
+    now = timezone.now()
+    model.objects.filter(pk=job.pk).update(notified_at=now, notify_error="")
+    job.notified_at, job.notify_error = now, ""
+    return True
+
+
+# --- receivers (connected in BackupsConfig.ready) -----------------------------------------
+
+
+def on_backup_finished(sender: Any, backup: Backup, **kwargs: Any) -> None:
+    """A backup succeeded or failed. Safety backups say nothing: their restore's email tells."""
+    if backup.status in (JobStatus.SUCCEEDED, JobStatus.FAILED) and backup.kind != Backup.Kind.PRE_RESTORE:
+        notify_job(backup, f"backup_{backup.status}")
+
+
+def on_restore_finished(sender: Any, restore: Restore, **kwargs: Any) -> None:
+    """A restore succeeded or failed."""
+    if restore.status in (JobStatus.SUCCEEDED, JobStatus.FAILED):
+        notify_job(restore, f"restore_{restore.status}")
+
+
+def on_drill_finished(sender: Any, backup: Backup, **kwargs: Any) -> None:
+    """A drill ended: only a failure is news."""
+    if backup.drill_status == "failed":
+        notify_job(backup, "drill_failed")
+
+
+def connect_receivers() -> None:
+    """Listen to the operations' signals (idempotent)."""
+    signals.backup_finished.connect(on_backup_finished, dispatch_uid="backups.notify.backup")
+    signals.restore_finished.connect(on_restore_finished, dispatch_uid="backups.notify.restore")
+    signals.drill_finished.connect(on_drill_finished, dispatch_uid="backups.notify.drill")
+
+
+def notify_retry_pending(now: datetime) -> int:
+    """Send again what the mail server refused, for jobs finished in the last 24 hours.
+
+    Each row is locked while it is sent (``skip_locked``: two dispatchers never send one
+    twice). Stops at the first failure: the server is most likely still down, and each try
+    may wait for its timeout. Returns how many went out.
+    """
+    since = now - RETRY_WINDOW
+    finished = Q(succeeded_at__gte=since) | Q(failed_at__gte=since)
+    pending = Q(notified_at__isnull=True) & ~Q(notify_error="")
+    sent = 0
+    for model, recent in ((Backup, finished | Q(drilled_at__gte=since)), (Restore, finished)):
+        for pk in model.objects.filter(pending & recent).order_by("pk").values_list("pk", flat=True):
+            with transaction.atomic():
+                job = model.objects.select_for_update(skip_locked=True).filter(pending, pk=pk).first()
+                if job is None:
+                    continue
+                if not notify_job(job):
+                    return sent
+            sent += 1
+    return sent

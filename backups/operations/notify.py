@@ -32,8 +32,7 @@ from django.template.defaultfilters import filesizeformat
 from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import timezone, translation
-from django.utils.translation import gettext
-from django.utils.translation import gettext_noop as _noop
+from django.utils.translation import gettext, gettext_noop
 from django_tenants.utils import get_public_schema_name, schema_context
 
 from backups.conf import conf
@@ -51,13 +50,13 @@ PUBLIC_URLCONF = "clinic_site.urls_public"
 
 # Subject lines, translated when the email is rendered (in the reader's language).
 SUBJECTS = {
-    "backup_succeeded": _noop("[%(clinic)s] Backup #%(id)s succeeded (%(size)s)"),
-    "backup_failed": _noop("[%(clinic)s] Backup #%(id)s failed"),
-    "restore_succeeded": _noop("[%(clinic)s] Restore #%(id)s succeeded"),
-    "restore_failed": _noop("[%(clinic)s] Restore #%(id)s failed"),
-    "drill_failed": _noop("[%(clinic)s] Backup #%(id)s failed its restore drill"),
-    "stale": _noop("[%(clinic)s] No successful backup for %(hours)s hours"),
-    "summary": _noop("Respaldo daily summary: %(failed)s failed, %(stale)s without recent backups"),
+    "backup_succeeded": gettext_noop("[%(clinic)s] Backup #%(id)s succeeded (%(size)s)"),
+    "backup_failed": gettext_noop("[%(clinic)s] Backup #%(id)s failed"),
+    "restore_succeeded": gettext_noop("[%(clinic)s] Restore #%(id)s succeeded"),
+    "restore_failed": gettext_noop("[%(clinic)s] Restore #%(id)s failed"),
+    "drill_failed": gettext_noop("[%(clinic)s] Backup #%(id)s failed its restore drill"),
+    "stale": gettext_noop("[%(clinic)s] No successful backup for %(hours)s hours"),
+    "summary": gettext_noop("Respaldo daily summary: %(failed)s failed, %(stale)s without recent backups"),
 }
 TONES = {
     "ok": {"fg": "#1a7f37", "bg": "#e8f5ec", "symbol": "✓"},

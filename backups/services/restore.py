@@ -89,10 +89,11 @@ def restore_request(
         raise RestoreRefused("backup_not_found", backup=backup_id)
     if backup.clinic_id != target.pk:
         raise RestoreRefused("backup_of_other_clinic", backup=backup.pk)
-    if backup.status != JobStatus.SUCCEEDED or not backup.storage_name:
-        raise RestoreRefused("backup_not_restorable", backup=backup.pk, status=backup.status)
+    _check_restorable(backup)
     with transaction.atomic():
         Clinic.objects.select_for_update().get(pk=target.pk)
+        backup.refresh_from_db()  # retention prunes under this same lock: read the row again
+        _check_restorable(backup)
         backup_services.check_not_busy(target)
         restore = Restore.objects.create(clinic=target, backup=backup, requested_by=requested_by)
         audit(
@@ -106,6 +107,14 @@ def restore_request(
         if enqueue:
             transaction.on_commit(lambda: _enqueue_restore(restore.pk))
     return restore
+
+
+def _check_restorable(backup: Backup) -> None:
+    """Refuse a backup that did not succeed, or whose stored object retention removed."""
+    if backup.expired_at is not None:
+        raise RestoreRefused("backup_not_restorable", backup=backup.pk, status="expired")
+    if backup.status != JobStatus.SUCCEEDED or not backup.storage_name:
+        raise RestoreRefused("backup_not_restorable", backup=backup.pk, status=backup.status)
 
 
 def _enqueue_restore(restore_id: int) -> None:

@@ -276,3 +276,15 @@ def test_the_upload_page_checks_the_csrf_token_even_though_it_swaps_upload_handl
     response = client.post(f"{LIST}upload/", {"file": io.BytesIO(b"[]")})
     assert response.status_code == 403
     assert set(Backup.objects.values_list("pk", flat=True)) == before
+
+
+def test_an_expired_backup_cannot_be_restored_or_downloaded(admin_client):
+    from django.utils import timezone
+
+    expired = fake_backup(expired_at=timezone.now(), manifest={"tables": {}})
+    page = admin_client.get(f"{LIST}{expired.pk}/restore/", follow=True).content.decode()
+    assert "cannot be restored" in page
+    with pytest.raises(Exception, match="expired"):
+        services.restore_request(clinic="clinica", backup_id=expired.pk, enqueue=False)
+    assert "(it is expired)" in admin_client.get(f"{LIST}{expired.pk}/download/", follow=True).content.decode()
+    assert not Restore.objects.exists()

@@ -5,14 +5,36 @@ Tasks take ids, never objects, and start from the public schema (see ``reset_sch
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
+
+from django.dispatch import Signal
+from django.utils import timezone
+
 from backups import services
 from backups.jobs import reset_schema
+from backups.models import Backup, JobStatus, Restore
+from backups.operations.signals import backup_finished, restore_finished
+
+logger = logging.getLogger(__name__)
+
+_FINAL = {JobStatus.SUCCEEDED, JobStatus.FAILED}
+
+
+def _announce(signal: Signal, sender: type, **kwargs) -> None:
+    """Send ``signal``; a failing receiver (a mail server down) is logged, never fails the job."""
+    for receiver, result in signal.send_robust(sender=sender, **kwargs):
+        if isinstance(result, Exception):
+            logger.error("%r failed: %r", receiver, result, exc_info=result)
 
 
 def run_backup(backup_id: int) -> str:
     """Run one requested backup; returns its final status."""
     reset_schema()
-    return services.backup_run(backup_id=backup_id).status
+    backup = services.backup_run(backup_id=backup_id)
+    if backup.status in _FINAL:
+        _announce(backup_finished, Backup, backup=backup)
+    return backup.status
 
 
 def run_restore(restore_id: int) -> str:
@@ -20,7 +42,19 @@ def run_restore(restore_id: int) -> str:
     from backups.services import restore as restores
 
     reset_schema()
-    return restores.restore_run(restore_id=restore_id).status
+    restore = restores.restore_run(restore_id=restore_id)
+    if restore.status in _FINAL:
+        _announce(restore_finished, Restore, restore=restore)
+    return restore.status
+
+
+def run_drill(backup_id: int, verify_only: bool = False) -> str:
+    """Drill (or only verify) one backup; returns its drill status."""
+    from backups.operations import drills
+
+    reset_schema()
+    backup = drills.verify(backup_id) if verify_only else drills.drill(backup_id)
+    return backup.drill_status or "verified"
 
 
 def sweep_stale_jobs() -> int:
@@ -32,3 +66,40 @@ def sweep_stale_jobs() -> int:
 
     reset_schema()
     return len(services.backup_sweep_stale()) + len(restores.restore_sweep_stale())
+
+
+# --- The dispatcher: ONE django-q2 schedule runs this every minute (migration 0008) ------
+
+
+def _step(name: str, func: Callable[[], object]) -> bool:
+    """Run one step; log (never raise) its failure, so that the other steps still run."""
+    try:
+        reset_schema()
+        func()
+        return True
+    except Exception:
+        logger.exception("Dispatcher step %s failed", name)
+        return False
+    finally:
+        reset_schema()
+
+
+def dispatch() -> int:
+    """Every minute: request due scheduled backups, queue due drills, prune (hourly), then email:
+    retries of refused notifications, missed-backup alerts, the platform's daily summary.
+
+    Returns how many steps failed (each is logged; one failing step never stops the others).
+    """
+    from backups.operations import alerts, drills, notify, retention, schedule
+
+    now = timezone.now()
+    steps: list[tuple[str, Callable[[], object]]] = [
+        ("schedule", lambda: schedule.dispatch(now)),
+        ("drills", lambda: drills.dispatch_drills(now)),
+        ("notify retries", lambda: notify.notify_retry_pending(now)),
+        ("missed-backup alerts", lambda: alerts.check_stale(now)),
+        ("daily summary", lambda: alerts.daily_summary(now)),
+    ]
+    if now.minute == 0:
+        steps.insert(2, ("retention", lambda: retention.prune_all(now)))
+    return sum(not _step(name, func) for name, func in steps)

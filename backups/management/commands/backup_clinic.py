@@ -3,17 +3,23 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from backups import services
 from backups.exceptions import RespaldoError
 from backups.models import Backup, JobStatus
+from backups.operations.policy import policy_for
 from backups.selectors import backup_line
 from clinics.models import Clinic
 
 
 class Command(BaseCommand):
-    help = "Back up one clinic (or --all). Runs here and waits, unless --async hands it to a worker."
+    help = (
+        "Back up one clinic (or --all, as their backup policies say: their format, and not those whose daily "
+        "backups are off). Runs here and waits, unless --async hands it to a worker."
+    )
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("schema", nargs="?", help="The clinic's schema name, e.g. clinica.")
         parser.add_argument("--all", action="store_true", help="Back up every clinic.")
-        parser.add_argument("--format", choices=Backup.Format.values, default=Backup.Format.PG)
+        parser.add_argument(
+            "--format", choices=Backup.Format.values, default=None, help="Default: the clinic's policy (pg)."
+        )
         parser.add_argument("--async", dest="run_async", action="store_true", help="Enqueue for a worker.")
         parser.add_argument("--requested-by", default="command line")
 
@@ -24,8 +30,11 @@ class Command(BaseCommand):
         failures = 0
         for target in targets:
             try:
+                chosen = self.chosen_format(target, format, all)
+                if chosen is None:
+                    continue
                 backup = services.backup_request(
-                    clinic=target, payload_format=format, requested_by=requested_by, enqueue=run_async
+                    clinic=target, payload_format=chosen, requested_by=requested_by, enqueue=run_async
                 )
             except RespaldoError as exc:
                 if not all:
@@ -42,3 +51,11 @@ class Command(BaseCommand):
                     raise CommandError(f"Backup #{backup.pk} failed: {backup.error_message()}")
         if failures:
             raise CommandError(f"{failures} of {len(targets)} backups failed.")
+
+    def chosen_format(self, target: Clinic | str, given: str | None, all_clinics: bool) -> str | None:
+        """The format to back up ``target`` in: ``--format``, else its policy's; None to skip it (--all, policy off)."""
+        policy = policy_for(services.clinic_get(target))
+        if all_clinics and not policy.enabled:
+            self.stdout.write(f"{policy.clinic.schema_name}: skipped, daily backups are off in its backup policy")
+            return None
+        return given or policy.payload_format

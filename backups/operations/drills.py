@@ -1,0 +1,297 @@
+"""Proof that backups can be restored: verification and restore drills.
+
+* :func:`verify` re-reads a stored backup once: its SHA-256 against the catalog, this
+  deployment's authentication of the archive, the manifest naming the clinic. Success sets
+  ``verified_at``.
+* :func:`drill` restores the backup into a scratch schema ``<clinic>__drill_<backup id>``
+  (``backups.formats.restore_into``), compares every table's row count with the manifest,
+  runs the tenant migrations check, and ROLLS BACK: nothing is ever committed, so the
+  scratch schema never becomes visible to anyone and is gone at the end whatever happens.
+  The live clinic is never locked nor touched (restore_into checks, before the end, that the
+  drilling session holds no lock on it). Success sets ``drilled_at``, ``verified_at`` and
+  ``drill_status = "succeeded"``.
+
+A failure of either sets ``drill_status = "failed"`` and ``drill_error`` (the error record:
+code, message id, parameters): a failed drill counts as a failed backup (see
+:func:`failed_drills`). Both write an audit entry and send ``drill_finished``.
+
+:func:`dispatch_drills` (called by the dispatcher every minute) enqueues a drill of each
+clinic's newest successful backup when the clinic's newest drill is older than a week.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import tempfile
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+
+import psycopg
+from django.db import connection, transaction
+from django.db.models import F, Max, OuterRef, Q, QuerySet, Subquery
+from django.utils import timezone
+from django_tenants.utils import get_public_schema_name
+from psycopg import sql
+
+from backups import archive, postgres, storage
+from backups.conf import conf
+from backups.exceptions import RespaldoError, RestoreRefused, as_respaldo_error, failure_reason
+from backups.formats import pg
+from backups.formats.pg_script import ScriptError
+from backups.formats.restore_into import RestoreIntoError, restore_into_json, restore_into_pg
+from backups.jobs import LOCK_NAMESPACE
+from backups.keys import archive_identities
+from backups.manifest import manifest_check
+from backups.models import AuditEntry, Backup, JobStatus
+from backups.operations.audit import audit
+from backups.operations.signals import drill_finished
+from backups.postgres import find_pg_tools
+from backups.services.restore import check_migrations, verified_copy
+from clinics.models import Clinic
+
+logger = logging.getLogger(__name__)
+
+DRILL_EVERY = timedelta(days=7)
+DRILLS_PER_MINUTE = 3
+SCRATCH_INFIX = "__drill_"
+SUCCEEDED, FAILED = "succeeded", "failed"
+# Only one dispatcher at a time picks drills (a transaction-level advisory lock on this key).
+_DISPATCH_LOCK_KEY = 0x44524C  # "DRL"
+
+
+def scratch_schema(backup: Backup) -> str:
+    """The schema a drill of ``backup`` restores into (never committed)."""
+    return f"{backup.clinic.schema_name}{SCRATCH_INFIX}{backup.pk}"
+
+
+def _load(backup: Backup | int) -> Backup:
+    pk = backup.pk if isinstance(backup, Backup) else backup
+    found = Backup.objects.select_related("clinic").get(pk=pk)
+    if found.status != JobStatus.SUCCEEDED or found.expired_at or not found.storage_name:
+        raise RestoreRefused("backup_not_restorable", backup=found.pk, status=found.get_status_display())
+    return found
+
+
+# --- Recording an outcome ---------------------------------------------------------------
+
+
+def _finish(backup: Backup, action: str, fields: dict, **details) -> Backup:
+    """Write the outcome and its audit entry together, then announce it."""
+    with transaction.atomic():
+        Backup.objects.filter(pk=backup.pk).update(**fields)
+        audit(action, clinic_id=backup.clinic_id, backup_id=backup.pk, **details)
+    backup.refresh_from_db()
+    for receiver, result in drill_finished.send_robust(sender=Backup, backup=backup):
+        if isinstance(result, Exception):  # a mail server down must not undo a recorded outcome
+            logger.error("drill_finished receiver %r failed: %r", receiver, result, exc_info=result)
+    return backup
+
+
+def _failed(backup: Backup, action: str, exc: Exception) -> Backup:
+    if as_respaldo_error(exc) is None:
+        logger.exception("%s of backup #%s failed unexpectedly", action, backup.pk)
+    reason = failure_reason(exc)
+    fields = {"drill_status": FAILED, "drill_error": reason.record}
+    if action == AuditEntry.Action.DRILLED:
+        fields["drilled_at"] = timezone.now()
+    logger.warning("%s of backup #%s failed: %s", action, backup.pk, reason)
+    return _finish(backup, action, fields, outcome=FAILED, error=reason.record)
+
+
+# --- Verification -----------------------------------------------------------------------
+
+
+def check_stored(backup: Backup) -> None:
+    """Read the stored object once; raise unless it is the catalog's, authenticated, of this clinic."""
+    with storage.open_stored(backup.storage_name) as stream:
+        summary = archive.verify_archive(
+            stream, identities=archive_identities(), max_payload_bytes=conf.max_payload_bytes
+        )
+    if summary.archive_sha256 != backup.sha256:
+        raise RestoreRefused("archive_changed", backup=backup.pk)
+    manifest_check(summary.manifest, backup.clinic, error=RestoreRefused)
+
+
+def verify(backup: Backup | int) -> Backup:
+    """Verify a stored backup (checksum, authentication, manifest); record and return the outcome."""
+    backup = _load(backup)
+    try:
+        check_stored(backup)
+    except Exception as exc:
+        return _failed(backup, AuditEntry.Action.VERIFIED, exc)
+    return _finish(backup, AuditEntry.Action.VERIFIED, {"verified_at": timezone.now()}, outcome=SUCCEEDED)
+
+
+# --- Drills -----------------------------------------------------------------------------
+
+
+def drop_leftover(schema: str) -> None:
+    """Drop a scratch schema a crashed drill might have left (drills commit nothing, so normally none)."""
+    with postgres.connect_separately(autocommit=True) as conn:
+        conn.execute("SET lock_timeout = '5s'")
+        conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
+
+
+def _read_to_the_end(payload: archive.ArchiveReader, backup: Backup) -> None:
+    if payload.read(1) or payload.summary is None:
+        raise RestoreRefused("archive_extra_data", backup=backup.pk)
+    if payload.summary.archive_sha256 != backup.sha256:
+        raise RestoreRefused("archive_changed", "archive_changed_during_restore", backup=backup.pk)
+
+
+def _drill_pg(backup: Backup, payload: archive.ArchiveReader, manifest: dict) -> None:
+    """pg payload: restore_into_pg on a connection of its own, whose transaction is rolled back."""
+    dump_tool = (manifest.get("postgresql") or {}).get("dump_tool")
+    tools = find_pg_tools(dump_version=str(dump_tool) if dump_tool else None)
+    app_name = f"respaldo-drill-{backup.pk}"
+    with tempfile.TemporaryFile() as errors:
+        try:
+            with postgres.connect_separately(autocommit=False, application_name=app_name) as conn:
+                try:
+                    with conn.cursor() as cursor:
+                        restore_into_pg(
+                            payload,
+                            source_schema=backup.clinic.schema_name,
+                            schema=scratch_schema(backup),
+                            expected_counts=manifest["tables"],
+                            tools=tools,
+                            cursor=cursor,
+                            stderr=errors,
+                            count_check=pg.check_counts,
+                            app_name=app_name,
+                        )
+                    _read_to_the_end(payload, backup)
+                finally:
+                    conn.rollback()  # a drill keeps nothing
+        except RestoreIntoError as exc:
+            raise RestoreRefused("restore_into", detail=str(exc)) from exc
+        except (psycopg.Error, ScriptError) as exc:
+            raise pg.rolled_back("the database", errors, text=str(exc)) from exc
+
+
+def _drill_json(backup: Backup, payload: archive.ArchiveReader, manifest: dict) -> None:
+    """json payload: restore_into_json in a transaction of Django's connection, rolled back."""
+    try:
+        with transaction.atomic():
+            restore_into_json(
+                payload,
+                schema=scratch_schema(backup),
+                expected_counts=manifest["tables"],
+                source_schema=backup.clinic.schema_name,
+            )
+            _read_to_the_end(payload, backup)
+            transaction.set_rollback(True)  # a drill keeps nothing
+    except RestoreIntoError as exc:
+        raise RestoreRefused("restore_into", detail=str(exc)) from exc
+    finally:
+        connection.set_schema_to_public()
+
+
+_DRILLERS = {Backup.Format.PG: _drill_pg, Backup.Format.JSON: _drill_json}
+
+
+def run_drill(backup: Backup) -> None:
+    """Verified copy → scratch restore → counts and migrations check → rolled back. Raises on failure."""
+    drop_leftover(scratch_schema(backup))
+    with verified_copy(backup, backup.clinic) as (manifest, copy):
+        check_migrations(manifest.get("migrations") or {})
+        driller = _DRILLERS.get(manifest["payload_format"])
+        if driller is None:
+            raise RespaldoError("unknown_backup_format", format=str(manifest["payload_format"]))
+        with archive.open_archive(copy, identities=archive_identities(), max_payload_bytes=conf.max_payload_bytes) as p:
+            if p.manifest != manifest:
+                raise RestoreRefused("archive_changed", "archive_changed_during_restore", backup=backup.pk)
+            driller(backup, p, manifest)
+
+
+def drill(backup: Backup | int) -> Backup:
+    """Drill a stored backup (see the module's docstring); record and return the outcome."""
+    backup = _load(backup)
+    started = timezone.now()
+    try:
+        run_drill(backup)
+    except Exception as exc:
+        return _failed(backup, AuditEntry.Action.DRILLED, exc)
+    now = timezone.now()
+    fields = {"drilled_at": now, "verified_at": now, "drill_status": SUCCEEDED, "drill_error": {}}
+    seconds = round((now - started).total_seconds(), 1)
+    return _finish(backup, AuditEntry.Action.DRILLED, fields, outcome=SUCCEEDED, seconds=seconds)
+
+
+# --- What is due, and what failed -------------------------------------------------------
+
+
+def newest_restorable(clinic_ref: OuterRef | int) -> QuerySet[Backup]:
+    """A clinic's successful, still stored backups, newest first."""
+    return (
+        Backup.objects.filter(clinic_id=clinic_ref, status=JobStatus.SUCCEEDED, expired_at__isnull=True)
+        .exclude(storage_name="")
+        .order_by("-succeeded_at", "-id")
+    )
+
+
+def drills_due(now: datetime, *, limit: int = DRILLS_PER_MINUTE) -> list[int]:
+    """Ids of the newest backups to drill: clinics never drilled, or drilled over a week ago, first."""
+    newest = newest_restorable(OuterRef("pk")).values("pk")[:1]
+    clinics = (
+        Clinic.objects.exclude(schema_name=get_public_schema_name())
+        .annotate(newest=Subquery(newest), last_drill=Max("backups__drilled_at"))
+        .filter(newest__isnull=False)
+        .filter(Q(last_drill__isnull=True) | Q(last_drill__lt=now - DRILL_EVERY))
+    )
+    requested = recently_requested(now)
+    picked = clinics.exclude(pk__in=requested).order_by(F("last_drill").asc(nulls_first=True), "pk")
+    return list(picked.values_list("newest", flat=True)[:limit])
+
+
+def recently_requested(now: datetime) -> QuerySet:
+    """Clinics with a drill requested in the last day (so a waiting drill is not queued again)."""
+    return AuditEntry.objects.filter(
+        action=AuditEntry.Action.DRILLED, details__outcome="requested", at__gte=now - timedelta(days=1)
+    ).values("clinic_id")
+
+
+@contextlib.contextmanager
+def _dispatch_lock() -> Iterator[bool]:
+    """One dispatcher at a time picks drills; the others skip (a transaction-level advisory lock)."""
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("SELECT pg_try_advisory_xact_lock(%s, %s)", [LOCK_NAMESPACE, _DISPATCH_LOCK_KEY])
+        yield bool(cursor.fetchone()[0])
+
+
+def dispatch_drills(now: datetime | None = None, *, enqueue: bool = True) -> list[int]:
+    """Enqueue at most a few drills (``backups.tasks.run_drill``); return the backup ids chosen.
+
+    Each request is recorded in the audit trail ("requested"), which keeps the clinic out of the
+    next minutes' picks until the drill has run (or a day has passed).
+    """
+    now = now or timezone.now()
+    with _dispatch_lock() as mine:
+        if not mine:
+            return []
+        chosen = drills_due(now)
+        for backup in Backup.objects.filter(pk__in=chosen):
+            audit(AuditEntry.Action.DRILLED, clinic_id=backup.clinic_id, backup_id=backup.pk, outcome="requested")
+            if enqueue:
+                transaction.on_commit(lambda pk=backup.pk: _enqueue_drill(pk))
+    return chosen
+
+
+def _enqueue_drill(backup_id: int) -> None:
+    from django_q.tasks import async_task
+
+    async_task("backups.tasks.run_drill", backup_id, task_name=f"drill-{backup_id}", group="drills")
+
+
+def failed_drills() -> QuerySet[Backup]:
+    """Backups whose last verification or drill failed: they count as failed backups."""
+    return Backup.objects.filter(drill_status=FAILED)
+
+
+def latest_to_check(schema: str | None = None) -> list[tuple[Clinic, Backup | None]]:
+    """Each clinic (or the one named) with its newest successful stored backup, for the command line."""
+    clinics = Clinic.objects.exclude(schema_name=get_public_schema_name()).order_by("schema_name")
+    if schema:
+        clinics = clinics.filter(schema_name=schema)
+    return [(clinic, newest_restorable(clinic.pk).select_related("clinic").first()) for clinic in clinics]

@@ -247,3 +247,43 @@ def test_reception_finds_no_backups_and_a_viewer_gets_403_on_download(web_server
         with schema_context(CLINIC):
             User.objects.filter(username="lectora").delete()
         connection.set_schema_to_public()
+
+
+def test_back_up_now_in_the_browser_sends_the_email_with_its_size_and_link(web_server, browser, cluster, live_db):
+    import email
+    import email.policy
+
+    from django.template.defaultfilters import filesizeformat
+    from django.utils import translation
+
+    from backups.tests.helpers import free_port
+    from backups.tests.test_notify import smtp_server
+
+    port = free_port()
+    controller, inbox = smtp_server(port)
+    try:
+        cluster(
+            EMAIL_HOST="127.0.0.1", EMAIL_PORT=str(port), EMAIL_USE_TLS="false", BACKUPS_CONSOLE_PORT=str(web_server)
+        )
+        base = f"http://{CLINIC}.localhost:{web_server}"
+        page = browser.new_page(locale="es-ES")
+        log_in(page, f"{base}/admin/", "admin", "admin")
+        page.goto(f"{base}{LIST}now/")
+        page.fill("#id_note", "con aviso")
+        page.click("input[type=submit]")
+        page.wait_for_url(f"**{LIST}")
+        backup = Backup.objects.get(clinic__schema_name=CLINIC, note="con aviso")
+        wait_for_badge(page, backup.pk, "succeeded")
+        wait_for(lambda: inbox.envelopes, what="the email at the SMTP server")
+    finally:
+        controller.stop()
+    backup.refresh_from_db()
+    (envelope,) = inbox.envelopes
+    assert "admin@example.com" in envelope.rcpt_tos and "recepcion@example.com" not in envelope.rcpt_tos
+    message = email.message_from_bytes(envelope.original_content, policy=email.policy.default)
+    with translation.override("es"):  # clinica writes in Spanish
+        size = filesizeformat(backup.size).replace("\xa0", " ")
+    assert f"#{backup.pk}" in message["Subject"] and size in message["Subject"]
+    text = message.get_body(("plain",)).get_content()
+    assert f"{base}/admin/backups/backup/{backup.pk}/change/" in text
+    assert backup.notified_at is not None and not backup.notify_error

@@ -172,3 +172,31 @@ def test_dispatch_picks_each_clinics_newest_backup_weekly(scratch_clinic):
     picked = set(chosen) | set(again) | set(drills.dispatch_drills(now, enqueue=False))
     assert newest.pk in picked or newest.pk not in drills.drills_due(now, limit=1000)
     AuditEntry.objects.filter(details__outcome="requested", at__gte=now - timedelta(minutes=5)).delete()
+
+
+def test_a_failed_drill_of_a_spanish_clinic_reaches_a_real_smtp_server_in_spanish(scratch_clinic, settings):
+    import email
+    import email.policy
+
+    from backups.models import BackupPolicy
+    from backups.tests.helpers import free_port
+    from backups.tests.test_notify import smtp_server
+
+    assert scratch_clinic.language == "es"
+    BackupPolicy.objects.filter(clinic=scratch_clinic).update(notify_emails="jefa@restaura.example")
+    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    settings.EMAIL_HOST, settings.EMAIL_PORT = "127.0.0.1", free_port()
+    settings.EMAIL_USE_TLS = settings.EMAIL_USE_SSL = False
+    backup = make_backup()
+    controller, inbox = smtp_server(settings.EMAIL_PORT)
+    try:
+        corrupt(backup)
+        assert drills.drill(backup).drill_status == "failed"
+    finally:
+        controller.stop()
+    (envelope,) = [e for e in inbox.envelopes if "simulacro" in e.original_content.decode("utf-8", "replace")]
+    message = email.message_from_bytes(envelope.original_content, policy=email.policy.default)
+    assert envelope.rcpt_tos == ["jefa@restaura.example"]
+    assert message["Subject"].strip().endswith(f"El respaldo #{backup.pk} falló su simulacro de restauración")
+    text = message.get_body(("plain",)).get_content()
+    assert "Qué hacer" in text and ("dañad" in text or "autenticidad" in text)

@@ -12,6 +12,7 @@ from datetime import time, timedelta
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
+from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 
 
@@ -234,7 +235,9 @@ class BackupPolicy(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"Backup policy of {self.clinic.schema_name}" if self.clinic_id else "Default backup policy"
+        if self.clinic_id:
+            return gettext("Backup policy of %(clinic)s") % {"clinic": self.clinic.name}
+        return gettext("Defaults for new clinics")
 
 
 class AuditEntry(models.Model):
@@ -263,7 +266,7 @@ class AuditEntry(models.Model):
 
     class Meta:
         verbose_name = _("audit entry")
-        verbose_name_plural = _("audit trail")
+        verbose_name_plural = _("audit entries")
         ordering = ["-at", "-id"]
         indexes = [models.Index(fields=["clinic", "-at"], name="audit_clinic_newest")]
 

@@ -78,13 +78,13 @@ class ClinicBackupAdmin(CatalogAdmin):
     list_display = [
         "when",
         "status_badge",
+        "row_actions",
         "verified",
         "kind",
         "format_short",
         "size_display",
         "duration_display",
         "requested_by",
-        "row_actions",
         "note",
     ]
     list_display_links = ["when"]

@@ -120,6 +120,9 @@ class ClinicAuditAdmin(CatalogAdmin):
     def get_queryset(self, request: HttpRequest) -> QuerySet[AuditEntry]:
         return audit_trail(clinic_id=request.tenant.pk)
 
+    def changelist_view(self, request: HttpRequest, extra_context: dict | None = None) -> HttpResponse:
+        return super().changelist_view(request, {"title": _("Audit trail"), **(extra_context or {})})
+
     @admin.display(description=gettext_lazy("when"), ordering="at")
     def when(self, entry: AuditEntry) -> str:
         return timezone.localtime(entry.at).strftime("%Y-%m-%d %H:%M:%S")

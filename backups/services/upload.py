@@ -112,9 +112,15 @@ def backup_from_upload(
     except UploadRefused as exc:
         logger.info("Upload %r for clinic %s refused (%s): %s", filename, target.schema_name, exc.code, exc)
         raise
+    _record_accepted(backup, filename=filename, requested_by=requested_by, address=address)
+    return backup
+
+
+def _record_accepted(backup: Backup, *, filename: str, requested_by: str, address: str | None) -> None:
+    """The audit entry and the log line of an accepted upload."""
     audit(
         AuditEntry.Action.UPLOADED,
-        clinic_id=target.pk,
+        clinic_id=backup.clinic_id,
         actor=requested_by,
         address=address,
         backup_id=backup.pk,
@@ -124,11 +130,10 @@ def backup_from_upload(
     logger.info(
         "Upload %r for clinic %s accepted as backup #%s (%s).",
         filename,
-        target.schema_name,
+        backup.clinic.schema_name,
         backup.pk,
         backup.payload_format,
     )
-    return backup
 
 
 # --- Spooling and sniffing ---------------------------------------------------------------

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import signal
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -97,20 +98,21 @@ def restore_from(page, base: str, backup_id: int, shots: Shots, name: str, *, em
     return restore
 
 
-@pytest.mark.parametrize("language", ["en-US", "es-ES"])
-def test_a_clinic_admin_backs_up_breaks_restores_and_undoes_in_the_browser(
-    language, web_server, browser, cluster, clinica_put_back, tmp_path
-):
-    worker = cluster()
-    words, shots = WORDS[language], Shots(language)
-    base = f"http://{CLINIC}.localhost:{web_server}"
-    context = browser.new_context(locale=language, accept_downloads=True, viewport={"width": 1280, "height": 900})
-    page = context.new_page()
-    log_in(page, f"{base}/admin/", "admin", "admin")
-    shots(page, "index")
-    assert words["backups"] in page.locator("#content-main").inner_text()
+@dataclass
+class Visit:
+    """One admin's session in the browser: the page, the clinic's address, screenshots, words."""
 
-    # Back up now, and watch the row turn green without reloading.
+    context: object
+    page: object
+    base: str
+    shots: Shots
+    words: dict[str, str]
+    folder: Path
+
+
+def back_up_now(visit: Visit) -> Backup:
+    """Back up now, and watch the row turn green without reloading."""
+    page, base, shots = visit.page, visit.base, visit.shots
     page.goto(f"{base}{LIST}")
     shots(page, "backups")
     page.click(f'a[href="{LIST}now/"]')
@@ -125,48 +127,66 @@ def test_a_clinic_admin_backs_up_breaks_restores_and_undoes_in_the_browser(
     shots(page, "backup-done")
     backup.refresh_from_db()
     assert backup.status == JobStatus.SUCCEEDED and backup.requested_by == "admin"
+    return backup
 
-    # Download it: the bytes are the catalog's.
-    with page.expect_download() as download:
-        page.click(f'a[href="{LIST}{backup.pk}/download/"]')
-    saved = tmp_path / download.value.suggested_filename
+
+def download(visit: Visit, backup: Backup) -> Path:
+    """Download it: the file's name is the clinic's and the date's, its bytes are the catalog's."""
+    with visit.page.expect_download() as download:
+        visit.page.click(f'a[href="{LIST}{backup.pk}/download/"]')
+    saved = visit.folder / download.value.suggested_filename
     download.value.save_as(saved)
     assert saved.name.startswith(f"{CLINIC}-") and saved.name.endswith(f"-{backup.pk}.respaldo")
     assert hashlib.sha256(saved.read_bytes()).hexdigest() == backup.sha256
+    return saved
 
-    # Break something, restore, see it back; undo, see it gone again.
+
+def delete_a_patient() -> tuple[int, str]:
+    """As a clumsy user would: the patient's invoices, then the patient."""
     with schema_context(CLINIC):
         victim = Patient.objects.order_by("pk").last()
-        victim_id, victim_name = victim.pk, victim.national_id
-        Invoice.objects.filter(patient=victim).delete()  # as a clumsy user would, invoices first
+        identity = (victim.pk, victim.national_id)  # delete() forgets the pk
+        Invoice.objects.filter(patient=victim).delete()
         victim.delete()
     connection.set_schema_to_public()
-    restore = restore_from(page, base, backup.pk, shots, "restore")
-    page.goto(f"{base}/admin/dental/patient/{victim_id}/change/")
-    assert page.locator("#id_national_id").input_value() == victim_name
-    shots(page, "patient-back")
+    return identity
 
+
+def patient_exists(patient_id: int, national_id: str) -> bool:
+    with schema_context(CLINIC):
+        found = Patient.objects.filter(pk=patient_id, national_id=national_id).exists()
+    connection.set_schema_to_public()
+    return found
+
+
+def restore_and_undo(visit: Visit, backup: Backup, victim: tuple[int, str]) -> None:
+    """Restore (the patient is back), look at the history and the backup, then undo (gone again)."""
+    page, base, shots = visit.page, visit.base, visit.shots
+    restore = restore_from(page, base, backup.pk, shots, "restore")
+    page.goto(f"{base}/admin/dental/patient/{victim[0]}/change/")
+    assert page.locator("#id_national_id").input_value() == victim[1]
+    shots(page, "patient-back")
     page.goto(f"{base}/admin/backups/restore/")
     assert page.locator(f'a[href="/admin/backups/restore/{restore.pk}/progress/"]').count() == 1
     shots(page, "restore-history")
     page.goto(f"{base}{LIST}{backup.pk}/change/")
     assert "admin" in page.locator(".field-downloads_display").inner_text()  # the download was recorded
     shots(page, "backup-detail")
-
     page.goto(f"{base}/admin/backups/restore/{restore.pk}/progress/")
     page.click("a.button")  # "Undo this restore": the same confirmation, from the safety backup
     page.wait_for_url(f"**{LIST}{restore.safety_backup_id}/restore/")
     restore_from(page, base, restore.safety_backup_id, shots, "undo")
-    with schema_context(CLINIC):
-        assert not Patient.objects.filter(pk=victim_id).exists()
-    connection.set_schema_to_public()
+    assert not patient_exists(*victim)
 
-    # A tampered file is refused inline; the downloaded file restores the patient again.
+
+def upload_and_restore(visit: Visit, saved: Path, victim: tuple[int, str]) -> None:
+    """A tampered file is refused inline; the downloaded file restores the patient again."""
+    page, base, shots = visit.page, visit.base, visit.shots
     tampered = bytearray(saved.read_bytes())
     tampered[len(tampered) // 2] ^= 0x01
-    (tmp_path / "tampered.respaldo").write_bytes(bytes(tampered))
+    (visit.folder / "tampered.respaldo").write_bytes(bytes(tampered))
     page.goto(f"{base}{LIST}upload/")
-    page.set_input_files("#id_file", str(tmp_path / "tampered.respaldo"))
+    page.set_input_files("#id_file", str(visit.folder / "tampered.respaldo"))
     page.click("input[type=submit]")
     assert page.locator("ul.errorlist").inner_text().strip()
     shots(page, "upload-refused")
@@ -176,14 +196,17 @@ def test_a_clinic_admin_backs_up_breaks_restores_and_undoes_in_the_browser(
     page.wait_for_url(f"**{LIST}*/restore/")
     uploaded = Backup.objects.get(kind=Backup.Kind.UPLOADED, clinic__schema_name=CLINIC)
     restore_from(page, base, uploaded.pk, shots, "upload-restore")
-    with schema_context(CLINIC):
-        assert Patient.objects.filter(pk=victim_id, national_id=victim_name).exists()
-    connection.set_schema_to_public()
+    assert patient_exists(*victim)
 
-    # A slow restore (its safety backup waits on a lock we hold on a table patients do not
-    # need): the patient page works with the banner; saving it is refused and changes nothing.
-    # (The worker is stopped while the restore is requested: the confirmation page counts rows,
-    # which our lock would hold up too.)
+
+def read_during_a_slow_restore(visit: Visit, backup: Backup, worker, cluster, patient_id: int) -> None:
+    """A slow restore (its safety backup waits on a lock we hold on a table patients do not need):
+    the patient page works with the banner; saving it is refused and changes nothing.
+
+    The worker is stopped while the restore is requested: the confirmation page counts rows,
+    which our lock would hold up too.
+    """
+    page, base, shots, words = visit.page, visit.base, visit.shots, visit.words
     os.killpg(worker.pid, signal.SIGKILL)  # idle: nothing of ours is lost
     worker.wait(timeout=30)
     page.goto(f"{base}{LIST}{backup.pk}/restore/")
@@ -195,13 +218,12 @@ def test_a_clinic_admin_backs_up_breaks_restores_and_undoes_in_the_browser(
         holder.execute("BEGIN")
         holder.execute(f'LOCK TABLE "{CLINIC}".dental_inventoryitem IN ACCESS EXCLUSIVE MODE')
         cluster()
-        wait_for(
-            lambda: Restore.objects.filter(pk=slow.pk, progress_phase="safety backup").exists(), what="safety backup"
-        )
+        phase = Restore.objects.filter(pk=slow.pk, progress_phase="safety backup")
+        wait_for(phase.exists, what="the safety backup")
         page.wait_for_selector('.respaldo-phases li.current[data-phase="safety backup"]')  # updated in place
         shots(page, "slow-restore-progress")
-        reader = context.new_page()
-        reader.goto(f"{base}/admin/dental/patient/{victim_id}/change/")
+        reader = visit.context.new_page()
+        reader.goto(f"{base}/admin/dental/patient/{patient_id}/change/")
         assert reader.locator(".respaldo-banner").count() == 1
         shots(reader, "patient-during-restore")
         before = table_checksums(CLINIC, ["dental_patient"])
@@ -214,6 +236,32 @@ def test_a_clinic_admin_backs_up_breaks_restores_and_undoes_in_the_browser(
         holder.execute("ROLLBACK")
     page.wait_for_selector(".respaldo-done, .respaldo-error", timeout=180_000)
     assert Restore.objects.get(pk=slow.pk).status == JobStatus.SUCCEEDED
+
+
+@pytest.mark.parametrize("language", ["en-US", "es-ES"])
+def test_a_clinic_admin_backs_up_breaks_restores_and_undoes_in_the_browser(
+    language, web_server, browser, cluster, clinica_put_back, tmp_path
+):
+    worker = cluster()
+    context = browser.new_context(locale=language, accept_downloads=True, viewport={"width": 1280, "height": 900})
+    visit = Visit(
+        context,
+        context.new_page(),
+        f"http://{CLINIC}.localhost:{web_server}",
+        Shots(language),
+        WORDS[language],
+        tmp_path,
+    )
+    log_in(visit.page, f"{visit.base}/admin/", "admin", "admin")
+    visit.shots(visit.page, "index")
+    assert visit.words["backups"] in visit.page.locator("#content-main").inner_text()
+
+    backup = back_up_now(visit)
+    saved = download(visit, backup)
+    victim = delete_a_patient()
+    restore_and_undo(visit, backup, victim)
+    upload_and_restore(visit, saved, victim)
+    read_during_a_slow_restore(visit, backup, worker, cluster, victim[0])
     context.close()
 
 

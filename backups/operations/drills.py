@@ -34,7 +34,7 @@ from django.utils import timezone
 from django_tenants.utils import get_public_schema_name
 from psycopg import sql
 
-from backups import archive, postgres, storage
+from backups import archive, postgres
 from backups.conf import conf
 from backups.exceptions import RespaldoError, RestoreRefused, as_respaldo_error, failure_reason
 from backups.formats import pg
@@ -42,12 +42,11 @@ from backups.formats.pg_script import ScriptError
 from backups.formats.restore_into import RestoreIntoError, restore_into_json, restore_into_pg
 from backups.jobs import LOCK_NAMESPACE
 from backups.keys import archive_identities
-from backups.manifest import manifest_check
 from backups.models import AuditEntry, Backup, JobStatus
 from backups.operations.audit import audit
 from backups.operations.signals import drill_finished
 from backups.postgres import find_pg_tools
-from backups.services.restore import check_migrations, verified_copy
+from backups.services.restore import check_migrations, verified_copy, verify_stored
 from clinics.models import Clinic
 
 logger = logging.getLogger(__name__)
@@ -104,13 +103,7 @@ def _failed(backup: Backup, action: str, exc: Exception) -> Backup:
 
 def check_stored(backup: Backup) -> None:
     """Read the stored object once; raise unless it is the catalog's, authenticated, of this clinic."""
-    with storage.open_stored(backup.storage_name) as stream:
-        summary = archive.verify_archive(
-            stream, identities=archive_identities(), max_payload_bytes=conf.max_payload_bytes
-        )
-    if summary.archive_sha256 != backup.sha256:
-        raise RestoreRefused("archive_changed", backup=backup.pk)
-    manifest_check(summary.manifest, backup.clinic, error=RestoreRefused)
+    verify_stored(backup, backup.clinic)
 
 
 def verify(backup: Backup | int) -> Backup:

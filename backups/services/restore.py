@@ -299,16 +299,25 @@ def verified_copy(backup: Backup, clinic: Clinic) -> Iterator[tuple[dict, IO[byt
     authentication, the manifest), whatever happens to the stored object meanwhile.
     """
     with tempfile.TemporaryFile(prefix="respaldo-restore-") as spool:
-        with storage.open_stored(backup.storage_name) as stream:
-            summary = archive.verify_archive(
-                _Tee(stream, spool), identities=archive_identities(), max_payload_bytes=_max_payload_bytes()
-            )
-        if summary.archive_sha256 != backup.sha256:
-            raise RestoreRefused("archive_changed", backup=backup.pk)
-        manifest_check(summary.manifest, clinic, error=RestoreRefused)
+        manifest = verify_stored(backup, clinic, copy_to=spool)
         spool.flush()
         spool.seek(0)
-        yield summary.manifest, spool
+        yield manifest, spool
+
+
+def verify_stored(backup: Backup, clinic: Clinic, *, copy_to: IO[bytes] | None = None) -> dict:
+    """Read the stored object once and return its manifest, or raise: it must be the catalog's
+    (SHA-256), authenticated by this deployment's keys, and of ``clinic``. ``copy_to`` gets the
+    bytes as they are read."""
+    with storage.open_stored(backup.storage_name) as stream:
+        source = _Tee(stream, copy_to) if copy_to is not None else stream
+        summary = archive.verify_archive(
+            source, identities=archive_identities(), max_payload_bytes=_max_payload_bytes()
+        )
+    if summary.archive_sha256 != backup.sha256:
+        raise RestoreRefused("archive_changed", backup=backup.pk)
+    manifest_check(summary.manifest, clinic, error=RestoreRefused)
+    return summary.manifest
 
 
 # --- The restore itself ----------------------------------------------------------------

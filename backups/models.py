@@ -101,6 +101,7 @@ class Backup(Job):
     # Verification (checksum + authentication re-read) and restore drills (backups/operations/drills.py).
     verified_at = models.DateTimeField(_("verified at"), null=True, blank=True)
     drilled_at = models.DateTimeField(_("drilled at"), null=True, blank=True)
+    drill_requested_at = models.DateTimeField(_("drill requested at"), null=True, blank=True)
     drill_status = models.CharField(
         _("drill"), max_length=20, blank=True, choices=[("succeeded", _("Succeeded")), ("failed", _("Failed"))]
     )

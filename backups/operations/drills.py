@@ -240,9 +240,7 @@ def drills_due(now: datetime, *, limit: int = DRILLS_PER_MINUTE) -> list[int]:
 
 def recently_requested(now: datetime) -> QuerySet:
     """Clinics with a drill requested in the last day (so a waiting drill is not queued again)."""
-    return AuditEntry.objects.filter(
-        action=AuditEntry.Action.DRILLED, details__outcome="requested", at__gte=now - timedelta(days=1)
-    ).values("clinic_id")
+    return Backup.objects.filter(drill_requested_at__gte=now - timedelta(days=1)).values("clinic_id")
 
 
 @contextlib.contextmanager
@@ -256,18 +254,18 @@ def _dispatch_lock() -> Iterator[bool]:
 def dispatch_drills(now: datetime | None = None, *, enqueue: bool = True) -> list[int]:
     """Enqueue at most a few drills (``backups.tasks.run_drill``); return the backup ids chosen.
 
-    Each request is recorded in the audit trail ("requested"), which keeps the clinic out of the
-    next minutes' picks until the drill has run (or a day has passed).
+    Each request is recorded on the backup (``drill_requested_at``), which keeps the clinic out
+    of the next minutes' picks until the drill has run (or a day has passed).
     """
     now = now or timezone.now()
     with _dispatch_lock() as mine:
         if not mine:
             return []
         chosen = drills_due(now)
-        for backup in Backup.objects.filter(pk__in=chosen):
-            audit(AuditEntry.Action.DRILLED, clinic_id=backup.clinic_id, backup_id=backup.pk, outcome="requested")
-            if enqueue:
-                transaction.on_commit(lambda pk=backup.pk: _enqueue_drill(pk))
+        Backup.objects.filter(pk__in=chosen).update(drill_requested_at=now)
+        if enqueue:
+            for pk in chosen:
+                transaction.on_commit(lambda pk=pk: _enqueue_drill(pk))
     return chosen
 
 

@@ -169,9 +169,12 @@ def test_dispatch_picks_each_clinics_newest_backup_weekly(scratch_clinic):
     Backup.objects.filter(pk=older.pk).update(drilled_at=None)
     chosen, again = drills.dispatch_drills(now, enqueue=False), drills.dispatch_drills(now, enqueue=False)
     assert len(chosen) <= drills.DRILLS_PER_MINUTE and not set(chosen) & set(again)  # requested: not picked twice
+    assert Backup.objects.filter(pk__in=chosen, drill_requested_at=now).count() == len(chosen)
     picked = set(chosen) | set(again) | set(drills.dispatch_drills(now, enqueue=False))
     assert newest.pk in picked or newest.pk not in drills.drills_due(now, limit=1000)
-    AuditEntry.objects.filter(details__outcome="requested", at__gte=now - timedelta(minutes=5)).delete()
+    if newest.pk in picked:  # requested: not picked again for a day, then again if still not drilled
+        assert newest.pk not in drills.drills_due(now + timedelta(hours=1), limit=1000)
+        assert newest.pk in drills.drills_due(now + timedelta(days=1, minutes=1), limit=1000)
 
 
 def test_a_failed_drill_of_a_spanish_clinic_reaches_a_real_smtp_server_in_spanish(scratch_clinic, settings):

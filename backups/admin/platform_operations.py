@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from django.contrib import admin
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
+from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
-from backups.models import BackupPolicy
+from backups.admin.readonly import CatalogAdmin
+from backups.models import AuditEntry, BackupPolicy
 from backups.operations.policy import POLICY_FIELDS
 from clinic_site.admin_sites import platform_site
 
@@ -31,3 +33,17 @@ class PlatformPolicyAdmin(admin.ModelAdmin):
     @admin.display(description=gettext_lazy("clinic"))
     def scope(self, policy: BackupPolicy) -> str:
         return policy.clinic.name if policy.clinic_id else str(gettext_lazy("Defaults for new clinics"))
+
+
+@admin.register(AuditEntry, site=platform_site)
+class PlatformAuditAdmin(CatalogAdmin):
+    """Every clinic's audit trail (and the platform's own entries), newest first, read-only."""
+
+    list_display = ["at", "clinic", "actor", "action", "backup_id_ref", "restore_id_ref", "address", "details"]
+    list_display_links = None
+    list_filter = ["action", "clinic", ("at", admin.DateFieldListFilter)]
+    search_fields = ["actor", "clinic__name", "clinic__schema_name"]
+    list_select_related = ["clinic"]
+
+    def changelist_view(self, request: HttpRequest, extra_context: dict | None = None) -> HttpResponse:
+        return super().changelist_view(request, {"title": _("Audit trail"), **(extra_context or {})})

@@ -137,3 +137,17 @@ def test_migrating_a_clinic_grants_new_backup_permissions_to_its_administrators(
     with schema_context("clinica"):
         assert admins.permissions.filter(codename="upload_backup").exists()
         assert not Group.objects.get(name="Reception").permissions.filter(content_type__app_label="backups").exists()
+
+
+def test_the_platform_sees_every_clinics_audit_trail_and_clinics_do_not_see_the_platforms():
+    from conftest import host_client
+
+    for schema in ("clinica", "bienestar"):
+        AuditEntry.objects.create(
+            clinic=Clinic.objects.get(schema_name=schema), actor=f"actor-{schema}", action="downloaded"
+        )
+    platform = host_client("localhost")
+    assert platform.post("/admin/login/", {"username": "superadmin", "password": "superadmin"}).status_code == 302
+    page = platform.get(AUDIT).content.decode()
+    assert "actor-clinica" in page and "actor-bienestar" in page
+    assert "actor-bienestar" not in logged_in("admin", "admin").get(AUDIT).content.decode()

@@ -73,6 +73,11 @@ class BackupsConf:
     def max_downloads_per_day(self) -> int:
         return int(_setting("BACKUPS_MAX_DOWNLOADS_PER_DAY", 20))
 
+    @property
+    def offboard_keep_days(self) -> int:
+        """Days an offboarded clinic's backups are kept before they are erased."""
+        return int(_setting("BACKUPS_OFFBOARD_KEEP_DAYS", 90))
+
     # --- jobs
     @property
     def max_attempts(self) -> int:

@@ -37,6 +37,10 @@ MESSAGES: dict[str, str] = {
     "fair_use_downloads": _(
         "This clinic has downloaded %(limit)s backups in the last 24 hours, the most allowed. Try again later."
     ),
+    "clinic_offboarded": _("Clinic %(clinic)s has been offboarded: its data is gone, only its backups remain."),
+    "offboard_backup_failed": _(
+        "The last backup of %(clinic)s (#%(backup)s) failed, so the clinic was not offboarded: nothing changed."
+    ),
     "unknown_backup_format": _("Unknown backup format %(format)s: use pg or json."),
     "schema_missing": _("The clinic's schema '%(schema)s' does not exist in the database."),
     "interrupted_backup": _(

@@ -253,6 +253,7 @@ class AuditEntry(models.Model):
         VERIFIED = "verified", _("Verified")
         DRILLED = "drilled", _("Restore drill")
         POLICY_CHANGED = "policy_changed", _("Policy changed")
+        OFFBOARDED = "offboarded", _("Clinic offboarded")
 
     clinic = models.ForeignKey(
         "clinics.Clinic", on_delete=models.CASCADE, null=True, blank=True, related_name="audit_entries"

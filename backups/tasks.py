@@ -91,6 +91,7 @@ def dispatch() -> int:
     Returns how many steps failed (each is logged; one failing step never stops the others).
     """
     from backups.operations import alerts, drills, notify, retention, schedule
+    from backups.services import offboard
 
     now = timezone.now()
     steps: list[tuple[str, Callable[[], object]]] = [
@@ -102,4 +103,5 @@ def dispatch() -> int:
     ]
     if now.minute == 0:
         steps.insert(2, ("retention", lambda: retention.prune_all(now)))
+        steps.insert(3, ("offboarded clinics", lambda: offboard.erase_offboarded(now)))
     return sum(not _step(name, func) for name, func in steps)

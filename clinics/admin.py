@@ -1,12 +1,17 @@
 """Platform admin: clinics and their domains, jobs, platform users."""
 
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.contrib.auth.admin import GroupAdmin, UserAdmin
 from django.contrib.auth.models import Group, User
+from django.template.response import TemplateResponse
 from django.utils.translation import gettext_lazy as _
 from django_q import admin as q_admin
 from django_q.models import Failure, OrmQ, Schedule, Success
 
+from backups.conf import conf
+from backups.exceptions import as_respaldo_error
+from backups.operations.audit import client_address
+from backups.services.offboard import offboard_clinic
 from clinic_site.admin_sites import platform_site
 
 from .models import Clinic, Domain
@@ -19,9 +24,47 @@ class DomainInline(admin.TabularInline):
 
 @admin.register(Clinic, site=platform_site)
 class ClinicAdmin(admin.ModelAdmin):
-    list_display = ["name", "schema_name", "primary_domain", "contact_email", "created_at"]
+    list_display = ["name", "schema_name", "primary_domain", "contact_email", "created_at", "offboarded_at"]
+    list_filter = [("offboarded_at", admin.EmptyFieldListFilter)]
     search_fields = ["name", "schema_name", "domains__domain"]
     inlines = [DomainInline]
+    actions = ["offboard_selected"]
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False  # a clinic is offboarded, not deleted: the catalog keeps its backups
+
+    @admin.action(description=_("Offboard the selected clinics (last backup, then their data is dropped)"))
+    def offboard_selected(self, request, queryset):
+        """Like delete_selected: a confirmation page first, then one service call per clinic."""
+        clinics = list(queryset.filter(offboarded_at__isnull=True))
+        if request.POST.get("post") != "yes":
+            context = {
+                **self.admin_site.each_context(request),
+                "title": _("Offboard these clinics?"),
+                "clinics": clinics,
+                "opts": self.model._meta,
+                "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,
+                "keep_days": conf.offboard_keep_days,
+            }
+            return TemplateResponse(request, "admin/clinics/clinic/offboard_confirmation.html", context)
+        for clinic in clinics:
+            try:
+                final = offboard_clinic(
+                    clinic=clinic, requested_by=request.user.get_username(), address=client_address(request)
+                )
+            except Exception as exc:
+                error = as_respaldo_error(exc)
+                if error is None:
+                    raise
+                self.message_user(request, str(error), messages.ERROR)
+            else:
+                self.message_user(
+                    request,
+                    _("%(clinic)s was offboarded; its last backup is #%(backup)s.")
+                    % {"clinic": clinic, "backup": final.pk},
+                    messages.SUCCESS,
+                )
+        return None
 
     def get_queryset(self, request):
         return super().get_queryset(request).exclude(schema_name="public").prefetch_related("domains")

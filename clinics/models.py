@@ -48,6 +48,12 @@ class Clinic(TenantMixin):
         default=default_language,
         help_text=_("The language of the clinic's emails (its pages follow each browser's language)."),
     )
+    offboarded_at = models.DateTimeField(
+        _("offboarded at"),
+        null=True,
+        blank=True,
+        help_text=_("Set when the clinic left: its schema and domains are gone, its backups kept for a while."),
+    )
     backup_recipient = models.CharField(
         _("escrow key for backups"),
         max_length=100,

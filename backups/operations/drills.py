@@ -229,6 +229,7 @@ def drills_due(now: datetime, *, limit: int = DRILLS_PER_MINUTE) -> list[int]:
     newest = newest_restorable(OuterRef("pk")).values("pk")[:1]
     clinics = (
         Clinic.objects.exclude(schema_name=get_public_schema_name())
+        .filter(offboarded_at__isnull=True)
         .annotate(newest=Subquery(newest), last_drill=Max("backups__drilled_at"))
         .filter(newest__isnull=False)
         .filter(Q(last_drill__isnull=True) | Q(last_drill__lt=now - DRILL_EVERY))
@@ -282,7 +283,8 @@ def failed_drills() -> QuerySet[Backup]:
 
 def latest_to_check(schema: str | None = None) -> list[tuple[Clinic, Backup | None]]:
     """Each clinic (or the one named) with its newest successful stored backup, for the command line."""
-    clinics = Clinic.objects.exclude(schema_name=get_public_schema_name()).order_by("schema_name")
+    clinics = Clinic.objects.exclude(schema_name=get_public_schema_name()).filter(offboarded_at__isnull=True)
+    clinics = clinics.order_by("schema_name")
     if schema:
         clinics = clinics.filter(schema_name=schema)
     return [(clinic, newest_restorable(clinic.pk).select_related("clinic").first()) for clinic in clinics]

@@ -336,7 +336,11 @@ def prune_all(now: datetime | None = None, *, in_use_ids: Collection[int] = ()) 
     now = now or _now()
     results: dict[str, list[Decision]] = {}
     failed: list[str] = []
-    for clinic in Clinic.objects.exclude(schema_name=get_public_schema_name()).order_by("schema_name"):
+    for clinic in (
+        Clinic.objects.exclude(schema_name=get_public_schema_name())
+        .filter(offboarded_at__isnull=True)
+        .order_by("schema_name")
+    ):
         try:
             results[clinic.schema_name] = prune_clinic(clinic, dry_run=False, now=now, in_use_ids=in_use_ids)
         except Exception:

@@ -43,7 +43,8 @@ ARCHIVE_EXTENSION = "respaldo"
 
 
 def clinic_get(clinic: Clinic | int | str) -> Clinic:
-    """Return a clinic by instance, id or schema name; never the platform's public tenant."""
+    """Return a clinic by instance, id or schema name; never the platform's public tenant, nor an
+    offboarded clinic (its schema is gone)."""
     if isinstance(clinic, Clinic):
         found = clinic
     else:
@@ -53,6 +54,8 @@ def clinic_get(clinic: Clinic | int | str) -> Clinic:
             raise ClinicNotFound("clinic_not_found", clinic=str(clinic))
     if found.schema_name == get_public_schema_name():
         raise ClinicNotFound("platform_not_clinic")
+    if found.offboarded_at is not None:
+        raise ClinicNotFound("clinic_offboarded", clinic=found.schema_name)
     return found
 
 

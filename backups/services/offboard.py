@@ -1,0 +1,82 @@
+"""Offboarding: a clinic leaves. A last backup, then its schema and domains go; its backups stay
+for ``BACKUPS_OFFBOARD_KEEP_DAYS`` (90 by default) and are then erased (``erase_offboarded``).
+
+Deleting a Clinic row is never the way (the catalog refers to it): the row stays, marked
+``offboarded_at``, so its backups can still be listed, downloaded by the platform, and used to
+bring the clinic back.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+
+from django.db import connection, transaction
+from django.utils import timezone
+from psycopg import sql
+
+from backups import storage
+from backups.conf import conf
+from backups.exceptions import BackupRefused
+from backups.models import AuditEntry, Backup, BackupPolicy, JobStatus
+from backups.operations.audit import audit
+from backups.services.backup import backup_request, backup_run, clinic_get
+from clinics.models import Clinic, Domain
+
+logger = logging.getLogger(__name__)
+
+
+def offboard_clinic(*, clinic: Clinic | int | str, requested_by: str, address: str | None = None) -> Backup:
+    """Take a last backup of the clinic, then drop its schema and domains; return that backup.
+
+    Refused (nothing changes) when the clinic is busy, already offboarded, or the last backup fails.
+    """
+    target = clinic_get(clinic)  # refuses an offboarded clinic
+    final = backup_request(
+        clinic=target.pk, requested_by=requested_by, note="offboarding", enqueue=False, address=address
+    )
+    final = backup_run(backup_id=final.pk)
+    if final.status != JobStatus.SUCCEEDED:
+        raise BackupRefused("offboard_backup_failed", clinic=target.schema_name, backup=final.pk)
+    with transaction.atomic():
+        Clinic.objects.select_for_update().get(pk=target.pk)
+        with connection.cursor() as cursor:
+            cursor.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(target.schema_name)).as_string(None))
+        Domain.objects.filter(tenant_id=target.pk).delete()
+        BackupPolicy.objects.filter(clinic_id=target.pk).update(enabled=False)
+        Clinic.objects.filter(pk=target.pk).update(offboarded_at=timezone.now())
+        audit(
+            AuditEntry.Action.OFFBOARDED,
+            clinic_id=target.pk,
+            actor=requested_by,
+            address=address,
+            backup_id=final.pk,
+            keep_days=conf.offboard_keep_days,
+        )
+    logger.info("Clinic %s offboarded; last backup #%s", target.schema_name, final.pk)
+    return final
+
+
+def erase_offboarded(now: datetime | None = None) -> int:
+    """Erase the stored backups of clinics offboarded over ``BACKUPS_OFFBOARD_KEEP_DAYS`` ago.
+
+    Each object is deleted, then its row marked expired (rows stay, for the record); returns how
+    many were erased. A storage failure leaves that row as it was, to be tried again.
+    """
+    now = now or timezone.now()
+    limit = now - timedelta(days=conf.offboard_keep_days)
+    rows = Backup.objects.filter(
+        clinic__offboarded_at__lt=limit, expired_at__isnull=True, status=JobStatus.SUCCEEDED
+    ).exclude(storage_name="")
+    erased = 0
+    for backup in rows:
+        try:
+            storage.delete_stored(backup.storage_name)
+        except Exception:
+            logger.exception("Could not erase backup #%s of an offboarded clinic", backup.pk)
+            continue
+        with transaction.atomic():
+            Backup.objects.filter(pk=backup.pk).update(expired_at=now)
+            audit(AuditEntry.Action.PRUNED, clinic_id=backup.clinic_id, backup_id=backup.pk, reason="offboarded")
+        erased += 1
+    return erased

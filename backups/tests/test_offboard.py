@@ -1,0 +1,62 @@
+"""Offboarding a clinic: a last backup, then its schema and domains go; its backups stay, then are erased."""
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from backups import services
+from backups.exceptions import ClinicNotFound
+from backups.models import AuditEntry, Backup, BackupPolicy, JobStatus
+from backups.services.offboard import erase_offboarded, offboard_clinic
+from backups.tests.helpers import SCHEMA, schemas, storage_files, stored_path
+from clinics.models import Clinic, Domain
+from conftest import host_client
+
+
+def platform_admin():
+    client = host_client("localhost")
+    assert client.post("/admin/login/", {"username": "superadmin", "password": "superadmin"}).status_code == 302
+    return client
+
+
+def test_the_platform_offboards_a_clinic_after_a_confirmation_page(scratch_clinic):
+    client = platform_admin()
+    action = {"action": "offboard_selected", "_selected_action": [scratch_clinic.pk]}
+    page = client.post("/admin/clinics/clinic/", action)
+    assert page.status_code == 200 and "Offboard these clinics?" in page.content.decode()
+    assert SCHEMA in schemas()  # nothing happened yet
+
+    client.post("/admin/clinics/clinic/", {**action, "post": "yes"})
+    clinic = Clinic.objects.get(pk=scratch_clinic.pk)
+    assert clinic.offboarded_at is not None and SCHEMA not in schemas()
+    assert not Domain.objects.filter(tenant=clinic).exists()
+    assert not BackupPolicy.objects.get(clinic=clinic).enabled
+    last = Backup.objects.filter(clinic=clinic).latest("pk")
+    assert last.status == JobStatus.SUCCEEDED and last.note == "offboarding" and stored_path(last.storage_name).exists()
+    entry = AuditEntry.objects.get(action="offboarded", clinic=clinic)
+    assert entry.actor == "superadmin" and entry.backup_id_ref == last.pk
+    assert host_client(f"{SCHEMA}.localhost").get("/admin/").status_code == 404
+    with pytest.raises(ClinicNotFound, match="offboarded"):
+        services.backup_request(clinic=SCHEMA, enqueue=False)
+    assert client.get(f"/admin/clinics/clinic/{clinic.pk}/delete/").status_code == 403
+
+
+def test_a_failed_last_backup_offboards_nothing(scratch_clinic, settings, tmp_path):
+    settings.BACKUPS_PG_BIN_DIR = str(tmp_path)  # no pg_dump there: the last backup fails
+    with pytest.raises(Exception, match="was not offboarded"):
+        offboard_clinic(clinic=SCHEMA, requested_by="superadmin")
+    clinic = Clinic.objects.get(pk=scratch_clinic.pk)
+    assert clinic.offboarded_at is None and SCHEMA in schemas()
+    assert Domain.objects.filter(tenant=clinic).exists()
+    assert not AuditEntry.objects.filter(action="offboarded").exists()
+
+
+def test_an_offboarded_clinics_backups_are_erased_after_the_keep_period(scratch_clinic, settings):
+    last = offboard_clinic(clinic=SCHEMA, requested_by="superadmin")
+    assert erase_offboarded(timezone.now() + timedelta(days=89)) == 0
+    assert last.storage_name in storage_files()
+    assert erase_offboarded(timezone.now() + timedelta(days=91)) == 1
+    last.refresh_from_db()
+    assert last.expired_at is not None and last.storage_name not in storage_files()
+    assert AuditEntry.objects.filter(action="pruned", backup_id_ref=last.pk).exists()

@@ -25,14 +25,13 @@ storage may add a suffix.
 from __future__ import annotations
 
 import contextlib
-import errno
 import hashlib
 import io
 import logging
 import os
 import re
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, BinaryIO, TypeVar
@@ -41,6 +40,8 @@ from django.core.files import File
 from django.core.files.storage import FileSystemStorage, Storage, storages
 from django.utils._os import safe_makedirs
 
+from backups.storage_errors import StorageError, is_s3, storage_error
+from backups.storage_errors import StoredObjectNotFound as StoredObjectNotFound  # re-exported: callers catch it here
 from backups.storage_pipe import (
     READ_CHUNK,
     HashingPipeReader,
@@ -65,17 +66,7 @@ _KIND_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,39}\Z")
 _EXT_RE = re.compile(r"[a-z0-9]{1,16}(?:\.[a-z0-9]{1,16}){0,2}\Z")
 
 
-# --- errors and results --------------------------------------------------------------
-
-
-class StorageError(Exception):
-    """The backup storage failed; the message is meant for a clinic admin or operator."""
-
-    code = "storage_failed"  # backups.exceptions renders it, with this text as the detail
-
-
-class StoredObjectNotFound(StorageError):
-    """The named backup file is not in the storage."""
+# --- results (errors: storage_errors.py) ---------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -116,75 +107,6 @@ def backup_key(*, schema: str, kind: str, created_at: datetime, ext: str = "resp
 # --- error translation ---------------------------------------------------------------
 
 
-def _is_s3(storage: Storage) -> bool:
-    try:
-        from storages.backends.s3 import S3Storage
-    except Exception:  # django-storages/boto3 not importable: cannot be an S3 storage
-        return False
-    return isinstance(storage, S3Storage)
-
-
-def _describe(storage: Storage) -> str:
-    if isinstance(storage, FileSystemStorage):
-        return f"local folder {storage.location}"
-    if _is_s3(storage):
-        from backups.storage_backends import s3_describe
-
-        return s3_describe(storage)
-    return type(storage).__name__
-
-
-_FULL_CODES = {"XMinioStorageFull", "StorageFull", "QuotaExceeded", "InsufficientStorage", "StorageCapExceeded"}
-
-
-def _storage_error(exc: BaseException, *, storage: Storage, action: str, name: str | None = None) -> StorageError:
-    """Translate what a storage raised into a StorageError an operator can act on."""
-    if isinstance(exc, StorageError):
-        return exc
-    where = _describe(storage)
-    what = f" {name!r}" if name else ""
-    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        return StorageError(f"backup storage is full: no space left in {where} (while writing{what}).")
-    if isinstance(exc, FileNotFoundError) and action in {"download", "delete"}:
-        return StoredObjectNotFound(f"backup file{what} not found in {where}.")
-    if isinstance(exc, PermissionError):
-        return StorageError(f"backup storage refused access: permission denied on {exc.filename or where}.")
-    if isinstance(exc, ConnectionError | TimeoutError):
-        return StorageError(f"backup storage unreachable: {where}: {exc}")
-    if isinstance(exc, OSError):
-        return StorageError(f"backup storage {action} failed: {exc.strerror or exc} ({exc.filename or where}).")
-    from botocore import exceptions as boto
-
-    if isinstance(exc, boto.ConnectionError | boto.ReadTimeoutError | boto.ConnectionClosedError):
-        return StorageError(f"backup storage unreachable: {where}: {exc}")
-    if isinstance(exc, boto.NoCredentialsError | boto.PartialCredentialsError):
-        return StorageError(f"backup storage credentials are missing or incomplete ({where}).")
-    if isinstance(exc, boto.ClientError):
-        return _s3_refusal(exc, storage=storage, action=action, where=where, what=what)
-    if isinstance(exc, boto.BotoCoreError):
-        return StorageError(f"backup storage {action} failed: {exc} ({where}).")
-    return StorageError(f"backup storage {action} failed: {type(exc).__name__}: {exc} ({where}).")
-
-
-def _s3_refusal(exc: Any, *, storage: Storage, action: str, where: str, what: str) -> StorageError:
-    """What S3 (or an S3-compatible store) answered with an error status, for an operator."""
-    error = exc.response.get("Error", {})
-    code = str(error.get("Code") or "")
-    message = error.get("Message") or ""
-    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-    bucket = getattr(storage, "bucket_name", "?")
-    if code == "NoSuchBucket" or (action == "check" and status == 404):
-        return StorageError(f"S3 bucket {bucket!r} does not exist ({where}).")
-    if code in {"NoSuchKey", "404", "NotFound"} and action in {"download", "delete"}:
-        return StoredObjectNotFound(f"backup file{what} not found in {where}.")
-    if code in _FULL_CODES or "storage cap" in message.lower():
-        return StorageError(f"backup storage is full: S3 refused the {action}: {code} {message}".rstrip())
-    if action == "check" and status == 403:
-        return StorageError(f"S3 refused access to bucket {bucket!r}: 403 Forbidden (check the keys and policy).")
-    detail = f"{code} {message}".strip() or f"HTTP {status}"
-    return StorageError(f"S3 refused the {action}: {detail} ({where}).")
-
-
 # --- storing --------------------------------------------------------------------------
 
 
@@ -197,7 +119,7 @@ def store_stream(name: str, produce: Callable[[BinaryIO], T]) -> tuple[StoredObj
     try:
         final_name = storage.get_available_name(name)
     except Exception as exc:
-        raise _storage_error(exc, storage=storage, action="upload", name=name) from exc
+        raise storage_error(exc, storage=storage, action="upload", name=name) from exc
 
     read_fd, write_fd = new_pipe()
     state: ProducerState[T] = ProducerState()
@@ -234,7 +156,7 @@ def store_stream(name: str, produce: Callable[[BinaryIO], T]) -> tuple[StoredObj
             raise state.error
         if not isinstance(storage_exc, Exception):  # KeyboardInterrupt, SystemExit
             raise storage_exc
-        raise _storage_error(storage_exc, storage=storage, action="upload", name=final_name) from storage_exc
+        raise storage_error(storage_exc, storage=storage, action="upload", name=final_name) from storage_exc
 
     assert saved_name is not None
     _keep_if_complete(storage, saved_name, reader, state)
@@ -254,7 +176,7 @@ def _keep_if_complete(storage: Storage, saved_name: str, reader: HashingPipeRead
         _make_durable(storage, saved_name)
     except OSError as exc:
         _discard(storage, saved_name, exc)
-        raise _storage_error(exc, storage=storage, action="upload", name=saved_name) from exc
+        raise storage_error(exc, storage=storage, action="upload", name=saved_name) from exc
 
 
 def _save_local(storage: FileSystemStorage, name: str, source: BinaryIO) -> str:
@@ -315,7 +237,7 @@ def _discard(storage: Storage, name: str, cause: BaseException | None) -> None:
             name,
         )
         return
-    if _is_s3(storage):
+    if is_s3(storage):
         from backups.storage_backends import s3_abort_incomplete_uploads
 
         try:
@@ -381,7 +303,7 @@ class _StoredReader(io.RawIOBase):
         try:
             data = self._raw.read(len(view))
         except Exception as exc:
-            raise _storage_error(exc, storage=self._storage, action="download", name=self._name) from exc
+            raise storage_error(exc, storage=self._storage, action="download", name=self._name) from exc
         view[: len(data)] = data
         return len(data)
 
@@ -397,14 +319,14 @@ def open_stored(name: str) -> BinaryIO:
     """Open a stored backup for a streaming read (S3: a GET stream, not a temporary copy)."""
     storage = backup_storage()
     try:
-        if _is_s3(storage):
+        if is_s3(storage):
             from backups.storage_backends import s3_open_stream
 
             raw = s3_open_stream(storage, name)
         else:
             raw = storage.open(name, "rb")
     except Exception as exc:
-        raise _storage_error(exc, storage=storage, action="download", name=name) from exc
+        raise storage_error(exc, storage=storage, action="download", name=name) from exc
     return io.BufferedReader(_StoredReader(raw, storage, name), buffer_size=READ_CHUNK)  # type: ignore[return-value]
 
 
@@ -419,12 +341,35 @@ def stored_sha256(name: str) -> StoredObject:
     return StoredObject(name=name, size=size, sha256=sha256.hexdigest())
 
 
+def list_stored() -> Iterator[str]:
+    """Every object of the backup storage, sorted, by its storage name (a missing local folder is empty).
+
+    The Storage API's ``listdir``, recursively: a local folder and django-storages' S3 (which lists
+    by prefix and delimiter) both answer it.
+    """
+    backend = backup_storage()
+    try:
+        yield from _walk(backend, "")
+    except FileNotFoundError:
+        return
+    except Exception as exc:
+        raise storage_error(exc, storage=backend, action="list") from exc
+
+
+def _walk(backend: Storage, path: str) -> Iterator[str]:
+    folders, files = backend.listdir(path)
+    for name in sorted(files):
+        yield f"{path}/{name}" if path else name
+    for folder in sorted(folders):
+        yield from _walk(backend, f"{path}/{folder}" if path else folder)
+
+
 def delete_stored(name: str) -> bool:
     """Delete a stored backup, or what a dead writer left of it (a partial file, an
     unfinished S3 multipart upload); returns whether there was something to delete."""
     storage = backup_storage()
     try:
-        if _is_s3(storage):
+        if is_s3(storage):
             from backups.storage_backends import s3_abort_incomplete_uploads
 
             s3_abort_incomplete_uploads(storage, name)
@@ -432,7 +377,7 @@ def delete_stored(name: str) -> bool:
             return False
         storage.delete(name)
     except Exception as exc:
-        raise _storage_error(exc, storage=storage, action="delete", name=name) from exc
+        raise storage_error(exc, storage=storage, action="delete", name=name) from exc
     return True
 
 
@@ -442,14 +387,14 @@ def check_storage() -> None:
     try:
         if isinstance(storage, FileSystemStorage):
             _check_local(storage)
-        elif _is_s3(storage):
+        elif is_s3(storage):
             from backups.storage_backends import s3_check_bucket
 
             s3_check_bucket(storage)
         else:
             storage.exists(".respaldo-check")
     except Exception as exc:
-        raise _storage_error(exc, storage=storage, action="check") from exc
+        raise storage_error(exc, storage=storage, action="check") from exc
 
 
 def _check_local(storage: FileSystemStorage) -> None:
@@ -473,7 +418,7 @@ def download_link(name: str, *, filename: str, seconds: int) -> str | None:
     """A pre-signed URL that downloads ``name`` as ``filename`` for ``seconds`` (S3), or None
     when the storage cannot hand out links (a local folder: stream it with ``open_stored``)."""
     storage = backup_storage()
-    if not _is_s3(storage):
+    if not is_s3(storage):
         return None
     disposition = f'attachment; filename="{filename}"'
     try:
@@ -483,4 +428,4 @@ def download_link(name: str, *, filename: str, seconds: int) -> str | None:
             expire=seconds,
         )
     except Exception as exc:
-        raise _storage_error(exc, storage=storage, action="download", name=name) from exc
+        raise storage_error(exc, storage=storage, action="download", name=name) from exc

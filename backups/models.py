@@ -254,6 +254,7 @@ class AuditEntry(models.Model):
         DRILLED = "drilled", _("Restore drill")
         POLICY_CHANGED = "policy_changed", _("Policy changed")
         OFFBOARDED = "offboarded", _("Clinic offboarded")
+        BROUGHT_BACK = "brought_back", _("Clinic brought back")
 
     clinic = models.ForeignKey(
         "clinics.Clinic", on_delete=models.CASCADE, null=True, blank=True, related_name="audit_entries"

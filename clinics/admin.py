@@ -11,7 +11,7 @@ from django_q.models import Failure, OrmQ, Schedule, Success
 from backups.conf import conf
 from backups.exceptions import as_respaldo_error
 from backups.operations.audit import client_address
-from backups.services.offboard import offboard_clinic
+from backups.services.offboard import bring_back, offboard_clinic
 from clinic_site.admin_sites import platform_site
 
 from .models import Clinic, Domain
@@ -28,7 +28,22 @@ class ClinicAdmin(admin.ModelAdmin):
     list_filter = [("offboarded_at", admin.EmptyFieldListFilter)]
     search_fields = ["name", "schema_name", "domains__domain"]
     inlines = [DomainInline]
-    actions = ["offboard_selected"]
+    actions = ["offboard_selected", "bring_back_selected"]
+
+    @admin.action(description=_("Bring the selected offboarded clinics back from their newest backup"))
+    def bring_back_selected(self, request, queryset):
+        """Each offboarded clinic gets its schema and domain again, filled from its newest backup."""
+        for clinic in queryset.filter(offboarded_at__isnull=False):
+            try:
+                backup = bring_back(clinic=clinic, requested_by=request.user.get_username())
+            except Exception as exc:
+                error = as_respaldo_error(exc)
+                if error is None:
+                    raise
+                self.message_user(request, str(error), messages.ERROR)
+            else:
+                done = _("%(clinic)s is back, with the data of backup #%(backup)s.")
+                self.message_user(request, done % {"clinic": clinic, "backup": backup.pk}, messages.SUCCESS)
 
     def has_delete_permission(self, request, obj=None) -> bool:
         return False  # a clinic is offboarded, not deleted: the catalog keeps its backups

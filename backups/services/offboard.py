@@ -17,7 +17,7 @@ from psycopg import sql
 
 from backups import storage
 from backups.conf import conf
-from backups.exceptions import BackupRefused
+from backups.exceptions import BackupRefused, RespaldoError, RestoreRefused
 from backups.models import AuditEntry, Backup, BackupPolicy, JobStatus
 from backups.operations.audit import audit
 from backups.services.backup import backup_request, backup_run, clinic_get
@@ -40,8 +40,7 @@ def offboard_clinic(*, clinic: Clinic | int | str, requested_by: str, address: s
         raise BackupRefused("offboard_backup_failed", clinic=target.schema_name, backup=final.pk)
     with transaction.atomic():
         Clinic.objects.select_for_update().get(pk=target.pk)
-        with connection.cursor() as cursor:
-            cursor.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(target.schema_name)).as_string(None))
+        _drop_schema(target.schema_name)
         Domain.objects.filter(tenant_id=target.pk).delete()
         BackupPolicy.objects.filter(clinic_id=target.pk).update(enabled=False)
         Clinic.objects.filter(pk=target.pk).update(offboarded_at=timezone.now())
@@ -80,3 +79,57 @@ def erase_offboarded(now: datetime | None = None) -> int:
             audit(AuditEntry.Action.PRUNED, clinic_id=backup.clinic_id, backup_id=backup.pk, reason="offboarded")
         erased += 1
     return erased
+
+
+def bring_back(*, clinic: Clinic | int, requested_by: str, backup_id: int | None = None) -> Backup:
+    """Bring an offboarded clinic back from one of its backups (its newest by default).
+
+    Its schema is created again (migrated, empty), its domain ``<schema>.<platform domain>``
+    added, its policy switched on, then the backup is restored in this process. If that restore
+    fails, the clinic goes back to offboarded exactly as it was (schema and domain dropped
+    again) and the refusal is raised. Returns the backup restored.
+    """
+    from backups.services import recover, restore
+
+    target = Clinic.objects.get(pk=clinic.pk if isinstance(clinic, Clinic) else clinic)
+    if target.offboarded_at is None:
+        raise RespaldoError("clinic_not_offboarded", clinic=target.schema_name)
+    source = _backup_to_bring_back(target, backup_id)
+    offboarded_at = target.offboarded_at
+    target.create_schema(check_if_exists=True, verbosity=0)
+    domain = Domain.objects.get_or_create(
+        domain=f"{target.schema_name}.{recover.platform_domain()}", defaults={"tenant": target, "is_primary": True}
+    )[0]
+    Clinic.objects.filter(pk=target.pk).update(offboarded_at=None)
+    try:
+        request = restore.restore_request(
+            clinic=target.pk, backup_id=source.pk, requested_by=requested_by, enqueue=False
+        )
+        done = restore.restore_run(restore_id=request.pk)
+        if done.status != JobStatus.SUCCEEDED:
+            raise RestoreRefused("bring_back_failed", clinic=target.schema_name, reason=done.error_params or {})
+    except Exception:
+        _drop_schema(target.schema_name)
+        domain.delete()
+        Clinic.objects.filter(pk=target.pk).update(offboarded_at=offboarded_at)
+        raise
+    BackupPolicy.objects.filter(clinic_id=target.pk).update(enabled=True)
+    audit(AuditEntry.Action.BROUGHT_BACK, clinic_id=target.pk, actor=requested_by, backup_id=source.pk)
+    return source
+
+
+def _backup_to_bring_back(clinic: Clinic, backup_id: int | None) -> Backup:
+    restorable = Backup.objects.filter(
+        clinic_id=clinic.pk, status=JobStatus.SUCCEEDED, expired_at__isnull=True
+    ).exclude(storage_name="")
+    source = (
+        restorable.filter(pk=backup_id).first() if backup_id else restorable.order_by("-requested_at", "-pk").first()
+    )
+    if source is None:
+        raise RestoreRefused("no_backup_to_bring_back", clinic=clinic.schema_name)
+    return source
+
+
+def _drop_schema(schema: str) -> None:
+    with connection.cursor() as cursor:
+        cursor.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)).as_string(None))

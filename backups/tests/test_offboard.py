@@ -60,3 +60,32 @@ def test_an_offboarded_clinics_backups_are_erased_after_the_keep_period(scratch_
     last.refresh_from_db()
     assert last.expired_at is not None and last.storage_name not in storage_files()
     assert AuditEntry.objects.filter(action="pruned", backup_id_ref=last.pk).exists()
+
+
+def test_the_platform_brings_an_offboarded_clinic_back_from_its_newest_backup(scratch_clinic):
+    from backups.tests.helpers import table_checksums
+
+    before = table_checksums(SCHEMA)
+    offboard_clinic(clinic=SCHEMA, requested_by="superadmin")
+    assert SCHEMA not in schemas()
+    client = platform_admin()
+    client.post("/admin/clinics/clinic/", {"action": "bring_back_selected", "_selected_action": [scratch_clinic.pk]})
+    clinic = Clinic.objects.get(pk=scratch_clinic.pk)
+    assert clinic.offboarded_at is None and SCHEMA in schemas()
+    dental = {table: digest for table, digest in table_checksums(SCHEMA).items() if table.startswith("dental_")}
+    assert dental == {table: digest for table, digest in before.items() if table.startswith("dental_")}
+    assert host_client(f"{SCHEMA}.localhost").get("/admin/login/").status_code == 200
+    assert BackupPolicy.objects.get(clinic=clinic).enabled
+    assert AuditEntry.objects.filter(action="brought_back", clinic=clinic).exists()
+
+
+def test_a_failed_bring_back_leaves_the_clinic_offboarded(scratch_clinic):
+    from backups.services.offboard import bring_back
+
+    last = offboard_clinic(clinic=SCHEMA, requested_by="superadmin")
+    stored_path(last.storage_name).write_bytes(b"not the backup any more")
+    with pytest.raises(Exception, match=r"could not be brought back \(it stays offboarded\)"):
+        bring_back(clinic=scratch_clinic.pk, requested_by="superadmin")
+    clinic = Clinic.objects.get(pk=scratch_clinic.pk)
+    assert clinic.offboarded_at is not None and SCHEMA not in schemas()
+    assert not Domain.objects.filter(tenant=clinic).exists()

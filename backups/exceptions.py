@@ -109,6 +109,28 @@ MESSAGES: dict[str, str] = {
     "unpacked_too_large": _("This backup's contents are larger than the allowed size; it was not unpacked.%(detail)s"),
     "key_config": _("Backup encryption is not configured correctly.%(detail)s"),
     "archive_error": _("The backup file could not be processed.%(detail)s"),
+    # selective restore (one patient)
+    "selective_not_in_backup": _("Backup #%(backup)s has no patient with the national id %(national_id)s."),
+    "selective_national_id_taken": _(
+        "Patient #%(pk)s: the national id %(value)s now belongs to another patient (#%(other)s)."
+    ),
+    "selective_unique_taken": _("%(table)s #%(pk)s: its %(column)s %(value)s now belongs to another row (#%(other)s)."),
+    "selective_row_taken": _(
+        "%(table)s #%(pk)s now belongs to another record (its %(column)s is %(now)s): it cannot be put back."
+    ),
+    "selective_missing_reference": _("%(table)s #%(pk)s refers to %(target)s #%(value)s, which no longer exists."),
+    "selective_conflicts": _(
+        "Patient %(national_id)s cannot be restored from backup #%(backup)s without breaking other records "
+        "(%(count)s conflicts; the first: %(reason)s) Nothing was changed."
+    ),
+    "selective_changed_since_preview": _(
+        "The records of patient %(national_id)s changed since the preview: look at the preview again. "
+        "Nothing was changed."
+    ),
+    "selective_nothing_to_do": _(
+        "Patient %(national_id)s and their records are already as in backup #%(backup)s: nothing to restore."
+    ),
+    "selective_failed": _("Patient %(national_id)s could not be restored: %(detail)s Nothing was changed."),
 }
 
 MESSAGES.update(UPLOAD_MESSAGES)

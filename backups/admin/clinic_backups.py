@@ -24,6 +24,7 @@ from django.views.decorators.csrf import csrf_exempt
 
 from backups import selectors, services
 from backups.admin import display
+from backups.admin.clinic_selective import selective_view
 from backups.admin.forms import BackupNowForm, RestoreConfirmForm, posted
 from backups.admin.readonly import CatalogAdmin
 from backups.admin.uploads import upload_view
@@ -201,6 +202,7 @@ class ClinicBackupAdmin(CatalogAdmin):
             path("<int:backup_id>/status/", view(self.status_view), name="backups_backup_status"),
             path("<int:backup_id>/download/", view(self.download_view), name="backups_backup_download"),
             path("<int:backup_id>/restore/", view(self.restore_view), name="backups_backup_restore"),
+            path("<int:backup_id>/pick/", view(selective_view(self)), name="backups_backup_pick"),
             *super().get_urls(),
         ]
 

@@ -1,0 +1,139 @@
+"""The clinic console's "Restore one patient…" page: one patient and their records back from a backup.
+
+Three steps on one URL (``<backup id>/pick/``), a thin adapter over
+:mod:`backups.services.selective` like the other console views (object through the
+clinic-scoped queryset, so another clinic's backup is a 404 -> permission -> bound form ->
+one service call -> message -> redirect):
+
+1. GET: a form asking for the patient's national id;
+2. GET with ``national_id``: the preview (rows to add, rows to change with their fields, rows
+   left alone, conflicts in words) and a confirmation form (type the national id again);
+3. POST: the apply, then a message and the backup list; a refusal shows the form again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from django import forms
+from django.contrib import messages
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import get_object_or_404
+from django.urls import reverse
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
+
+from backups.exceptions import as_respaldo_error
+from backups.models import Backup, JobStatus
+from backups.operations.audit import client_address
+from backups.services.selective import SelectiveResult, selective_apply, selective_preview
+
+
+class PatientPickForm(forms.Form):
+    """Which patient to bring back: their national id."""
+
+    national_id = forms.CharField(label=gettext_lazy("Patient's national id"), max_length=30, strip=True)
+
+
+class PatientConfirmForm(forms.Form):
+    """The national id typed again, and the preview's fingerprint (what the person saw)."""
+
+    national_id = forms.CharField(widget=forms.HiddenInput, max_length=30, strip=True)
+    fingerprint = forms.CharField(widget=forms.HiddenInput, max_length=64, required=False)
+    confirm = forms.CharField(label=gettext_lazy("Type the national id again to confirm"), max_length=30, strip=True)
+
+    def clean(self) -> dict:
+        cleaned = super().clean()
+        if cleaned.get("confirm") and cleaned.get("confirm") != cleaned.get("national_id"):
+            self.add_error("confirm", _("This is not the national id of the patient shown above."))
+        return cleaned
+
+
+def _refusal(exc: Exception) -> str:
+    error = as_respaldo_error(exc)
+    if error is None:
+        raise exc
+    return str(error)
+
+
+def _restorable(backup: Backup) -> bool:
+    return backup.status == JobStatus.SUCCEEDED and bool(backup.storage_name) and not backup.expired_at
+
+
+class SelectiveView:
+    """The "Restore one patient…" page of ``model_admin`` (the clinic's backups admin)."""
+
+    def __init__(self, model_admin) -> None:
+        self.model_admin = model_admin
+
+    def changelist(self) -> HttpResponseRedirect:
+        return HttpResponseRedirect(reverse(f"{self.model_admin.admin_site.name}:backups_backup_changelist"))
+
+    def __call__(self, request: HttpRequest, backup_id: int) -> HttpResponse:
+        from backups.admin.clinic_backups import require
+
+        backup = get_object_or_404(self.model_admin.get_queryset(request), pk=backup_id)
+        require(request, "restore_backup")
+        if not _restorable(backup):
+            message = _("Backup #%(id)s cannot be restored.") % {"id": backup.pk}
+            self.model_admin.message_user(request, message, messages.ERROR)
+            return self.changelist()
+        if request.method == "POST":
+            return self.apply(request, backup)
+        pick = PatientPickForm(request.GET if "national_id" in request.GET else None)
+        if pick.is_valid():
+            return self.preview(request, backup, pick)
+        return self.page(request, backup, "selective_pick.html", pick=pick)
+
+    def preview(self, request: HttpRequest, backup: Backup, pick: PatientPickForm) -> HttpResponse:
+        """Step 2: what would change, and the confirmation form."""
+        national_id = pick.cleaned_data["national_id"]
+        try:
+            found = selective_preview(backup, national_id=national_id)
+        except Exception as exc:
+            pick.add_error("national_id", _refusal(exc))
+            return self.page(request, backup, "selective_pick.html", pick=pick)
+        confirm = PatientConfirmForm(initial={"national_id": national_id, "fingerprint": found.fingerprint})
+        return self.page(request, backup, "selective_preview.html", preview=found, form=confirm)
+
+    def apply(self, request: HttpRequest, backup: Backup) -> HttpResponse:
+        """Step 3: the confirmed apply; a refusal shows the first step again with the reason."""
+        form = PatientConfirmForm(request.POST)
+        if form.is_valid():
+            try:
+                result = selective_apply(
+                    backup,
+                    national_id=form.cleaned_data["national_id"],
+                    requested_by=request.user.get_username(),
+                    address=client_address(request),
+                    expected=form.cleaned_data["fingerprint"] or None,
+                )
+            except Exception as exc:
+                form.add_error(None, _refusal(exc))
+            else:
+                self.model_admin.message_user(request, _done(result), messages.SUCCESS)
+                return self.changelist()
+        pick = PatientPickForm(initial={"national_id": form.data.get("national_id", "")})
+        return self.page(request, backup, "selective_pick.html", pick=pick, refused=form)
+
+    def page(self, request: HttpRequest, backup: Backup, template: str, **context) -> HttpResponse:
+        title = _("Restore one patient from backup #%(id)s") % {"id": backup.pk}
+        return self.model_admin.page(request, template, title, backup=backup, **context)
+
+
+def _done(result: SelectiveResult) -> str:
+    return _(
+        "Patient %(national_id)s restored from backup #%(backup)s: %(added)s rows added, "
+        "%(changed)s rows changed (safety backup #%(safety)s taken first)."
+    ) % {
+        "national_id": result.national_id,
+        "backup": result.backup.pk,
+        "added": sum(table["added"] for table in result.counts.values()),
+        "changed": sum(table["changed"] for table in result.counts.values()),
+        "safety": result.safety_backup.pk,
+    }
+
+
+def selective_view(model_admin) -> Callable[..., HttpResponse]:
+    """The view to register under ``<backup id>/pick/``."""
+    return SelectiveView(model_admin)

@@ -1,0 +1,189 @@
+"""Selective restore, reading: one patient's rows out of a backup, or out of the live clinic.
+
+The backup is verified and restored into a scratch schema ``<clinic>__pick_<backup id>`` in a
+transaction that is always rolled back (see :mod:`backups.services.selective`); only the
+patient's rows are read from it, as ``to_jsonb(row)`` in one fixed text form per value.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+import psycopg
+from django.db import connection, transaction
+from django.db.models import Model
+
+from backups import archive, postgres
+from backups.conf import conf
+from backups.exceptions import RespaldoError, RestoreRefused
+from backups.formats import pg
+from backups.formats.pg_rewrite import quote_ident
+from backups.formats.pg_script import ScriptError
+from backups.formats.restore_into import RestoreIntoError, restore_into_json, restore_into_pg
+from backups.keys import archive_identities
+from backups.models import Backup, JobStatus
+from backups.postgres import find_pg_tools
+from backups.services.restore import check_migrations, verified_copy
+from dental.models import Appointment, Invoice, Patient, Payment, Treatment
+
+SCRATCH_INFIX = "__pick_"
+# One text form per value, whatever the session had: what the comparison and the writes rely on.
+_READ_SETTINGS = {"TimeZone": "UTC", "bytea_output": "hex", "IntervalStyle": "postgres"}
+
+Rows = dict[str, list[dict[str, Any]]]  # table -> the rows (column -> JSON value), by id
+
+
+@dataclass(frozen=True)
+class Pick:
+    """One table of a patient's records: rows whose ``column`` is among the ``parent``'s ids."""
+
+    model: type[Model]
+    column: str
+    parent: type[Model] | None = None
+
+    @property
+    def table(self) -> str:
+        return self.model._meta.db_table
+
+    @property
+    def label(self) -> str:
+        if self.model._meta.auto_created:
+            owner = self.parent._meta.verbose_name
+            other = next(f for f in self.model._meta.local_fields if f.is_relation and f.related_model != self.parent)
+            return f"{owner} → {other.related_model._meta.verbose_name_plural}"
+        return str(self.model._meta.verbose_name_plural)
+
+
+def picks() -> list[Pick]:
+    """A patient's tables, parents first (the order of the writes)."""
+    materials, billed = Treatment.materials.through, Invoice.treatments.through
+    return [
+        Pick(Patient, "national_id"),
+        Pick(Appointment, "patient_id", Patient),
+        Pick(Treatment, "patient_id", Patient),
+        Pick(Invoice, "patient_id", Patient),
+        Pick(Payment, "invoice_id", Invoice),
+        Pick(materials, materials._meta.get_field("treatment").column, Treatment),
+        Pick(billed, billed._meta.get_field("invoice").column, Invoice),
+    ]
+
+
+# --- Reading rows (any DB-API cursor: psycopg's own or Django's) --------------------------
+
+
+def table_name(schema: str, table: str) -> str:
+    return f"{quote_ident(schema)}.{quote_ident(table)}"
+
+
+def read_settings(cursor: Any) -> None:
+    for name, value in _READ_SETTINGS.items():
+        cursor.execute("SELECT set_config(%s, %s, true)", [name, value])
+
+
+def select_rows(cursor: Any, schema: str, table: str, column: str, values: list, *, lock: bool = False) -> list[dict]:
+    """Rows of ``schema.table`` whose ``column`` is among ``values``, as JSON values by column, by id."""
+    if not values:
+        return []
+    where = f"t.{quote_ident(column)} = ANY(%s)"
+    query = f"SELECT to_jsonb(t)::text FROM {table_name(schema, table)} t WHERE {where}"  # noqa: S608
+    cursor.execute(query + (" ORDER BY t.id FOR UPDATE" if lock else " ORDER BY t.id"), [values])
+    return [json.loads(text, parse_float=Decimal) for (text,) in cursor.fetchall()]
+
+
+def read_patient(cursor: Any, schema: str, national_id: str, *, lock: bool = False) -> Rows:
+    """The patient's rows in ``schema`` and the rows hanging off it, by table (parents first)."""
+    read_settings(cursor)
+    rows: Rows = {}
+    for pick in picks():
+        values = [national_id] if pick.parent is None else [row["id"] for row in rows[pick.parent._meta.db_table]]
+        rows[pick.table] = select_rows(cursor, schema, pick.table, pick.column, values, lock=lock)
+    return rows
+
+
+# --- Reading the backup: restored into a scratch schema, then rolled back -----------------
+
+
+def scratch_schema(backup: Backup) -> str:
+    """The schema a selective restore reads ``backup`` from (never committed)."""
+    return f"{backup.clinic.schema_name}{SCRATCH_INFIX}{backup.pk}"
+
+
+def _check_read_to_the_end(payload: archive.ArchiveReader, backup: Backup) -> None:
+    if payload.read(1) or payload.summary is None:
+        raise RestoreRefused("archive_extra_data", backup=backup.pk)
+    if payload.summary.archive_sha256 != backup.sha256:
+        raise RestoreRefused("archive_changed", "archive_changed_during_restore", backup=backup.pk)
+
+
+def _read_pg(backup: Backup, payload: archive.ArchiveReader, manifest: dict, national_id: str) -> Rows:
+    dump_tool = (manifest.get("postgresql") or {}).get("dump_tool")
+    tools = find_pg_tools(dump_version=str(dump_tool) if dump_tool else None)
+    app_name = f"respaldo-pick-{backup.pk}"
+    schema = scratch_schema(backup)
+    with tempfile.TemporaryFile() as errors:
+        try:
+            with postgres.connect_separately(autocommit=False, application_name=app_name) as conn:
+                try:
+                    with conn.cursor() as cursor:
+                        restore_into_pg(
+                            payload,
+                            source_schema=backup.clinic.schema_name,
+                            schema=schema,
+                            expected_counts=manifest["tables"],
+                            tools=tools,
+                            cursor=cursor,
+                            stderr=errors,
+                            count_check=pg.check_counts,
+                            app_name=app_name,
+                        )
+                        _check_read_to_the_end(payload, backup)
+                        return read_patient(cursor, schema, national_id)
+                finally:
+                    conn.rollback()  # the scratch schema is never kept
+        except RestoreIntoError as exc:
+            raise RestoreRefused("restore_into", detail=str(exc)) from exc
+        except (psycopg.Error, ScriptError) as exc:
+            raise pg.rolled_back("the database", errors, text=str(exc)) from exc
+
+
+def _read_json(backup: Backup, payload: archive.ArchiveReader, manifest: dict, national_id: str) -> Rows:
+    schema = scratch_schema(backup)
+    try:
+        with transaction.atomic():
+            restore_into_json(
+                payload, schema=schema, expected_counts=manifest["tables"], source_schema=backup.clinic.schema_name
+            )
+            _check_read_to_the_end(payload, backup)
+            with connection.cursor() as cursor:
+                rows = read_patient(cursor, schema, national_id)
+            transaction.set_rollback(True)  # the scratch schema is never kept
+            return rows
+    except RestoreIntoError as exc:
+        raise RestoreRefused("restore_into", detail=str(exc)) from exc
+    finally:
+        connection.set_schema_to_public()
+
+
+_READERS = {Backup.Format.PG: _read_pg, Backup.Format.JSON: _read_json}
+
+
+def read_backup(backup: Backup, national_id: str) -> Rows:
+    """The patient's rows as they are in ``backup`` (verified copy → scratch schema → rolled back)."""
+    if backup.status != JobStatus.SUCCEEDED or backup.expired_at or not backup.storage_name:
+        raise RestoreRefused("backup_not_restorable", backup=backup.pk, status=backup.get_status_display())
+    with verified_copy(backup, backup.clinic) as (manifest, copy):
+        check_migrations(manifest.get("migrations") or {})
+        reader = _READERS.get(manifest["payload_format"])
+        if reader is None:
+            raise RespaldoError("unknown_backup_format", format=str(manifest["payload_format"]))
+        with archive.open_archive(copy, identities=archive_identities(), max_payload_bytes=conf.max_payload_bytes) as p:
+            if p.manifest != manifest:
+                raise RestoreRefused("archive_changed", "archive_changed_during_restore", backup=backup.pk)
+            rows = reader(backup, p, manifest, national_id)
+    if not rows[Patient._meta.db_table]:
+        raise RestoreRefused("selective_not_in_backup", backup=backup.pk, national_id=national_id)
+    return rows

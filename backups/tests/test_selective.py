@@ -1,0 +1,256 @@
+"""Selective restore: one patient and their records back from a backup, the rest of the clinic untouched.
+
+Real PostgreSQL, real backups of the scratch clinic ``restaura`` (pg and json payloads); the
+console through the test client on the demo clinic ``clinica``.
+"""
+
+from __future__ import annotations
+
+import pytest
+from django.contrib.auth.models import Permission, User
+from django.db import connection, transaction
+from django_tenants.utils import schema_context
+
+from backups.exceptions import RestoreRefused
+from backups.models import AuditEntry, Backup, JobStatus
+from backups.services.selective import ADD, CHANGE, SAME, FieldDiff, selective_apply, selective_preview
+from backups.services.selective_rows import Rows, read_patient
+from backups.tests.helpers import SCHEMA, make_backup, other_connection, table_checksums
+from backups.tests.test_console import fake_backup, logged_in
+from dental.models import Appointment, Invoice, Patient
+
+LIST = "/admin/backups/backup/"
+
+
+def live_rows(national_id: str, schema: str = SCHEMA) -> Rows:
+    """The patient's rows in the live clinic now, in the form the service compares."""
+    with transaction.atomic(), connection.cursor() as cursor:
+        return read_patient(cursor, schema, national_id)
+
+
+def patient_with_everything() -> Patient:
+    """A patient of the scratch clinic with appointments, treatment materials, invoices and payments."""
+    with schema_context(SCHEMA):
+        found = (
+            Patient.objects.filter(treatments__materials__isnull=False, invoices__payments__isnull=False)
+            .exclude(consent_signature=None)
+            .order_by("pk")
+            .first()
+        )
+    connection.set_schema_to_public()
+    assert found is not None
+    return found
+
+
+def delete_patient(patient: Patient) -> None:
+    """A receptionist deletes the patient (invoices first: they protect the patient)."""
+    with schema_context(SCHEMA):
+        Invoice.objects.filter(patient_id=patient.pk).delete()
+        Patient.objects.filter(pk=patient.pk).delete()
+    connection.set_schema_to_public()
+
+
+def edit_patient(pk: int, **fields) -> None:
+    with schema_context(SCHEMA):
+        Patient.objects.filter(pk=pk).update(**fields)
+    connection.set_schema_to_public()
+
+
+def another_patient(patient: Patient) -> Patient:
+    with schema_context(SCHEMA):
+        other = Patient.objects.exclude(pk=patient.pk).order_by("-pk").first()
+    connection.set_schema_to_public()
+    return other
+
+
+@pytest.mark.parametrize("payload_format", ["pg", "json"])
+def test_a_deleted_patient_comes_back_with_their_records_and_nothing_else_changes(scratch_clinic, payload_format):
+    patient = patient_with_everything()
+    before = live_rows(patient.national_id)
+    backup = make_backup(SCHEMA, payload_format)
+    other = another_patient(patient)
+    edit_patient(other.pk, phone="+34 699 999 999", notes="changed after the backup")
+    delete_patient(patient)
+    assert not any(live_rows(patient.national_id).values())
+
+    preview = selective_preview(backup, national_id=patient.national_id)
+
+    assert preview.conflicts == []
+    for plan in preview.tables:
+        assert [row.pk for row in plan.rows] == [row["id"] for row in before[plan.table]], plan.table
+        assert {row.action for row in plan.rows} <= {ADD}, plan.table
+    assert sum(len(rows) for rows in before.values()) > 8  # patient, appointments, treatment, materials...
+
+    result = selective_apply(
+        backup, national_id=patient.national_id, requested_by="admin", expected=preview.fingerprint
+    )
+
+    assert live_rows(patient.national_id) == before  # every column of every row, as in the backup
+    with schema_context(SCHEMA):
+        back = Patient.objects.get(pk=patient.pk)
+        kept = Patient.objects.get(pk=other.pk)
+    assert bytes(back.consent_signature) == bytes(patient.consent_signature)
+    assert back.created_at == patient.created_at
+    assert (kept.phone, kept.notes) == ("+34 699 999 999", "changed after the backup")
+    safety = Backup.objects.get(pk=result.safety_backup.pk)
+    assert (safety.kind, safety.status, safety.clinic_id) == (
+        Backup.Kind.PRE_RESTORE,
+        JobStatus.SUCCEEDED,
+        scratch_clinic.pk,
+    )
+    entry = AuditEntry.objects.get(action=AuditEntry.Action.RESTORE_REQUESTED, backup_id_ref=backup.pk)
+    assert entry.details["selective"] is True and entry.details["patient"] == patient.national_id
+    assert entry.details["rows"]["dental_patient"]["added"] == 1
+    with schema_context(SCHEMA):  # the sequences are past the restored ids: a new patient can be added
+        Patient.objects.create(first_name="Nueva", last_name="Paciente", national_id="NEW-1")
+    connection.set_schema_to_public()
+
+
+def test_a_changed_field_of_the_patient_shows_as_a_diff_and_is_put_back(scratch_clinic):
+    patient = patient_with_everything()
+    before = live_rows(patient.national_id)
+    backup = make_backup(SCHEMA)
+    edit_patient(patient.pk, phone="+34 600 000 001")
+    with schema_context(SCHEMA):
+        appointment = Appointment.objects.filter(patient_id=patient.pk).order_by("pk").first()
+        Appointment.objects.filter(pk=appointment.pk).update(reason="cambiada")
+        later = Appointment.objects.create(
+            patient_id=patient.pk,
+            dentist_id=appointment.dentist_id,
+            starts_at=appointment.starts_at,
+            duration=appointment.duration,
+        )
+    connection.set_schema_to_public()
+
+    preview = selective_preview(backup, national_id=patient.national_id)
+
+    by_table = {plan.table: plan for plan in preview.tables}
+    (changed,) = by_table["dental_patient"].changed
+    assert changed.diffs == [FieldDiff("phone", "+34 600 000 001", patient.phone)]
+    (changed,) = by_table["dental_appointment"].changed
+    assert changed.pk == appointment.pk
+    assert changed.diffs == [FieldDiff("reason", "cambiada", appointment.reason)]
+    assert all(row.action == SAME for row in by_table["dental_invoice"].rows)
+    assert {row.action for plan in preview.tables for row in plan.rows} == {SAME, CHANGE}
+
+    selective_apply(backup, national_id=patient.national_id, requested_by="admin")
+
+    now = live_rows(patient.national_id)
+    assert now["dental_patient"] == before["dental_patient"]
+    assert [row for row in now["dental_appointment"] if row["id"] != later.pk] == before["dental_appointment"]
+    assert later.pk in {row["id"] for row in now["dental_appointment"]}  # made after the backup: kept
+
+
+def test_a_national_id_now_of_another_patient_is_a_conflict_and_nothing_changes(scratch_clinic):
+    patient = patient_with_everything()
+    backup = make_backup(SCHEMA)
+    other = another_patient(patient)
+    delete_patient(patient)
+    edit_patient(other.pk, national_id=patient.national_id)
+
+    preview = selective_preview(backup, national_id=patient.national_id)
+
+    assert [c.message_id for c in preview.conflicts] == ["selective_national_id_taken"]
+    assert f"#{other.pk}" in str(preview.conflicts[0])
+    sums = table_checksums(SCHEMA)
+    with pytest.raises(RestoreRefused) as refused:
+        selective_apply(backup, national_id=patient.national_id, requested_by="admin")
+    assert refused.value.code == "selective_conflicts"
+    assert patient.national_id in str(refused.value) and "Nothing was changed" in str(refused.value)
+    assert table_checksums(SCHEMA) == sums
+    assert not Backup.objects.filter(clinic=scratch_clinic, kind=Backup.Kind.PRE_RESTORE).exists()
+
+
+def test_a_patient_not_in_the_backup_is_refused(scratch_clinic):
+    backup = make_backup(SCHEMA)
+    with pytest.raises(RestoreRefused) as refused:
+        selective_preview(backup, national_id="NOBODY-1")
+    assert refused.value.code == "selective_not_in_backup"
+
+
+# --- the console --------------------------------------------------------------------------
+
+
+@pytest.fixture
+def clinica_backup(live_db) -> Backup:
+    return make_backup("clinica")
+
+
+def clinica_patient() -> Patient:
+    with schema_context("clinica"):
+        found = Patient.objects.order_by("pk").first()
+    connection.set_schema_to_public()
+    return found
+
+
+def test_the_console_shows_the_preview_and_refuses_what_there_is_nothing_to_do(clinica_backup):
+    client = logged_in("admin", "admin")
+    patient = clinica_patient()
+    url = f"{LIST}{clinica_backup.pk}/pick/"
+    assert url in client.get(f"{LIST}{clinica_backup.pk}/change/").content.decode()
+    form = client.get(url)
+    assert form.status_code == 200 and 'name="national_id"' in form.content.decode()
+
+    page = client.get(url, {"national_id": patient.national_id}).content.decode()
+
+    assert patient.national_id in page and "Unchanged" in page and "Appointments" in page
+    assert "there is nothing to restore" in page
+    missing = client.get(url, {"national_id": "NOBODY-1"}).content.decode()
+    assert "has no patient with the national id NOBODY-1" in missing
+
+
+def test_the_console_applies_after_the_typed_national_id(scratch_clinic):
+    with schema_context(SCHEMA):
+        User.objects.create_superuser("jefa", password="jefa-pass-1")
+    connection.set_schema_to_public()
+    client = logged_in("jefa", "jefa-pass-1", host="restaura.localhost")
+    patient = patient_with_everything()
+    backup = make_backup(SCHEMA)
+    delete_patient(patient)
+    url = f"{LIST}{backup.pk}/pick/"
+
+    page = client.get(url, {"national_id": patient.national_id}).content.decode()
+    assert "To add (missing now)" in page and patient.first_name in page
+
+    wrong = client.post(url, {"national_id": patient.national_id, "confirm": "something else"})
+    assert wrong.status_code == 200 and not any(live_rows(patient.national_id).values())
+    done = client.post(url, {"national_id": patient.national_id, "confirm": patient.national_id})
+    assert done.status_code == 302 and done["Location"].endswith(LIST)
+    assert live_rows(patient.national_id)["dental_patient"][0]["id"] == patient.pk
+
+
+def test_the_console_needs_restore_rights_and_this_clinics_backup(clinica_backup):
+    with schema_context("clinica"):
+        user = User.objects.create_user("lector_sel", password="lector-pass-1", is_staff=True)
+        user.user_permissions.add(Permission.objects.get(codename="view_backup", content_type__app_label="backups"))
+    connection.set_schema_to_public()
+    try:
+        viewer = logged_in("lector_sel", "lector-pass-1")
+        assert viewer.get(f"{LIST}{clinica_backup.pk}/pick/").status_code == 403
+        other = fake_backup("bienestar")
+        admin = logged_in("admin", "admin")
+        assert admin.get(f"{LIST}{other.pk}/pick/").status_code == 404
+        assert admin.post(f"{LIST}{other.pk}/pick/", {"national_id": "X", "confirm": "X"}).status_code == 404
+    finally:
+        with schema_context("clinica"):
+            User.objects.filter(username="lector_sel").delete()
+        connection.set_schema_to_public()
+
+
+def test_the_preview_does_not_wait_for_a_session_holding_the_patients_rows(scratch_clinic):
+    patient = patient_with_everything()
+    backup = make_backup(SCHEMA)
+    with other_connection() as other:
+        other.autocommit = False
+        other.execute("SET lock_timeout = '30s'")
+        other.execute(f"UPDATE {SCHEMA}.dental_patient SET phone = 'held' WHERE id = %s", [patient.pk])
+        other.execute(f"LOCK TABLE {SCHEMA}.dental_appointment IN ROW EXCLUSIVE MODE")
+        with connection.cursor() as cursor:
+            cursor.execute("SET lock_timeout = '2s'")
+        try:
+            preview = selective_preview(backup, national_id=patient.national_id)
+        finally:
+            with connection.cursor() as cursor:
+                cursor.execute("SET lock_timeout = 0")
+            other.rollback()
+    assert {row.action for plan in preview.tables for row in plan.rows} == {SAME}

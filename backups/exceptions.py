@@ -109,6 +109,19 @@ MESSAGES: dict[str, str] = {
     "unpacked_too_large": _("This backup's contents are larger than the allowed size; it was not unpacked.%(detail)s"),
     "key_config": _("Backup encryption is not configured correctly.%(detail)s"),
     "archive_error": _("The backup file could not be processed.%(detail)s"),
+    # the clinic's files (media) in backups and restores
+    "backup_media_missing": _(
+        "%(count)s file(s) named by the clinic's records were not in storage and are not in this backup: %(files)s"
+    ),
+    "restore_media_not_in_backup": _(
+        "The records were restored. This backup was made before files were part of backups: "
+        "the clinic's files (X-rays) were left as they were."
+    ),
+    "restore_media_missing": _(
+        "The records and files were restored, but %(count)s file(s) were already missing when "
+        "the backup was made: %(files)s"
+    ),
+    "media_changed": _("A clinic file changed while the backup was being written; try again.%(detail)s"),
     # selective restore (one patient)
     "selective_not_in_backup": _("Backup #%(backup)s has no patient with the national id %(national_id)s."),
     "selective_national_id_taken": _(
@@ -203,7 +216,15 @@ class UploadRefused(RespaldoError):
     """An uploaded file cannot become a backup; nothing was kept."""
 
 
-_ARCHIVE_CODES = {"not_recognized", "wrong_key", "damaged", "tampered", "unpacked_too_large", "key_config"}
+_ARCHIVE_CODES = {
+    "not_recognized",
+    "wrong_key",
+    "damaged",
+    "tampered",
+    "unpacked_too_large",
+    "key_config",
+    "media_changed",
+}
 
 
 def as_respaldo_error(exc: BaseException) -> RespaldoError | None:

@@ -19,9 +19,25 @@ from psycopg import sql
 from backups.exceptions import RespaldoError
 from clinics.models import Clinic
 
-MANIFEST_FORMAT_VERSION = 1
+# Version 2: the archive also holds the clinic's files ("media", filled in by the archive
+# writer, and "media_missing": files named by rows but absent from storage). Version 1 is
+# still read: its archives hold rows only.
+MANIFEST_FORMAT_VERSION = 2
+MANIFEST_FORMAT_VERSIONS = (1, 2)
 PAYLOAD_FORMATS = ("pg", "json")
 SUMMARY_KEYS = ("format_version", "payload_format", "tables", "migrations", "postgresql", "created_at", "clinic")
+
+
+def _media_summary(manifest: dict[str, Any]) -> dict[str, Any] | None:
+    """The catalog's short account of an archive's files (count, bytes, missing), not the list."""
+    media = manifest.get("media")
+    if not isinstance(media, list):
+        return None
+    return {
+        "files": len(media),
+        "bytes": sum(entry.get("size", 0) for entry in media if isinstance(entry, dict)),
+        "missing": len(manifest.get("media_missing") or []),
+    }
 
 
 def manifest_build(
@@ -36,8 +52,13 @@ def manifest_build(
     backup_id: int | None = None,
     created_at: datetime | None = None,
     source: dict[str, Any] | None = None,
+    media_missing: list[str] | None = None,
 ) -> dict[str, Any]:
-    """The manifest of a new archive of ``clinic`` (``source``: where an uploaded file came from)."""
+    """The manifest of a new archive of ``clinic`` (``source``: where an uploaded file came from).
+
+    ``media_missing``: files the rows name that storage did not have (the archive's ``media``
+    list, the files it does hold, is added by the archive writer).
+    """
     manifest: dict[str, Any] = {
         "format_version": MANIFEST_FORMAT_VERSION,
         "clinic": {"id": clinic.pk, "schema": clinic.schema_name, "name": clinic.name},
@@ -52,12 +73,23 @@ def manifest_build(
         manifest["backup_id"] = backup_id
     if source is not None:
         manifest["source"] = source
+    if media_missing is not None:
+        manifest["media_missing"] = media_missing
     return manifest
+
+
+def manifest_has_media(manifest: dict[str, Any]) -> bool:
+    """Whether the archive holds the clinic's files (format 2 and later); version 1 holds rows only."""
+    return isinstance(manifest.get("media"), list)
 
 
 def manifest_summary(manifest: dict[str, Any]) -> dict[str, Any]:
     """The part of a manifest the catalog keeps (everything but bulky or secret parts)."""
-    return {key: manifest[key] for key in SUMMARY_KEYS if key in manifest}
+    summary = {key: manifest[key] for key in SUMMARY_KEYS if key in manifest}
+    media = _media_summary(manifest)
+    if media is not None:
+        summary["media"] = media
+    return summary
 
 
 def schema_migrations(schema: str) -> dict[str, list[str]]:
@@ -79,7 +111,7 @@ def manifest_check(manifest: dict[str, Any], clinic: Clinic, *, error: type[Resp
     clinic that only shared the name.
     """
     version = manifest.get("format_version")
-    if version != MANIFEST_FORMAT_VERSION or isinstance(version, bool):
+    if version not in MANIFEST_FORMAT_VERSIONS or isinstance(version, bool):
         raise error(
             "unsupported_format",
             "upload.unsupported_format.version",

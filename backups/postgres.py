@@ -234,6 +234,9 @@ class SchemaSnapshot:
     table_counts: dict[str, int]
     migrations: dict[str, list[str]]
     server_version: str
+    # The snapshot's own connection, to read more of what it saw (the file names of its rows)
+    # from the thread that opened it, before the dump starts.
+    conn: psycopg.Connection | None = None
 
 
 def _table_counts(conn: psycopg.Connection, schema: str) -> dict[str, int]:
@@ -277,5 +280,6 @@ def schema_snapshot(schema: str) -> Iterator[SchemaSnapshot]:
             table_counts=_table_counts(conn, schema),
             migrations=_migrations(conn, schema),
             server_version=version,
+            conn=conn,
         )
         conn.rollback()

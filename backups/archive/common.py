@@ -13,11 +13,14 @@ from typing import Any
 import pyrage
 from pyrage import x25519
 
-ARCHIVE_VERSION = 1
+ARCHIVE_VERSION = 2  # the newest: version 2 adds the media members (the clinic's files)
+ARCHIVE_VERSION_NO_MEDIA = 1  # what the writer still writes when given no media list
+ARCHIVE_VERSIONS = (1, 2)  # what the reader reads
 
 MANIFEST_NAME = "manifest.json"
 AUTH_NAME = "auth.json"
 PAYLOAD_PREFIX = "payload/"
+MEDIA_PREFIX = "media/"
 AUTH_ALG = "HMAC-SHA256"
 AUTH_KEY_LABEL = b"respaldo/archive-auth/v1"
 

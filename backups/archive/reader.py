@@ -11,7 +11,7 @@ import io
 import os
 import tarfile
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, BinaryIO
 
 import pyrage
@@ -24,13 +24,14 @@ from backups.archive.common import (
     _MAX_TAIL,
     _PIPE_SIZE,
     _RECORD,
-    ARCHIVE_VERSION,
+    ARCHIVE_VERSIONS,
     AUTH_ALG,
     AUTH_NAME,
     MANIFEST_NAME,
     MAX_AUTH_BYTES,
     MAX_MANIFEST_BYTES,
     MAX_WINDOW_SIZE,
+    MEDIA_PREFIX,
     ArchiveAuthError,
     ArchiveCorrupt,
     ArchiveError,
@@ -46,6 +47,10 @@ from backups.archive.common import (
     _padding,
     _strict_json,
 )
+from backups.archive.media import MemberStream, media_entries
+
+# Called with each media file's path and a stream of its bytes (the reader checks its SHA-256 after).
+MediaSink = Callable[[str, MemberStream], None]
 
 # --------------------------------------------------------------------------- reading
 
@@ -169,10 +174,19 @@ class ArchiveReader(io.RawIOBase):
     manifest: dict
     summary: ArchiveSummary | None
 
-    def __init__(self, stream: BinaryIO, keys: list[_Key], max_payload_bytes: int | None) -> None:
+    def __init__(
+        self,
+        stream: BinaryIO,
+        keys: list[_Key],
+        max_payload_bytes: int | None,
+        media_sink: MediaSink | None = None,
+    ) -> None:
         super().__init__()
         self.summary = None
         self.manifest = {}
+        self._media_sink = media_sink
+        self._media: list[dict] = []  # version 2: the manifest's media entries still to come
+        self._media_bytes = 0
         self._keys = {key.key_id: key for key in keys}
         self._macs = {key_id: hmac.new(key.auth_key, digestmod=hashlib.sha256) for key_id, key in self._keys.items()}
         self._max = max_payload_bytes
@@ -302,10 +316,12 @@ class ArchiveReader(io.RawIOBase):
         if not isinstance(manifest, dict):
             raise ArchiveCorrupt(f"{MANIFEST_NAME} is not a JSON object")
         version = manifest.get("archive_version")
-        if version != ARCHIVE_VERSION or isinstance(version, bool):
+        if version not in ARCHIVE_VERSIONS or isinstance(version, bool):
             raise ArchiveCorrupt(
-                f"archive version {version!r} is not supported (this version of Respaldo reads {ARCHIVE_VERSION})"
+                f"archive version {version!r} is not supported (this version of Respaldo reads {ARCHIVE_VERSIONS})"
             )
+        if version >= 2:
+            self._media = list(media_entries(manifest))
         self.manifest = manifest
 
     def _readinto(self, view: memoryview) -> int:
@@ -329,6 +345,9 @@ class ArchiveReader(io.RawIOBase):
     def _next_member(self) -> None:
         info = self._read_header()
         expected = _chunk_name(self._next_chunk)
+        if info.name.startswith(MEDIA_PREFIX) or (self._next_chunk == 0 and info.name != AUTH_NAME):
+            self._read_media(info)
+            return
         if info.name == expected:
             if info.size == 0:
                 raise ArchiveCorrupt(f"{info.name} is empty")
@@ -342,10 +361,39 @@ class ArchiveReader(io.RawIOBase):
             return
         if info.name != AUTH_NAME:
             raise ArchiveCorrupt(f"unexpected member {info.name[:80]!r} where {expected!r} or {AUTH_NAME!r} belongs")
+        if self._media:
+            raise ArchiveCorrupt(f"media file {self._media[0]['path'][:80]!r} is missing")
         auth = _strict_json(self._read_small_member(info, MAX_AUTH_BYTES), AUTH_NAME)
         self._read_tail()
         self._check_auth(auth)
         self._eof = True
+
+    def _read_media(self, info: tarfile.TarInfo) -> None:
+        """One media member, in the manifest's order and size, handed to the sink and checked."""
+        self._next_chunk = 0  # the payload is over: no chunk may follow
+        if not self._media or info.name != MEDIA_PREFIX + self._media[0]["path"]:
+            expected = MEDIA_PREFIX + self._media[0]["path"] if self._media else AUTH_NAME
+            raise ArchiveCorrupt(f"unexpected member {info.name[:80]!r} where {expected[:80]!r} belongs")
+        entry = self._media.pop(0)
+        if info.size != entry["size"]:
+            raise ArchiveCorrupt(f"{info.name[:80]} does not have the size the manifest says")
+        self._media_bytes += info.size
+        if self._max is not None and self._payload_bytes + self._media_bytes > self._max:
+            raise ArchiveTooLarge(f"limit {self._max} bytes")
+        self._mac_update(_mac_frame(info.name, info.size))
+
+        def read_exact(size: int) -> bytes:
+            data = self._read_exact(size)
+            self._mac_update(data)
+            return data
+
+        member = MemberStream(read_exact, info.size)
+        if self._media_sink is not None:
+            self._media_sink(entry["path"], member)
+        member.drain()
+        self._read_exact(_padding(info.size))
+        if member.sha256.hexdigest() != entry["sha256"]:
+            raise ArchiveAuthError(f"media file {entry['path'][:80]!r} does not match its checksum")
 
     def _read_tail(self) -> None:
         """After auth.json: only zero blocks to a whole record, then the end of every layer."""
@@ -394,8 +442,19 @@ class ArchiveReader(io.RawIOBase):
         )
 
 
-def open_archive(stream: BinaryIO, *, identities: Sequence[str], max_payload_bytes: int | None = None) -> ArchiveReader:
+def open_archive(
+    stream: BinaryIO,
+    *,
+    identities: Sequence[str],
+    max_payload_bytes: int | None = None,
+    media_sink: MediaSink | None = None,
+) -> ArchiveReader:
     """Open an archive for streaming its payload; the manifest is read (not yet trusted) at once.
+
+    ``media_sink(path, stream)`` is called for each media file (version 2) once the payload
+    has been read, before ``read`` returns its final ``b""``; the file's SHA-256 is checked
+    after it returns, and the MAC over everything at the end. ``max_payload_bytes`` bounds
+    the payload and the media together.
 
     Raises ``KeyConfigError`` before touching ``stream`` if the keys are unusable, and
     ``ArchiveNotRecognized`` / ``ArchiveWrongKey`` / ``ArchiveCorrupt`` if the start of the
@@ -408,7 +467,7 @@ def open_archive(stream: BinaryIO, *, identities: Sequence[str], max_payload_byt
         isinstance(max_payload_bytes, bool) or not isinstance(max_payload_bytes, int) or max_payload_bytes < 0
     ):
         raise ValueError("max_payload_bytes must be None or a non-negative integer")
-    return ArchiveReader(stream, keys, max_payload_bytes)
+    return ArchiveReader(stream, keys, max_payload_bytes, media_sink)
 
 
 def verify_archive(

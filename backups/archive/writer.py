@@ -19,6 +19,7 @@ from backups.archive.common import (
     _PIECE,
     _RECORD,
     ARCHIVE_VERSION,
+    ARCHIVE_VERSION_NO_MEDIA,
     AUTH_ALG,
     AUTH_NAME,
     DEFAULT_CHUNK_SIZE,
@@ -26,6 +27,7 @@ from backups.archive.common import (
     MAX_CHUNK_SIZE,
     MAX_LEVEL,
     MAX_MANIFEST_BYTES,
+    MEDIA_PREFIX,
     MIN_LEVEL,
     ArchiveError,
     ArchiveSummary,
@@ -37,6 +39,7 @@ from backups.archive.common import (
     _parse_recipient,
     _tar_header,
 )
+from backups.archive.media import MediaFile, media_path_ok, stream_media_file
 
 # --------------------------------------------------------------------------- writing
 
@@ -88,8 +91,17 @@ class _Source:
     Pulls the payload one chunk at a time (one reusable buffer of ``chunk_size``).
     """
 
-    def __init__(self, payload: BinaryIO, manifest_bytes: bytes, key: _Key, level: int, chunk_size: int) -> None:
+    def __init__(
+        self,
+        payload: BinaryIO,
+        manifest_bytes: bytes,
+        key: _Key,
+        level: int,
+        chunk_size: int,
+        media: Sequence[MediaFile] = (),
+    ) -> None:
         self._payload = payload
+        self._media = media
         self._manifest_bytes = manifest_bytes
         self._key = key
         self._chunk_size = chunk_size
@@ -182,6 +194,14 @@ class _Source:
                 break  # short chunk: the payload hit EOF; do not read it again
         del buffer
 
+        for media in self._media:
+            name = MEDIA_PREFIX + media.path
+            mac.update(_mac_frame(name, media.size))
+            yield member(name, media.size)
+            yield from stream_media_file(media, mac)
+            if _padding(media.size):
+                yield bytes(_padding(media.size))
+
         auth = {
             "alg": AUTH_ALG,
             "key_id": self._key.key_id,
@@ -197,13 +217,20 @@ class _Source:
         self.done = True
 
 
-def _manifest_bytes(manifest: dict) -> bytes:
+def _manifest_bytes(manifest: dict, media: Sequence[MediaFile] | None) -> bytes:
+    """The stored manifest: the caller's, with ``archive_version`` and (version 2) the ``media`` list."""
     if not isinstance(manifest, dict):
         raise TypeError("manifest must be a dict")
-    if manifest.get("format_version") != 1:
-        raise ValueError('manifest must contain "format_version": 1')
+    if manifest.get("format_version") not in (1, 2) or isinstance(manifest.get("format_version"), bool):
+        raise ValueError('manifest must contain "format_version": 1 or 2')
     stored = dict(manifest)
-    stored["archive_version"] = ARCHIVE_VERSION
+    stored["archive_version"] = ARCHIVE_VERSION_NO_MEDIA
+    if media is not None:
+        paths = [item.path for item in media]
+        if not all(media_path_ok(path) for path in paths) or len(set(paths)) != len(paths):
+            raise ValueError("media paths must be unique, relative and without '.' or '..' parts")
+        stored["archive_version"] = ARCHIVE_VERSION
+        stored["media"] = [item.entry() for item in media]
     data = json.dumps(stored, ensure_ascii=False, sort_keys=True, indent=2, allow_nan=False).encode("utf-8")
     if len(data) > MAX_MANIFEST_BYTES:
         raise ValueError(f"manifest is larger than {MAX_MANIFEST_BYTES} bytes")
@@ -233,8 +260,14 @@ def write_archive(
     extra_recipients: Sequence[str] = (),
     level: int = 3,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
+    media: Sequence[MediaFile] | None = None,
 ) -> ArchiveSummary:
     """Write an archive of ``payload`` (read with ``.read(n)`` until EOF) to ``out`` (``.write(b)``).
+
+    ``media``: the clinic's files, written after the payload as ``media/<path>`` members
+    (archive version 2, the manifest's ``media`` list filled in here); ``None`` writes a
+    version-1 archive. A file whose size or SHA-256 is not what its ``MediaFile`` says raises
+    ``MediaChanged``.
 
     Encrypted to ``identities[0]``'s public key plus ``extra_recipients`` (escrow keys that can
     decrypt but cannot authenticate), authenticated with ``identities[0]``. ``out`` is neither
@@ -250,9 +283,9 @@ def write_archive(
         raise ValueError(f"level must be an integer from {MIN_LEVEL} to {MAX_LEVEL}")
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or not 1 <= chunk_size <= MAX_CHUNK_SIZE:
         raise ValueError(f"chunk_size must be an integer from 1 to {MAX_CHUNK_SIZE}")
-    manifest_bytes = _manifest_bytes(manifest)
+    manifest_bytes = _manifest_bytes(manifest, media)
 
-    source = _Source(payload, manifest_bytes, keys[0], level, chunk_size)
+    source = _Source(payload, manifest_bytes, keys[0], level, chunk_size, media or ())
     sink = _Sink(out)
     try:
         pyrage.encrypt_io(source, sink, recipients)

@@ -18,7 +18,7 @@ from django.utils import timezone
 from django_tenants.utils import get_public_schema_name
 from psycopg import sql
 
-from backups import archive, formats, jobs, postgres, storage
+from backups import archive, formats, jobs, media, postgres, storage
 from backups.conf import conf
 from backups.exceptions import (
     BackupRefused,
@@ -284,7 +284,10 @@ def _execute(backup: Backup) -> None:
     _set_phase(backup.pk, "snapshot")
     with postgres.schema_snapshot(schema) as snap:
         tables = dumper.tables(snap)
+        assert snap.conn is not None
+        files, missing = media.media_list(schema, media.named_files(snap.conn, schema))
         manifest = manifest_build(
+            media_missing=missing,
             clinic=clinic,
             backup_id=backup.pk,
             kind=backup.kind,
@@ -306,6 +309,7 @@ def _execute(backup: Backup) -> None:
                         identities=identities,
                         extra_recipients=extra,
                         level=conf.zstd_level,
+                        media=files,
                     )
             finally:
                 progress.close()
@@ -322,10 +326,20 @@ def _execute(backup: Backup) -> None:
     _record_success(backup, stored, summary)
 
 
+def _media_note(manifest: dict) -> RespaldoError | None:
+    """The backup's note when some files its rows name were not in storage (it succeeds all the same)."""
+    missing = manifest.get("media_missing") or []
+    if not missing:
+        return None
+    shown = ", ".join(missing[:5]) + (", …" if len(missing) > 5 else "")
+    return RespaldoError("media_missing", "backup_media_missing", count=len(missing), files=shown)
+
+
 def _record_success(backup: Backup, stored: storage.StoredObject, summary: archive.ArchiveSummary) -> None:
     done = jobs.succeed(
         Backup,
         backup.pk,
+        note=_media_note(summary.manifest),
         storage_name=stored.name,
         size=stored.size,
         sha256=stored.sha256,

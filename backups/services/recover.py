@@ -41,7 +41,7 @@ from backups import archive, storage
 from backups.conf import conf
 from backups.exceptions import RespaldoError, failure_reason
 from backups.keys import archive_identities
-from backups.manifest import MANIFEST_FORMAT_VERSION, PAYLOAD_FORMATS, manifest_summary
+from backups.manifest import MANIFEST_FORMAT_VERSION, MANIFEST_FORMAT_VERSIONS, PAYLOAD_FORMATS, manifest_summary
 from backups.models import Backup, JobStatus, Restore
 from backups.postgres import schema_exists
 from backups.services import restore as restores
@@ -171,7 +171,7 @@ def _verify_stored(name: str, identities: list[str]) -> archive.ArchiveSummary:
 def _manifest_owner(manifest: dict[str, Any]) -> _Owner:
     """The manifest's clinic, once its format, kind and creation time are known to this release."""
     version = manifest.get("format_version")
-    if version != MANIFEST_FORMAT_VERSION or isinstance(version, bool):
+    if version not in MANIFEST_FORMAT_VERSIONS or isinstance(version, bool):
         raise RespaldoError(
             "unsupported_format",
             "upload.unsupported_format.version",

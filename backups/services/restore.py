@@ -27,7 +27,7 @@ from django.utils.translation import pgettext_lazy
 from django_tenants.utils import schema_context
 from psycopg import sql
 
-from backups import archive, jobs, postgres, storage
+from backups import archive, jobs, media, postgres, storage
 from backups.conf import conf
 from backups.exceptions import RespaldoError, RestoreRefused, as_respaldo_error, failure_reason
 from backups.formats import pg
@@ -41,7 +41,7 @@ from backups.formats.restore_into import (
     swap_schema,
 )
 from backups.keys import archive_identities
-from backups.manifest import manifest_check
+from backups.manifest import manifest_check, manifest_has_media
 from backups.models import ACTIVE_STATUSES, AuditEntry, Backup, JobStatus, Restore
 from backups.operations.audit import audit
 from backups.postgres import PgTools, find_pg_tools
@@ -218,6 +218,7 @@ def restore_recover_crashed(restore: Restore) -> None:
         safety = Backup.objects.get(pk=restore.safety_backup_id)
         if safety.status in ACTIVE_STATUSES:
             backup_services.backup_recover_crashed(safety)
+    media.media_recover(restore.clinic.schema_name, restored=restore.outcome == Restore.Outcome.RESTORED)
     if restore.outcome == Restore.Outcome.RESTORED:
         try:
             _migrate_forward(restore)
@@ -333,18 +334,50 @@ def _execute(restore: Restore) -> None:
         _take_safety_backup(restore)
 
         _update(restore.pk, progress_phase=PHASE_RESTORING)
-        with archive.open_archive(
-            verified, identities=archive_identities(), max_payload_bytes=_max_payload_bytes()
-        ) as payload:
-            if payload.manifest != manifest:  # cannot happen to a private copy; checked all the same
-                raise RestoreRefused("archive_changed", "archive_changed_during_restore", backup=backup.pk)
-            restore_payload = _RESTORERS[manifest["payload_format"]]
-            restore_payload(restore, clinic.schema_name, payload, manifest["tables"], tools)
+        files = media.MediaStaging(clinic.schema_name) if manifest_has_media(manifest) else None
+        _restore_data_and_files(restore, manifest, verified, tools, files)
 
     if needs_migrate:
         _update(restore.pk, progress_phase=PHASE_MIGRATING)
         _migrate_forward(restore)
-    jobs.succeed(Restore, restore.pk)
+    jobs.succeed(Restore, restore.pk, note=_media_note(manifest))
+
+
+def _restore_data_and_files(
+    restore: Restore, manifest: dict, verified: IO[bytes], tools: PgTools | None, files: media.MediaStaging | None
+) -> None:
+    """The payload restored in its transaction while the files (if the archive has them) are staged;
+    the files are switched in only once the data has committed. On failure the staged files go."""
+    if files is not None:
+        files.prepare()
+    try:
+        with archive.open_archive(
+            verified,
+            identities=archive_identities(),
+            max_payload_bytes=_max_payload_bytes(),
+            media_sink=files.sink if files is not None else None,
+        ) as payload:
+            if payload.manifest != manifest:  # cannot happen to a private copy; checked all the same
+                raise RestoreRefused("archive_changed", "archive_changed_during_restore", backup=restore.backup.pk)
+            restore_payload = _RESTORERS[manifest["payload_format"]]
+            restore_payload(restore, restore.clinic.schema_name, payload, manifest["tables"], tools)
+    except BaseException:
+        if files is not None:
+            files.discard()
+        raise
+    if files is not None:
+        files.switch()
+
+
+def _media_note(manifest: dict) -> RespaldoError | None:
+    """What the restore's row says about the clinic's files: not in this (version 1) backup, or some missing."""
+    if not manifest_has_media(manifest):
+        return RespaldoError("media_not_in_backup", "restore_media_not_in_backup")
+    missing = manifest.get("media_missing") or []
+    if not missing:
+        return None
+    shown = ", ".join(missing[:5]) + (", …" if len(missing) > 5 else "")
+    return RespaldoError("media_missing", "restore_media_missing", count=len(missing), files=shown)
 
 
 def _tools_for(manifest: dict) -> PgTools | None:

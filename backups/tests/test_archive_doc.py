@@ -39,7 +39,7 @@ DOC = Path(settings.BASE_DIR) / "docs" / "archive-format.md"
 SCHEMA = "restaura"  # the scratch_clinic fixture's clinic
 PREVIOUS = SCHEMA + "__before_restore"
 VARIABLES = {"ARCHIVE", "KEYS", "WORK", "PG_BIN", "DATABASE_URL", "SCHEMA"}
-BLOCKS = {"variables", "list", "manifest", "verify", "toc", "restore", "drop-previous", "json-summary"}
+BLOCKS = {"variables", "list", "manifest", "verify", "media-extract", "toc", "restore", "drop-previous", "json-summary"}
 SHELL_LANGUAGES = {"bash", "sh", "shell", "console", "zsh", "shell-session"}
 SYSTEM_PATH = "/usr/bin:/bin"
 STATUS = re.compile(r"^__pasted_block_status=(\d+)$", re.M)
@@ -364,6 +364,45 @@ def test_the_pasted_verify_refuses_damaged_forged_or_unopenable_archives(live_db
     assert result.status == 0, result.stderr
     assert (work / "payload").read_bytes() == payload
     assert sha256_of(work / "payload") == (work / "payload.sha256").read_text().split()[0]
+
+
+# --- the clinic's files (archive version 2) -----------------------------------------------
+
+
+def test_the_pasted_commands_take_the_clinics_files_out_byte_for_byte(scratch_clinic, operator, settings, tmp_path):
+    from django.core.files.base import ContentFile
+
+    settings.MEDIA_ROOT = tmp_path / "media"
+    settings.STORAGES = {**settings.STORAGES}
+    contents = [b"\x89PNG an x-ray" * 3000, bytes(range(256)) * 40, b""]
+    written = {}
+    with schema_context(SCHEMA):
+        for index, patient in enumerate(Patient.objects.order_by("pk")[: len(contents)]):
+            patient.xray.save(f"x-{index}.png", ContentFile(contents[index]), save=True)
+            written[patient.xray.name] = contents[index]
+    connection.set_schema_to_public()
+    backup = make_backup()
+    operator["ARCHIVE"] = str(stored_path(backup.storage_name))
+    elsewhere = tmp_path / "elsewhere"
+    work = Path(operator["WORK"])
+
+    listed = paste("list", operator, cwd=elsewhere)
+    assert listed.status == 0, listed.stderr
+    members = re.findall(r"\S+$", listed.stdout, re.M)
+    assert members[-1] == "auth.json" and sorted(members[-4:-1]) == sorted("media/" + name for name in written)
+
+    verified = paste("verify", operator, cwd=elsewhere)
+    assert verified.status == 0, verified.stderr
+    assert {str(p.relative_to(work / "media")): p.read_bytes() for p in (work / "media").rglob("*") if p.is_file()} == (
+        written
+    )
+
+    extracted = paste("media-extract", operator, cwd=elsewhere)
+    assert extracted.status == 0, extracted.stderr
+    out = work / "unverified" / "media"
+    assert {str(p.relative_to(out)): p.read_bytes() for p in out.rglob("*") if p.is_file()} == written
+    for name, data in written.items():
+        assert f"{hashlib.sha256(data).hexdigest()}  {out / name}" in extracted.stdout
 
 
 # --- json backups ------------------------------------------------------------------------

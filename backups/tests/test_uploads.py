@@ -422,7 +422,7 @@ def test_a_hand_made_archive_of_the_current_format_is_accepted(upload_tmp):
 @pytest.mark.parametrize(
     ("change", "phrase"),
     [
-        ({"format_version": 2}, "made by another version of Respaldo (backup format 2)"),
+        ({"format_version": 3}, "made by another version of Respaldo (backup format 3)"),
         ({"format_version": "1"}, 'made by another version of Respaldo (backup format "1")'),
         ({"payload_format": "mysql"}, 'a format this installation does not know ("mysql")'),
     ],

@@ -476,7 +476,7 @@ FORGERIES = {
     "pax-header": ([*M, ("auth.json", AUTH)], {"fmt": tarfile.PAX_FORMAT, "tweak": _pax}, ArchiveCorrupt),
     "manifest-not-json": ([("manifest.json", b"\xff"), *M[1:], ("auth.json", AUTH)], {}, ArchiveCorrupt),
     "manifest-newer-version": (
-        [("manifest.json", b'{"archive_version": 2}'), *M[1:], ("auth.json", AUTH)],
+        [("manifest.json", b'{"archive_version": 3}'), *M[1:], ("auth.json", AUTH)],
         {},
         ArchiveCorrupt,
     ),

@@ -288,3 +288,10 @@ def test_an_expired_backup_cannot_be_restored_or_downloaded(admin_client):
         services.restore_request(clinic="clinica", backup_id=expired.pk, enqueue=False)
     assert "(it is expired)" in admin_client.get(f"{LIST}{expired.pk}/download/", follow=True).content.decode()
     assert not Restore.objects.exists()
+
+
+def test_the_confirmation_page_says_whether_the_backup_holds_the_files(admin_client):
+    with_files = fake_backup(manifest={"tables": clinica_tables(), "media": {"files": 3, "bytes": 2048, "missing": 0}})
+    without = fake_backup(manifest={"tables": clinica_tables()})
+    assert "3 files (2.0" in admin_client.get(f"{LIST}{with_files.pk}/restore/").content.decode()
+    assert "Not in this backup" in admin_client.get(f"{LIST}{without.pk}/restore/").content.decode()

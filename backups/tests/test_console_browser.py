@@ -335,3 +335,44 @@ def test_back_up_now_in_the_browser_sends_the_email_with_its_size_and_link(web_s
     text = message.get_body(("plain",)).get_content()
     assert f"{base}/admin/backups/backup/{backup.pk}/change/" in text
     assert backup.notified_at is not None and not backup.notify_error
+
+
+def test_one_patient_comes_back_from_a_backup_and_later_changes_stay(web_server, browser, clinica_put_back):
+    from backups import services
+    from dental.models import Appointment
+
+    backup = services.backup_run(backup_id=services.backup_request(clinic=CLINIC, enqueue=False).pk)
+    with schema_context(CLINIC):
+        patients = list(Patient.objects.order_by("pk")[:2])
+        lost, other = patients
+        appointments = set(Appointment.objects.filter(patient=lost).values_list("pk", flat=True))
+        assert appointments, "the demo patient should have appointments"
+        Invoice.objects.filter(patient=lost).delete()
+        Appointment.objects.filter(patient=lost).delete()
+        Patient.objects.filter(pk=lost.pk).delete()
+        Patient.objects.filter(pk=other.pk).update(phone="+34 611 222 333")  # after the backup: must stay
+    connection.set_schema_to_public()
+
+    shots = Shots("es-ES")
+    base = f"http://{CLINIC}.localhost:{web_server}"
+    page = browser.new_page(locale="es-ES", viewport={"width": 1280, "height": 900})
+    log_in(page, f"{base}/admin/", "admin", "admin")
+    page.goto(f"{base}{LIST}{backup.pk}/change/")
+    page.click(f'a[href="{LIST}{backup.pk}/pick/"]')
+    page.fill("#id_national_id", lost.national_id)
+    page.click("input[type=submit]")
+    page.wait_for_selector("table.respaldo-added")
+    added = page.locator("table.respaldo-added").all_inner_texts()
+    assert any(lost.national_id in text for text in added)
+    assert other.national_id not in page.content()  # only this patient's rows
+    shots(page, "selective-preview")
+    page.fill("#id_confirm", lost.national_id)
+    page.locator("input.respaldo-danger").click()
+    page.wait_for_url(f"**{LIST}")
+    shots(page, "selective-done")
+
+    with schema_context(CLINIC):
+        assert Patient.objects.filter(pk=lost.pk, national_id=lost.national_id).exists()
+        assert set(Appointment.objects.filter(patient_id=lost.pk).values_list("pk", flat=True)) == appointments
+        assert Patient.objects.get(pk=other.pk).phone == "+34 611 222 333"
+    connection.set_schema_to_public()

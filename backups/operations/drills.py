@@ -23,11 +23,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import tempfile
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 
-import psycopg
 from django.db import connection, transaction
 from django.db.models import F, Max, OuterRef, Q, QuerySet, Subquery
 from django.utils import timezone
@@ -37,16 +35,14 @@ from psycopg import sql
 from backups import archive, postgres
 from backups.conf import conf
 from backups.exceptions import RespaldoError, RestoreRefused, as_respaldo_error, failure_reason
-from backups.formats import pg
-from backups.formats.pg_script import ScriptError
-from backups.formats.restore_into import RestoreIntoError, restore_into_json, restore_into_pg
+from backups.formats.restore_into import RestoreIntoError, restore_into_json
 from backups.jobs import LOCK_NAMESPACE
 from backups.keys import archive_identities
 from backups.models import AuditEntry, Backup, JobStatus
 from backups.operations.audit import audit
 from backups.operations.signals import drill_finished
-from backups.postgres import find_pg_tools
 from backups.services.restore import check_migrations, verified_copy, verify_stored
+from backups.services.scratch import check_read_to_the_end, scratch_pg
 from clinics.models import Clinic
 
 logger = logging.getLogger(__name__)
@@ -126,41 +122,10 @@ def drop_leftover(schema: str) -> None:
         conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
 
 
-def _read_to_the_end(payload: archive.ArchiveReader, backup: Backup) -> None:
-    if payload.read(1) or payload.summary is None:
-        raise RestoreRefused("archive_extra_data", backup=backup.pk)
-    if payload.summary.archive_sha256 != backup.sha256:
-        raise RestoreRefused("archive_changed", "archive_changed_during_restore", backup=backup.pk)
-
-
 def _drill_pg(backup: Backup, payload: archive.ArchiveReader, manifest: dict) -> None:
-    """pg payload: restore_into_pg on a connection of its own, whose transaction is rolled back."""
-    dump_tool = (manifest.get("postgresql") or {}).get("dump_tool")
-    tools = find_pg_tools(dump_version=str(dump_tool) if dump_tool else None)
-    app_name = f"respaldo-drill-{backup.pk}"
-    with tempfile.TemporaryFile() as errors:
-        try:
-            with postgres.connect_separately(autocommit=False, application_name=app_name) as conn:
-                try:
-                    with conn.cursor() as cursor:
-                        restore_into_pg(
-                            payload,
-                            source_schema=backup.clinic.schema_name,
-                            schema=scratch_schema(backup),
-                            expected_counts=manifest["tables"],
-                            tools=tools,
-                            cursor=cursor,
-                            stderr=errors,
-                            count_check=pg.check_counts,
-                            app_name=app_name,
-                        )
-                    _read_to_the_end(payload, backup)
-                finally:
-                    conn.rollback()  # a drill keeps nothing
-        except RestoreIntoError as exc:
-            raise RestoreRefused("restore_into", detail=str(exc)) from exc
-        except (psycopg.Error, ScriptError) as exc:
-            raise pg.rolled_back("the database", errors, text=str(exc)) from exc
+    """pg payload: restored into the scratch schema on a connection of its own, rolled back."""
+    with scratch_pg(backup, payload, manifest, schema=scratch_schema(backup), app_name=f"respaldo-drill-{backup.pk}"):
+        pass
 
 
 def _drill_json(backup: Backup, payload: archive.ArchiveReader, manifest: dict) -> None:
@@ -173,7 +138,7 @@ def _drill_json(backup: Backup, payload: archive.ArchiveReader, manifest: dict) 
                 expected_counts=manifest["tables"],
                 source_schema=backup.clinic.schema_name,
             )
-            _read_to_the_end(payload, backup)
+            check_read_to_the_end(payload, backup)
             transaction.set_rollback(True)  # a drill keeps nothing
     except RestoreIntoError as exc:
         raise RestoreRefused("restore_into", detail=str(exc)) from exc

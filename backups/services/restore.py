@@ -44,8 +44,9 @@ from backups.keys import archive_identities
 from backups.manifest import manifest_check, manifest_has_media
 from backups.models import ACTIVE_STATUSES, AuditEntry, Backup, JobStatus, Restore
 from backups.operations.audit import audit
-from backups.postgres import PgTools, find_pg_tools
+from backups.postgres import PgTools
 from backups.services import backup as backup_services
+from backups.services.scratch import check_read_to_the_end, tools_for
 from clinics.models import Clinic
 
 logger = logging.getLogger(__name__)
@@ -328,7 +329,7 @@ def _execute(restore: Restore) -> None:
     clinic, backup = restore.clinic, restore.backup
     with verified_copy(backup, clinic) as (manifest, verified):
         needs_migrate = check_migrations(manifest.get("migrations") or {})
-        tools = _tools_for(manifest)
+        tools = tools_for(manifest)
         if not postgres.schema_exists(clinic.schema_name):
             raise RestoreRefused("schema_missing", schema=clinic.schema_name)
         _take_safety_backup(restore)
@@ -380,14 +381,6 @@ def _media_note(manifest: dict) -> RespaldoError | None:
     return RespaldoError("media_missing", "restore_media_missing", count=len(missing), files=shown)
 
 
-def _tools_for(manifest: dict) -> PgTools | None:
-    """Client tools that can read this backup's pg payload (None for a json payload)."""
-    if manifest["payload_format"] != Backup.Format.PG:
-        return None
-    dump_tool = (manifest.get("postgresql") or {}).get("dump_tool")
-    return find_pg_tools(dump_version=str(dump_tool) if dump_tool else None)
-
-
 def _take_safety_backup(restore: Restore) -> None:
     _update(restore.pk, progress_phase=PHASE_SAFETY_BACKUP)
     safety = backup_services.backup_request(
@@ -401,14 +394,6 @@ def _take_safety_backup(restore: Restore) -> None:
             backup=safety.pk,
             reason=safety.error_params or {"message_id": "unexpected", "params": {"detail": safety.error}},
         )
-
-
-def _check_read_to_the_end(payload: archive.ArchiveReader, backup: Backup) -> None:
-    """Before COMMIT: the payload was read to its authenticated end, and it is the catalog's object."""
-    if payload.read(1) or payload.summary is None:
-        raise RestoreRefused("archive_extra_data", backup=backup.pk)
-    if payload.summary.archive_sha256 != backup.sha256:
-        raise RestoreRefused("archive_changed", "archive_changed_during_restore", backup=backup.pk)
 
 
 def _migrate_forward(restore: Restore) -> None:
@@ -427,7 +412,7 @@ def _restore_json(
     """
     with schema_context(schema), transaction.atomic():
         load_json_payload(payload, expected_counts=tables)
-        _check_read_to_the_end(payload, restore.backup)
+        check_read_to_the_end(payload, restore.backup)
         Restore.objects.filter(pk=restore.pk).update(outcome=Restore.Outcome.RESTORED)
 
 
@@ -462,7 +447,7 @@ def _restore_pg(
                     count_check=_checking_phase(restore.pk, pg.check_counts),
                     app_name=app_name,
                 )
-                _check_read_to_the_end(payload, restore.backup)
+                check_read_to_the_end(payload, restore.backup)
                 # Before this transaction touches the restore's row: written on Django's own
                 # connection, it would otherwise wait on this transaction's row lock forever.
                 _update(restore.pk, progress_phase=PHASE_SWAPPING)  # the clinic's pages close (503) from here

@@ -8,26 +8,22 @@ patient's rows are read from it, as ``to_jsonb(row)`` in one fixed text form per
 from __future__ import annotations
 
 import json
-import tempfile
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-import psycopg
 from django.db import connection, transaction
 from django.db.models import Model
 
-from backups import archive, postgres
+from backups import archive
 from backups.conf import conf
 from backups.exceptions import RespaldoError, RestoreRefused
-from backups.formats import pg
 from backups.formats.pg_rewrite import quote_ident
-from backups.formats.pg_script import ScriptError
-from backups.formats.restore_into import RestoreIntoError, restore_into_json, restore_into_pg
+from backups.formats.restore_into import RestoreIntoError, restore_into_json
 from backups.keys import archive_identities
 from backups.models import Backup, JobStatus
-from backups.postgres import find_pg_tools
 from backups.services.restore import check_migrations, verified_copy
+from backups.services.scratch import check_read_to_the_end, scratch_pg
 from dental.models import Appointment, Invoice, Patient, Payment, Treatment
 
 SCRATCH_INFIX = "__pick_"
@@ -112,42 +108,10 @@ def scratch_schema(backup: Backup) -> str:
     return f"{backup.clinic.schema_name}{SCRATCH_INFIX}{backup.pk}"
 
 
-def _check_read_to_the_end(payload: archive.ArchiveReader, backup: Backup) -> None:
-    if payload.read(1) or payload.summary is None:
-        raise RestoreRefused("archive_extra_data", backup=backup.pk)
-    if payload.summary.archive_sha256 != backup.sha256:
-        raise RestoreRefused("archive_changed", "archive_changed_during_restore", backup=backup.pk)
-
-
 def _read_pg(backup: Backup, payload: archive.ArchiveReader, manifest: dict, national_id: str) -> Rows:
-    dump_tool = (manifest.get("postgresql") or {}).get("dump_tool")
-    tools = find_pg_tools(dump_version=str(dump_tool) if dump_tool else None)
-    app_name = f"respaldo-pick-{backup.pk}"
     schema = scratch_schema(backup)
-    with tempfile.TemporaryFile() as errors:
-        try:
-            with postgres.connect_separately(autocommit=False, application_name=app_name) as conn:
-                try:
-                    with conn.cursor() as cursor:
-                        restore_into_pg(
-                            payload,
-                            source_schema=backup.clinic.schema_name,
-                            schema=schema,
-                            expected_counts=manifest["tables"],
-                            tools=tools,
-                            cursor=cursor,
-                            stderr=errors,
-                            count_check=pg.check_counts,
-                            app_name=app_name,
-                        )
-                        _check_read_to_the_end(payload, backup)
-                        return read_patient(cursor, schema, national_id)
-                finally:
-                    conn.rollback()  # the scratch schema is never kept
-        except RestoreIntoError as exc:
-            raise RestoreRefused("restore_into", detail=str(exc)) from exc
-        except (psycopg.Error, ScriptError) as exc:
-            raise pg.rolled_back("the database", errors, text=str(exc)) from exc
+    with scratch_pg(backup, payload, manifest, schema=schema, app_name=f"respaldo-pick-{backup.pk}") as cursor:
+        return read_patient(cursor, schema, national_id)
 
 
 def _read_json(backup: Backup, payload: archive.ArchiveReader, manifest: dict, national_id: str) -> Rows:
@@ -157,7 +121,7 @@ def _read_json(backup: Backup, payload: archive.ArchiveReader, manifest: dict, n
             restore_into_json(
                 payload, schema=schema, expected_counts=manifest["tables"], source_schema=backup.clinic.schema_name
             )
-            _check_read_to_the_end(payload, backup)
+            check_read_to_the_end(payload, backup)
             with connection.cursor() as cursor:
                 rows = read_patient(cursor, schema, national_id)
             transaction.set_rollback(True)  # the scratch schema is never kept

@@ -110,7 +110,9 @@ def test_the_live_clinic_is_neither_touched_nor_locked_during_a_drill(scratch_cl
     (lock_timeout 2s) reads, writes, locks rows, creates a table and renames the live schema."""
     add_filler()
     backup = make_backup()
-    real_restore = drills.restore_into_pg
+    from backups.services import scratch
+
+    real_restore = scratch.restore_into_pg
     gates: list[Gate] = []
     pids: list[int] = []
 
@@ -120,7 +122,7 @@ def test_the_live_clinic_is_neither_touched_nor_locked_during_a_drill(scratch_cl
         pids.append(kwargs["cursor"].connection.info.backend_pid)
         return real_restore(gate, **kwargs)
 
-    monkeypatch.setattr(drills, "restore_into_pg", held_restore)
+    monkeypatch.setattr(scratch, "restore_into_pg", held_restore)
     outcome: dict = {}
 
     def run() -> None:

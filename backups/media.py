@@ -31,6 +31,7 @@ from django_tenants.utils import schema_context
 from psycopg import sql
 
 from backups.archive.media import MediaFile, MemberStream, media_path_ok
+from backups.exceptions import RespaldoError
 
 STAGING_SUFFIX = "__restoring"
 ASIDE_SUFFIX = "__before_restore"
@@ -155,6 +156,15 @@ class MediaStaging:
     def discard(self) -> None:
         """Remove the staging folder, if any."""
         shutil.rmtree(self.staging, ignore_errors=True)
+
+
+def missing_files_note(manifest: dict, message_id: str) -> RespaldoError | None:
+    """A job's note naming (up to five of) the files the manifest lists as missing, or None."""
+    missing = manifest.get("media_missing") or []
+    if not missing:
+        return None
+    shown = ", ".join(missing[:5]) + (", …" if len(missing) > 5 else "")
+    return RespaldoError("media_missing", message_id, count=len(missing), files=shown)
 
 
 def media_recover(schema: str, *, restored: bool) -> None:

@@ -257,7 +257,12 @@ class AuditEntry(models.Model):
         BROUGHT_BACK = "brought_back", _("Clinic brought back")
 
     clinic = models.ForeignKey(
-        "clinics.Clinic", on_delete=models.CASCADE, null=True, blank=True, related_name="audit_entries"
+        "clinics.Clinic",
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="audit_entries",
+        verbose_name=_("clinic"),
     )
     at = models.DateTimeField(_("when"), default=timezone.now, db_index=True)
     actor = models.CharField(_("who"), max_length=254, blank=True, help_text=_("a user, or the system"))

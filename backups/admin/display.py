@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
-
-from django.template.defaultfilters import filesizeformat
 from django.utils.html import format_html
 from django.utils.translation import gettext as _
-from django.utils.translation import gettext_lazy, ngettext
+from django.utils.translation import gettext_lazy
 
+from backups.humanize import human_bytes, human_duration  # noqa: F401 - the console's names for them
 from backups.models import Backup, Job, JobStatus
 from backups.services.restore import PHASE_LABELS
 
@@ -22,27 +20,6 @@ BACKUP_PHASES = {
 RESTORE_PHASES = PHASE_LABELS  # the restore service's phases, in order
 # A symbol with every status, so that no status is told by colour alone.
 _SYMBOLS = {"pending": "…", "running": "⟳", "succeeded": "✓", "failed": "✗", "expired": "⌛"}
-
-
-def human_duration(value: timedelta | None) -> str:
-    """``1 h 02 min``, ``3 min 05 s``, ``12 s`` (or an em dash while unknown)."""
-    if value is None:
-        return "—"
-    seconds = int(round(value.total_seconds()))
-    if seconds < 1:
-        return _("under a second")
-    if seconds < 60:
-        return ngettext("%(n)d second", "%(n)d seconds", seconds) % {"n": seconds}
-    minutes, seconds = divmod(seconds, 60)
-    if minutes < 60:
-        return _("%(m)d min %(s)02d s") % {"m": minutes, "s": seconds}
-    hours, minutes = divmod(minutes, 60)
-    return _("%(h)d h %(m)02d min") % {"h": hours, "m": minutes}
-
-
-def human_bytes(value: int | None) -> str:
-    """File size in human units (or an em dash while unknown)."""
-    return "—" if value is None else filesizeformat(value)
 
 
 def status_key(job: Job) -> str:

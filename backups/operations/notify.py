@@ -28,13 +28,13 @@ from django.contrib.auth import get_user_model
 from django.core.mail import EmailMultiAlternatives, get_connection
 from django.db import transaction
 from django.db.models import Q
-from django.template.defaultfilters import filesizeformat
 from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import timezone, translation
 from django.utils.translation import gettext, gettext_noop
 from django_tenants.utils import get_public_schema_name, schema_context
 
+from backups import humanize
 from backups.conf import conf
 from backups.exceptions import render
 from backups.models import Backup, BackupPolicy, Job, JobStatus, Restore
@@ -146,15 +146,8 @@ def local(moment: datetime | None) -> datetime | None:
 
 
 def human_bytes(size: int | None) -> str:
-    """A size in human units (an em dash while unknown), with a plain space: it goes in subjects."""
-    return "—" if size is None else filesizeformat(size).replace("\xa0", " ")
-
-
-def human_duration(value: timedelta | None) -> str:
-    """A duration as the console shows it (imported late: the console is not loaded at app start)."""
-    from backups.admin.display import human_duration as console_duration
-
-    return console_duration(value)
+    """A size in human units with a plain space: it goes in subjects."""
+    return humanize.human_bytes(size, plain_space=True)
 
 
 def job_event(job: Job) -> str:
@@ -183,7 +176,7 @@ def backup_facts(backup: Backup) -> list[tuple[str, Any]]:
         (gettext("Kind"), backup.get_kind_display()),
         (gettext("Format"), backup.get_payload_format_display()),
         (gettext("Size"), human_bytes(backup.size)),
-        (gettext("Duration"), human_duration(backup.duration)),
+        (gettext("Duration"), humanize.human_duration(backup.duration)),
         (gettext("Requested at"), local(backup.requested_at)),
         (gettext("Finished at"), local(backup.finished_at)),
     ]
@@ -206,7 +199,7 @@ def restore_facts(restore: Restore) -> list[tuple[str, Any]]:
         (gettext("Backup taken at"), local(source.succeeded_at or source.requested_at)),
         (gettext("Format"), source.get_payload_format_display()),
         (gettext("Size"), human_bytes(source.size)),
-        (gettext("Duration"), human_duration(restore.duration)),
+        (gettext("Duration"), humanize.human_duration(restore.duration)),
         (gettext("Finished at"), local(restore.finished_at)),
     ]
     if restore.safety_backup_id:

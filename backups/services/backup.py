@@ -326,20 +326,11 @@ def _execute(backup: Backup) -> None:
     _record_success(backup, stored, summary)
 
 
-def _media_note(manifest: dict) -> RespaldoError | None:
-    """The backup's note when some files its rows name were not in storage (it succeeds all the same)."""
-    missing = manifest.get("media_missing") or []
-    if not missing:
-        return None
-    shown = ", ".join(missing[:5]) + (", …" if len(missing) > 5 else "")
-    return RespaldoError("media_missing", "backup_media_missing", count=len(missing), files=shown)
-
-
 def _record_success(backup: Backup, stored: storage.StoredObject, summary: archive.ArchiveSummary) -> None:
     done = jobs.succeed(
         Backup,
         backup.pk,
-        note=_media_note(summary.manifest),
+        note=media.missing_files_note(summary.manifest, "backup_media_missing"),
         storage_name=stored.name,
         size=stored.size,
         sha256=stored.sha256,

@@ -374,11 +374,7 @@ def _media_note(manifest: dict) -> RespaldoError | None:
     """What the restore's row says about the clinic's files: not in this (version 1) backup, or some missing."""
     if not manifest_has_media(manifest):
         return RespaldoError("media_not_in_backup", "restore_media_not_in_backup")
-    missing = manifest.get("media_missing") or []
-    if not missing:
-        return None
-    shown = ", ".join(missing[:5]) + (", …" if len(missing) > 5 else "")
-    return RespaldoError("media_missing", "restore_media_missing", count=len(missing), files=shown)
+    return media.missing_files_note(manifest, "restore_media_missing")
 
 
 def _take_safety_backup(restore: Restore) -> None:

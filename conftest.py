@@ -58,9 +58,20 @@ def django_db_setup(request, django_test_environment, django_db_blocker):
     with django_db_blocker.unblock():
         config = setup_databases(verbosity=request.config.option.verbose, interactive=False, aliases={"default"})
         seed_demo(clinics=2, patients=DEMO_PATIENTS)
+        _give_demo_clinics_their_keys()
     yield
     with django_db_blocker.unblock():
         teardown_databases(config, verbosity=request.config.option.verbose)
+
+
+def _give_demo_clinics_their_keys() -> None:
+    """Each demo clinic's archive key, committed once: archives a test makes (and caches for the
+    session) stay readable after that test's transaction is rolled back."""
+    from backups.clinic_keys import writing_identity
+    from clinics.models import Clinic
+
+    for clinic in Clinic.objects.exclude(schema_name="public"):
+        writing_identity(clinic)
 
 
 @pytest.fixture(autouse=True)

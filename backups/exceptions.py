@@ -44,6 +44,9 @@ MESSAGES: dict[str, str] = {
     "clinic_not_offboarded": _("Clinic %(clinic)s is not offboarded: restore it from its own console instead."),
     "no_backup_to_bring_back": _("Clinic %(clinic)s has no backup left to bring it back from."),
     "bring_back_failed": _("Clinic %(clinic)s could not be brought back (it stays offboarded): %(reason)s"),
+    "clinic_busy_erase": _(
+        "Clinic %(clinic)s has a backup or restore waiting or running: its backups were not erased; try again later."
+    ),
     "unknown_backup_format": _("Unknown backup format %(format)s: use pg or json."),
     "schema_missing": _("The clinic's schema '%(schema)s' does not exist in the database."),
     "interrupted_backup": _(

@@ -255,6 +255,7 @@ class AuditEntry(models.Model):
         POLICY_CHANGED = "policy_changed", _("Policy changed")
         OFFBOARDED = "offboarded", _("Clinic offboarded")
         BROUGHT_BACK = "brought_back", _("Clinic brought back")
+        KEY_ERASED = "key_erased", _("Backups erased (key destroyed)")
 
     clinic = models.ForeignKey(
         "clinics.Clinic",
@@ -280,3 +281,37 @@ class AuditEntry(models.Model):
 
     def __str__(self) -> str:
         return f"{self.at:%Y-%m-%d %H:%M} {self.actor} {self.action}"
+
+
+class ClinicKey(models.Model):
+    """A clinic's own archive key (crypto-erasure): its backups are encrypted to it alone.
+
+    The age identity is kept only wrapped (age-encrypted) to the deployment's archive key,
+    with a copy of that wrapped key in the backup storage so a rebuilt platform can read the
+    bucket (see ``backups.clinic_keys``). Erasing the key empties ``wrapped`` and deletes the
+    copy: every archive encrypted to it, wherever a copy of it is, can no longer be opened.
+    The row stays (public key, when and why it was erased) for the record.
+    """
+
+    clinic = models.ForeignKey(
+        "clinics.Clinic", on_delete=models.CASCADE, related_name="archive_keys", verbose_name=_("clinic")
+    )
+    public_key = models.CharField(_("public key"), max_length=100, unique=True)
+    wrapped = models.TextField(_("wrapped key"), blank=True, help_text=_("the key, encrypted to the deployment key"))
+    wrapped_with = models.CharField(_("wrapped with"), max_length=16, blank=True, help_text=_("deployment key id"))
+    created_at = models.DateTimeField(_("created at"), default=timezone.now)
+    erased_at = models.DateTimeField(_("erased at"), null=True, blank=True)
+    erased_by = models.CharField(_("erased by"), max_length=254, blank=True)
+    erase_reason = models.CharField(_("reason"), max_length=200, blank=True)
+
+    class Meta:
+        verbose_name = _("clinic archive key")
+        verbose_name_plural = _("clinic archive keys")
+        constraints = [
+            models.UniqueConstraint(
+                fields=["clinic"], condition=Q(erased_at__isnull=True), name="one_live_archive_key_per_clinic"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.clinic_id}: {self.public_key[:16]}…"

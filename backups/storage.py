@@ -341,15 +341,16 @@ def stored_sha256(name: str) -> StoredObject:
     return StoredObject(name=name, size=size, sha256=sha256.hexdigest())
 
 
-def list_stored() -> Iterator[str]:
-    """Every object of the backup storage, sorted, by its storage name (a missing local folder is empty).
+def list_stored(prefix: str = "") -> Iterator[str]:
+    """Every object of the backup storage (under the folder ``prefix``), sorted, by its storage
+    name (a missing local folder is empty).
 
     The Storage API's ``listdir``, recursively: a local folder and django-storages' S3 (which lists
     by prefix and delimiter) both answer it.
     """
     backend = backup_storage()
     try:
-        yield from _walk(backend, "")
+        yield from _walk(backend, prefix)
     except FileNotFoundError:
         return
     except Exception as exc:
@@ -379,6 +380,38 @@ def delete_stored(name: str) -> bool:
     except Exception as exc:
         raise storage_error(exc, storage=storage, action="delete", name=name) from exc
     return True
+
+
+def purge_stored(name: str) -> bool:
+    """Delete an object for good: on S3 every version of it too (a versioned bucket keeps
+    deleted objects otherwise); returns whether there was something to delete."""
+    backend = backup_storage()
+    if not is_s3(backend):
+        return delete_stored(name)
+    from backups.storage_backends import s3_delete_all_versions
+
+    try:
+        return s3_delete_all_versions(backend, name) > 0
+    except Exception as exc:
+        raise storage_error(exc, storage=backend, action="delete", name=name) from exc
+
+
+def store_bytes(name: str, data: bytes) -> StoredObject:
+    """Store a small object (a wrapped key) under exactly ``name``; an existing one is an error."""
+    stored, _result = store_stream(name, lambda out: out.write(data))
+    if stored.name != name:  # the storage renamed it: the name was taken
+        delete_stored(stored.name)
+        raise StorageError(f"backup storage already holds {name}.")
+    return stored
+
+
+def read_stored_bytes(name: str, limit: int = 1 << 20) -> bytes:
+    """The whole content of a small stored object (at most ``limit`` bytes, else ValueError)."""
+    with open_stored(name) as stream:
+        data = stream.read(limit + 1)
+    if len(data) > limit:
+        raise ValueError(f"{name} is larger than {limit} bytes")
+    return data
 
 
 def check_storage() -> None:

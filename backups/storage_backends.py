@@ -206,6 +206,24 @@ def s3_abort_incomplete_uploads(storage: S3Storage, name: str) -> int:
     return aborted
 
 
+def s3_delete_all_versions(storage: S3Storage, name: str) -> int:
+    """Delete every version (and delete marker) of exactly this object; returns how many.
+
+    On a bucket without versioning this is the object itself. Used where a deleted object
+    must really be gone (an erased clinic key), not hidden behind a delete marker.
+    """
+    key = s3_key(storage, name)
+    client = storage.connection.meta.client
+    deleted = 0
+    paginator = client.get_paginator("list_object_versions")
+    for page in paginator.paginate(Bucket=storage.bucket_name, Prefix=key):
+        for entry in [*page.get("Versions", []), *page.get("DeleteMarkers", [])]:
+            if entry.get("Key") == key:
+                client.delete_object(Bucket=storage.bucket_name, Key=key, VersionId=entry["VersionId"])
+                deleted += 1
+    return deleted
+
+
 def s3_check_bucket(storage: S3Storage) -> None:
     """HEAD the bucket: checks endpoint, credentials and bucket in one request."""
     storage.connection.meta.client.head_bucket(Bucket=storage.bucket_name)

@@ -221,13 +221,40 @@ BACKUPS_RESTORE_LOCK_TIMEOUT_MS = env_int("BACKUPS_RESTORE_LOCK_TIMEOUT_MS", 10_
 # The portable json format holds these apps' rows (the clinic's records; accounts stay as they are).
 BACKUPS_JSON_APPS = ["dental"]
 
-STORAGES = {
-    "default": {
-        # Uploaded files (X-rays) are kept per clinic: MEDIA_ROOT/<schema>/..., readable by
-        # the server's account only (not FILE_UPLOAD_PERMISSIONS: that would reach static files).
+# Uploaded files (X-rays), per clinic. MEDIA_STORAGE=local (default): MEDIA_ROOT/<schema>/...,
+# readable by the server's account only (not FILE_UPLOAD_PERMISSIONS: that would reach static
+# files). MEDIA_STORAGE=s3: clinics.media_storage.TenantS3MediaStorage, objects
+# <MEDIA_S3_PREFIX>/<schema>/<generation>/<name> in a private bucket (generation: the clinic's
+# media_generation, which a restore switches together with the data; empty at first, and then
+# no segment), served through the clinic's permission-checked /media/ view, never by a bucket URL.
+MEDIA_STORAGE = env_str("MEDIA_STORAGE", "local")
+if MEDIA_STORAGE == "local":
+    _media_storage = {
         "BACKEND": "django_tenants.files.storage.TenantFileSystemStorage",
         "OPTIONS": {"file_permissions_mode": 0o600, "directory_permissions_mode": 0o700},
-    },
+    }
+elif MEDIA_STORAGE == "s3":
+    _media_bucket = env_str("MEDIA_S3_BUCKET")
+    if not _media_bucket:
+        raise ImproperlyConfigured("MEDIA_STORAGE=s3 needs MEDIA_S3_BUCKET.")
+    _media_sse = env_str("MEDIA_S3_SSE", "AES256")  # "none" for stores without server-side encryption
+    _media_storage = {
+        "BACKEND": "clinics.media_storage.TenantS3MediaStorage",
+        "OPTIONS": {
+            "bucket_name": _media_bucket,
+            "endpoint_url": env_str("MEDIA_S3_ENDPOINT_URL"),
+            "region_name": env_str("MEDIA_S3_REGION"),
+            "location": env_str("MEDIA_S3_PREFIX", "media"),
+            "access_key": env_str("MEDIA_S3_ACCESS_KEY_ID"),
+            "secret_key": env_str("MEDIA_S3_SECRET_ACCESS_KEY"),
+            "object_parameters": {} if _media_sse.lower() == "none" else {"ServerSideEncryption": _media_sse},
+        },
+    }
+else:
+    raise ImproperlyConfigured(f"MEDIA_STORAGE={MEDIA_STORAGE!r}: use local or s3.")
+
+STORAGES = {
+    "default": _media_storage,
     "staticfiles": {
         "BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"
         if PRODUCTION

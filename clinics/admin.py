@@ -11,7 +11,7 @@ from django_q.models import Failure, OrmQ, Schedule, Success
 from backups.conf import conf
 from backups.exceptions import as_respaldo_error
 from backups.operations.audit import client_address
-from backups.services.offboard import bring_back, offboard_clinic
+from backups.services.offboard import bring_back, erase_clinic_backups, offboard_clinic
 from clinic_site.admin_sites import platform_site
 
 from .models import Clinic, Domain
@@ -28,7 +28,7 @@ class ClinicAdmin(admin.ModelAdmin):
     list_filter = [("offboarded_at", admin.EmptyFieldListFilter)]
     search_fields = ["name", "schema_name", "domains__domain"]
     inlines = [DomainInline]
-    actions = ["offboard_selected", "bring_back_selected"]
+    actions = ["offboard_selected", "bring_back_selected", "erase_backups_selected"]
 
     @admin.action(description=_("Bring the selected offboarded clinics back from their newest backup"))
     def bring_back_selected(self, request, queryset):
@@ -79,6 +79,41 @@ class ClinicAdmin(admin.ModelAdmin):
                     % {"clinic": clinic, "backup": final.pk},
                     messages.SUCCESS,
                 )
+        return None
+
+    @admin.action(description=_("Erase the selected clinics' backups (their archive key is destroyed)"))
+    def erase_backups_selected(self, request, queryset):
+        """Crypto-erasure (a data-protection request, a clinic that left): a confirmation page with a reason."""
+        clinics = list(queryset)
+        reason = (request.POST.get("reason") or "").strip()
+        confirmed = request.POST.get("post") == "yes" and request.POST.get("understood") == "on"
+        if not confirmed or not reason:
+            context = {
+                **self.admin_site.each_context(request),
+                "title": _("Erase these clinics' backups?"),
+                "rows": [
+                    (clinic, clinic.backups.filter(expired_at__isnull=True).exclude(storage_name="").count())
+                    for clinic in clinics
+                ],
+                "opts": self.model._meta,
+                "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,
+                "reason": reason,
+                "missing": request.POST.get("post") == "yes",
+            }
+            return TemplateResponse(request, "admin/clinics/clinic/erase_confirmation.html", context)
+        for clinic in clinics:
+            try:
+                erased = erase_clinic_backups(
+                    clinic, actor=request.user.get_username(), reason=reason, address=client_address(request)
+                )
+            except Exception as exc:
+                error = as_respaldo_error(exc)
+                if error is None:
+                    raise
+                self.message_user(request, str(error), messages.ERROR)
+            else:
+                done = _("The archive key of %(clinic)s is destroyed and %(count)s stored backups deleted.")
+                self.message_user(request, done % {"clinic": clinic, "count": erased}, messages.SUCCESS)
         return None
 
     def get_queryset(self, request):

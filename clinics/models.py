@@ -67,6 +67,18 @@ class Clinic(TenantMixin):
         ),
     )
 
+    media_generation = models.CharField(
+        _("media generation"),
+        max_length=32,
+        blank=True,
+        default="",
+        editable=False,
+        help_text=_(
+            "Which generation of the clinic's files is current when they are kept on S3 "
+            "(a restore writes a new one and switches to it with the data); empty for none."
+        ),
+    )
+
     auto_create_schema = True
     auto_drop_schema = False
 

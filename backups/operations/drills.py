@@ -33,11 +33,11 @@ from django_tenants.utils import get_public_schema_name
 from psycopg import sql
 
 from backups import archive, postgres
+from backups.clinic_keys import reading_identities
 from backups.conf import conf
 from backups.exceptions import RespaldoError, RestoreRefused, as_respaldo_error, failure_reason
 from backups.formats.restore_into import RestoreIntoError, restore_into_json
 from backups.jobs import LOCK_NAMESPACE
-from backups.keys import archive_identities
 from backups.models import AuditEntry, Backup, JobStatus
 from backups.operations.audit import audit
 from backups.operations.signals import drill_finished
@@ -157,7 +157,9 @@ def run_drill(backup: Backup) -> None:
         driller = _DRILLERS.get(manifest["payload_format"])
         if driller is None:
             raise RespaldoError("unknown_backup_format", format=str(manifest["payload_format"]))
-        with archive.open_archive(copy, identities=archive_identities(), max_payload_bytes=conf.max_payload_bytes) as p:
+        with archive.open_archive(
+            copy, identities=reading_identities(backup.clinic), max_payload_bytes=conf.max_payload_bytes
+        ) as p:
             if p.manifest != manifest:
                 raise RestoreRefused("archive_changed", "archive_changed_during_restore", backup=backup.pk)
             driller(backup, p, manifest)

@@ -44,9 +44,15 @@ def _storage() -> Check:
 
 
 def _archive_key() -> Check:
-    from backups.keys import archive_identities
+    from backups.clinic_keys import deployment_identities, keys_needing_rewrap, keys_unopenable
 
-    archive_identities()
+    deployment_identities()
+    lost = keys_unopenable()
+    if lost:
+        return Check(False, f"{lost} clinic keys are wrapped with a deployment key that is not configured")
+    stale = keys_needing_rewrap()
+    if stale:
+        return Check(True, f"{stale} clinic keys wrapped with an old deployment key: run rotate_clinic_keys")
     return Check(True)
 
 

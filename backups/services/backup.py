@@ -19,6 +19,7 @@ from django_tenants.utils import get_public_schema_name
 from psycopg import sql
 
 from backups import archive, formats, jobs, media, postgres, storage
+from backups.clinic_keys import writing_identity
 from backups.conf import conf
 from backups.exceptions import (
     BackupRefused,
@@ -28,7 +29,6 @@ from backups.exceptions import (
     as_respaldo_error,
     failure_reason,
 )
-from backups.keys import archive_identities
 from backups.manifest import manifest_build, manifest_summary
 from backups.models import ACTIVE_STATUSES, AuditEntry, Backup, JobStatus, Restore
 from backups.operations.audit import audit
@@ -276,7 +276,7 @@ def _execute(backup: Backup) -> None:
     schema = clinic.schema_name
     if not postgres.schema_exists(schema):
         raise BackupRefused("schema_missing", schema=schema)
-    identities = archive_identities()
+    identities = [writing_identity(clinic)]  # the clinic's own key (crypto-erasure), never the deployment's
     extra = [clinic.backup_recipient] if clinic.backup_recipient else []
     dumper = formats.dumper_for(backup.payload_format)
     storage.check_storage()

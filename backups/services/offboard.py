@@ -12,14 +12,16 @@ import logging
 from datetime import datetime, timedelta
 
 from django.db import connection, transaction
+from django.db.models import Q
 from django.utils import timezone
 from psycopg import sql
 
 from backups import storage
+from backups.clinic_keys import erase_clinic_key
 from backups.conf import conf
 from backups.exceptions import BackupRefused, RespaldoError, RestoreRefused
-from backups.models import AuditEntry, Backup, BackupPolicy, JobStatus
-from backups.operations.audit import audit
+from backups.models import ACTIVE_STATUSES, AuditEntry, Backup, BackupPolicy, ClinicKey, JobStatus, Restore
+from backups.operations.audit import SYSTEM, audit
 from backups.services.backup import backup_request, backup_run, clinic_get
 from clinics.models import Clinic, Domain
 
@@ -57,16 +59,38 @@ def offboard_clinic(*, clinic: Clinic | int | str, requested_by: str, address: s
 
 
 def erase_offboarded(now: datetime | None = None) -> int:
-    """Erase the stored backups of clinics offboarded over ``BACKUPS_OFFBOARD_KEEP_DAYS`` ago.
-
-    Each object is deleted, then its row marked expired (rows stay, for the record); returns how
-    many were erased. A storage failure leaves that row as it was, to be tried again.
-    """
+    """Erase the backups of clinics offboarded over ``BACKUPS_OFFBOARD_KEEP_DAYS`` ago
+    (:func:`erase_clinic_backups`); returns how many stored backups were deleted."""
     now = now or timezone.now()
     limit = now - timedelta(days=conf.offboard_keep_days)
-    rows = Backup.objects.filter(
-        clinic__offboarded_at__lt=limit, expired_at__isnull=True, status=JobStatus.SUCCEEDED
-    ).exclude(storage_name="")
+    with_keys = ClinicKey.objects.filter(erased_at__isnull=True).values("clinic_id")
+    with_backups = Backup.objects.filter(expired_at__isnull=True, status=JobStatus.SUCCEEDED).exclude(storage_name="")
+    clinics = Clinic.objects.filter(offboarded_at__lt=limit).filter(
+        Q(pk__in=with_keys) | Q(pk__in=with_backups.values("clinic_id"))
+    )
+    reason = f"offboarded over {conf.offboard_keep_days} days ago"
+    return sum(erase_clinic_backups(clinic, actor=SYSTEM, reason=reason, now=now) for clinic in clinics)
+
+
+def erase_clinic_backups(
+    clinic: Clinic, *, actor: str, reason: str, address: str | None = None, now: datetime | None = None
+) -> int:
+    """Crypto-erasure of a clinic's backups: its archive key destroyed, then every stored object deleted.
+
+    The key goes first (``backups.clinic_keys.erase_clinic_key``): from then on no key this
+    deployment holds opens any of the clinic's archives, wherever a copy is. Then each object is
+    deleted and its row marked expired (rows stay, for the record); a storage failure leaves
+    that row as it was, to be tried again. Refused while the clinic has a backup or restore
+    running (it would write an archive to the key being destroyed). Returns how many stored
+    backups were deleted.
+    """
+    now = now or timezone.now()
+    if _busy(clinic):
+        raise BackupRefused("clinic_busy_erase", clinic=clinic.schema_name)
+    erase_clinic_key(clinic, actor=actor, reason=reason, address=address)
+    rows = Backup.objects.filter(clinic_id=clinic.pk, expired_at__isnull=True, status=JobStatus.SUCCEEDED).exclude(
+        storage_name=""
+    )
     erased = 0
     for backup in rows:
         try:
@@ -76,9 +100,14 @@ def erase_offboarded(now: datetime | None = None) -> int:
             continue
         with transaction.atomic():
             Backup.objects.filter(pk=backup.pk).update(expired_at=now)
-            audit(AuditEntry.Action.PRUNED, clinic_id=backup.clinic_id, backup_id=backup.pk, reason="offboarded")
+            audit(AuditEntry.Action.PRUNED, clinic_id=backup.clinic_id, actor=actor, backup_id=backup.pk, reason=reason)
         erased += 1
     return erased
+
+
+def _busy(clinic: Clinic) -> bool:
+    active = {"clinic_id": clinic.pk, "status__in": ACTIVE_STATUSES}
+    return Backup.objects.filter(**active).exists() or Restore.objects.filter(**active).exists()
 
 
 def bring_back(*, clinic: Clinic | int, requested_by: str, backup_id: int | None = None) -> Backup:

@@ -38,9 +38,9 @@ from django_tenants.utils import get_public_schema_name
 from psycopg import sql
 
 from backups import archive, storage
+from backups.clinic_keys import UnwrappedKey, adopt_key, deployment_identities, stored_keys
 from backups.conf import conf
 from backups.exceptions import RespaldoError, failure_reason
-from backups.keys import archive_identities
 from backups.manifest import MANIFEST_FORMAT_VERSION, MANIFEST_FORMAT_VERSIONS, PAYLOAD_FORMATS, manifest_summary
 from backups.models import Backup, JobStatus, Restore
 from backups.postgres import schema_exists
@@ -125,25 +125,38 @@ def import_backups(*, create_clinics: bool = True) -> ImportReport:
     Raises ``KeyConfigError`` before reading anything when the keys are not configured, and a
     ``StorageError`` when the storage cannot be listed.
     """
-    identities = archive_identities()
+    identities = deployment_identities()
+    clinic_keys = stored_keys()  # each clinic's archives are encrypted to its own key, kept wrapped in storage
     report = ImportReport()
     for name in stored_archive_names():
         known = _known_id(name)
         if known is not None:
             report.objects.append(ImportedObject(name, KNOWN, backup_id=known))
             continue
-        report.objects.append(_import_one(name, identities=identities, create_clinics=create_clinics, report=report))
+        keys = clinic_keys.get(_schema_in_name(name), [])
+        report.objects.append(
+            _import_one(name, keys=keys, identities=identities, create_clinics=create_clinics, report=report)
+        )
     return report
+
+
+def _schema_in_name(name: str) -> str:
+    """The schema a storage name files the object under (``clinics/<schema>/...``): only a hint
+    to pick the clinic's key; the authenticated manifest says whose the archive is."""
+    parts = name.split("/")
+    return parts[1] if len(parts) > 2 else ""
 
 
 def _known_id(name: str) -> int | None:
     return Backup.objects.filter(storage_name=name).order_by("pk").values_list("pk", flat=True).first()
 
 
-def _import_one(name: str, *, identities: list[str], create_clinics: bool, report: ImportReport) -> ImportedObject:
+def _import_one(
+    name: str, *, keys: list[UnwrappedKey], identities: list[str], create_clinics: bool, report: ImportReport
+) -> ImportedObject:
     """Read, verify and catalog one object; never raises for a bad object (it is listed instead)."""
     try:
-        summary = _verify_stored(name, identities)
+        summary = _verify_stored(name, [*(key.identity for key in keys), *identities])
         owner = _manifest_owner(summary.manifest)
     except Exception as exc:
         reason = failure_reason(exc)
@@ -152,6 +165,8 @@ def _import_one(name: str, *, identities: list[str], create_clinics: bool, repor
         return ImportedObject(name, UNREADABLE, reason=reason)
     try:
         clinic = _clinic_for(owner, create=create_clinics, report=report)
+        for key in keys:
+            adopt_key(clinic, key)
         backup = _catalog_row(name, clinic, summary)
     except _Conflict as exc:
         return ImportedObject(name, CONFLICT, schema=owner.schema, detail=str(exc))

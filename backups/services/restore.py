@@ -28,6 +28,7 @@ from django_tenants.utils import schema_context
 from psycopg import sql
 
 from backups import archive, jobs, media, postgres, storage
+from backups.clinic_keys import manifest_of_other_clinic, reading_identities
 from backups.conf import conf
 from backups.exceptions import RespaldoError, RestoreRefused, as_respaldo_error, failure_reason
 from backups.formats import pg
@@ -40,7 +41,6 @@ from backups.formats.restore_into import (
     restore_into_pg,
     swap_schema,
 )
-from backups.keys import archive_identities
 from backups.manifest import manifest_check, manifest_has_media
 from backups.models import ACTIVE_STATUSES, AuditEntry, Backup, JobStatus, Restore
 from backups.operations.audit import audit
@@ -311,11 +311,18 @@ def verify_stored(backup: Backup, clinic: Clinic, *, copy_to: IO[bytes] | None =
     """Read the stored object once and return its manifest, or raise: it must be the catalog's
     (SHA-256), authenticated by this deployment's keys, and of ``clinic``. ``copy_to`` gets the
     bytes as they are read."""
-    with storage.open_stored(backup.storage_name) as stream:
-        source = _Tee(stream, copy_to) if copy_to is not None else stream
-        summary = archive.verify_archive(
-            source, identities=archive_identities(), max_payload_bytes=_max_payload_bytes()
-        )
+    try:
+        with storage.open_stored(backup.storage_name) as stream:
+            source = _Tee(stream, copy_to) if copy_to is not None else stream
+            summary = archive.verify_archive(
+                source, identities=reading_identities(clinic), max_payload_bytes=_max_payload_bytes()
+            )
+    except archive.ArchiveWrongKey:
+        with storage.open_stored(backup.storage_name) as stream:  # whose is it? (only to say so)
+            other = manifest_of_other_clinic(stream, exclude=clinic)
+        if other is not None:
+            manifest_check(other, clinic, error=RestoreRefused)
+        raise
     if summary.archive_sha256 != backup.sha256:
         raise RestoreRefused("archive_changed", backup=backup.pk)
     manifest_check(summary.manifest, clinic, error=RestoreRefused)
@@ -335,7 +342,7 @@ def _execute(restore: Restore) -> None:
         _take_safety_backup(restore)
 
         _update(restore.pk, progress_phase=PHASE_RESTORING)
-        files = media.MediaStaging(clinic.schema_name) if manifest_has_media(manifest) else None
+        files = media.media_staging(clinic.schema_name) if manifest_has_media(manifest) else None
         _restore_data_and_files(restore, manifest, verified, tools, files)
 
     if needs_migrate:
@@ -345,7 +352,7 @@ def _execute(restore: Restore) -> None:
 
 
 def _restore_data_and_files(
-    restore: Restore, manifest: dict, verified: IO[bytes], tools: PgTools | None, files: media.MediaStaging | None
+    restore: Restore, manifest: dict, verified: IO[bytes], tools: PgTools | None, files: media.Staging | None
 ) -> None:
     """The payload restored in its transaction while the files (if the archive has them) are staged;
     the files are switched in only once the data has committed. On failure the staged files go."""
@@ -354,14 +361,14 @@ def _restore_data_and_files(
     try:
         with archive.open_archive(
             verified,
-            identities=archive_identities(),
+            identities=reading_identities(restore.clinic),
             max_payload_bytes=_max_payload_bytes(),
             media_sink=files.sink if files is not None else None,
         ) as payload:
             if payload.manifest != manifest:  # cannot happen to a private copy; checked all the same
                 raise RestoreRefused("archive_changed", "archive_changed_during_restore", backup=restore.backup.pk)
             restore_payload = _RESTORERS[manifest["payload_format"]]
-            restore_payload(restore, restore.clinic.schema_name, payload, manifest["tables"], tools)
+            restore_payload(restore, restore.clinic.schema_name, payload, manifest["tables"], tools, files)
     except BaseException:
         if files is not None:
             files.discard()
@@ -398,7 +405,12 @@ def _migrate_forward(restore: Restore) -> None:
 
 
 def _restore_json(
-    restore: Restore, schema: str, payload: archive.ArchiveReader, tables: dict[str, int], tools: None = None
+    restore: Restore,
+    schema: str,
+    payload: archive.ArchiveReader,
+    tables: dict[str, int],
+    tools: None = None,
+    files: media.Staging | None = None,
 ) -> None:
     """The clinic's payload tables emptied and loaded with COPY in one transaction that records the outcome.
 
@@ -410,10 +422,17 @@ def _restore_json(
         load_json_payload(payload, expected_counts=tables)
         check_read_to_the_end(payload, restore.backup)
         Restore.objects.filter(pk=restore.pk).update(outcome=Restore.Outcome.RESTORED)
+        if files is not None:
+            files.record()  # S3: the clinic's files switch with this commit
 
 
 def _restore_pg(
-    restore: Restore, schema: str, payload: archive.ArchiveReader, tables: dict[str, int], tools: PgTools
+    restore: Restore,
+    schema: str,
+    payload: archive.ArchiveReader,
+    tables: dict[str, int],
+    tools: PgTools,
+    files: media.Staging | None = None,
 ) -> None:
     """The payload restored as ``<clinic>__restoring`` (the live clinic keeps working), then swapped in.
 
@@ -455,6 +474,8 @@ def _restore_pg(
                 )
                 cursor.execute("SELECT set_config('lock_timeout', %s, true)", [f"{conf.restore_lock_timeout_ms}ms"])
                 swap_schema(cursor, live=schema, replacement=staging, old_suffix=OLD_SCHEMA_SUFFIX)
+                if files is not None:
+                    files.record(cursor)  # S3: the clinic's files switch with this commit
                 conn.commit()
         except (psycopg.Error, ScriptError, RestoreIntoError) as exc:
             raise pg.rolled_back("the database", restore_err, text=str(exc)) from exc

@@ -16,11 +16,11 @@ from django.db import connection, transaction
 from django.db.models import Model
 
 from backups import archive
+from backups.clinic_keys import reading_identities
 from backups.conf import conf
 from backups.exceptions import RespaldoError, RestoreRefused
 from backups.formats.pg_rewrite import quote_ident
 from backups.formats.restore_into import RestoreIntoError, restore_into_json
-from backups.keys import archive_identities
 from backups.models import Backup, JobStatus
 from backups.services.restore import check_migrations, verified_copy
 from backups.services.scratch import check_read_to_the_end, scratch_pg
@@ -144,7 +144,9 @@ def read_backup(backup: Backup, national_id: str) -> Rows:
         reader = _READERS.get(manifest["payload_format"])
         if reader is None:
             raise RespaldoError("unknown_backup_format", format=str(manifest["payload_format"]))
-        with archive.open_archive(copy, identities=archive_identities(), max_payload_bytes=conf.max_payload_bytes) as p:
+        with archive.open_archive(
+            copy, identities=reading_identities(backup.clinic), max_payload_bytes=conf.max_payload_bytes
+        ) as p:
             if p.manifest != manifest:
                 raise RestoreRefused("archive_changed", "archive_changed_during_restore", backup=backup.pk)
             rows = reader(backup, p, manifest, national_id)

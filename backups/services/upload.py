@@ -37,11 +37,11 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from backups import archive, jobs, postgres, storage
+from backups.clinic_keys import manifest_of_other_clinic, reading_identities, writing_identity
 from backups.conf import conf
 from backups.exceptions import RespaldoError, UploadRefused
 from backups.formats.json.fixture import FixtureConverter
 from backups.formats.json.parser import COPY_BYTES, human_size, not_recognized
-from backups.keys import archive_identities
 from backups.manifest import manifest_build, manifest_check, manifest_summary, schema_migrations
 from backups.models import AuditEntry, Backup
 from backups.operations.audit import audit
@@ -83,7 +83,7 @@ def backup_from_upload(
     target = clinic_get(clinic)
     if not postgres.schema_exists(target.schema_name):
         raise RespaldoError("schema_missing", schema=target.schema_name)
-    identities = archive_identities()  # fail closed before reading a possibly huge upload
+    identities = reading_identities(target)  # fail closed before reading a possibly huge upload
     limit = conf.max_upload_bytes
     started_at = timezone.now()
     try:
@@ -104,7 +104,7 @@ def backup_from_upload(
                 backup = _accept_fixture(
                     target,
                     converter,
-                    identities=identities,
+                    identities=[writing_identity(target)],
                     source_info=source_info,
                     requested_by=requested_by,
                     started_at=started_at,
@@ -250,6 +250,15 @@ def _compressed(name: str) -> UploadRefused:
 # --- Kind 1: an archive of ours --------------------------------------------------------
 
 
+def _refuse_other_clinic(target: Clinic, upload: BinaryIO) -> None:
+    """Say "another clinic's backup" when another clinic's key opens the file (its archives
+    are encrypted to its own key, so this clinic's keys cannot even read whose it is)."""
+    upload.seek(0)
+    manifest = manifest_of_other_clinic(upload, exclude=target)
+    if manifest is not None:
+        manifest_check(manifest, target, error=UploadRefused)
+
+
 def _accept_archive(
     target: Clinic, upload: BinaryIO, *, identities: list[str], requested_by: str, started_at: datetime
 ) -> Backup:
@@ -260,6 +269,7 @@ def _accept_archive(
     except archive.KeyConfigError:
         raise  # our configuration, not the file
     except archive.ArchiveWrongKey:
+        _refuse_other_clinic(target, upload)
         raise UploadRefused("wrong_key", "upload.wrong_key") from None
     except archive.ArchiveAuthError:
         raise UploadRefused("altered", "upload.altered") from None

@@ -24,9 +24,12 @@ from dental.models import Invoice, Patient
 
 
 def storage_files() -> set[str]:
-    """Every file under the test session's backup folder, relative names."""
+    """Every file under the test session's backup folder, relative names, but the clinics' wrapped
+    archive keys (``keys/``: one per clinic, written at its first backup; see test_clinic_keys)."""
     root = Path(settings.BACKUPS_LOCAL_DIR)
-    return {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()} if root.exists() else set()
+    if not root.exists():
+        return set()
+    return {name for p in root.rglob("*") if p.is_file() and not (name := str(p.relative_to(root))).startswith("keys/")}
 
 
 def stored_path(name: str) -> Path:
@@ -171,3 +174,11 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def clinic_identity(schema: str) -> str:
+    """The live archive key of a clinic (created if it has none yet)."""
+    from backups.clinic_keys import writing_identity
+    from clinics.models import Clinic
+
+    return writing_identity(Clinic.objects.get(schema_name=schema))

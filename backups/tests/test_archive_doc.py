@@ -26,10 +26,11 @@ from django.db import IntegrityError, connection
 from django.db.models import JSONField, Value
 from django_tenants.utils import schema_context
 
-from backups import archive, services
+from backups import archive, clinic_keys, services
+from backups.clinic_keys import identities_held
 from backups.formats.json.payload import JSON_NULL, payload_models, read_json_payload
 from backups.keys import archive_identities
-from backups.models import Backup, JobStatus
+from backups.models import Backup, ClinicKey, JobStatus
 from backups.postgres import find_pg_tools
 from backups.tests.helpers import damage_clinic, sha256_of, stored_path, table_checksums
 from conftest import database_url
@@ -38,8 +39,19 @@ from dental.models import Patient
 DOC = Path(settings.BASE_DIR) / "docs" / "archive-format.md"
 SCHEMA = "restaura"  # the scratch_clinic fixture's clinic
 PREVIOUS = SCHEMA + "__before_restore"
-VARIABLES = {"ARCHIVE", "KEYS", "WORK", "PG_BIN", "DATABASE_URL", "SCHEMA"}
-BLOCKS = {"variables", "list", "manifest", "verify", "media-extract", "toc", "restore", "drop-previous", "json-summary"}
+VARIABLES = {"ARCHIVE", "DEPLOYMENT_KEY", "CLINIC_KEY", "KEYS", "WORK", "PG_BIN", "DATABASE_URL", "SCHEMA"}
+BLOCKS = {
+    "variables",
+    "clinic-key",
+    "list",
+    "manifest",
+    "verify",
+    "media-extract",
+    "toc",
+    "restore",
+    "drop-previous",
+    "json-summary",
+}
 SHELL_LANGUAGES = {"bash", "sh", "shell", "console", "zsh", "shell-session"}
 SYSTEM_PATH = "/usr/bin:/bin"
 STATUS = re.compile(r"^__pasted_block_status=(\d+)$", re.M)
@@ -139,12 +151,27 @@ def operator(tmp_path) -> dict[str, str]:
     (tmp_path / "elsewhere").mkdir()
     return {
         "ARCHIVE": "",  # set by each test
+        "DEPLOYMENT_KEY": str(settings.BACKUPS_AGE_IDENTITY_FILE),
+        "CLINIC_KEY": "",  # set by take_clinic_key
         "KEYS": str(settings.BACKUPS_AGE_IDENTITY_FILE),
         "WORK": str(work),
         "PG_BIN": str(find_pg_tools().bin_dir),
         "DATABASE_URL": database_url(),
         "SCHEMA": SCHEMA,
     }
+
+
+def take_clinic_key(operator: dict[str, str], schema: str = SCHEMA) -> None:
+    """Paste the doc's clinic-key block: KEYS becomes the deployment key plus the clinic's own key,
+    taken out of its wrapped copy in the backup storage."""
+    live = ClinicKey.objects.get(clinic__schema_name=schema, erased_at__isnull=True)
+    operator["CLINIC_KEY"] = str(stored_path(clinic_keys.stored_key_name(live)))
+    operator["KEYS"] = str(Path(operator["WORK"]).parent / "keys.txt")
+    elsewhere = Path(operator["WORK"]).parent / "elsewhere"
+    pasted = paste("clinic-key", operator, cwd=elsewhere)
+    assert pasted.status == 0, pasted.stderr
+    assert oct(Path(operator["KEYS"]).stat().st_mode & 0o777) == "0o600"
+    assert clinic_keys.identity_of(live.clinic) in Path(operator["KEYS"]).read_text()
 
 
 def make_backup(clinic: str = SCHEMA, payload_format: str = "pg") -> Backup:
@@ -157,7 +184,7 @@ def make_backup(clinic: str = SCHEMA, payload_format: str = "pg") -> Backup:
 
 def payload_sha256(path: Path) -> str:
     with open(path, "rb") as handle:
-        return archive.verify_archive(handle, identities=archive_identities()).payload_sha256
+        return archive.verify_archive(handle, identities=identities_held()).payload_sha256
 
 
 def schemas() -> set[str]:
@@ -226,6 +253,7 @@ def test_the_pasted_commands_open_verify_and_restore_a_real_backup(scratch_clini
     damaged = table_checksums(SCHEMA)
     assert damaged != original
     operator["ARCHIVE"] = str(path)
+    take_clinic_key(operator)
     elsewhere = Path(operator["WORK"]).parent / "elsewhere"
     work = Path(operator["WORK"])
 
@@ -269,6 +297,7 @@ def test_a_failing_step_stops_the_pasted_restore_before_the_clinic_changes(
 ):
     backup = make_backup()
     operator["ARCHIVE"] = str(stored_path(backup.storage_name))
+    take_clinic_key(operator)
     elsewhere = tmp_path / "elsewhere"
     work = Path(operator["WORK"])
     assert paste("verify", operator, cwd=elsewhere).status == 0
@@ -317,9 +346,9 @@ def test_the_pasted_verify_refuses_damaged_forged_or_unopenable_archives(live_db
     path = stored_path(backup.storage_name)
     elsewhere = tmp_path / "elsewhere"
     work = Path(operator["WORK"])
-    identities = archive_identities()
-    with open(path, "rb") as handle, archive.open_archive(handle, identities=identities) as reader:
+    with open(path, "rb") as handle, archive.open_archive(handle, identities=identities_held()) as reader:
         manifest, payload = dict(reader.manifest), reader.read()
+    identities = archive_identities()  # the rewritten archives are the deployment key's (as before clinic keys)
 
     def rewritten(name: str, data: bytes, *, auth_identity: str) -> str:
         """The same manifest and ``data``, in 4 KiB chunks, encrypted to our key, authenticated with another."""
@@ -383,6 +412,7 @@ def test_the_pasted_commands_take_the_clinics_files_out_byte_for_byte(scratch_cl
     connection.set_schema_to_public()
     backup = make_backup()
     operator["ARCHIVE"] = str(stored_path(backup.storage_name))
+    take_clinic_key(operator)
     elsewhere = tmp_path / "elsewhere"
     work = Path(operator["WORK"])
 
@@ -415,6 +445,7 @@ def test_a_json_payload_is_what_the_doc_says_and_loads_through_the_application_o
     connection.set_schema_to_public()
     backup = make_backup(payload_format="json")
     operator["ARCHIVE"] = str(stored_path(backup.storage_name))
+    take_clinic_key(operator)
     elsewhere = tmp_path / "elsewhere"
     payload = Path(operator["WORK"]) / "payload"
 

@@ -10,10 +10,10 @@ from django.core.management import CommandError, call_command
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from backups import archive, selectors, services
+from backups import archive, clinic_keys, selectors, services
+from backups.clinic_keys import identities_held
 from backups.exceptions import ClinicBusy
-from backups.keys import archive_identities
-from backups.models import Backup, JobStatus
+from backups.models import Backup, ClinicKey, JobStatus
 from backups.postgres import find_pg_tools
 from backups.tests.helpers import other_connection, sha256_of, storage_files, stored_path, untar_plaintext
 from clinics.models import Clinic
@@ -21,7 +21,7 @@ from clinics.models import Clinic
 pytestmark = pytest.mark.django_db
 
 
-def test_backup_clinic_command_makes_an_archive_the_age_tool_opens(capsys, settings):
+def test_backup_clinic_command_makes_an_archive_the_age_tool_opens(capsys, settings, tmp_path):
     call_command("backup_clinic", "clinica")
     out = capsys.readouterr().out
     backup = Backup.objects.latest("pk")
@@ -34,9 +34,16 @@ def test_backup_clinic_command_makes_an_archive_the_age_tool_opens(capsys, setti
     assert oct(path.stat().st_mode & 0o777) == "0o600"
 
     assert shutil.which("age"), "Debian package age is needed (make test installs it)"
-    decrypted = subprocess.run(
-        ["age", "-d", "-i", settings.BACKUPS_AGE_IDENTITY_FILE, str(path)], capture_output=True, check=True
-    ).stdout
+    deployment_key = settings.BACKUPS_AGE_IDENTITY_FILE
+    alone = subprocess.run(["age", "-d", "-i", deployment_key, str(path)], capture_output=True)
+    assert alone.returncode != 0, "the archive is encrypted to the clinic's own key, not the deployment's"
+    live = ClinicKey.objects.get(clinic=backup.clinic, erased_at__isnull=True)
+    (wrapped,) = stored_path("keys/clinica").glob(f"*-{clinic_keys.key_id(live.public_key)}.age")
+    clinic_key = tmp_path / "clinic-key.txt"
+    clinic_key.write_bytes(
+        subprocess.run(["age", "-d", "-i", deployment_key, str(wrapped)], capture_output=True, check=True).stdout
+    )
+    decrypted = subprocess.run(["age", "-d", "-i", str(clinic_key), str(path)], capture_output=True, check=True).stdout
     members = untar_plaintext(decrypted)
     manifest = json.loads(members["manifest.json"])
     assert manifest["clinic"]["schema"] == "clinica" and manifest["payload_format"] == "pg"
@@ -55,7 +62,7 @@ def test_backup_clinic_command_makes_an_archive_the_age_tool_opens(capsys, setti
 def test_archive_verifies_with_the_deployment_key_and_matches_the_catalog():
     backup = services.backup_run(backup_id=services.backup_request(clinic="bienestar", enqueue=False).pk)
     with open(stored_path(backup.storage_name), "rb") as handle:
-        summary = archive.verify_archive(handle, identities=archive_identities())
+        summary = archive.verify_archive(handle, identities=identities_held())
     assert summary.manifest["clinic"]["schema"] == "bienestar"
     assert summary.manifest["tables"] == backup.manifest["tables"]
 
@@ -71,7 +78,7 @@ def test_json_backup_holds_every_value_exactly(django_db_blocker):
     assert backup.status == JobStatus.SUCCEEDED, backup.error
     with (
         open(stored_path(backup.storage_name), "rb") as handle,
-        archive.open_archive(handle, identities=archive_identities()) as reader,
+        archive.open_archive(handle, identities=identities_held()) as reader,
     ):
         rows = list(read_json_payload(reader))
     by_model = {}

@@ -7,6 +7,7 @@ in a production-configured process.
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import pytest
@@ -14,10 +15,12 @@ from django.core import checks
 from django.core.management import CommandError, call_command
 from django.test import override_settings
 
-from backups import archive, keys, services
+from backups import archive, clinic_keys, keys, services
 from backups.archive import KeyConfigError, generate_identity
-from backups.models import Backup, JobStatus
+from backups.models import Backup, ClinicKey, JobStatus
+from backups.services import restore as restores
 from backups.tests.helpers import storage_files, stored_path
+from clinics.models import Clinic
 from conftest import manage
 
 # A well-formed age secret key with a wrong checksum: parses as nothing, must never be echoed.
@@ -53,21 +56,41 @@ def backup_messages(*, deploy: bool = True) -> list[checks.CheckMessage]:
 
 
 @pytest.mark.django_db
-def test_an_old_key_opens_its_archives_but_never_encrypts_new_ones(settings):
+def test_a_rotated_deployment_key_rewraps_clinic_keys_and_no_archive_is_rewritten(settings):
+    clinic = Clinic.objects.get(schema_name="clinica")
+    ClinicKey.objects.filter(clinic=clinic).delete()  # this test's clinic key is made under its keys
+    session = keys.encryption_identity()  # wraps the other demo clinic's key
     old, new = generate_identity(), generate_identity()
     settings.BACKUPS_AGE_IDENTITY_FILE = None
     settings.BACKUPS_AGE_IDENTITY = old  # the earlier deployment
     before = make_backup()
-    assert before.status == JobStatus.SUCCEEDED and opens_with(before, [old])
+    clinic_key = clinic_keys.identity_of(clinic)
+    assert opens_with(before, [clinic_key]) and not opens_with(before, [old])  # the deployment key wraps, not opens
+    untouched = stored_path(before.storage_name).read_bytes()
 
     settings.BACKUPS_AGE_IDENTITY = new  # this deployment; the old key may only open
-    settings.BACKUPS_AGE_OLD_IDENTITIES = [old]
-    assert keys.encryption_identity() == new
-    assert keys.archive_identities() == [new, old]
-    after = make_backup()
-    assert after.status == JobStatus.SUCCEEDED
-    assert opens_with(after, [new]) and not opens_with(after, [old])  # encrypted with the new key only
-    assert opens_with(before, keys.archive_identities()) and not opens_with(before, [new])
+    settings.BACKUPS_AGE_OLD_IDENTITIES = [old, session]
+    assert keys.encryption_identity() == new and keys.archive_identities() == [new, old, session]
+    assert clinic_keys.keys_needing_rewrap() == 2 and clinic_keys.keys_unopenable() == 0
+    after = make_backup()  # the same clinic key, unwrapped with the old deployment key
+    assert opens_with(after, [clinic_key]) and not opens_with(after, [new]) and not opens_with(after, [old])
+
+    settings.BACKUPS_AGE_OLD_IDENTITIES = [session]  # retiring the old key too early...
+    assert clinic_keys.keys_unopenable() == 1
+    with pytest.raises(KeyConfigError, match="rotate_clinic_keys"):
+        clinic_keys.reading_identities(clinic)  # ...is refused with what to do, not a silent failure
+    settings.BACKUPS_AGE_OLD_IDENTITIES = [old, session]
+
+    out = io.StringIO()
+    call_command("rotate_clinic_keys", stdout=out)
+    assert out.getvalue().startswith("2 clinic keys wrapped again")
+    settings.BACKUPS_AGE_OLD_IDENTITIES = []  # now the old key can go
+    assert clinic_keys.keys_needing_rewrap() == 0 and clinic_keys.keys_unopenable() == 0
+    assert clinic_keys.identity_of(clinic) == clinic_key
+    assert [key.identity for key in clinic_keys.stored_keys()["clinica"]] == [clinic_key]  # the bucket's copy too
+    assert stored_path(before.storage_name).read_bytes() == untouched
+    for backup in (before, after):
+        assert restores.verify_stored(backup, clinic)["clinic"]["schema"] == "clinica"
 
 
 @pytest.mark.django_db

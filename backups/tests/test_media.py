@@ -12,7 +12,7 @@ from django.db import connection
 from django_tenants.utils import schema_context
 
 from backups import archive
-from backups.keys import archive_identities
+from backups.clinic_keys import identities_held
 from backups.models import JobStatus, Restore
 from backups.services import restore as restores
 from backups.tests.helpers import SCHEMA, make_backup, stored_path
@@ -96,7 +96,7 @@ def test_the_archive_holds_media_members_after_the_payload(scratch_clinic, media
 
     with (
         stored_path(backup.storage_name).open("rb") as handle,
-        archive.open_archive(handle, identities=archive_identities(), media_sink=sink) as reader,
+        archive.open_archive(handle, identities=identities_held(), media_sink=sink) as reader,
     ):
         assert reader.manifest["archive_version"] == 2
         while reader.read(1 << 20):

@@ -8,6 +8,7 @@ from django.core.management import CommandError, call_command
 from django.db import connection
 
 from backups import archive, jobs, services, storage
+from backups.clinic_keys import identities_held
 from backups.exceptions import ClinicBusy, RespaldoError
 from backups.keys import archive_identities
 from backups.models import Backup, JobStatus, Restore
@@ -114,7 +115,7 @@ def forged(scratch_clinic, backup: Backup, change_manifest) -> Backup:
     """An authentic archive (our key) whose manifest was changed by ``change_manifest``."""
     with (
         storage.open_stored(backup.storage_name) as stream,
-        archive.open_archive(stream, identities=archive_identities()) as reader,
+        archive.open_archive(stream, identities=identities_held()) as reader,
     ):
         manifest = dict(reader.manifest)
         payload = reader.read()

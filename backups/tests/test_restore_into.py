@@ -18,10 +18,10 @@ from django.db import connection, transaction
 from django_tenants.utils import schema_context
 
 from backups import archive, services, storage
+from backups.clinic_keys import identities_held
 from backups.formats import pg_rewrite, restore_into
 from backups.formats.json.payload import JsonPayloadError
 from backups.formats.restore_into import RestoreIntoError, rewrite_schema
-from backups.keys import archive_identities
 from backups.models import Backup, JobStatus
 from backups.postgres import connect_separately, find_pg_tools
 from backups.tests.helpers import add_filler, other_connection, table_checksums, wait_for
@@ -47,7 +47,7 @@ def make_backup(payload_format: str) -> Backup:
 def opened_payload(backup: Backup) -> Iterator[archive.ArchiveReader]:
     with (
         storage.open_stored(backup.storage_name) as stream,
-        archive.open_archive(stream, identities=archive_identities()) as payload,
+        archive.open_archive(stream, identities=identities_held()) as payload,
     ):
         yield payload
 

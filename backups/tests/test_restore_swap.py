@@ -15,6 +15,7 @@ from django.db import connection
 from django_tenants.utils import schema_context
 
 from backups import archive, storage
+from backups.clinic_keys import identities_held
 from backups.formats import pg_script
 from backups.keys import archive_identities
 from backups.models import Backup, JobStatus, Restore
@@ -47,7 +48,7 @@ def injected_payload(payload: bytes, marker: Path) -> bytes:
 def read_stored(backup: Backup) -> tuple[dict, bytes]:
     with (
         storage.open_stored(backup.storage_name) as stream,
-        archive.open_archive(stream, identities=archive_identities()) as reader,
+        archive.open_archive(stream, identities=identities_held()) as reader,
     ):
         return dict(reader.manifest), reader.read()
 

@@ -37,6 +37,7 @@ from pyrage import x25519
 
 from backups import archive, exceptions, services
 from backups.archive import KeyConfigError
+from backups.clinic_keys import identities_held
 from backups.formats.json.load import load_json_payload
 from backups.formats.json.parser import JsonArray
 from backups.formats.json.payload import payload_models, read_json_payload, write_json_payload
@@ -46,7 +47,7 @@ from backups.models import Backup, JobStatus
 from backups.postgres import find_pg_tools, libpq_environment
 from backups.services.upload import UploadRefused, backup_from_upload
 from backups.storage import StorageError
-from backups.tests.helpers import sha256_of, storage_files, stored_path, table_checksums
+from backups.tests.helpers import clinic_identity, sha256_of, storage_files, stored_path, table_checksums
 from clinics.models import Clinic
 from dental.models import Appointment, Dentist, InventoryItem, Invoice, Patient, Treatment
 
@@ -156,7 +157,7 @@ def one_per_line(records: list) -> bytes:
 def payload_of(backup: Backup) -> bytes:
     with (
         open(stored_path(backup.storage_name), "rb") as handle,
-        archive.open_archive(handle, identities=archive_identities()) as reader,
+        archive.open_archive(handle, identities=identities_held()) as reader,
     ):
         return reader.read()
 
@@ -179,7 +180,7 @@ def dental_state(schema: str = "clinica") -> tuple[dict, dict]:
 def restore_payload(backup: Backup, schema: str = "clinica") -> dict[str, int]:
     with (
         open(stored_path(backup.storage_name), "rb") as handle,
-        archive.open_archive(handle, identities=archive_identities()) as reader,
+        archive.open_archive(handle, identities=identities_held()) as reader,
         schema_context(schema),
     ):
         return load_json_payload(reader, expected_counts=backup.manifest["tables"])
@@ -329,7 +330,7 @@ def test_another_deployments_archive_is_refused(upload_tmp):
 def _tampered_real_archive() -> bytes:
     """Our archive, decrypted (as an escrow key holder can), one payload byte changed, re-encrypted to us."""
     data, _manifest = real_backup("clinica")
-    identity = archive_identities()[0]
+    identity = clinic_identity("clinica")
     plain = pyrage.decrypt(data, [x25519.Identity.from_str(identity)])
     raw = bytearray(zstandard.ZstdDecompressor().stream_reader(io.BytesIO(plain)).read())
     with tarfile.open(fileobj=io.BytesIO(bytes(raw)), mode="r:") as tar:
@@ -341,7 +342,7 @@ def _tampered_real_archive() -> bytes:
 
 def _forged_with_our_public_key() -> bytes:
     """A well-formed archive for this clinic, encrypted to our public key, signed with another key."""
-    ours = archive.identity_public_key(archive_identities()[0])
+    ours = archive.identity_public_key(clinic_identity("clinica"))
     return make_archive(io.BytesIO(b"PGDMP forged"), identities=[archive.generate_identity()], extra_recipients=[ours])
 
 

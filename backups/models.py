@@ -315,3 +315,6 @@ class ClinicKey(models.Model):
 
     def __str__(self) -> str:
         return f"{self.clinic_id}: {self.public_key[:16]}…"
+
+
+from backups.models_clone import CloneJob  # noqa: E402, F401 - the model lives in its own module

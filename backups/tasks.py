@@ -57,6 +57,14 @@ def run_drill(backup_id: int, verify_only: bool = False) -> str:
     return backup.drill_status or "verified"
 
 
+def clone(clone_id: int) -> str:
+    """Run one requested clone (a new clinic from a backup, never twice); returns its final status."""
+    from backups.services import clone as clones
+
+    reset_schema()
+    return clones.clone_run(clone_id=clone_id).status
+
+
 def sweep_stale_jobs() -> int:
     """Settle jobs whose worker died: backups fail and are retried, restores are settled.
 

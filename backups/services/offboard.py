@@ -110,13 +110,20 @@ def _busy(clinic: Clinic) -> bool:
     return Backup.objects.filter(**active).exists() or Restore.objects.filter(**active).exists()
 
 
-def bring_back(*, clinic: Clinic | int, requested_by: str, backup_id: int | None = None) -> Backup:
+def bring_back(
+    *, clinic: Clinic | int, requested_by: str, backup_id: int | None = None, schema_name: str | None = None
+) -> Backup:
     """Bring an offboarded clinic back from one of its backups (its newest by default).
 
     Its schema is created again (migrated, empty), its domain ``<schema>.<platform domain>``
     added, its policy switched on, then the backup is restored in this process. If that restore
     fails, the clinic goes back to offboarded exactly as it was (schema and domain dropped
     again) and the refusal is raised. Returns the backup restored.
+
+    With a NEW ``schema_name``, the clinic comes back as a new clinic row of that schema (a
+    clone of the backup, run in this process: ``backups.services.clone``), with the old
+    clinic's name and policy; the offboarded row stays as it is, with its backups. A refused
+    name or a failed clone creates nothing.
     """
     from backups.services import recover, restore
 
@@ -124,6 +131,9 @@ def bring_back(*, clinic: Clinic | int, requested_by: str, backup_id: int | None
     if target.offboarded_at is None:
         raise RespaldoError("clinic_not_offboarded", clinic=target.schema_name)
     source = _backup_to_bring_back(target, backup_id)
+    if schema_name is not None and schema_name != target.schema_name:
+        _bring_back_as_new(target, source, schema_name=schema_name, requested_by=requested_by)
+        return source
     offboarded_at = target.offboarded_at
     target.create_schema(check_if_exists=True, verbosity=0)
     domain = Domain.objects.get_or_create(
@@ -145,6 +155,35 @@ def bring_back(*, clinic: Clinic | int, requested_by: str, backup_id: int | None
     BackupPolicy.objects.filter(clinic_id=target.pk).update(enabled=True)
     audit(AuditEntry.Action.BROUGHT_BACK, clinic_id=target.pk, actor=requested_by, backup_id=source.pk)
     return source
+
+
+def _bring_back_as_new(old: Clinic, source: Backup, *, schema_name: str, requested_by: str) -> Clinic:
+    """The offboarded clinic ``old`` cloned from ``source`` into a new clinic ``schema_name``; returns it."""
+    from backups.operations.policy import POLICY_FIELDS
+    from backups.services import clone as clones
+
+    job = clones.clone_request(
+        source_backup_id=source.pk, schema_name=schema_name, name=old.name, requested_by=requested_by, enqueue=False
+    )
+    job = clones.clone_run(clone_id=job.pk)
+    if job.status != JobStatus.SUCCEEDED or job.clinic is None:
+        raise RestoreRefused("bring_back_failed", clinic=old.schema_name, reason=job.error_params or {})
+    new = job.clinic
+    former = BackupPolicy.objects.filter(clinic_id=old.pk).first()
+    if former is not None:  # the clinic keeps its own settings, switched on again
+        settings = {field: getattr(former, field) for field in POLICY_FIELDS}
+        BackupPolicy.objects.filter(clinic_id=new.pk).update(**{**settings, "enabled": True})
+    audit(
+        AuditEntry.Action.BROUGHT_BACK,
+        clinic_id=new.pk,
+        actor=requested_by,
+        backup_id=source.pk,
+        former_clinic=old.schema_name,
+        former_clinic_id=old.pk,
+        clone_id=job.pk,
+    )
+    logger.info("Offboarded clinic %s brought back as %s (clone #%s)", old.schema_name, schema_name, job.pk)
+    return new
 
 
 def _backup_to_bring_back(clinic: Clinic, backup_id: int | None) -> Backup:

@@ -1,0 +1,451 @@
+"""A NEW clinic made from a backup: a copy of a clinic for training, or an offboarded clinic
+brought back under another schema name.
+
+``clone_request`` checks the new schema name and domain (nothing is created when they are
+refused) and records a ``CloneJob``; ``clone_run`` (a worker, or this process) restores the
+backup into the new clinic. The source clinic is never changed nor locked: it may even be
+gone (offboarded), only its backup is read.
+
+How nothing is left behind. The stored archive is read ONCE and verified (``verified_copy``:
+SHA-256 against the catalog, this deployment's authentication, the manifest naming the
+backup's clinic); what is restored is that private copy. Then ONE transaction of Django's
+connection creates the clinic's row (``auto_create_schema`` off: the schema comes from the
+backup), its domain, its schema and data, migrates it forward when the backup is older than
+the code, and records the clinic on the job row:
+
+* pg: ``restore_into_pg`` fills the new schema from the source schema's dump (the schema name
+  rewritten in pg_restore's script; its checks guarantee no lock on the source schema);
+* json: the new schema is created by the tenant migrations (users, sessions... as a new
+  clinic has them), then the payload is loaded in place, as a normal json restore does.
+
+The archive's files are written meanwhile to ``MEDIA_ROOT/<new schema>__restoring`` and
+renamed to ``MEDIA_ROOT/<new schema>`` only after the commit. Any failure before the commit
+rolls the whole clinic back and removes the staged files; a failure after it (the rename)
+removes the clinic again. A worker that dies mid-way is told apart from a long clone by a
+session advisory lock on the job; ``clone_recover_crashed`` then finishes the rename (the
+clinic committed) or removes the staged files (it did not).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+import shutil
+import tempfile
+from collections.abc import Iterator
+from typing import IO
+
+import psycopg
+from django.core.management import call_command
+from django.db import IntegrityError, connection, transaction
+from django_tenants.utils import get_public_schema_name, schema_context
+from psycopg import sql
+
+from backups import archive, jobs, postgres
+from backups.clinic_keys import reading_identities
+from backups.conf import conf
+from backups.exceptions import RespaldoError, RestoreRefused, as_respaldo_error, failure_reason
+from backups.formats import pg
+from backups.formats.json.load import load_json_payload
+from backups.formats.pg_script import ScriptError
+from backups.formats.restore_into import RestoreIntoError, restore_into_pg
+from backups.manifest import manifest_has_media
+from backups.media import MediaStaging, missing_files_note
+from backups.models import ACTIVE_STATUSES, Backup, JobStatus
+from backups.models_clone import CloneJob
+from backups.postgres import PgTools
+from backups.services.recover import platform_domain
+from backups.services.restore import check_migrations, verified_copy
+from backups.services.scratch import check_read_to_the_end, tools_for
+from clinics.models import Clinic, Domain
+
+logger = logging.getLogger(__name__)
+
+PHASE_VERIFYING = "verifying"
+PHASE_RESTORING = "restoring"  # the clinic's row, schema, data (and migrations) in one transaction
+PHASE_MIGRATING = "migrating"  # an older backup's schema migrated forward (still in that transaction)
+PHASE_FILES = "files"  # the staged files renamed into the clinic's folder
+
+# Room is left for the schemas a restore or a drill of the new clinic makes beside it
+# (``<schema>__before_restore``, ``<schema>__drill_<backup id>``: PostgreSQL names stop at 63).
+MAX_SCHEMA_LENGTH = 40
+_SCHEMA_NAME = re.compile(r"[a-z][a-z0-9]*(?:_[a-z0-9]+)*")
+_DOMAIN_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
+_LOCK_NAMESPACE = 0x434C  # "CL": a session advisory lock per clone job while it runs
+
+
+def clone_identities(backup: Backup) -> list[str]:
+    """The age identities that open ``backup``'s archive: its clinic's own key, then the deployment's."""
+    return reading_identities(backup.clinic)
+
+
+# --- Checking the new clinic's name and domain ---------------------------------------------
+
+
+def default_domain(schema: str) -> str:
+    """``<schema>.<platform domain>``, with ``-`` for ``_`` (Django refuses a Host with ``_``)."""
+    return f"{schema.replace('_', '-')}.{platform_domain()}"
+
+
+def check_target(schema: str, domain: str | None = None, *, clone_id: int | None = None) -> str:
+    """Refuse (RespaldoError) a new schema name or domain that is invalid or taken; return the domain.
+
+    Taken means: a clinic (offboarded ones included) has the name, a schema of that name
+    exists, another clone waiting or running is making it, or its media folder exists; a
+    domain of any clinic or of another active clone. ``clone_id``: the clone checking itself.
+    """
+    _check_schema_name(schema)
+    owner = Clinic.objects.filter(schema_name=schema).first()
+    if owner is not None:
+        raise RespaldoError("clone_schema_taken", "clone_schema_taken_clinic", schema=schema, clinic=owner.name)
+    if postgres.schema_exists(schema):
+        raise RespaldoError("clone_schema_taken", "clone_schema_taken_database", schema=schema)
+    active = CloneJob.objects.filter(status__in=ACTIVE_STATUSES).exclude(pk=clone_id)
+    other = active.filter(target_schema=schema).first()
+    if other is not None:
+        raise RespaldoError("clone_schema_taken", "clone_schema_taken_clone", schema=schema, clone=other.pk)
+    files = _media_staging(schema)
+    if files is not None and (files.root.exists() or files.staging.exists()):
+        raise RespaldoError("clone_schema_taken", "clone_schema_taken_files", schema=schema)
+    domain = (domain or default_domain(schema)).strip().lower()
+    _check_domain_name(domain)
+    holder = Domain.objects.select_related("tenant").filter(domain=domain).first()
+    if holder is not None:
+        raise RespaldoError("clone_domain_taken", domain=domain, clinic=holder.tenant.name)
+    other = active.filter(target_domain=domain).first()
+    if other is not None:
+        raise RespaldoError("clone_domain_taken", "clone_domain_taken_clone", domain=domain, clone=other.pk)
+    return domain
+
+
+def _check_schema_name(schema: str) -> None:
+    valid = (
+        isinstance(schema, str)
+        and len(schema) <= MAX_SCHEMA_LENGTH
+        and _SCHEMA_NAME.fullmatch(schema) is not None
+        and not schema.startswith("pg_")
+        and schema not in (get_public_schema_name(), "information_schema")
+    )
+    if not valid:
+        raise RespaldoError("clone_schema_invalid", schema=str(schema)[:80], max=MAX_SCHEMA_LENGTH)
+
+
+def _check_domain_name(domain: str) -> None:
+    labels = domain.split(".")
+    if len(domain) > 253 or not all(_DOMAIN_LABEL.fullmatch(label) for label in labels):
+        raise RespaldoError("clone_domain_invalid", domain=domain[:100])
+
+
+def _media_staging(schema: str) -> MediaStaging | None:
+    """The new clinic's files folder and its staging folder (None unless media storage is local)."""
+    try:
+        return MediaStaging(schema)
+    except NotImplementedError:
+        return None
+
+
+def _check_source(backup: Backup | None, backup_id: int) -> Backup:
+    if backup is None:
+        raise RestoreRefused("backup_not_found", backup=backup_id)
+    if backup.expired_at is not None:
+        raise RestoreRefused("backup_not_restorable", backup=backup.pk, status="expired")
+    if backup.status != JobStatus.SUCCEEDED or not backup.storage_name:
+        raise RestoreRefused("backup_not_restorable", backup=backup.pk, status=backup.status)
+    return backup
+
+
+# --- Requesting ----------------------------------------------------------------------------
+
+
+def clone_request(
+    *,
+    source_backup_id: int,
+    schema_name: str,
+    name: str,
+    domain: str | None = None,
+    requested_by: str,
+    enqueue: bool = True,
+) -> CloneJob:
+    """Record a pending clone of backup ``source_backup_id`` into a new clinic ``schema_name``.
+
+    Refused (RespaldoError, nothing created) for a backup that cannot be restored, and for a
+    schema name or domain that is invalid or taken (``check_target``). ``name``: the new
+    clinic's name (default: the source clinic's, with the schema name). ``enqueue``: hand it to
+    a worker (task ``backups.tasks.clone``) once committed; otherwise call ``clone_run``.
+    """
+    clone_sweep_stale()  # a dead clone must not hold its schema name forever
+    backup = _check_source(
+        Backup.objects.select_related("clinic").filter(pk=source_backup_id).first(), source_backup_id
+    )
+    target_domain = check_target(schema_name, domain)
+    try:
+        with transaction.atomic():
+            clone = CloneJob.objects.create(
+                source_backup=backup,
+                target_schema=schema_name,
+                target_name=(name or f"{backup.clinic.name} ({schema_name})")[:200],
+                target_domain=target_domain,
+                requested_by=requested_by,
+            )
+            if enqueue:
+                transaction.on_commit(lambda: _enqueue(clone.pk))
+    except IntegrityError:  # another request for the same name or domain won the race
+        check_target(schema_name, domain)
+        raise
+    logger.info("Clone #%s of backup #%s into %s requested by %s", clone.pk, backup.pk, schema_name, requested_by)
+    return clone
+
+
+def _enqueue(clone_id: int) -> None:
+    from django_q.tasks import async_task
+
+    async_task("backups.tasks.clone", clone_id, task_name=f"clone-{clone_id}", group="clones")
+
+
+# --- Running -------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _job_lock(clone_id: int) -> Iterator[bool]:
+    """This session holds the clone's lock for the block (yields False if another one has it)."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_try_advisory_lock(%s, %s)", [_LOCK_NAMESPACE, clone_id])
+        locked = bool(cursor.fetchone()[0])
+    try:
+        yield locked
+    finally:
+        if locked:
+            with contextlib.suppress(Exception), connection.cursor() as cursor:
+                cursor.execute("SELECT pg_advisory_unlock(%s, %s)", [_LOCK_NAMESPACE, clone_id])
+
+
+def _lock_is_held(clone_id: int) -> bool:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted "
+            "AND classid = %s AND objid = %s AND objsubid = 2 AND database = "
+            "(SELECT oid FROM pg_database WHERE datname = current_database()))",
+            [_LOCK_NAMESPACE, clone_id],
+        )
+        return bool(cursor.fetchone()[0])
+
+
+def clone_run(*, clone_id: int) -> CloneJob:
+    """Run a pending clone to its end and return its final row. Never runs one twice.
+
+    A clone found running whose worker is gone is settled by ``clone_recover_crashed``.
+    """
+    clone = CloneJob.objects.get(pk=clone_id)
+    if clone.status == JobStatus.RUNNING and not _lock_is_held(clone_id):
+        clone_recover_crashed(clone)
+    if clone.status != JobStatus.PENDING:
+        return CloneJob.objects.get(pk=clone_id)
+    with _job_lock(clone_id) as locked:
+        if not locked or not jobs.claim(CloneJob, clone_id, phase=PHASE_VERIFYING):
+            return CloneJob.objects.get(pk=clone_id)
+        try:
+            _execute(CloneJob.objects.select_related("source_backup__clinic").get(pk=clone_id))
+        except Exception as exc:
+            if as_respaldo_error(exc) is None:
+                logger.exception("Clone #%s failed unexpectedly", clone_id)
+            try:
+                _undo(CloneJob.objects.get(pk=clone_id))
+            except Exception:  # the job still fails (and says why); what is left is in the log
+                logger.exception("Clone #%s: could not remove the new clinic %s", clone_id, clone.target_schema)
+            reason = failure_reason(exc)
+            jobs.fail(
+                CloneJob,
+                clone_id,
+                RespaldoError(reason.code, "clone_failed", schema=clone.target_schema, reason=reason),
+            )
+        finally:
+            connection.set_schema_to_public()
+    return CloneJob.objects.get(pk=clone_id)
+
+
+def _phase(clone_id: int, phase: str) -> None:
+    """Record the clone's phase where others can see it (inside the clone's transaction: on a
+    connection of its own; the job row is written by that transaction only at its very end)."""
+    if not connection.in_atomic_block:
+        CloneJob.objects.filter(pk=clone_id).update(progress_phase=phase)
+        return
+    query = sql.SQL("UPDATE public.{} SET progress_phase = %s WHERE id = %s").format(
+        sql.Identifier(CloneJob._meta.db_table)
+    )
+    with postgres.connect_separately(autocommit=True) as conn:
+        conn.execute(query, [phase, clone_id])
+
+
+def _execute(clone: CloneJob) -> None:
+    backup = clone.source_backup
+    check_target(clone.target_schema, clone.target_domain, clone_id=clone.pk)  # still free?
+    with verified_copy(backup, backup.clinic) as (manifest, verified):
+        needs_migrate = check_migrations(manifest.get("migrations") or {})
+        tools = tools_for(manifest)
+        files = _media_staging(clone.target_schema) if manifest_has_media(manifest) else None
+        if manifest_has_media(manifest) and files is None:
+            raise RespaldoError("clone_media_storage")
+        _phase(clone.pk, PHASE_RESTORING)
+        if files is not None:
+            files.prepare()
+        try:
+            _create_in_one_transaction(clone, manifest, verified, tools, files, needs_migrate=needs_migrate)
+        except BaseException:
+            if files is not None:
+                files.discard()
+            raise
+    if files is not None:
+        _phase(clone.pk, PHASE_FILES)
+        files.switch()
+    jobs.succeed(CloneJob, clone.pk, note=_media_note(manifest))
+    logger.info("Clone #%s: clinic %s created from backup #%s", clone.pk, clone.target_schema, backup.pk)
+
+
+def _create_in_one_transaction(
+    clone: CloneJob,
+    manifest: dict,
+    verified: IO[bytes],
+    tools: PgTools | None,
+    files: MediaStaging | None,
+    *,
+    needs_migrate: bool,
+) -> None:
+    """The clinic's row, domain, schema and data (and migrations), and the job's ``clinic``: all or nothing."""
+    backup = clone.source_backup
+    with transaction.atomic():
+        clinic = _create_clinic(clone)
+        with archive.open_archive(
+            verified,
+            identities=clone_identities(backup),
+            max_payload_bytes=conf.max_payload_bytes,
+            media_sink=files.sink if files is not None else None,
+        ) as payload:
+            if payload.manifest != manifest:  # cannot happen to a private copy; checked all the same
+                raise RestoreRefused("archive_changed", "archive_changed_during_restore", backup=backup.pk)
+            if manifest["payload_format"] == Backup.Format.PG:
+                _fill_pg(clone, clinic, payload, manifest, tools, needs_migrate=needs_migrate)
+            else:
+                _fill_json(clone, clinic, payload, manifest)
+        CloneJob.objects.filter(pk=clone.pk).update(clinic=clinic, migrated=needs_migrate)
+
+
+def _create_clinic(clone: CloneJob) -> Clinic:
+    """The new clinic's row (no schema: it comes from the backup) and its primary domain."""
+    source = clone.source_backup.clinic
+    clinic = Clinic(
+        schema_name=clone.target_schema,
+        name=clone.target_name,
+        contact_email=source.contact_email,
+        time_zone=source.time_zone,
+        language=source.language,
+        backup_recipient=source.backup_recipient,
+    )
+    clinic.auto_create_schema = False  # the instance's own: no CREATE SCHEMA, no migrations
+    clinic.save(verbosity=0)
+    Domain.objects.create(domain=clone.target_domain, tenant=clinic, is_primary=True)
+    return clinic
+
+
+def _fill_pg(
+    clone: CloneJob,
+    clinic: Clinic,
+    payload: archive.ArchiveReader,
+    manifest: dict,
+    tools: PgTools | None,
+    *,
+    needs_migrate: bool,
+) -> None:
+    """The source schema's dump restored as the new schema, on Django's connection (its transaction)."""
+    backup = clone.source_backup
+    connection.ensure_connection()
+    with tempfile.TemporaryFile() as errors:
+        try:
+            with psycopg.Cursor(connection.connection) as cursor:
+                restore_into_pg(
+                    payload,
+                    source_schema=backup.clinic.schema_name,
+                    schema=clinic.schema_name,
+                    expected_counts=manifest["tables"],
+                    tools=tools,
+                    cursor=cursor,
+                    stderr=errors,
+                    count_check=pg.check_counts,
+                    app_name=f"respaldo-clone-{clone.pk}",
+                )
+            check_read_to_the_end(payload, backup)
+        except RestoreIntoError as exc:
+            raise RestoreRefused("restore_into", detail=str(exc)) from exc
+        except (psycopg.Error, ScriptError) as exc:
+            raise pg.rolled_back("the database", errors, text=str(exc)) from exc
+    if needs_migrate:
+        _phase(clone.pk, PHASE_MIGRATING)
+        call_command("migrate_schemas", schema_name=clinic.schema_name, interactive=False, verbosity=0)
+
+
+def _fill_json(clone: CloneJob, clinic: Clinic, payload: archive.ArchiveReader, manifest: dict) -> None:
+    """A schema made by the tenant migrations (as a new clinic's), then the payload loaded in place."""
+    clinic.create_schema(check_if_exists=False, verbosity=0)
+    with schema_context(clinic.schema_name):
+        load_json_payload(payload, expected_counts=manifest["tables"])
+    check_read_to_the_end(payload, clone.source_backup)
+
+
+def _media_note(manifest: dict) -> RespaldoError | None:
+    if not manifest_has_media(manifest):
+        return RespaldoError("media_not_in_backup", "clone_media_not_in_backup")
+    return missing_files_note(manifest, "clone_media_missing")
+
+
+# --- Failures after the commit, and crashes --------------------------------------------------
+
+
+def _undo(clone: CloneJob) -> None:
+    """Remove what a clone committed (its clinic, domain, schema, files); nothing if it committed nothing."""
+    files = _media_staging(clone.target_schema)
+    if files is not None:
+        files.discard()
+    if clone.clinic_id is None:
+        return
+    connection.set_schema_to_public()
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute(
+                sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(clone.target_schema)).as_string(None)
+            )
+        Domain.objects.filter(tenant_id=clone.clinic_id).delete()
+        Clinic.objects.filter(pk=clone.clinic_id).delete()
+    if files is not None:
+        shutil.rmtree(files.root, ignore_errors=True)
+    logger.warning("Clone #%s: clinic %s removed again after a failure", clone.pk, clone.target_schema)
+
+
+def clone_recover_crashed(clone: CloneJob) -> None:
+    """Settle a clone whose worker died, from what its transaction committed (or not).
+
+    The clinic committed (the job names it): its staged files, complete since the data commits
+    only after the whole archive was read, are renamed in and the clone succeeds. Otherwise
+    nothing was created: the staged files are removed and the clone fails.
+    """
+    clone.refresh_from_db()
+    if clone.status != JobStatus.RUNNING:
+        return
+    files = _media_staging(clone.target_schema)
+    if clone.clinic_id is not None:
+        if files is not None and files.staging.exists():
+            files.switch()
+        jobs.succeed(CloneJob, clone.pk, note=RespaldoError("recovered", "recovered_clone"))
+        return
+    if files is not None:
+        files.discard()
+    jobs.fail(CloneJob, clone.pk, RespaldoError("interrupted", "interrupted_clone"))
+
+
+def clone_sweep_stale() -> list[CloneJob]:
+    """Settle running clones whose worker is gone; returns them."""
+    settled = []
+    for clone in CloneJob.objects.filter(status=JobStatus.RUNNING):
+        if not _lock_is_held(clone.pk):
+            clone_recover_crashed(clone)
+            settled.append(clone)
+    return settled

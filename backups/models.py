@@ -256,6 +256,7 @@ class AuditEntry(models.Model):
         OFFBOARDED = "offboarded", _("Clinic offboarded")
         BROUGHT_BACK = "brought_back", _("Clinic brought back")
         KEY_ERASED = "key_erased", _("Backups erased (key destroyed)")
+        CLONED = "cloned", _("Clinic cloned from a backup")
 
     clinic = models.ForeignKey(
         "clinics.Clinic",

@@ -66,14 +66,16 @@ def clone(clone_id: int) -> str:
 
 
 def sweep_stale_jobs() -> int:
-    """Settle jobs whose worker died: backups fail and are retried, restores are settled.
+    """Settle jobs whose worker died: backups fail and are retried, restores and clones are settled.
 
     Returns how many jobs were found dead.
     """
+    from backups.services import clone as clones
     from backups.services import restore as restores
 
     reset_schema()
-    return len(services.backup_sweep_stale()) + len(restores.restore_sweep_stale())
+    dead = services.backup_sweep_stale() + restores.restore_sweep_stale() + clones.clone_sweep_stale()
+    return len(dead)
 
 
 # --- The dispatcher: ONE django-q2 schedule runs this every minute (migration 0008) ------

@@ -52,10 +52,11 @@ from backups.formats.pg_script import ScriptError
 from backups.formats.restore_into import RestoreIntoError, restore_into_pg
 from backups.manifest import manifest_has_media
 from backups.media import MediaStaging, missing_files_note
-from backups.models import ACTIVE_STATUSES, Backup, JobStatus
+from backups.models import ACTIVE_STATUSES, AuditEntry, Backup, JobStatus
 from backups.models_clone import CloneJob
+from backups.operations.audit import audit
 from backups.postgres import PgTools
-from backups.services.recover import platform_domain
+from backups.services.recover import clinic_domain
 from backups.services.restore import check_migrations, verified_copy
 from backups.services.scratch import check_read_to_the_end, tools_for
 from clinics.models import Clinic, Domain
@@ -85,7 +86,7 @@ def clone_identities(backup: Backup) -> list[str]:
 
 def default_domain(schema: str) -> str:
     """``<schema>.<platform domain>``, with ``-`` for ``_`` (Django refuses a Host with ``_``)."""
-    return f"{schema.replace('_', '-')}.{platform_domain()}"
+    return clinic_domain(schema)
 
 
 def check_target(schema: str, domain: str | None = None, *, clone_id: int | None = None) -> str:
@@ -299,7 +300,15 @@ def _execute(clone: CloneJob) -> None:
         _phase(clone.pk, PHASE_FILES)
         files.switch()
     jobs.succeed(CloneJob, clone.pk, note=_media_note(manifest))
+    _audit_clone(CloneJob.objects.get(pk=clone.pk), backup)
     logger.info("Clone #%s: clinic %s created from backup #%s", clone.pk, clone.target_schema, backup.pk)
+
+
+def _audit_clone(clone: CloneJob, backup: Backup) -> None:
+    """One entry in each clinic's trail: the source's says its data was copied, and where to."""
+    common = {"actor": clone.requested_by, "backup_id": backup.pk, "clone": clone.pk}
+    audit(AuditEntry.Action.CLONED, clinic_id=backup.clinic_id, to_schema=clone.target_schema, **common)
+    audit(AuditEntry.Action.CLONED, clinic_id=clone.clinic_id, from_schema=backup.clinic.schema_name, **common)
 
 
 def _create_in_one_transaction(

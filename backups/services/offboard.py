@@ -137,7 +137,7 @@ def bring_back(
     offboarded_at = target.offboarded_at
     target.create_schema(check_if_exists=True, verbosity=0)
     domain = Domain.objects.get_or_create(
-        domain=f"{target.schema_name}.{recover.platform_domain()}", defaults={"tenant": target, "is_primary": True}
+        domain=recover.clinic_domain(target.schema_name), defaults={"tenant": target, "is_primary": True}
     )[0]
     Clinic.objects.filter(pk=target.pk).update(offboarded_at=None)
     try:

@@ -250,7 +250,7 @@ def clinic_recreate(clinic_id: int, schema: str, name: str) -> Clinic:
     clinic = Clinic(pk=clinic_id, schema_name=schema, name=name)
     clinic.save(verbosity=0)  # creates and migrates the schema (dropped again if that fails)
     _advance_clinic_ids()
-    domain = f"{schema}.{platform_domain()}"
+    domain = clinic_domain(schema)
     if not Domain.objects.filter(domain=domain).exists():
         Domain.objects.create(domain=domain, tenant=clinic, is_primary=True)
     logger.info("Recreated clinic %s (id %s) from its backups", schema, clinic_id)
@@ -266,6 +266,11 @@ def _advance_clinic_ids() -> None:
     ).format(sql.Identifier(table))
     with connection.cursor() as cursor:
         cursor.execute(query.as_string(None), [table])
+
+
+def clinic_domain(schema: str) -> str:
+    """A clinic's default domain, ``<schema with - for _>.<platform domain>`` (a host name cannot hold ``_``)."""
+    return f"{schema.replace('_', '-')}.{platform_domain()}"
 
 
 def platform_domain() -> str:

@@ -105,6 +105,8 @@ def test_a_pg_clone_is_the_clinic_at_backup_time_with_its_users_and_files(create
     assert Clinic.objects.get(pk=scratch_clinic.pk).offboarded_at is None
     assert _folder(media_root, NEW) == written == _folder(media_root, SCHEMA)  # byte for byte
     assert not (media_root / f"{NEW}__restoring").exists()
+    trail = {e.clinic_id: e.details for e in AuditEntry.objects.filter(action=AuditEntry.Action.CLONED)}
+    assert trail[scratch_clinic.pk]["to_schema"] == NEW and trail[clinic.pk]["from_schema"] == SCHEMA
     client = host_client(NEW_DOMAIN)
     login = client.post("/admin/login/", {"username": "directora", "password": "clave-segura-1"})
     assert login.status_code == 302, login.content.decode()[:500]

@@ -15,6 +15,18 @@ class PlatformAdminSite(AdminSite):
     site_header = _("Respaldo · platform")
     site_title = _("Respaldo platform")
     index_title = _("Platform administration")
+    index_template = "admin/platform_index.html"
+
+    def index(self, request, extra_context=None):
+        """The app list, with every clinic's backup health summed up above it (backups.operations.overview)."""
+        from backups.operations.overview import platform_overview
+        from clinics.models import Clinic
+
+        clinics = self._registry.get(Clinic)
+        context = {}
+        if clinics is not None and clinics.has_view_permission(request):  # its links lead to the clinics list
+            context = {"overview": platform_overview(), "by_size_query": clinics.sort_query("stored_size_display")}
+        return super().index(request, {**context, **(extra_context or {})})
 
 
 class ClinicAdminSite(AdminSite):

@@ -123,6 +123,10 @@ else:
         }
     }
 DATABASES["default"]["ENGINE"] = "django_tenants.postgresql_backend"
+# PostgreSQL's JIT compiles the platform pages' aggregate queries for seconds at scale (1,000
+# clinics and 100,000 backups: 3.6 s with it, 0.09 s without); these are short queries.
+_options = DATABASES["default"].setdefault("OPTIONS", {})
+_options["options"] = f"{_options.get('options', '')} -c jit=off".strip()
 if env_str("TEST_DATABASE_NAME"):  # lets several test runs share one server
     DATABASES["default"]["TEST"] = {"NAME": env_str("TEST_DATABASE_NAME")}
 DATABASE_ROUTERS = ["django_tenants.routers.TenantSyncRouter"]

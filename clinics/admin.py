@@ -4,13 +4,21 @@ from django.contrib import admin, messages
 from django.contrib.auth.admin import GroupAdmin, UserAdmin
 from django.contrib.auth.models import Group, User
 from django.template.response import TemplateResponse
+from django.utils import timezone
+from django.utils.html import format_html
+from django.utils.timesince import timesince
 from django.utils.translation import gettext_lazy as _
 from django_q import admin as q_admin
 from django_q.models import Failure, OrmQ, Schedule, Success
 
+from backups import services
+from backups.admin.display import status_badge
 from backups.conf import conf
 from backups.exceptions import as_respaldo_error
+from backups.humanize import human_bytes
+from backups.models import Backup, JobStatus
 from backups.operations.audit import client_address
+from backups.operations.overview import clinics_with_health, request_drill
 from backups.services.offboard import bring_back, erase_clinic_backups, offboard_clinic
 from clinic_site.admin_sites import platform_site
 
@@ -22,13 +30,101 @@ class DomainInline(admin.TabularInline):
     extra = 1
 
 
+# --- Filters on the backup health annotations (backups.operations.overview.clinics_with_health) ---
+
+
+class _FlagFilter(admin.SimpleListFilter):
+    """A filter on one boolean annotation: ``options`` maps each value in the URL to True or False."""
+
+    annotation = ""
+    options: list[tuple[str, str, bool]] = []
+
+    def lookups(self, request, model_admin):
+        return [(value, label) for value, label, _flag in self.options]
+
+    def queryset(self, request, queryset):
+        for value, _label, flag in self.options:
+            if self.value() == value:
+                return queryset.filter(**{self.annotation: flag})
+        return queryset
+
+
+class StaleFilter(_FlagFilter):
+    title = _("past the backup threshold")
+    parameter_name = "stale"
+    annotation = "is_stale"
+    options = [("yes", _("Yes"), True), ("no", _("No"), False)]
+
+
+class PolicyFilter(_FlagFilter):
+    title = _("daily backups")
+    parameter_name = "policy"
+    annotation = "policy_enabled"
+    options = [("on", _("On"), True), ("off", _("Off"), False)]
+
+
+class FailedFilter(_FlagFilter):
+    title = _("failed backup or restore")
+    parameter_name = "failed"
+    annotation = "failed_recently"
+    options = [("24h", _("In the last 24 hours"), True)]
+
+
+class DrillFilter(_FlagFilter):
+    title = _("restore drill")
+    parameter_name = "drill"
+    annotation = "drill_overdue"
+    options = [("overdue", _("Failed, or older than a week"), True)]
+
+
+class LastStatusFilter(admin.SimpleListFilter):
+    title = _("last backup")
+    parameter_name = "last_status"
+
+    def lookups(self, request, model_admin):
+        return [*JobStatus.choices, ("none", _("No backup yet"))]
+
+    def queryset(self, request, queryset):
+        if self.value() == "none":
+            return queryset.filter(last_status__isnull=True)
+        if self.value() in JobStatus.values:
+            return queryset.filter(last_status=self.value())
+        return queryset
+
+
 @admin.register(Clinic, site=platform_site)
 class ClinicAdmin(admin.ModelAdmin):
-    list_display = ["name", "schema_name", "primary_domain", "contact_email", "created_at", "offboarded_at"]
-    list_filter = [("offboarded_at", admin.EmptyFieldListFilter)]
+    list_display = [  # backup health first: the columns an operator scans, visible at 1280 px
+        "name",
+        "last_success_display",
+        "last_status_display",
+        "last_verified_display",
+        "stored_size_display",
+        "stored_count_display",
+        "policy_display",
+        "schema_name",
+        "primary_domain",
+        "contact_email",
+        "created_at",
+        "offboarded_at",
+    ]
+    list_filter = [
+        StaleFilter,
+        LastStatusFilter,
+        PolicyFilter,
+        FailedFilter,
+        DrillFilter,
+        ("offboarded_at", admin.EmptyFieldListFilter),
+    ]
     search_fields = ["name", "schema_name", "domains__domain"]
     inlines = [DomainInline]
-    actions = ["offboard_selected", "bring_back_selected", "erase_backups_selected"]
+    actions = [
+        "backup_selected",
+        "drill_selected",
+        "offboard_selected",
+        "bring_back_selected",
+        "erase_backups_selected",
+    ]
 
     @admin.action(description=_("Bring the selected offboarded clinics back from their newest backup"))
     def bring_back_selected(self, request, queryset):
@@ -117,7 +213,8 @@ class ClinicAdmin(admin.ModelAdmin):
         return None
 
     def get_queryset(self, request):
-        return super().get_queryset(request).exclude(schema_name="public").prefetch_related("domains")
+        clinics = super().get_queryset(request).exclude(schema_name="public").prefetch_related("domains")
+        return clinics_with_health(clinics)
 
     def get_readonly_fields(self, request, obj=None):
         # Renaming a schema would orphan its data: it is chosen once, at creation.
@@ -127,6 +224,118 @@ class ClinicAdmin(admin.ModelAdmin):
     def primary_domain(self, obj: Clinic) -> str:
         primary = next((d for d in obj.domains.all() if d.is_primary), None)
         return primary.domain if primary else "—"
+
+    # --- Backup health (annotations of backups.operations.overview.clinics_with_health) ---
+
+    def sort_query(self, column: str, *, descending: bool = True) -> str:
+        """The changelist's query string sorting by ``column`` (the admin's ``o`` counts the checkbox)."""
+        position = self.list_display.index(column) + (1 if self.actions else 0)
+        return f"o={'-' if descending else ''}{position}"
+
+    @staticmethod
+    def _ago(moment) -> str:
+        if moment is None:
+            return str(_("never"))
+        return format_html(
+            '<time datetime="{}" title="{}">{}</time>',
+            moment.isoformat(),
+            timezone.localtime(moment).strftime("%Y-%m-%d %H:%M"),
+            _("%(age)s ago") % {"age": timesince(moment, depth=1)},
+        )
+
+    @admin.display(description=_("last good backup"), ordering="last_success_at")
+    def last_success_display(self, obj: Clinic) -> str:
+        if not obj.is_stale:
+            return self._ago(obj.last_success_at)
+        return format_html(
+            '<span class="respaldo-stale"><span aria-hidden="true">⚠ </span>{} <strong>{}</strong></span>',
+            self._ago(obj.last_success_at),
+            _("overdue (over %(hours)s h)") % {"hours": obj.stale_after_hours},
+        )
+
+    @admin.display(description=_("last backup"), ordering="last_status")
+    def last_status_display(self, obj: Clinic) -> str:
+        return status_badge(Backup(status=obj.last_status)) if obj.last_status else "—"
+
+    @admin.display(description=_("last verified"), ordering="last_verified_at")
+    def last_verified_display(self, obj: Clinic) -> str:
+        return self._ago(obj.last_verified_at)
+
+    @admin.display(description=_("stored"), ordering="stored_size")
+    def stored_size_display(self, obj: Clinic) -> str:
+        return human_bytes(obj.stored_size)
+
+    @admin.display(description=_("backups"), ordering="stored_count")
+    def stored_count_display(self, obj: Clinic) -> int:
+        return obj.stored_count
+
+    @admin.display(description=_("daily backups"), ordering="policy_enabled")
+    def policy_display(self, obj: Clinic) -> str:
+        return f"✓ {_('on')}" if obj.policy_enabled else f"✗ {_('off')}"
+
+    # --- Back up or drill now ----------------------------------------------------------
+
+    def _run_now(self, request, queryset, *, action: str, title, intro, run, done):
+        """A confirmation page listing the clinics, then ``run(clinic)`` for each: one message of
+        those done, one per refusal (an unexpected error is raised, as Django does)."""
+        clinics = list(queryset)
+        if request.POST.get("post") != "yes":
+            context = {
+                **self.admin_site.each_context(request),
+                "title": title,
+                "intro": intro,
+                "clinics": clinics,
+                "action": action,
+                "opts": self.model._meta,
+                "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,
+            }
+            return TemplateResponse(request, "admin/clinics/clinic/run_now_confirmation.html", context)
+        started = []
+        for clinic in clinics:
+            try:
+                run(clinic)
+            except Exception as exc:
+                error = as_respaldo_error(exc)
+                if error is None:
+                    raise
+                refused = _("%(clinic)s: %(reason)s") % {"clinic": clinic.name, "reason": error}
+                self.message_user(request, refused, messages.WARNING)
+            else:
+                started.append(clinic.name)
+        if started:
+            self.message_user(request, done % {"clinics": ", ".join(started)}, messages.SUCCESS)
+        return None
+
+    @admin.action(description=_("Back up the selected clinics now"))
+    def backup_selected(self, request, queryset):
+        """One manual backup per clinic, queued for the workers (the clinic's own refusals apply)."""
+        return self._run_now(
+            request,
+            queryset,
+            action="backup_selected",
+            title=_("Back up these clinics now?"),
+            intro=_("Each clinic gets a manual backup, queued for the workers; its daily backup still runs."),
+            run=lambda clinic: services.backup_request(
+                clinic=clinic, requested_by=request.user.get_username(), address=client_address(request)
+            ),
+            done=_("Backups queued for: %(clinics)s."),
+        )
+
+    @admin.action(description=_("Drill the selected clinics now"))
+    def drill_selected(self, request, queryset):
+        """A restore drill of each clinic's newest stored backup, queued for the workers."""
+        return self._run_now(
+            request,
+            queryset,
+            action="drill_selected",
+            title=_("Drill these clinics now?"),
+            intro=_(
+                "The newest stored backup of each clinic is restored into a scratch schema, checked and "
+                "rolled back: the clinic itself is not touched."
+            ),
+            run=request_drill,
+            done=_("Drills queued for: %(clinics)s."),
+        )
 
 
 platform_site.register(User, UserAdmin)

@@ -1,0 +1,236 @@
+"""The platform console's numbers: every clinic's backup health, in a bounded number of queries.
+
+* :func:`clinics_with_health` annotates a queryset of clinics with what the clinics list
+  shows and filters on (last usable backup, last status, last verification, stored size and
+  count, policy on or off, past the staleness threshold, drill overdue, failures in the last
+  24 hours). Each annotation is a correlated subquery on the catalog's per-clinic indexes:
+  one query for a page of clinics, however many there are.
+* :func:`platform_overview` is the index page's summary: five queries whatever the number
+  of clinics and catalog rows.
+* :func:`request_drill` asks for a drill of a clinic's newest stored backup now (the
+  platform's "drill selected now").
+
+"Past the threshold" is the missed-backup alert's rule (``alerts.is_stale``) in SQL: daily
+backups on, and no usable backup (succeeded, not failed its drill, not uploaded) within the
+policy's ``stale_after_hours`` — counted from the clinic's creation when it has none.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from django.db import transaction
+from django.db.models import (
+    BigIntegerField,
+    BooleanField,
+    Case,
+    Count,
+    DateTimeField,
+    DurationField,
+    Exists,
+    ExpressionWrapper,
+    F,
+    IntegerField,
+    Max,
+    OuterRef,
+    Q,
+    QuerySet,
+    Subquery,
+    Sum,
+    Value,
+    When,
+)
+from django.db.models.functions import Coalesce
+from django.utils import timezone
+from django.utils.translation import gettext_noop
+from django_tenants.utils import get_public_schema_name
+
+from backups.exceptions import MESSAGES, RespaldoError
+from backups.models import Backup, JobStatus, Restore
+from backups.operations.drills import DRILL_EVERY, FAILED, _enqueue_drill, newest_restorable
+from clinics.models import Clinic
+
+RECENT = timedelta(hours=24)
+BIGGEST = 10
+
+
+def stored_backups() -> QuerySet[Backup]:
+    """Backups whose archive is still in storage (what the storage bill is made of)."""
+    return Backup.objects.filter(expired_at__isnull=True).exclude(storage_name="")
+
+
+def usable_backups() -> QuerySet[Backup]:
+    """Backups that count as a recent backup for staleness (the missed-backup alert's rule)."""
+    usable = Backup.objects.filter(status=JobStatus.SUCCEEDED).exclude(drill_status=FAILED)
+    return usable.exclude(kind=Backup.Kind.UPLOADED)
+
+
+def _per_clinic(rows: QuerySet, value, output_field) -> Subquery:
+    """One aggregated value of ``rows`` for the outer clinic (a correlated subquery)."""
+    grouped = rows.filter(clinic_id=OuterRef("pk")).order_by().values("clinic_id")
+    return Subquery(grouped.annotate(value=value).values("value")[:1], output_field=output_field)
+
+
+def _newest(rows: QuerySet, column: str, order: str = "-requested_at") -> Subquery:
+    """``column`` of the outer clinic's newest row of ``rows``."""
+    return Subquery(rows.filter(clinic_id=OuterRef("pk")).order_by(order, "-id").values(column)[:1])
+
+
+def _failed_since(since: datetime) -> Q:
+    """The clinic has a backup or a restore that failed since ``since``."""
+    backups = Backup.objects.filter(clinic_id=OuterRef("pk"), status=JobStatus.FAILED, failed_at__gte=since)
+    restores = Restore.objects.filter(clinic_id=OuterRef("pk"), status=JobStatus.FAILED, failed_at__gte=since)
+    return Q(Exists(backups)) | Q(Exists(restores))
+
+
+def _flag(condition: Q) -> Case:
+    """True or False, never NULL (so that "no" filters find every other clinic)."""
+    return Case(When(condition, then=Value(True)), default=Value(False), output_field=BooleanField())
+
+
+def clinics_with_health(queryset: QuerySet[Clinic], now: datetime | None = None) -> QuerySet[Clinic]:
+    """``queryset`` with each clinic's backup health, for listing, sorting and filtering.
+
+    Annotations: ``last_success_at`` (newest usable backup's end), ``last_status`` (newest
+    backup's status, ``None`` without backups), ``last_verified_at``, ``stored_size`` and
+    ``stored_count`` (backups still in storage), ``policy_enabled``, ``stale_after_hours``,
+    ``is_stale``, ``last_drilled_at``, ``last_drill_status``, ``drill_overdue``, ``failed_recently``.
+    """
+    now = now or timezone.now()
+    threshold = ExpressionWrapper(F("stale_after_hours") * Value(timedelta(hours=1)), output_field=DurationField())
+    drilled = Backup.objects.filter(drilled_at__isnull=False)
+    annotated = queryset.annotate(
+        # newest by request is newest by end: a clinic runs one backup at a time (a unique index)
+        last_success_at=_newest(usable_backups(), "succeeded_at"),
+        last_status=_newest(Backup.objects.all(), "status"),
+        last_verified_at=_per_clinic(Backup.objects.all(), Max("verified_at"), DateTimeField()),
+        stored_size=Coalesce(_per_clinic(stored_backups(), Sum("size"), BigIntegerField()), 0),
+        stored_count=Coalesce(_per_clinic(stored_backups(), Count("id"), IntegerField()), 0),
+        policy_enabled=Coalesce(F("backup_policy__enabled"), Value(False)),
+        stale_after_hours=F("backup_policy__stale_after_hours"),
+        stale_since=ExpressionWrapper(Value(now) - threshold, output_field=DateTimeField()),
+        last_drilled_at=_per_clinic(Backup.objects.all(), Max("drilled_at"), DateTimeField()),
+        last_drill_status=_newest(drilled, "drill_status", order="-drilled_at"),
+        failed_recently=_flag(_failed_since(now - RECENT)),
+    )
+    annotated = annotated.annotate(drill_reference=Coalesce("last_drilled_at", "created_at"))
+    return annotated.annotate(
+        is_stale=_flag(Q(policy_enabled=True) & Q(stale_since__gt=Coalesce("last_success_at", "created_at"))),
+        drill_overdue=_flag(
+            Q(offboarded_at__isnull=True) & (Q(last_drill_status=FAILED) | Q(drill_reference__lt=now - DRILL_EVERY))
+        ),
+    )
+
+
+@dataclass(frozen=True)
+class BigClinic:
+    """One of the clinics that take the most storage."""
+
+    pk: int
+    name: str
+    schema_name: str
+    stored_size: int
+    stored_count: int
+
+
+@dataclass(frozen=True)
+class Overview:
+    """What the platform's index page shows at the top."""
+
+    now: datetime
+    failed_backups: int
+    failed_restores: int
+    failing_clinics: int
+    stale_clinics: int
+    drill_overdue_clinics: int
+    stored_size: int
+    stored_count: int
+    biggest: list[BigClinic] = field(default_factory=list)
+
+    @property
+    def failures(self) -> int:
+        """Backups and restores that failed in the last 24 hours."""
+        return self.failed_backups + self.failed_restores
+
+
+def platform_clinics() -> QuerySet[Clinic]:
+    """Every clinic (offboarded ones too), not the platform's own tenant."""
+    return Clinic.objects.exclude(schema_name=get_public_schema_name())
+
+
+def biggest_clinics(limit: int = BIGGEST) -> list[BigClinic]:
+    """The clinics with the most bytes in storage, biggest first (one grouped query)."""
+    rows = (
+        stored_backups()
+        .order_by()
+        .values("clinic_id", "clinic__name", "clinic__schema_name")
+        .annotate(total=Coalesce(Sum("size"), 0), count=Count("id"))
+        .order_by("-total", "clinic__name")[:limit]
+    )
+    return [
+        BigClinic(row["clinic_id"], row["clinic__name"], row["clinic__schema_name"], row["total"], row["count"])
+        for row in rows
+    ]
+
+
+def platform_overview(now: datetime | None = None) -> Overview:
+    """Failures of the last 24 hours, stale clinics, overdue drills, storage used and its biggest clinics."""
+    now = now or timezone.now()
+    since = now - RECENT
+    failed_backups = Backup.objects.filter(status=JobStatus.FAILED, failed_at__gte=since).count()
+    failed_restores = Restore.objects.filter(status=JobStatus.FAILED, failed_at__gte=since).count()
+    counts = clinics_with_health(platform_clinics(), now).aggregate(
+        failing=Count("pk", filter=Q(failed_recently=True)),
+        stale=Count("pk", filter=Q(is_stale=True)),
+        drills=Count("pk", filter=Q(drill_overdue=True)),
+    )
+    stored = stored_backups().aggregate(size=Coalesce(Sum("size"), 0), count=Count("id"))
+    return Overview(
+        now=now,
+        failed_backups=failed_backups,
+        failed_restores=failed_restores,
+        failing_clinics=counts["failing"],
+        stale_clinics=counts["stale"],
+        drill_overdue_clinics=counts["drills"],
+        stored_size=stored["size"],
+        stored_count=stored["count"],
+        biggest=biggest_clinics(),
+    )
+
+
+class DrillRefused(RespaldoError):
+    """A drill the platform asked for that cannot be queued."""
+
+
+MESSAGES.update(
+    {
+        "drill_offboarded": gettext_noop("%(clinic)s is offboarded: there is nothing to drill."),
+        "drill_no_backup": gettext_noop("%(clinic)s has no stored backup to drill yet: back it up first."),
+        "drill_waiting": gettext_noop("A drill of %(clinic)s is already waiting for a worker."),
+    }
+)
+
+
+def request_drill(clinic: Clinic, *, enqueue: bool = True) -> Backup:
+    """Queue a drill of the clinic's newest stored backup now; returns that backup.
+
+    Refused (:class:`DrillRefused`) for an offboarded clinic, one without a stored backup, or one
+    with a drill asked for in the last day that has not run yet (the dispatcher's own rule). The
+    drill writes its audit entry when it runs, as the dispatcher's drills do.
+    """
+    now = timezone.now()
+    if clinic.offboarded_at is not None:
+        raise DrillRefused("drill_refused", "drill_offboarded", clinic=clinic.name)
+    with transaction.atomic():
+        backup = newest_restorable(clinic.pk).select_for_update().first()
+        if backup is None:
+            raise DrillRefused("drill_refused", "drill_no_backup", clinic=clinic.name)
+        waiting = Backup.objects.filter(clinic_id=clinic.pk, drill_requested_at__gte=now - timedelta(days=1))
+        waiting = waiting.filter(Q(drilled_at__isnull=True) | Q(drilled_at__lt=F("drill_requested_at")))
+        if waiting.exists():
+            raise DrillRefused("drill_refused", "drill_waiting", clinic=clinic.name)
+        Backup.objects.filter(pk=backup.pk).update(drill_requested_at=now)
+        if enqueue:
+            transaction.on_commit(lambda: _enqueue_drill(backup.pk))
+    return backup

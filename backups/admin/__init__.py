@@ -5,5 +5,7 @@ from backups.admin import (  # noqa: F401 - registers the ModelAdmins
     clinic_backups,
     clinic_operations,
     clinic_restores,
+    platform_catalog,
+    platform_clones,
     platform_operations,
 )

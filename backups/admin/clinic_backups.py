@@ -31,6 +31,7 @@ from backups.admin.uploads import upload_view
 from backups.exceptions import as_respaldo_error
 from backups.models import ACTIVE_STATUSES, Backup, JobStatus
 from backups.operations.audit import client_address
+from backups.operations.trends import trend_context
 from backups.services.download import backup_download
 from backups.services.preview import restore_preview
 from clinic_site.admin_sites import clinic_site
@@ -209,6 +210,7 @@ class ClinicBackupAdmin(CatalogAdmin):
     def changelist_view(self, request: HttpRequest, extra_context: dict | None = None) -> HttpResponse:
         running = services.active_job(request.tenant.pk)
         extra = {
+            **trend_context(Backup.objects.filter(clinic_id=request.tenant.pk)),  # in the active (clinic's) time zone
             "can_back_up": request.user.has_perm("backups.add_backup"),
             "can_upload": request.user.has_perm("backups.upload_backup"),
             "job_running": running is not None,

@@ -1,0 +1,140 @@
+"""Trends of the last backups (size and duration), drawn as server-side SVG bar charts.
+
+No JavaScript and no CDN: each chart is an ``<svg role="img">`` with a title and a description
+(its range in words), one bar per backup with its own ``<title>``, and the same numbers in a
+table next to it for screen readers and for reading without colour (the bars are one colour;
+nothing is told by colour alone).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from django.db.models import QuerySet
+from django.utils import timezone
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import SafeString
+from django.utils.translation import gettext as _
+from django.utils.translation import ngettext
+
+from backups.humanize import human_bytes, human_duration
+from backups.models import Backup, JobStatus
+
+LAST = 60  # backups per chart
+WIDTH, HEIGHT, LEFT, BOTTOM, TOP = 640, 140, 70, 22, 10
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One successful backup: when (in the viewer's time zone), its stored size and how long it took."""
+
+    at: datetime
+    size: int
+    seconds: float
+
+    @property
+    def size_text(self) -> str:
+        return human_bytes(self.size)
+
+    @property
+    def duration_text(self) -> str:
+        return human_duration(timedelta(seconds=self.seconds))
+
+
+def last_samples(backups: QuerySet[Backup], *, count: int = LAST, zone=None) -> list[Sample]:
+    """The newest ``count`` successful backups of ``backups``, oldest first (one query)."""
+    rows = (
+        backups.filter(status=JobStatus.SUCCEEDED, started_at__isnull=False, succeeded_at__isnull=False)
+        .order_by("-succeeded_at")
+        .values_list("succeeded_at", "size", "started_at")[:count]
+    )
+    samples = [
+        Sample(
+            at=timezone.localtime(done, zone) if zone else timezone.localtime(done),
+            size=size or 0,
+            seconds=(done - started).total_seconds(),
+        )
+        for done, size, started in rows
+    ]
+    return samples[::-1]
+
+
+def bar_chart(samples: list[Sample], *, measure: str, chart_id: str) -> SafeString:
+    """An SVG bar chart of ``measure`` ("size" or "seconds") over ``samples``; empty for none."""
+    if not samples:
+        return SafeString("")
+    values = [float(getattr(s, measure)) for s in samples]
+    top = max(values) or 1.0
+    text = _value_text(measure)
+    count = len(samples)
+    if measure == "size":
+        title = ngettext("Size of the last backup", "Size of the last %(count)s backups", count)
+    else:
+        title = ngettext("Duration of the last backup", "Duration of the last %(count)s backups", count)
+    title = title % {"count": count}
+    low, high = min(values), max(values)
+    description = _("From %(low)s to %(high)s; the newest is %(last)s.") % {
+        "low": text(low),
+        "high": text(high),
+        "last": text(values[-1]),
+    }
+    step = (WIDTH - LEFT) / len(values)
+    plot = HEIGHT - BOTTOM - TOP
+    bars = format_html_join(
+        "",
+        '<rect x="{}" y="{}" width="{}" height="{}"><title>{}: {}</title></rect>',
+        (
+            (
+                f"{LEFT + i * step + 1:.1f}",
+                f"{TOP + plot - plot * value / top:.1f}",
+                f"{max(step - 2, 1):.1f}",
+                f"{max(plot * value / top, 1):.1f}",
+                f"{sample.at:%Y-%m-%d %H:%M}",
+                text(value),
+            )
+            for i, (sample, value) in enumerate(zip(samples, values, strict=True))
+        ),
+    )
+    return format_html(
+        '<svg class="respaldo-chart" role="img" aria-labelledby="{id}-t {id}-d" viewBox="0 0 {w} {h}" '
+        'width="100%" preserveAspectRatio="xMinYMin meet" xmlns="http://www.w3.org/2000/svg">'
+        '<title id="{id}-t">{title}</title><desc id="{id}-d">{desc}</desc>'
+        '<line class="axis" x1="{left}" y1="{top}" x2="{left}" y2="{base}"/>'
+        '<line class="axis" x1="{left}" y1="{base}" x2="{w}" y2="{base}"/>'
+        '<text class="label" x="{lx}" y="{ty}" text-anchor="end">{high}</text>'
+        '<text class="label" x="{lx}" y="{base}" text-anchor="end">0</text>'
+        '<text class="label" x="{left}" y="{h}">{first}</text>'
+        '<text class="label" x="{w}" y="{h}" text-anchor="end">{last}</text>'
+        '<g class="bars">{bars}</g></svg>',
+        id=chart_id,
+        w=WIDTH,
+        h=HEIGHT - 4,
+        title=title,
+        desc=description,
+        left=LEFT,
+        top=TOP,
+        base=TOP + plot,
+        lx=LEFT - 6,
+        ty=TOP + 10,
+        high=text(top),
+        first=f"{samples[0].at:%Y-%m-%d}",
+        last=f"{samples[-1].at:%Y-%m-%d}",
+        bars=bars,
+    )
+
+
+def trend_context(backups: QuerySet[Backup], *, zone=None) -> dict:
+    """What ``admin/backups/trends.html`` shows: the samples and their two charts."""
+    samples = last_samples(backups, zone=zone)
+    return {
+        "trend_samples": samples,
+        "size_chart": bar_chart(samples, measure="size", chart_id="trend-size"),
+        "duration_chart": bar_chart(samples, measure="seconds", chart_id="trend-duration"),
+    }
+
+
+def _value_text(measure: str):
+    if measure == "size":
+        return lambda value: human_bytes(int(value))
+    return lambda value: human_duration(timedelta(seconds=value))

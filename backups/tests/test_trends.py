@@ -57,3 +57,14 @@ def test_a_chart_says_its_range_in_spanish():
     _history("clinica", 2)
     page = logged_in("admin", "admin", language="es").get("/admin/backups/backup/").content.decode()
     assert "Tamaño de los últimos 2 respaldos" in page and "Duración de los últimos 2 respaldos" in page
+
+
+def test_the_platform_overview_draws_every_clinics_last_backups():
+    from backups.tests.test_offboard import platform_admin
+
+    _history("clinica", 3)
+    _history("bienestar", 2)
+    page = platform_admin().get("/admin/").content.decode()
+    size = re.search(r'<svg class="respaldo-chart" role="img".*?</svg>', page, re.S).group(0)
+    assert "Size of the last 5 backups" in size and len(re.findall(r"<rect ", size)) == 5
+    assert "The last 5 backups, in numbers" in page

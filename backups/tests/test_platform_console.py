@@ -6,7 +6,6 @@ overview and the list read; every test runs in a transaction that is rolled back
 
 from __future__ import annotations
 
-import time
 from datetime import timedelta
 
 import pytest
@@ -250,29 +249,29 @@ def fill_catalog() -> None:
 
 @pytest.mark.parametrize(
     "path",
-    ["/admin/", CLINICS, CLINICS + "?stale=yes", CLINICS + "?failed=24h&o=-7", CLINICS + "?drill=overdue&policy=on"],
+    [
+        "/admin/",
+        CLINICS,
+        CLINICS + "?stale=yes",
+        CLINICS + "?failed=24h&o=-7",
+        CLINICS + "?drill=overdue&policy=on",
+        "/admin/backups/backup/",
+        "/admin/backups/backup/?status__exact=failed&o=-1",
+        "/admin/backups/restore/",
+        "/admin/backups/clonejob/",
+    ],
 )
 def test_the_console_runs_a_bounded_number_of_queries(path):
-    """No query per clinic. django-tenants sends ``SET search_path`` before every query (its
-    ``TENANT_LIMIT_SET_CALLS`` is off): those are counted apart, the budget is for the others.
-
-    The time is checked only with PostgreSQL's JIT off: these queries run in tens of milliseconds,
-    but when the planner's estimate crosses ``jit_above_cost`` compiling them takes seconds (measured:
-    ``?stale=yes`` 3.6 s with JIT, 0.09 s without).
+    """No query per clinic or per row. django-tenants sends ``SET search_path`` before every query
+    (its ``TENANT_LIMIT_SET_CALLS`` is off): those are counted apart, the budget is for the others.
+    How long the pages take is measured in bench/, not here.
     """
     fill_catalog()
     client = platform_admin()
     client.get(path)  # warm caches (content types, permissions) that any page pays once
-    started = time.monotonic()
     with CaptureQueriesContext(connection) as captured:
         page = client.get(path)
-    elapsed = time.monotonic() - started
     assert page.status_code == 200
     queries = [q["sql"] for q in captured.captured_queries if not q["sql"].startswith("SET search_path")]
     assert len(queries) <= MAX_QUERIES, "\n".join(sql[:150] for sql in queries)
     assert len(captured.captured_queries) <= 2 * MAX_QUERIES
-    with connection.cursor() as cursor:
-        cursor.execute("SHOW jit")
-        jit = cursor.fetchone()[0]
-    if jit == "off":
-        assert elapsed < 1, f"{path} took {elapsed:.2f} s"  # (0.1 to 0.6 s here)

@@ -256,6 +256,10 @@ def failure_reason(exc: Exception) -> RespaldoError:
 # A new clinic made from a backup (backups/services/clone.py)
 MESSAGES.update(
     {
+        "clone_without_users": _(
+            "The clinic was created with its records but no user accounts: portable (json) backups do not carry "
+            "them. Create its administrator with: python manage.py create_tenant_superuser --schema=%(schema)s"
+        ),
         "clone_schema_invalid": _(
             "'%(schema)s' cannot be a clinic's schema name: use up to %(max)s lowercase letters, digits and "
             "single underscores, starting with a letter."

@@ -42,7 +42,9 @@ class CloneForm(forms.Form):
         label=gettext_lazy("From backup #"),
         required=False,
         min_value=1,
-        help_text=gettext_lazy("Leave empty for the clinic's newest successful backup."),
+        help_text=gettext_lazy(
+            "Leave empty for the clinic's newest successful pg backup (it carries the clinic's users too)."
+        ),
     )
     schema_name = forms.CharField(
         label=gettext_lazy("New schema name"),
@@ -65,7 +67,10 @@ class CloneForm(forms.Form):
         restorable = Backup.objects.filter(clinic=source, status=JobStatus.SUCCEEDED, expired_at__isnull=True).exclude(
             storage_name=""
         )
-        backup = restorable.filter(pk=data["backup"]).first() if data.get("backup") else restorable.first()
+        if data.get("backup"):
+            backup = restorable.filter(pk=data["backup"]).first()
+        else:  # the newest pg backup (it carries the clinic's users), else the newest of any format
+            backup = restorable.filter(payload_format=Backup.Format.PG).first() or restorable.first()
         if backup is None:
             raise forms.ValidationError(_("This clinic has no such backup to copy."))
         data["backup_row"] = backup

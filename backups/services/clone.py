@@ -299,7 +299,7 @@ def _execute(clone: CloneJob) -> None:
     if files is not None:
         _phase(clone.pk, PHASE_FILES)
         files.switch()
-    jobs.succeed(CloneJob, clone.pk, note=_media_note(manifest))
+    jobs.succeed(CloneJob, clone.pk, note=_media_note(manifest, clone.target_schema))
     _audit_clone(CloneJob.objects.get(pk=clone.pk), backup)
     logger.info("Clone #%s: clinic %s created from backup #%s", clone.pk, clone.target_schema, backup.pk)
 
@@ -400,7 +400,11 @@ def _fill_json(clone: CloneJob, clinic: Clinic, payload: archive.ArchiveReader, 
     check_read_to_the_end(payload, clone.source_backup)
 
 
-def _media_note(manifest: dict) -> RespaldoError | None:
+def _media_note(manifest: dict, schema: str = "") -> RespaldoError | None:
+    """What the clone's page says about what the new clinic lacks: user accounts (a json backup
+    holds records, not accounts), files (a version-1 archive), or files already missing."""
+    if manifest.get("payload_format") == "json":
+        return RespaldoError("clone_without_users", schema=schema)
     if not manifest_has_media(manifest):
         return RespaldoError("media_not_in_backup", "clone_media_not_in_backup")
     return missing_files_note(manifest, "clone_media_missing")

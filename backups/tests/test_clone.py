@@ -127,6 +127,9 @@ def test_a_json_clone_has_the_clinics_records_in_a_freshly_migrated_schema(creat
     assert _folder(media_root, NEW) == written
     with schema_context(NEW):
         assert not User.objects.filter(username="directora").exists()  # json backups hold records, not accounts
+    job = CloneJob.objects.get()
+    assert job.error_code == "clone_without_users"  # the job's page says so, and what to do
+    assert "create_tenant_superuser --schema=clinica_formacion" in job.error_message()
     connection.set_schema_to_public()
 
 

@@ -44,6 +44,14 @@ MESSAGES: dict[str, str] = {
     "clinic_not_offboarded": _("Clinic %(clinic)s is not offboarded: restore it from its own console instead."),
     "no_backup_to_bring_back": _("Clinic %(clinic)s has no backup left to bring it back from."),
     "bring_back_failed": _("Clinic %(clinic)s could not be brought back (it stays offboarded): %(reason)s"),
+    "hold_needs_reason": _("Give a reason for the legal hold (it is kept in the audit trail)."),
+    "hold_not_stored": _("Backup #%(backup)s is not stored (failed, running or already pruned): it cannot be held."),
+    "hold_already": _("Backup #%(backup)s is already on legal hold."),
+    "hold_not_held": _("Backup #%(backup)s is not on legal hold."),
+    "erase_held": _(
+        "%(count)s backups of clinic %(clinic)s are on legal hold: nothing was erased. Release them first "
+        "(each release is audited)."
+    ),
     "clinic_busy_erase": _(
         "Clinic %(clinic)s has a backup or restore waiting or running: its backups were not erased; try again later."
     ),

@@ -106,6 +106,10 @@ class Backup(Job):
         _("drill"), max_length=20, blank=True, choices=[("succeeded", _("Succeeded")), ("failed", _("Failed"))]
     )
     drill_error = models.JSONField(_("drill error"), default=dict, blank=True)
+    # Legal hold (backups/operations/legal_hold.py): retention and erasure never remove a held backup.
+    held_at = models.DateTimeField(_("on legal hold since"), null=True, blank=True)
+    held_by = models.CharField(_("held by"), max_length=254, blank=True)
+    hold_reason = models.CharField(_("reason for the hold"), max_length=200, blank=True)
     attempt = models.PositiveSmallIntegerField(_("attempt"), default=1)
     retry_of = models.ForeignKey(
         "self", on_delete=models.SET_NULL, null=True, blank=True, related_name="retries", verbose_name=_("retry of")
@@ -137,6 +141,7 @@ class Backup(Job):
             ("download_backup", _("Can download a backup")),
             ("restore_backup", _("Can restore a backup")),
             ("upload_backup", _("Can upload a backup file to restore")),
+            ("hold_backup", _("Can keep a backup on legal hold")),
         ]
 
     def __str__(self) -> str:
@@ -257,6 +262,8 @@ class AuditEntry(models.Model):
         BROUGHT_BACK = "brought_back", _("Clinic brought back")
         KEY_ERASED = "key_erased", _("Backups erased (key destroyed)")
         CLONED = "cloned", _("Clinic cloned from a backup")
+        HELD = "held", _("Backup put on legal hold")
+        RELEASED = "released", _("Legal hold released")
 
     clinic = models.ForeignKey(
         "clinics.Clinic",

@@ -24,6 +24,7 @@ from django.views.decorators.csrf import csrf_exempt
 
 from backups import selectors, services
 from backups.admin import display
+from backups.admin.clinic_holds import hold_text, hold_view
 from backups.admin.clinic_selective import selective_view
 from backups.admin.forms import BackupNowForm, RestoreConfirmForm, posted
 from backups.admin.readonly import CatalogAdmin
@@ -87,7 +88,7 @@ class ClinicBackupAdmin(CatalogAdmin):
         "size_display",
         "duration_display",
         "requested_by",
-        "note",
+        "note_display",
     ]
     list_display_links = ["when"]
     list_filter = ["status", "kind", "payload_format", ("requested_at", admin.DateFieldListFilter)]
@@ -104,6 +105,7 @@ class ClinicBackupAdmin(CatalogAdmin):
         "duration_display",
         "requested_by",
         "note",
+        "hold_display",
         "error_display",
         "sha256",
         "tables_display",
@@ -129,6 +131,17 @@ class ClinicBackupAdmin(CatalogAdmin):
     @admin.display(description=gettext_lazy("status"), ordering="status")
     def status_badge(self, backup: Backup) -> str:
         return display.status_badge(backup, status_url=self._url("status", backup.pk))
+
+    @admin.display(description=gettext_lazy("note"))
+    def note_display(self, backup: Backup) -> str:
+        """The note, after a lock and "kept" when the backup is on legal hold."""
+        if backup.held_at is None:
+            return backup.note
+        return format_html('<span class="respaldo-held">🔒 {}</span> {}', _("kept"), backup.note)
+
+    @admin.display(description=gettext_lazy("legal hold"))
+    def hold_display(self, backup: Backup) -> str:
+        return hold_text(backup)
 
     @admin.display(description=gettext_lazy("verified"), ordering="verified_at")
     def verified(self, backup: Backup) -> str:
@@ -204,6 +217,8 @@ class ClinicBackupAdmin(CatalogAdmin):
             path("<int:backup_id>/download/", view(self.download_view), name="backups_backup_download"),
             path("<int:backup_id>/restore/", view(self.restore_view), name="backups_backup_restore"),
             path("<int:backup_id>/pick/", view(selective_view(self)), name="backups_backup_pick"),
+            path("<int:backup_id>/hold/", view(hold_view(self, release=False)), name="backups_backup_hold"),
+            path("<int:backup_id>/release/", view(hold_view(self, release=True)), name="backups_backup_release"),
             *super().get_urls(),
         ]
 
@@ -221,6 +236,7 @@ class ClinicBackupAdmin(CatalogAdmin):
     def change_view(self, request, object_id, form_url="", extra_context=None):
         backup = self.get_queryset(request).filter(pk=object_id).first() if str(object_id).isdigit() else None
         extra = {"backup": backup, "can_download": False, "can_restore": False, **(extra_context or {})}
+        extra["can_hold"] = backup is not None and request.user.has_perm("backups.hold_backup")
         if backup is not None and backup.status == JobStatus.SUCCEEDED and not backup.expired_at:
             extra["can_download"] = request.user.has_perm("backups.download_backup")
             extra["can_restore"] = request.user.has_perm("backups.restore_backup")

@@ -73,6 +73,7 @@ class Record:
     status: str
     requested_at: datetime  # aware
     expired: bool = False
+    held: bool = False  # on legal hold: never pruned
 
 
 @dataclass(frozen=True)
@@ -204,6 +205,8 @@ def _decide_one(record: Record, slot_reasons: list[str], rules: Rules, *, now: d
     if record.kind == Backup.Kind.PRE_RESTORE and age < timedelta(days=rules.keep_pre_restore_days):
         reasons.append(f"safety backup younger than {rules.keep_pre_restore_days} days")
     reasons += in_use
+    if record.held:
+        reasons.append("on legal hold")
     if reasons:
         return decision(Action.KEEP, *reasons)
     older = f"older than {rules.keep_min_days} days, " if rules.keep_min_days else ""
@@ -228,8 +231,13 @@ def backups_in_use(clinic_id: int, in_use_ids: Collection[int] = ()) -> dict[int
 
 def plan_clinic(clinic: Clinic, *, now: datetime, in_use_ids: Collection[int] = ()) -> list[Decision]:
     """The decisions for one clinic's rows under its policy, at ``now``; changes nothing."""
-    rows = Backup.objects.filter(clinic=clinic).values_list("pk", "kind", "status", "requested_at", "expired_at")
-    records = [Record(pk, kind, status, at, expired is not None) for pk, kind, status, at, expired in rows]
+    rows = Backup.objects.filter(clinic=clinic).values_list(
+        "pk", "kind", "status", "requested_at", "expired_at", "held_at"
+    )
+    records = [
+        Record(pk, kind, status, at, expired is not None, held is not None)
+        for pk, kind, status, at, expired, held in rows
+    ]
     rules = Rules.of(policy_for(clinic))
     return decide(records, rules, now=now, tz=clinic_zone(clinic), in_use=backups_in_use(clinic.pk, in_use_ids))
 
@@ -275,6 +283,8 @@ def _prune_one(clinic: Clinic, decision: Decision, *, now: datetime, in_use_ids:
             )
             if backup is None:
                 return replace(decision, action=Action.LEAVE, done="left alone: changed since the plan")
+            if backup.held_at is not None:
+                return replace(decision, action=Action.KEEP, reasons=("on legal hold",), done="kept: on legal hold")
             use = backups_in_use(clinic.pk, in_use_ids).get(backup.pk)
             if use:
                 return replace(decision, action=Action.KEEP, reasons=(f"in use by {use}",), done="kept: now in use")

@@ -69,7 +69,11 @@ def erase_offboarded(now: datetime | None = None) -> int:
         Q(pk__in=with_keys) | Q(pk__in=with_backups.values("clinic_id"))
     )
     reason = f"offboarded over {conf.offboard_keep_days} days ago"
-    return sum(erase_clinic_backups(clinic, actor=SYSTEM, reason=reason, now=now) for clinic in clinics)
+    erased = 0
+    held = Backup.objects.filter(held_at__isnull=False, expired_at__isnull=True).values("clinic_id")
+    for clinic in clinics.exclude(pk__in=held):
+        erased += erase_clinic_backups(clinic, actor=SYSTEM, reason=reason, now=now)  # held: kept, key and all
+    return erased
 
 
 def erase_clinic_backups(
@@ -87,6 +91,9 @@ def erase_clinic_backups(
     now = now or timezone.now()
     if _busy(clinic):
         raise BackupRefused("clinic_busy_erase", clinic=clinic.schema_name)
+    held = Backup.objects.filter(clinic_id=clinic.pk, held_at__isnull=False, expired_at__isnull=True).count()
+    if held:  # a held backup must stay readable: its key must survive
+        raise BackupRefused("erase_held", clinic=clinic.schema_name, count=held)
     erase_clinic_key(clinic, actor=actor, reason=reason, address=address)
     rows = Backup.objects.filter(clinic_id=clinic.pk, expired_at__isnull=True, status=JobStatus.SUCCEEDED).exclude(
         storage_name=""

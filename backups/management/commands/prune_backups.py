@@ -17,7 +17,7 @@ VERBS = {  # (dry run, done)
     Action.KEEP: ("keep", "kept"),
     Action.LEAVE: ("leave", "left"),
 }
-RULES = ["newest", "daily", "weekly", "monthly", "younger than", "safety backup", "in use", "failed"]
+RULES = ["newest", "daily", "weekly", "monthly", "younger than", "safety backup", "in use", "on legal hold", "failed"]
 
 
 class Command(BaseCommand):

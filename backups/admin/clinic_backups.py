@@ -137,7 +137,7 @@ class ClinicBackupAdmin(CatalogAdmin):
         """The note, after a lock and "kept" when the backup is on legal hold."""
         if backup.held_at is None:
             return backup.note
-        return format_html('<span class="respaldo-held">🔒 {}</span> {}', _("kept"), backup.note)
+        return format_html('<span class="respaldo-held">⚑ {}</span> {}', _("kept"), backup.note)
 
     @admin.display(description=gettext_lazy("legal hold"))
     def hold_display(self, backup: Backup) -> str:

@@ -60,7 +60,7 @@ def hold_text(backup: Backup) -> str:
         return "—"
     since = timezone.localtime(backup.held_at).strftime("%Y-%m-%d")
     return format_html(
-        '<span class="respaldo-held">🔒 {}</span>',
+        '<span class="respaldo-held">⚑ {}</span>',
         _("Kept since %(since)s, by %(by)s: %(reason)s")
         % {"since": since, "by": backup.held_by or "—", "reason": backup.hold_reason},
     )

@@ -119,7 +119,7 @@ def test_the_console_holds_and_releases_with_the_permission_and_shows_it():
     page = answer.content.decode()
     assert "This backup is now kept on legal hold." in page and "Kept since" in page and "inspección" in page
     listing = admin.get("/admin/backups/backup/").content.decode()
-    assert "🔒" in listing and "kept" in listing
+    assert "⚑" in listing and "kept" in listing
     assert "on legal hold" in platform_admin().get("/admin/").content.decode()
 
     with schema_context("clinica"):  # reception has no backup rights; a viewer without hold_backup

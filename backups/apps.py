@@ -26,4 +26,7 @@ class BackupsConfig(AppConfig):
         from backups.operations.notify import connect_receivers
 
         connect_receivers()
+        from backups.operations import webhooks
+
+        webhooks.connect_receivers()
         checks.register(check_archive_keys, checks.Tags.security, deploy=True)

@@ -120,6 +120,12 @@ class BackupsConf:
         port = f":{self.console_port}" if self.console_port else ""
         return f"{self.console_scheme}://{host}{port}{path}"
 
+    # --- webhooks
+    @property
+    def webhooks_allow_http_localhost(self) -> bool:
+        """Accept plain ``http://`` webhook URLs to localhost (tests, development); never in production."""
+        return bool(_setting("BACKUPS_WEBHOOKS_ALLOW_HTTP_LOCALHOST", False))
+
     # --- json format
     @property
     def json_apps(self) -> list[str] | None:

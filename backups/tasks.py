@@ -65,6 +65,15 @@ def clone(clone_id: int) -> str:
     return clones.clone_run(clone_id=clone_id).status
 
 
+def deliver_webhook(delivery_id: int) -> str:
+    """Attempt one webhook delivery (if still pending and not held by another worker); returns its status."""
+    from backups.operations import webhooks
+
+    reset_schema()
+    delivery = webhooks.deliver(delivery_id)
+    return delivery.status if delivery is not None else "skipped"
+
+
 def sweep_stale_jobs() -> int:
     """Settle jobs whose worker died: backups fail and are retried, restores and clones are settled.
 
@@ -95,12 +104,13 @@ def _step(name: str, func: Callable[[], object]) -> bool:
 
 
 def dispatch() -> int:
-    """Every minute: request due scheduled backups, queue due drills, prune (hourly), then email:
-    retries of refused notifications, missed-backup alerts, the platform's daily summary.
+    """Every minute: request due scheduled backups, queue due drills, prune (hourly), then email
+    retries of refused notifications, webhook deliveries due (retries with backoff), missed-backup
+    alerts, the platform's daily summary.
 
     Returns how many steps failed (each is logged; one failing step never stops the others).
     """
-    from backups.operations import alerts, drills, notify, retention, schedule
+    from backups.operations import alerts, drills, notify, retention, schedule, webhooks
     from backups.services import offboard
 
     now = timezone.now()
@@ -108,6 +118,7 @@ def dispatch() -> int:
         ("schedule", lambda: schedule.dispatch(now)),
         ("drills", lambda: drills.dispatch_drills(now)),
         ("notify retries", lambda: notify.notify_retry_pending(now)),
+        ("webhooks", lambda: webhooks.deliver_due(now)),
         ("missed-backup alerts", lambda: alerts.check_stale(now)),
         ("daily summary", lambda: alerts.daily_summary(now)),
     ]

@@ -302,6 +302,8 @@ SERVER_EMAIL = DEFAULT_FROM_EMAIL
 # Links in notification emails: <scheme>://<clinic's primary domain>[:<port>]/admin/...
 BACKUPS_CONSOLE_SCHEME = env_str("BACKUPS_CONSOLE_SCHEME", "https" if PRODUCTION else "http")
 BACKUPS_CONSOLE_PORT = env_str("BACKUPS_CONSOLE_PORT", "")
+# Webhooks: plain http:// only to localhost, and only when this is on (tests); https otherwise.
+BACKUPS_WEBHOOKS_ALLOW_HTTP_LOCALHOST = env_bool("BACKUPS_WEBHOOKS_ALLOW_HTTP_LOCALHOST", False)
 
 # --- Security (production) ------------------------------------------------------------
 if PRODUCTION:

@@ -5,7 +5,9 @@ from backups.admin import (  # noqa: F401 - registers the ModelAdmins
     clinic_backups,
     clinic_operations,
     clinic_restores,
+    clinic_webhooks,
     platform_catalog,
     platform_clones,
     platform_operations,
+    platform_webhooks,
 )

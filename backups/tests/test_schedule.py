@@ -235,7 +235,7 @@ def test_a_real_worker_runs_the_dispatcher_and_makes_the_backup(cluster):
 
 def test_one_failing_dispatcher_step_does_not_stop_the_others(monkeypatch):
     from backups import tasks
-    from backups.operations import alerts, drills, notify, schedule
+    from backups.operations import alerts, drills, notify, schedule, webhooks
 
     ran = []
 
@@ -245,7 +245,8 @@ def test_one_failing_dispatcher_step_does_not_stop_the_others(monkeypatch):
     monkeypatch.setattr(schedule, "dispatch", broken)
     monkeypatch.setattr(drills, "dispatch_drills", lambda now: ran.append("drills"))
     monkeypatch.setattr(notify, "notify_retry_pending", lambda now: ran.append("retries"))
+    monkeypatch.setattr(webhooks, "deliver_due", lambda now: ran.append("webhooks"))
     monkeypatch.setattr(alerts, "check_stale", lambda now: ran.append("stale"))
     monkeypatch.setattr(alerts, "daily_summary", lambda now: ran.append("summary"))
     assert tasks.dispatch() == 1
-    assert ran == ["drills", "retries", "stale", "summary"]
+    assert ran == ["drills", "retries", "webhooks", "stale", "summary"]

@@ -1,0 +1,196 @@
+"""The clinic console's webhook endpoints: this clinic's own, with their recent deliveries.
+
+Every page is scoped to ``request.tenant``: another clinic's endpoint id is a 404 (change,
+delete, history, test). Add, change and delete need the model's own permissions; the signing
+secret is shown only to who may change the endpoint, and "Send a test event" (a button on the
+endpoint's page and a list action, POST only) needs that permission too. The platform's
+endpoint pages (``platform_webhooks``) reuse :class:`EndpointAdmin`.
+"""
+
+from __future__ import annotations
+
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.db import models
+from django.db.models import QuerySet
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
+from django.urls import path, reverse
+from django.utils import timezone
+from django.utils.html import format_html, format_html_join
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
+
+from backups.admin.readonly import ClinicScopedAdmin
+from backups.models_webhooks import WebhookDelivery, WebhookEndpoint
+from backups.operations import webhooks
+from clinic_site.admin_sites import clinic_site
+
+RECENT_DELIVERIES = 25
+
+
+def outcome_text(delivery: WebhookDelivery) -> str:
+    """ "HTTP 200", or the error when there was no answer."""
+    if delivery.last_response_code is not None:
+        return f"HTTP {delivery.last_response_code}"
+    return delivery.last_error or "—"
+
+
+def tested_message(delivery: WebhookDelivery) -> str:
+    """What the console says after a test event."""
+    params = {"url": delivery.endpoint.url, "outcome": outcome_text(delivery)}
+    if delivery.status == WebhookDelivery.Status.DELIVERED:
+        return _("Test event delivered to %(url)s: %(outcome)s.") % params
+    return _("Test event not delivered to %(url)s: %(outcome)s.") % params
+
+
+class EndpointAdmin(ClinicScopedAdmin):
+    """What both consoles' endpoint pages share; subclasses say whose endpoints they are."""
+
+    change_form_template = "admin/backups/webhookendpoint/change_form.html"
+    list_display = ["url", "description", "events", "active", "created_at", "last_delivery"]
+    list_filter = ["active"]
+    fields = ["url", "description", "on_backup", "on_restore", "on_drill", "active"]
+    actions = ["send_test_events"]
+    formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
+
+    def owner(self, request: HttpRequest):
+        """The clinic whose endpoints these pages show (None: the platform's)."""
+        raise NotImplementedError
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[WebhookEndpoint]:
+        owner = self.owner(request)
+        if owner is None:
+            return WebhookEndpoint.objects.filter(clinic__isnull=True)
+        return WebhookEndpoint.objects.filter(clinic_id=owner.pk)
+
+    def get_readonly_fields(self, request: HttpRequest, obj: WebhookEndpoint | None = None) -> list[str]:
+        if obj is None:
+            return []
+        secret = "signing_secret" if self.has_change_permission(request, obj) else "signing_secret_hidden"
+        return [secret, "created_at", "created_by", "recent_deliveries"]
+
+    def get_fields(self, request: HttpRequest, obj: WebhookEndpoint | None = None) -> list[str]:
+        return [*self.fields, *self.get_readonly_fields(request, obj)]
+
+    def own_or_404(self, request: HttpRequest, object_id: str) -> WebhookEndpoint:
+        endpoint = self.get_queryset(request).filter(pk=object_id).first() if str(object_id).isdigit() else None
+        if endpoint is None:
+            raise Http404
+        return endpoint
+
+    def save_model(self, request: HttpRequest, obj: WebhookEndpoint, form, change: bool) -> None:
+        if not change:
+            obj.clinic = self.owner(request)
+            obj.created_by = request.user.get_username()
+        super().save_model(request, obj, form, change)
+
+    def response_add(self, request: HttpRequest, obj: WebhookEndpoint, post_url_continue=None) -> HttpResponse:
+        self.message_user(
+            request,
+            _("Its signing secret is %(secret)s. Keep it in the receiving service; it is also on this page.")
+            % {"secret": obj.secret},
+            messages.WARNING,
+        )
+        return super().response_add(request, obj, post_url_continue)
+
+    def delete_view(self, request: HttpRequest, object_id: str, extra_context=None) -> HttpResponse:
+        self.own_or_404(request, object_id)
+        return super().delete_view(request, object_id, extra_context)
+
+    def history_view(self, request: HttpRequest, object_id: str, extra_context=None) -> HttpResponse:
+        self.own_or_404(request, object_id)
+        return super().history_view(request, object_id, extra_context)
+
+    def change_view(self, request: HttpRequest, object_id: str, form_url: str = "", extra_context=None):
+        endpoint = self.own_or_404(request, object_id)
+        context = dict(extra_context or {})
+        if self.has_change_permission(request, endpoint):
+            context["test_url"] = reverse(f"{self.admin_site.name}:backups_webhookendpoint_test", args=[endpoint.pk])
+        return super().change_view(request, object_id, form_url, context)
+
+    def get_urls(self):
+        test = self.admin_site.admin_view(self.test_view)
+        return [path("<int:endpoint_id>/test/", test, name="backups_webhookendpoint_test"), *super().get_urls()]
+
+    def test_view(self, request: HttpRequest, endpoint_id: int) -> HttpResponse:
+        """POST: deliver a test event now and say how the endpoint answered."""
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        endpoint = self.own_or_404(request, str(endpoint_id))
+        if not self.has_change_permission(request, endpoint):
+            raise PermissionDenied
+        delivery = webhooks.send_test_event(endpoint, actor=request.user.get_username())
+        ok = delivery.status == WebhookDelivery.Status.DELIVERED
+        self.message_user(request, tested_message(delivery), messages.SUCCESS if ok else messages.ERROR)
+        change = reverse(f"{self.admin_site.name}:backups_webhookendpoint_change", args=[endpoint.pk])
+        return HttpResponseRedirect(change)
+
+    @admin.action(description=gettext_lazy("Send a test event to the selected endpoints"), permissions=["change"])
+    def send_test_events(self, request: HttpRequest, queryset: QuerySet[WebhookEndpoint]) -> None:
+        for endpoint in queryset:
+            delivery = webhooks.send_test_event(endpoint, actor=request.user.get_username())
+            ok = delivery.status == WebhookDelivery.Status.DELIVERED
+            self.message_user(request, tested_message(delivery), messages.SUCCESS if ok else messages.ERROR)
+
+    @admin.display(description=gettext_lazy("events"))
+    def events(self, endpoint: WebhookEndpoint) -> str:
+        names = [
+            (endpoint.on_backup, _("backups")),
+            (endpoint.on_restore, _("restores")),
+            (endpoint.on_drill, _("drills")),
+        ]
+        return ", ".join(str(name) for on, name in names if on) or "—"
+
+    @admin.display(description=gettext_lazy("last delivery"))
+    def last_delivery(self, endpoint: WebhookEndpoint) -> str:
+        delivery = endpoint.deliveries.order_by("-created_at", "-id").first()
+        if delivery is None:
+            return "—"
+        return f"{delivery.get_status_display()} · {outcome_text(delivery)}"
+
+    @admin.display(description=gettext_lazy("signing secret"))
+    def signing_secret(self, endpoint: WebhookEndpoint) -> str:
+        return format_html("<code>{}</code>", endpoint.secret)
+
+    @admin.display(description=gettext_lazy("signing secret"))
+    def signing_secret_hidden(self, endpoint: WebhookEndpoint) -> str:
+        return _("hidden (only who may change this endpoint sees it)")
+
+    @admin.display(description=gettext_lazy("recent deliveries"))
+    def recent_deliveries(self, endpoint: WebhookEndpoint) -> str:
+        rows = endpoint.deliveries.order_by("-created_at", "-id")[:RECENT_DELIVERIES]
+        if not rows:
+            return _("None yet.")
+        head = format_html(
+            "<tr><th>{}</th><th>{}</th><th>{}</th><th>{}</th><th>{}</th><th>{}</th></tr>",
+            _("created at"),
+            _("event"),
+            _("status"),
+            _("attempts"),
+            _("last response"),
+            _("next attempt at"),
+        )
+        body = format_html_join(
+            "",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            (
+                (
+                    timezone.localtime(d.created_at).strftime("%Y-%m-%d %H:%M:%S"),
+                    d.event,
+                    d.get_status_display(),
+                    d.attempts,
+                    outcome_text(d),
+                    timezone.localtime(d.next_attempt_at).strftime("%Y-%m-%d %H:%M") if d.next_attempt_at else "—",
+                )
+                for d in rows
+            ),
+        )
+        return format_html('<table class="respaldo-webhook-deliveries">{}{}</table>', head, body)
+
+
+@admin.register(WebhookEndpoint, site=clinic_site)
+class ClinicWebhookEndpointAdmin(EndpointAdmin):
+    """This clinic's endpoints: they receive this clinic's events only."""
+
+    def owner(self, request: HttpRequest):
+        return request.tenant

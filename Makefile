@@ -7,7 +7,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell sha1sum requirements.txt | cut -c1-12)
 
-.PHONY: demo test lint format install system-deps clean-local
+.PHONY: demo test lint format install system-deps clean-local bench bench-compare
 
 $(STAMP): requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -39,3 +39,15 @@ format: install
 
 clean-local:
 	rm -rf .local
+
+# The benchmark (bench/README.md): SIZE = XS (CI's smoke run), S (default) or M. Needs a
+# database like the rest (embedded, or DATABASE_URL), and the age and zstd CLIs.
+SIZE ?= S
+bench: install
+	$(PY) -m pip install -q -r bench/requirements.txt
+	$(PY) manage.py migrate_schemas --shared -v 0
+	$(PY) bench/run.py --size $(SIZE) $(BENCH_ARGS)
+
+# make bench-compare A=bench/results/<one>.json B=bench/results/<other>.json
+bench-compare:
+	$(PY) bench/compare.py $(A) $(B)

@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import io
 import re
+import shutil
 import time
 from datetime import timedelta
 from pathlib import Path
 
 import openpyxl
+from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 
@@ -77,6 +79,8 @@ def test_a_failed_and_stale_clinic_is_highlighted_backed_up_from_the_list_and_tu
 
 
 def _drop_clone() -> None:
+    """The clone's clinic, domain, schema and media folder (a second run must find the name free)."""
+    shutil.rmtree(Path(settings.MEDIA_ROOT) / CLONE, ignore_errors=True)
     connection.set_schema_to_public()
     made = list(CloneJob.objects.exclude(clinic=None).values_list("clinic_id", flat=True))
     CloneJob.objects.all().delete()
@@ -87,6 +91,7 @@ def _drop_clone() -> None:
 
 
 def test_clinica_is_cloned_into_a_training_copy_and_its_admin_logs_in(web_server, browser, cluster, live_db):
+    _drop_clone()  # what an interrupted earlier run may have left
     make_backup("clinica")
     cluster()
     base = f"http://localhost:{web_server}"
@@ -100,6 +105,8 @@ def test_clinica_is_cloned_into_a_training_copy_and_its_admin_logs_in(web_server
         page.fill("#id_schema_name", CLONE)
         page.fill("#id_name", "Clínica de formación")
         page.click("input[type=submit][value='Clone the clinic']")
+        page.wait_for_selector(".messagelist, .errornote")
+        assert page.locator(".errornote").count() == 0, page.locator(".errornote").inner_text()
         assert "asked" in page.locator(".messagelist").inner_text()
         page.wait_for_selector("text=Open the new clinic's admin", timeout=180_000)  # the page follows the job
         page.click("text=Open the new clinic's admin")

@@ -126,6 +126,12 @@ class BackupsConf:
         """Accept plain ``http://`` webhook URLs to localhost (tests, development); never in production."""
         return bool(_setting("BACKUPS_WEBHOOKS_ALLOW_HTTP_LOCALHOST", False))
 
+    # --- the JSON API
+    @property
+    def api_requests_per_minute(self) -> int:
+        """Requests one API token may make per minute (fair use); more get 429."""
+        return int(_setting("BACKUPS_API_REQUESTS_PER_MINUTE", 120))
+
     # --- json format
     @property
     def json_apps(self) -> list[str] | None:

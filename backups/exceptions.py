@@ -20,6 +20,7 @@ from typing import Any
 from django.utils.translation import gettext
 from django.utils.translation import gettext_noop as _
 
+from backups.messages_api import API_MESSAGES
 from backups.messages_upload import UPLOAD_MESSAGES
 
 # Marked for makemessages, translated by render() in the language of whoever reads it.
@@ -158,6 +159,7 @@ MESSAGES: dict[str, str] = {
 }
 
 MESSAGES.update(UPLOAD_MESSAGES)
+MESSAGES.update(API_MESSAGES)
 
 
 def render(message_id: str, params: Mapping[str, Any] | None = None) -> str:

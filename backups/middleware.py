@@ -77,7 +77,17 @@ def back_url(request: HttpRequest) -> str:
 
 
 def _paused_page(request: HttpRequest, restore: Restore, *, writes_only: bool) -> HttpResponse:
-    """The 503 page: "restore in progress" (the clinic is closed) or, for a write, "changes are paused"."""
+    """The 503 page: "restore in progress" (the clinic is closed) or, for a write, "changes are paused".
+
+    Under ``/api/`` the same answer is JSON (code ``restore_in_progress``).
+    """
+    if request.path_info.startswith("/api/"):
+        from backups.api.errors import api_error
+
+        message_id = "restore_in_progress_writes" if writes_only else "restore_in_progress"
+        response = api_error("restore_in_progress", message_id, restore=restore.pk, retry_after=RETRY_AFTER_SECONDS)
+        response.status_code = 503
+        return response
     response = TemplateResponse(
         request,
         "backups/restore_in_progress.html",

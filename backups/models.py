@@ -264,6 +264,10 @@ class AuditEntry(models.Model):
         CLONED = "cloned", _("Clinic cloned from a backup")
         HELD = "held", _("Backup put on legal hold")
         RELEASED = "released", _("Legal hold released")
+        TOKEN_CREATED = "token_created", _("API token created")
+        TOKEN_REVOKED = "token_revoked", _("API token revoked")
+        WEBHOOK_ADDED = "webhook_added", _("Webhook endpoint added")
+        WEBHOOK_REMOVED = "webhook_removed", _("Webhook endpoint removed")
 
     clinic = models.ForeignKey(
         "clinics.Clinic",
@@ -325,5 +329,6 @@ class ClinicKey(models.Model):
         return f"{self.clinic_id}: {self.public_key[:16]}…"
 
 
+from backups.models_api import ApiToken  # noqa: E402, F401 - in its own module
 from backups.models_clone import CloneJob  # noqa: E402, F401 - the model lives in its own module
 from backups.models_webhooks import WebhookDelivery, WebhookEndpoint  # noqa: E402, F401 - in their own module

@@ -5,6 +5,7 @@ from backups.admin import (  # noqa: F401 - registers the ModelAdmins
     clinic_backups,
     clinic_operations,
     clinic_restores,
+    clinic_tokens,
     clinic_webhooks,
     platform_catalog,
     platform_clones,

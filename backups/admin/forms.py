@@ -59,14 +59,19 @@ class RestoreConfirmForm(forms.Form):
     def clean_confirm(self) -> str:
         value = self.cleaned_data["confirm"]
         if value != self.schema:
-            raise forms.ValidationError(render("restore_not_confirmed", {"schema": self.schema}))
+            raise forms.ValidationError(
+                render("restore_not_confirmed", {"schema": self.schema}), code="restore_not_confirmed"
+            )
         return value
 
     def clean(self) -> dict:
         cleaned = super().clean()
         if "accept_emptied" in self.fields and not cleaned.get("accept_emptied"):
             tables = ", ".join(change.label for change in self.preview.emptied)
-            self.add_error("accept_emptied", render("emptied_not_accepted", {"tables": tables}))
+            self.add_error(
+                "accept_emptied",
+                forms.ValidationError(render("emptied_not_accepted", {"tables": tables}), code="emptied_not_accepted"),
+            )
         return cleaned
 
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import zoneinfo
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import BinaryIO
 
+from django.core import signing
 from django.db import transaction
 from django.utils import timezone
 
@@ -17,7 +18,8 @@ from backups.models import AuditEntry, Backup, Download, JobStatus
 from backups.operations.audit import audit
 from backups.services.backup import ARCHIVE_EXTENSION
 
-LINK_SECONDS = 300  # a pre-signed S3 link is valid five minutes
+LINK_SECONDS = 300  # a pre-signed S3 link (or our own signed link) is valid five minutes
+LINK_SALT = "respaldo.download-link"
 
 
 @dataclass
@@ -28,6 +30,8 @@ class BackupDownload:
     size: int
     link: str | None = None
     stream: BinaryIO | None = None
+    signed: str | None = None  # local storage, ``as_link``: the signed value of our own short-lived link
+    expires_at: datetime | None = None
 
 
 def download_filename(backup: Backup) -> str:
@@ -37,8 +41,14 @@ def download_filename(backup: Backup) -> str:
     return f"{backup.clinic.schema_name}-{when}-{backup.pk}.{ARCHIVE_EXTENSION}"
 
 
-def backup_download(*, backup: Backup, downloaded_by: str, address: str | None = None) -> BackupDownload:
+def backup_download(
+    *, backup: Backup, downloaded_by: str, address: str | None = None, as_link: bool = False
+) -> BackupDownload:
     """Open ``backup`` for download and record who downloaded it (before any byte leaves).
+
+    With ``as_link`` nothing is opened: the result holds a pre-signed storage link (S3) or,
+    for local storage, ``signed``, the value of a link of our own that
+    :func:`open_signed_download` accepts for ``LINK_SECONDS``.
 
     The caller has already checked that the backup is the requesting clinic's and that the
     user may download. Raises RespaldoError for a backup with nothing stored (failed,
@@ -53,10 +63,13 @@ def backup_download(*, backup: Backup, downloaded_by: str, address: str | None =
         raise RespaldoError("fair_use_downloads", limit=limit)
     filename = download_filename(backup)
     link = storage.download_link(backup.storage_name, filename=filename, seconds=LINK_SECONDS)
-    result = BackupDownload(filename=filename, size=int(backup.size or 0), link=link)
-    if link is None:
+    expires_at = timezone.now() + timedelta(seconds=LINK_SECONDS)
+    result = BackupDownload(filename=filename, size=int(backup.size or 0), link=link, expires_at=expires_at)
+    if link is None and as_link:
+        result.signed = signing.dumps({"b": backup.pk, "c": backup.clinic_id}, salt=LINK_SALT, compress=True)
+    elif link is None:
         result.stream = storage.open_stored(backup.storage_name)
-    via = "link" if link else "stream"
+    via = "link" if (link or result.signed) else "stream"
     with transaction.atomic():
         Download.objects.create(clinic_id=backup.clinic_id, backup=backup, downloaded_by=downloaded_by, via=via)
         audit(
@@ -68,3 +81,28 @@ def backup_download(*, backup: Backup, downloaded_by: str, address: str | None =
             via=via,
         )
     return result
+
+
+def open_signed_download(signed: str, *, clinic_id: int, backup_id: int) -> BackupDownload:
+    """The download behind one of our own signed links for ``backup_id`` (recorded when the link was made).
+
+    Raises RespaldoError ``api_link_expired`` for a link that is older than ``LINK_SECONDS``,
+    altered, or another clinic's, and ``backup_not_downloadable`` when retention removed the
+    backup since.
+    """
+    try:
+        value = signing.loads(signed, salt=LINK_SALT, max_age=LINK_SECONDS)
+    except signing.BadSignature:  # SignatureExpired is one
+        raise RespaldoError("api_link_expired") from None
+    if not isinstance(value, dict) or value.get("c") != clinic_id or value.get("b") != backup_id:
+        raise RespaldoError("api_link_expired")
+    backup = Backup.objects.select_related("clinic").filter(pk=value.get("b"), clinic_id=clinic_id).first()
+    if backup is None:
+        raise RespaldoError("api_link_expired")
+    if backup.status != JobStatus.SUCCEEDED or not backup.storage_name or backup.expired_at is not None:
+        raise RespaldoError(
+            "backup_not_downloadable", backup=backup.pk, status="expired" if backup.expired_at else backup.status
+        )
+    return BackupDownload(
+        filename=download_filename(backup), size=int(backup.size or 0), stream=storage.open_stored(backup.storage_name)
+    )

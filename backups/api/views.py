@@ -1,0 +1,384 @@
+"""The API's views: each one a straight line over the same services as the console.
+
+Every object comes through a queryset of ``request.tenant``'s own rows, so another clinic's
+id is a 404, exactly as in the console. ``access.api_view`` has already authenticated the
+request and checked the permission of its method.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, time
+from typing import Any
+
+from django.core.exceptions import RequestDataTooBig
+from django.core.files.uploadhandler import TemporaryFileUploadHandler
+from django.core.paginator import Paginator
+from django.db.models import Q, QuerySet
+from django.http import FileResponse, HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
+from django.utils import timezone
+from django.utils.dateparse import parse_date, parse_datetime
+from django.views.decorators.http import require_GET
+
+from backups import selectors, services
+from backups.admin.forms import BackupNowForm, RestoreConfirmForm
+from backups.admin.uploads import SizeLimitHandler
+from backups.api.access import api_view, check_csrf
+from backups.api.errors import NO_STORE, api_error, error_response, field_errors, refusal_response
+from backups.api.serialize import absolute, backup_json, preview_json, restore_json
+from backups.conf import conf
+from backups.exceptions import RespaldoError
+from backups.models import Backup, JobStatus, Restore
+from backups.operations.audit import client_address
+from backups.services.download import BackupDownload, backup_download, open_signed_download
+from backups.services.preview import restore_preview
+from backups.services.upload import too_large_refusal
+
+DEFAULT_PAGE_SIZE = 25
+MAX_PAGE_SIZE = 100
+READ_BACKUPS = ("view_backup", False)
+READ_RESTORES = (("view_restore", "restore_backup"), False)
+
+
+class BadParameter(Exception):
+    """A query parameter that cannot be used (answered 400 ``api_bad_parameter``)."""
+
+    def __init__(self, name: str, reason: str) -> None:
+        super().__init__(name)
+        self.name, self.reason = name, reason
+
+
+# --- helpers ---------------------------------------------------------------------------
+
+
+def answer(body: dict[str, Any], *, status: int = 200, location: str | None = None) -> JsonResponse:
+    response = JsonResponse(body, status=status, headers=NO_STORE, json_dumps_params={"ensure_ascii": False})
+    if location:
+        response["Location"] = location
+    return response
+
+
+def request_data(request: HttpRequest) -> dict[str, Any] | None:
+    """A JSON object body, or the form fields of a form-encoded one; None for a body that is neither."""
+    if request.content_type == "application/json":
+        try:
+            data = json.loads(request.body or b"{}")
+        except (ValueError, RequestDataTooBig):
+            return None
+        return data if isinstance(data, dict) else None
+    return request.POST.dict()
+
+
+def own_backups(request: HttpRequest) -> QuerySet[Backup]:
+    return selectors.backup_list(clinic_id=request.tenant.pk)
+
+
+def own_backup(request: HttpRequest, backup_id: int | str) -> Backup:
+    """This clinic's backup ``backup_id``; another clinic's (or none) is a 404."""
+    backup_id = int(backup_id)
+    backup = own_backups(request).filter(pk=backup_id).first()
+    if backup is None:
+        raise _NotFound("api_backup_not_found", backup=backup_id)
+    return backup
+
+
+class _NotFound(RespaldoError):
+    pass
+
+
+def paginate(request: HttpRequest, queryset: QuerySet, render) -> dict[str, Any]:
+    """``?page=`` (from 1) and ``?page_size=`` (at most 100) of ``queryset``, with links to the neighbours."""
+    page_size = _int_param(request, "page_size", DEFAULT_PAGE_SIZE, low=1, high=MAX_PAGE_SIZE)
+    number = _int_param(request, "page", 1, low=1)
+    paginator = Paginator(queryset, page_size)
+    if number > max(paginator.num_pages, 1):
+        raise BadParameter("page", f"there are {paginator.num_pages} pages")
+    page = paginator.page(number)
+
+    def link(to: int) -> str:
+        query = request.GET.copy()
+        query["page"] = str(to)
+        return request.build_absolute_uri(f"{request.path}?{query.urlencode()}")
+
+    return {
+        "count": paginator.count,
+        "page": number,
+        "page_size": page_size,
+        "pages": paginator.num_pages,
+        "next": link(number + 1) if page.has_next() else None,
+        "previous": link(number - 1) if page.has_previous() else None,
+        "results": [render(item) for item in page.object_list],
+    }
+
+
+def _int_param(request: HttpRequest, name: str, default: int, *, low: int, high: int | None = None) -> int:
+    raw = request.GET.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise BadParameter(name, "not a whole number") from None
+    if value < low or (high is not None and value > high):
+        raise BadParameter(name, f"between {low} and {high}" if high else f"at least {low}")
+    return value
+
+
+def _choice_param(request: HttpRequest, name: str, choices: list[str]) -> str | None:
+    value = request.GET.get(name) or None
+    if value is not None and value not in choices:
+        raise BadParameter(name, "one of " + ", ".join(choices))
+    return value
+
+
+def _moment_param(request: HttpRequest, name: str, *, end: bool = False):
+    """A date (the whole day, in the clinic's time zone) or an ISO datetime."""
+    raw = request.GET.get(name)
+    if not raw:
+        return None
+    moment = parse_datetime(raw)
+    if moment is None:
+        day = parse_date(raw)
+        if day is None:
+            raise BadParameter(name, "a date (YYYY-MM-DD) or an ISO 8601 date and time")
+        moment = datetime.combine(day, time.max if end else time.min)
+    if timezone.is_naive(moment):
+        moment = timezone.make_aware(moment)
+    return moment
+
+
+def filtered_backups(request: HttpRequest) -> QuerySet[Backup]:
+    """The console's filters: status, kind, format, requested since/until, held, and a search of note and user."""
+    backups = own_backups(request)
+    status = _choice_param(request, "status", JobStatus.values)
+    kind = _choice_param(request, "kind", Backup.Kind.values)
+    payload_format = _choice_param(request, "format", Backup.Format.values)
+    held = _choice_param(request, "held", ["true", "false"])
+    since, until = _moment_param(request, "since"), _moment_param(request, "until", end=True)
+    if status:
+        backups = backups.filter(status=status)
+    if kind:
+        backups = backups.filter(kind=kind)
+    if payload_format:
+        backups = backups.filter(payload_format=payload_format)
+    if held:
+        backups = backups.filter(held_at__isnull=held == "false")
+    if since:
+        backups = backups.filter(requested_at__gte=since)
+    if until:
+        backups = backups.filter(requested_at__lte=until)
+    if search := request.GET.get("q", "").strip():
+        backups = backups.filter(Q(note__icontains=search) | Q(requested_by__icontains=search))
+    return backups
+
+
+def _guarded(view):
+    """Turn the helpers' BadParameter and not-found into their JSON answers."""
+
+    def run(request: HttpRequest, *args, **kwargs) -> HttpResponse:
+        try:
+            return view(request, *args, **kwargs)
+        except BadParameter as exc:
+            return api_error("api_bad_parameter", name=exc.name, reason=exc.reason)
+        except _NotFound as exc:
+            return error_response(exc)
+
+    run.__name__ = view.__name__
+    run.__doc__ = view.__doc__
+    return run
+
+
+# --- backups ---------------------------------------------------------------------------
+
+
+@api_view({"GET": READ_BACKUPS, "POST": ("add_backup", True)})
+@_guarded
+def backups(request: HttpRequest) -> HttpResponse:
+    """GET: the clinic's backups, newest first, paginated and filtered. POST: back up now."""
+    if request.method == "POST":
+        return create_backup(request)
+    return answer(paginate(request, filtered_backups(request), lambda backup: backup_json(request, backup)))
+
+
+def create_backup(request: HttpRequest) -> HttpResponse:
+    """``{"format": "pg"|"json", "note": "…"}`` -> 202 with the pending backup (its worker runs it)."""
+    data = request_data(request)
+    if data is None:
+        return api_error("api_bad_json")
+    form = BackupNowForm({"payload_format": data.get("format") or Backup.Format.PG, "note": data.get("note") or ""})
+    if not form.is_valid():
+        return field_errors(form)
+    try:
+        backup = services.backup_request(
+            clinic=request.tenant.pk,
+            payload_format=form.cleaned_data["payload_format"],
+            note=form.cleaned_data["note"],
+            requested_by=request.user.get_username(),
+            address=client_address(request),
+        )
+    except Exception as exc:
+        return refusal_response(exc)
+    return answer(
+        backup_json(request, backup, detail=True), status=202, location=absolute(request, "backup", backup.pk)
+    )
+
+
+@api_view({"GET": READ_BACKUPS})
+@_guarded
+def backup(request: HttpRequest, backup_id: int) -> HttpResponse:
+    """One backup with its per-table row counts."""
+    return answer(backup_json(request, own_backup(request, backup_id), detail=True))
+
+
+@api_view({"GET": ("download_backup", True)})
+@_guarded
+def download(request: HttpRequest, backup_id: int) -> HttpResponse:
+    """The backup's bytes (local storage), or a redirect to a short-lived storage link (S3)."""
+    target = own_backup(request, backup_id)
+    try:
+        result = backup_download(
+            backup=target, downloaded_by=request.user.get_username(), address=client_address(request)
+        )
+    except Exception as exc:
+        return refusal_response(exc)
+    if result.link:
+        return HttpResponseRedirect(result.link)
+    return file_response(result, sha256=target.sha256)
+
+
+@api_view({"POST": ("download_backup", True)})
+@_guarded
+def link(request: HttpRequest, backup_id: int) -> HttpResponse:
+    """A link that downloads the backup without credentials for five minutes (recorded as a download now)."""
+    target = own_backup(request, backup_id)
+    try:
+        result = backup_download(
+            backup=target, downloaded_by=request.user.get_username(), address=client_address(request), as_link=True
+        )
+    except Exception as exc:
+        return refusal_response(exc)
+    url = result.link or f"{absolute(request, 'backup_file', target.pk)}?sig={result.signed}"
+    body = {
+        "url": url,
+        "expires_at": result.expires_at.isoformat() if result.expires_at else None,
+        "filename": result.filename,
+        "size": result.size,
+        "sha256": target.sha256,
+    }
+    return answer(body, status=201)
+
+
+@require_GET
+def signed_file(request: HttpRequest, backup_id: int) -> HttpResponse:
+    """The bytes behind a link from ``link`` (local storage): the signature is the credential."""
+    try:
+        result = open_signed_download(request.GET.get("sig", ""), clinic_id=request.tenant.pk, backup_id=backup_id)
+    except Exception as exc:
+        return refusal_response(exc)
+    return file_response(result)
+
+
+def file_response(result: BackupDownload, *, sha256: str = "") -> FileResponse:
+    response = FileResponse(
+        result.stream, as_attachment=True, filename=result.filename, content_type="application/octet-stream"
+    )
+    response["Content-Length"] = str(result.size)
+    response["Cache-Control"] = "no-store, private"
+    if sha256:
+        response["X-Respaldo-SHA256"] = sha256
+    return response
+
+
+@api_view({"GET": ("restore_backup", False), "POST": ("restore_backup", True)})
+@_guarded
+def restore(request: HttpRequest, backup_id: int) -> HttpResponse:
+    """GET: what restoring this backup would change. POST ``{"confirm": "<schema>"}``: restore it (202)."""
+    target = own_backup(request, backup_id)
+    if target.status != JobStatus.SUCCEEDED or not target.storage_name or target.expired_at:
+        status = "expired" if target.expired_at else target.status
+        return api_error("backup_not_restorable", backup=target.pk, status=status)
+    preview = restore_preview(backup=target)
+    if request.method == "GET":
+        return answer(preview_json(preview, schema=request.tenant.schema_name))
+    data = request_data(request)
+    if data is None:
+        return api_error("api_bad_json")
+    accept = data.get("accept_emptied") in (True, "true", "on", "1", 1)
+    form = RestoreConfirmForm(
+        {"confirm": str(data.get("confirm") or ""), "accept_emptied": accept},
+        schema=request.tenant.schema_name,
+        preview=preview,
+    )
+    if not form.is_valid():
+        return field_errors(form)
+    try:
+        started = services.restore_request(
+            clinic=request.tenant.pk,
+            backup_id=target.pk,
+            requested_by=request.user.get_username(),
+            address=client_address(request),
+        )
+    except Exception as exc:
+        return refusal_response(exc)
+    return answer(restore_json(request, started), status=202, location=absolute(request, "restore", started.pk))
+
+
+@api_view({"POST": ("upload_backup", True)}, csrf=False)
+@_guarded
+def upload(request: HttpRequest) -> HttpResponse:
+    """Multipart ``file``: a Respaldo archive or a JSON export of this clinic becomes a backup to restore (201)."""
+    limiter = SizeLimitHandler(request, conf.max_upload_bytes)
+    request.upload_handlers = [limiter, TemporaryFileUploadHandler(request)]
+    if request.api_token is None and (refused := check_csrf(request)) is not None:
+        return refused
+    uploaded = request.FILES.get("file")
+    if limiter.exceeded:
+        return error_response(too_large_refusal(limiter.limit))
+    if uploaded is None:
+        return api_error("api_no_file")
+    try:
+        accepted = services.backup_from_upload(
+            clinic=request.tenant.pk,
+            source=uploaded,
+            filename=uploaded.name or "",
+            requested_by=request.user.get_username(),
+            address=client_address(request),
+        )
+    except Exception as exc:
+        return refusal_response(exc)
+    return answer(
+        backup_json(request, accepted, detail=True), status=201, location=absolute(request, "backup", accepted.pk)
+    )
+
+
+# --- restores --------------------------------------------------------------------------
+
+
+def own_restores(request: HttpRequest) -> QuerySet[Restore]:
+    return Restore.objects.filter(clinic_id=request.tenant.pk).order_by("-requested_at", "-id")
+
+
+@api_view({"GET": READ_RESTORES})
+@_guarded
+def restores(request: HttpRequest) -> HttpResponse:
+    """The clinic's restores, newest first (``?status=``)."""
+    rows = own_restores(request)
+    if status := _choice_param(request, "status", JobStatus.values):
+        rows = rows.filter(status=status)
+    return answer(paginate(request, rows, lambda row: restore_json(request, row)))
+
+
+@api_view({"GET": READ_RESTORES})
+@_guarded
+def restore_status(request: HttpRequest, restore_id: int) -> HttpResponse:
+    """One restore: its phase while it runs, its outcome once it ended."""
+    restore_id = int(restore_id)
+    row = own_restores(request).filter(pk=restore_id).first()
+    if row is None:
+        raise _NotFound("api_restore_not_found", restore=restore_id)
+    return answer(restore_json(request, row))
+
+
+def not_found(request: HttpRequest, rest: str = "") -> JsonResponse:
+    """Any other path under ``/api/``: a JSON 404."""
+    return api_error("api_not_found")

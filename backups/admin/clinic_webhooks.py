@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
-from django.db import models
+from django.db import models, transaction
 from django.db.models import QuerySet
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
 from django.urls import path, reverse
@@ -23,6 +23,7 @@ from django.utils.translation import gettext_lazy
 from backups.admin.readonly import ClinicScopedAdmin
 from backups.models_webhooks import WebhookDelivery, WebhookEndpoint
 from backups.operations import webhooks
+from backups.operations.audit import client_address
 from clinic_site.admin_sites import clinic_site
 
 RECENT_DELIVERIES = 25
@@ -82,7 +83,27 @@ class EndpointAdmin(ClinicScopedAdmin):
         if not change:
             obj.clinic = self.owner(request)
             obj.created_by = request.user.get_username()
-        super().save_model(request, obj, form, change)
+        with transaction.atomic():
+            super().save_model(request, obj, form, change)
+            if not change:
+                webhooks.endpoint_audited(
+                    obj, added=True, actor=request.user.get_username(), address=client_address(request)
+                )
+
+    def delete_model(self, request: HttpRequest, obj: WebhookEndpoint) -> None:
+        with transaction.atomic():
+            webhooks.endpoint_audited(
+                obj, added=False, actor=request.user.get_username(), address=client_address(request)
+            )
+            super().delete_model(request, obj)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[WebhookEndpoint]) -> None:
+        with transaction.atomic():
+            for endpoint in queryset:
+                webhooks.endpoint_audited(
+                    endpoint, added=False, actor=request.user.get_username(), address=client_address(request)
+                )
+            super().delete_queryset(request, queryset)
 
     def response_add(self, request: HttpRequest, obj: WebhookEndpoint, post_url_continue=None) -> HttpResponse:
         self.message_user(

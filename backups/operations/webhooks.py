@@ -407,3 +407,21 @@ def send_test_event(endpoint: WebhookEndpoint, actor: str = "") -> WebhookDelive
     deliver(delivery.pk, now, retry=False)
     delivery.refresh_from_db()
     return delivery
+
+
+# --- the audit trail of endpoints ---------------------------------------------------------------
+
+
+def endpoint_audited(endpoint: WebhookEndpoint, *, added: bool, actor: str, address: str | None = None) -> None:
+    """An audit entry for an endpoint added or removed (the clinic's trail, or the platform's)."""
+    from backups.models import AuditEntry
+    from backups.operations.audit import audit
+
+    audit(
+        AuditEntry.Action.WEBHOOK_ADDED if added else AuditEntry.Action.WEBHOOK_REMOVED,
+        clinic_id=endpoint.clinic_id,
+        actor=actor,
+        address=address,
+        endpoint=endpoint.pk,
+        url=endpoint.url,
+    )

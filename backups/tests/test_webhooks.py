@@ -321,3 +321,17 @@ def test_the_endpoint_pages_speak_spanish(receiver):
     assert f"Evento de prueba entregado a {receiver.url}: HTTP 200" in tested
     refused = client.post(f"{ENDPOINTS}add/", form("http://example.com/hook")).content.decode()
     assert "La URL debe empezar por https://" in refused
+
+
+def test_adding_and_removing_an_endpoint_is_in_the_clinics_audit_trail(receiver):
+    from backups.models import AuditEntry
+
+    client = logged_in("admin", "admin")
+    client.post(f"{ENDPOINTS}add/", form(receiver.url))
+    hook = WebhookEndpoint.objects.get()
+    added = AuditEntry.objects.get(action="webhook_added")
+    assert (added.clinic.schema_name, added.actor, added.details["url"]) == ("clinica", "admin", receiver.url)
+    assert client.post(f"{ENDPOINTS}{hook.pk}/delete/", {"post": "yes"}).status_code == 302
+    removed = AuditEntry.objects.get(action="webhook_removed")
+    assert (removed.details["endpoint"], removed.actor) == (hook.pk, "admin")
+    assert not WebhookEndpoint.objects.exists()

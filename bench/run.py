@@ -49,7 +49,6 @@ from django.conf import settings  # noqa: E402
 from django.db import connection  # noqa: E402
 from django.test import Client  # noqa: E402
 from django.test.utils import CaptureQueriesContext  # noqa: E402
-from django.utils import timezone  # noqa: E402
 from django_tenants.utils import schema_context  # noqa: E402
 
 from backups import archive, services, storage  # noqa: E402
@@ -630,36 +629,9 @@ class Bench:
     def setup_pages(self) -> None:
         """1,000 catalog-only clinics with 100 backups each (one in ten failed), as in the tests."""
         self.drop_catalog()
-        now = timezone.now()
-        made = Clinic.objects.bulk_create(
-            [Clinic(schema_name=f"budget_{n:04d}", name=f"Budget {n:04d}") for n in range(1000)]
-        )
-        BackupPolicy.objects.bulk_create([BackupPolicy(clinic=c, enabled=bool(c.pk % 3)) for c in made])
-        template = Backup.objects.create(
-            clinic=made[0], status=JobStatus.SUCCEEDED, requested_at=now, started_at=now, succeeded_at=now, size=MB
-        )
-        columns = [f.column for f in Backup._meta.concrete_fields if f.column != "id"]
-        overrides = {
-            "clinic_id": "c.id",
-            "status": "CASE WHEN g %% 10 = 0 THEN 'failed' ELSE 'succeeded' END",
-            "requested_at": "%(now)s - g * interval '1 hour'",
-            "started_at": "%(now)s - g * interval '1 hour'",
-            "succeeded_at": "CASE WHEN g %% 10 = 0 THEN NULL ELSE %(now)s - g * interval '1 hour' END",
-            "failed_at": "CASE WHEN g %% 10 = 0 THEN %(now)s - g * interval '1 hour' END",
-            "storage_name": "CASE WHEN g %% 10 = 0 THEN '' ELSE 'clinics/' || c.schema_name || '/' || g END",
-            "size": "c.id * 1000 + g",
-            "expired_at": "CASE WHEN g > 60 THEN %(now)s END",
-        }
-        quoted = ", ".join(f'"{column}"' for column in columns)
-        select = ", ".join(overrides.get(column, f't."{column}"') for column in columns)
-        with connection.cursor() as cursor:
-            cursor.execute(
-                f"INSERT INTO backups_backup ({quoted}) SELECT {select} FROM backups_backup t, clinics_clinic c, "
-                "generate_series(1, 100) g WHERE t.id = %(template)s AND c.schema_name LIKE 'budget\\_%%'",
-                {"now": now, "template": template.pk},
-            )
-            template.delete()
-            cursor.execute("ANALYZE clinics_clinic, backups_backuppolicy, backups_backup, backups_restore")
+        from backups.catalog_load import fill_catalog
+
+        fill_catalog(clinics=1000, backups_each=100, size=MB)
 
     def setup_users(self) -> None:
         """The platform tenant, and a superuser in it and in the bench clinic, for the pages."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.db import models, transaction
-from django.db.models import QuerySet
+from django.db.models import OuterRef, QuerySet, Subquery
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
 from django.urls import path, reverse
 from django.utils import timezone
@@ -61,8 +61,16 @@ class EndpointAdmin(ClinicScopedAdmin):
     def get_queryset(self, request: HttpRequest) -> QuerySet[WebhookEndpoint]:
         owner = self.owner(request)
         if owner is None:
-            return WebhookEndpoint.objects.filter(clinic__isnull=True)
-        return WebhookEndpoint.objects.filter(clinic_id=owner.pk)
+            endpoints = WebhookEndpoint.objects.filter(clinic__isnull=True)
+        else:
+            endpoints = WebhookEndpoint.objects.filter(clinic_id=owner.pk)
+        # the list's "last delivery" column, in the list's one query
+        latest = WebhookDelivery.objects.filter(endpoint=OuterRef("pk")).order_by("-created_at", "-id")
+        return endpoints.annotate(
+            last_status=Subquery(latest.values("status")[:1]),
+            last_code=Subquery(latest.values("last_response_code")[:1]),
+            last_error_text=Subquery(latest.values("last_error")[:1]),
+        )
 
     def get_readonly_fields(self, request: HttpRequest, obj: WebhookEndpoint | None = None) -> list[str]:
         if obj is None:
@@ -164,9 +172,13 @@ class EndpointAdmin(ClinicScopedAdmin):
 
     @admin.display(description=gettext_lazy("last delivery"))
     def last_delivery(self, endpoint: WebhookEndpoint) -> str:
-        delivery = endpoint.deliveries.order_by("-created_at", "-id").first()
-        if delivery is None:
+        if not getattr(endpoint, "last_status", None):
             return "—"
+        delivery = WebhookDelivery(
+            status=endpoint.last_status,
+            last_response_code=endpoint.last_code,
+            last_error=endpoint.last_error_text or "",
+        )
         return f"{delivery.get_status_display()} · {outcome_text(delivery)}"
 
     @admin.display(description=gettext_lazy("signing secret"))

@@ -45,6 +45,14 @@ def cluster(live_db, tmp_path):
                 proc.wait()
 
 
+@pytest.fixture
+def media_root(settings, tmp_path):
+    """A private MEDIA_ROOT, and a fresh default storage that uses it."""
+    settings.MEDIA_ROOT = tmp_path / "media"
+    settings.STORAGES = {**settings.STORAGES}  # a new dict: the storages' cache is reset
+    return tmp_path / "media"
+
+
 @pytest.fixture(scope="module")
 def moto_server():
     port = free_port()

@@ -29,11 +29,9 @@ FILES = {0: b"\x89PNG first x-ray" * 5000, 1: os.urandom(300_000), 2: b""}
 
 
 @pytest.fixture(autouse=True)
-def media_root(settings, tmp_path):
-    """A private MEDIA_ROOT (and a fresh default storage using it)."""
-    settings.MEDIA_ROOT = tmp_path / "media"
-    settings.STORAGES = {**settings.STORAGES}
-    return tmp_path / "media"
+def _private_media(media_root):
+    """Every test here writes files under a private MEDIA_ROOT (``media_root``, backups/tests/conftest.py)."""
+    return media_root
 
 
 @pytest.fixture

@@ -21,14 +21,6 @@ from dental.models import Patient
 FILES = {0: b"\x89PNG first x-ray" * 5000, 1: os.urandom(300_000), 2: b""}
 
 
-@pytest.fixture
-def media_root(settings, tmp_path):
-    """A private MEDIA_ROOT, and a fresh default storage that uses it."""
-    settings.MEDIA_ROOT = tmp_path / "media"
-    settings.STORAGES = {**settings.STORAGES}
-    return tmp_path / "media"
-
-
 def _add_xrays() -> dict[str, bytes]:
     """Give the first patients an X-ray each, written through the default storage; {name: bytes}."""
     written = {}

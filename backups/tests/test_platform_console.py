@@ -13,6 +13,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
+from backups import catalog_load
 from backups.models import Backup, BackupPolicy, JobStatus, Restore
 from backups.operations.overview import clinics_with_health, platform_clinics, platform_overview
 from clinics.models import Clinic
@@ -216,34 +217,7 @@ MAX_QUERIES = 15
 
 def fill_catalog() -> None:
     """1,000 catalog-only clinics with a policy each and 100 backups each (one in ten failed)."""
-    now = timezone.now()
-    clinics = Clinic.objects.bulk_create(
-        [Clinic(schema_name=f"budget_{n:04d}", name=f"Budget {n:04d}") for n in range(BUDGET_CLINICS)]
-    )
-    BackupPolicy.objects.bulk_create([BackupPolicy(clinic=c, enabled=bool(c.pk % 3)) for c in clinics])
-    template = backup(clinics[0], ago=timedelta(days=1))  # every column's default, copied by the database
-    columns = [f.column for f in Backup._meta.concrete_fields if f.column != "id"]
-    overrides = {
-        "clinic_id": "c.id",
-        "status": "CASE WHEN g %% 10 = 0 THEN 'failed' ELSE 'succeeded' END",
-        "requested_at": "%(now)s - g * interval '1 hour'",
-        "started_at": "%(now)s - g * interval '1 hour'",
-        "succeeded_at": "CASE WHEN g %% 10 = 0 THEN NULL ELSE %(now)s - g * interval '1 hour' END",
-        "failed_at": "CASE WHEN g %% 10 = 0 THEN %(now)s - g * interval '1 hour' END",
-        "storage_name": "CASE WHEN g %% 10 = 0 THEN '' ELSE 'clinics/' || c.schema_name || '/' || g END",
-        "size": "c.id * 1000 + g",
-        "expired_at": "CASE WHEN g > 60 THEN %(now)s END",
-    }
-    quoted = ", ".join(f'"{column}"' for column in columns)
-    select = ", ".join(overrides.get(column, f't."{column}"') for column in columns)
-    sql = (
-        f"INSERT INTO backups_backup ({quoted}) SELECT {select} FROM backups_backup t, clinics_clinic c, "
-        f"generate_series(1, {BACKUPS_EACH}) g WHERE t.id = %(template)s AND c.schema_name LIKE 'budget%%'"
-    )
-    with connection.cursor() as cursor:
-        cursor.execute(sql, {"now": now, "template": template.pk})
-        template.delete()
-        cursor.execute("ANALYZE clinics_clinic, backups_backuppolicy, backups_backup, backups_restore")
+    catalog_load.fill_catalog(clinics=BUDGET_CLINICS, backups_each=BACKUPS_EACH)
     assert Backup.objects.filter(clinic__schema_name__startswith="budget_").count() == BUDGET_CLINICS * BACKUPS_EACH
 
 

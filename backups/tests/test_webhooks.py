@@ -335,3 +335,25 @@ def test_adding_and_removing_an_endpoint_is_in_the_clinics_audit_trail(receiver)
     removed = AuditEntry.objects.get(action="webhook_removed")
     assert (removed.details["endpoint"], removed.actor) == (hook.pk, "admin")
     assert not WebhookEndpoint.objects.exists()
+
+
+def test_the_endpoint_list_shows_each_last_delivery_in_a_fixed_number_of_queries():
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    client = logged_in("admin", "admin")
+
+    def add(n: int) -> None:
+        hook = endpoint(f"https://hooks{n}.example.com/in")
+        WebhookDelivery.objects.create(endpoint=hook, event="test", status="failed", last_response_code=500 + n)
+        WebhookDelivery.objects.create(endpoint=hook, event="test", status="delivered", last_response_code=200 + n)
+
+    add(0)
+    with CaptureQueriesContext(connection) as one:
+        assert "HTTP 200" in client.get(ENDPOINTS).content.decode()
+    for n in range(1, 6):
+        add(n)
+    with CaptureQueriesContext(connection) as six:
+        page = client.get(ENDPOINTS).content.decode()
+    assert all(f"HTTP {200 + n}" in page for n in range(6)) and "HTTP 500" not in page  # the newest of each
+    assert len(six.captured_queries) == len(one.captured_queries)

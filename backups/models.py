@@ -121,6 +121,22 @@ class Backup(Job):
         ordering = ["-requested_at", "-id"]
         indexes = [
             models.Index(fields=["clinic", "-requested_at"], name="backup_clinic_newest"),
+            # the platform's pages (backups/operations/overview.py, trends.py): the newest successes
+            # of all clinics, each clinic's stored bytes, its newest drill
+            models.Index(fields=["-succeeded_at"], name="backup_succeeded_newest", condition=Q(status="succeeded")),
+            models.Index(
+                fields=["clinic"],
+                include=["size"],
+                name="backup_clinic_stored",
+                condition=Q(expired_at__isnull=True) & ~Q(storage_name=""),
+            ),
+            models.Index(
+                fields=["clinic", "-drilled_at"], name="backup_clinic_drilled", condition=Q(drilled_at__isnull=False)
+            ),
+            models.Index(
+                fields=["clinic", "-verified_at"], name="backup_clinic_verified", condition=Q(verified_at__isnull=False)
+            ),
+            models.Index(fields=["clinic"], name="backup_clinic_held", condition=Q(held_at__isnull=False)),
             models.Index(
                 fields=["status", "-requested_at"],
                 name="backup_failed_or_running",

@@ -20,7 +20,6 @@ class PlatformAdminSite(AdminSite):
     def index(self, request, extra_context=None):
         """The app list, with every clinic's backup health summed up above it (backups.operations.overview)."""
         from backups.models import Backup
-        from backups.operations.legal_hold import held_storage
         from backups.operations.overview import platform_overview
         from backups.operations.trends import trend_context
         from clinics.models import Clinic
@@ -28,9 +27,10 @@ class PlatformAdminSite(AdminSite):
         clinics = self._registry.get(Clinic)
         context = {}
         if clinics is not None and clinics.has_view_permission(request):  # its links lead to the clinics list
+            overview = platform_overview()
             context = {
-                "overview": platform_overview(),
-                "held": held_storage(),
+                "overview": overview,
+                "held": overview.held,
                 "by_size_query": clinics.sort_query("stored_size_display"),
                 **trend_context(Backup.objects.all()),  # the last 60 backups of every clinic
             }

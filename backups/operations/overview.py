@@ -5,8 +5,8 @@
   count, policy on or off, past the staleness threshold, drill overdue, failures in the last
   24 hours). Each annotation is a correlated subquery on the catalog's per-clinic indexes:
   one query for a page of clinics, however many there are.
-* :func:`platform_overview` is the index page's summary: five queries whatever the number
-  of clinics and catalog rows.
+* :func:`platform_overview` is the index page's summary: five small queries whatever the
+  number of clinics and catalog rows.
 * :func:`request_drill` asks for a drill of a clinic's newest stored backup now (the
   platform's "drill selected now").
 
@@ -99,18 +99,20 @@ def clinics_with_health(queryset: QuerySet[Clinic], now: datetime | None = None)
     """
     now = now or timezone.now()
     threshold = ExpressionWrapper(F("stale_after_hours") * Value(timedelta(hours=1)), output_field=DurationField())
+    # the NULL-free rows only (what Max reads anyway), so that the partial indexes serve them
     drilled = Backup.objects.filter(drilled_at__isnull=False)
+    verified = Backup.objects.filter(verified_at__isnull=False)
     annotated = queryset.annotate(
         # newest by request is newest by end: a clinic runs one backup at a time (a unique index)
         last_success_at=_newest(usable_backups(), "succeeded_at"),
         last_status=_newest(Backup.objects.all(), "status"),
-        last_verified_at=_per_clinic(Backup.objects.all(), Max("verified_at"), DateTimeField()),
+        last_verified_at=_per_clinic(verified, Max("verified_at"), DateTimeField()),
         stored_size=Coalesce(_per_clinic(stored_backups(), Sum("size"), BigIntegerField()), 0),
         stored_count=Coalesce(_per_clinic(stored_backups(), Count("id"), IntegerField()), 0),
         policy_enabled=Coalesce(F("backup_policy__enabled"), Value(False)),
         stale_after_hours=F("backup_policy__stale_after_hours"),
         stale_since=ExpressionWrapper(Value(now) - threshold, output_field=DateTimeField()),
-        last_drilled_at=_per_clinic(Backup.objects.all(), Max("drilled_at"), DateTimeField()),
+        last_drilled_at=_per_clinic(drilled, Max("drilled_at"), DateTimeField()),
         last_drill_status=_newest(drilled, "drill_status", order="-drilled_at"),
         failed_recently=_flag(_failed_since(now - RECENT)),
     )
@@ -146,6 +148,8 @@ class Overview:
     drill_overdue_clinics: int
     stored_size: int
     stored_count: int
+    held_count: int = 0
+    held_size: int = 0
     biggest: list[BigClinic] = field(default_factory=list)
 
     @property
@@ -153,49 +157,67 @@ class Overview:
         """Backups and restores that failed in the last 24 hours."""
         return self.failed_backups + self.failed_restores
 
+    @property
+    def held(self) -> dict[str, int]:
+        """Stored backups on legal hold, and their bytes (as ``legal_hold.held_storage``)."""
+        return {"count": self.held_count, "bytes": self.held_size}
+
 
 def platform_clinics() -> QuerySet[Clinic]:
     """Every clinic (offboarded ones too), not the platform's own tenant."""
     return Clinic.objects.exclude(schema_name=get_public_schema_name())
 
 
-def biggest_clinics(limit: int = BIGGEST) -> list[BigClinic]:
-    """The clinics with the most bytes in storage, biggest first (one grouped query)."""
-    rows = (
-        stored_backups()
-        .order_by()
-        .values("clinic_id", "clinic__name", "clinic__schema_name")
-        .annotate(total=Coalesce(Sum("size"), 0), count=Count("id"))
-        .order_by("-total", "clinic__name")[:limit]
-    )
-    return [
-        BigClinic(row["clinic_id"], row["clinic__name"], row["clinic__schema_name"], row["total"], row["count"])
-        for row in rows
-    ]
+def _stored_by_clinic() -> dict[int, tuple[int, int]]:
+    """{clinic id: (stored bytes, stored backups)}: one index-only pass (``backup_clinic_stored``)."""
+    rows = stored_backups().order_by().values("clinic_id").annotate(total=Coalesce(Sum("size"), 0), count=Count("id"))
+    return {row["clinic_id"]: (row["total"], row["count"]) for row in rows}
+
+
+def biggest_clinics(limit: int = BIGGEST, stored: dict[int, tuple[int, int]] | None = None) -> list[BigClinic]:
+    """The clinics with the most bytes in storage, biggest first."""
+    stored = _stored_by_clinic() if stored is None else stored
+    top = sorted(stored.items(), key=lambda item: -item[1][0])[: limit * 2]  # ties are broken by name below
+    names = {
+        row["pk"]: row
+        for row in Clinic.objects.filter(pk__in=[pk for pk, _ in top]).values("pk", "name", "schema_name")
+    }
+    rows = [BigClinic(pk, names[pk]["name"], names[pk]["schema_name"], *stored[pk]) for pk, _ in top if pk in names]
+    rows.sort(key=lambda row: (-row.stored_size, row.name))
+    return rows[:limit]
 
 
 def platform_overview(now: datetime | None = None) -> Overview:
-    """Failures of the last 24 hours, stale clinics, overdue drills, storage used and its biggest clinics."""
+    """Failures of the last 24 hours, stale clinics, overdue drills, storage used (held too) and its biggest clinics.
+
+    Five small queries whatever the number of clinics and catalog rows, each on a partial index.
+    """
     now = now or timezone.now()
     since = now - RECENT
-    failed_backups = Backup.objects.filter(status=JobStatus.FAILED, failed_at__gte=since).count()
+    failed = Q(status=JobStatus.FAILED, failed_at__gte=since)
+    held = Q(held_at__isnull=False, expired_at__isnull=True) & ~Q(storage_name="")
+    totals = Backup.objects.filter(failed | held).aggregate(
+        failed=Count("pk", filter=failed), held=Count("pk", filter=held), held_size=Sum("size", filter=held)
+    )
     failed_restores = Restore.objects.filter(status=JobStatus.FAILED, failed_at__gte=since).count()
     counts = clinics_with_health(platform_clinics(), now).aggregate(
         failing=Count("pk", filter=Q(failed_recently=True)),
         stale=Count("pk", filter=Q(is_stale=True)),
         drills=Count("pk", filter=Q(drill_overdue=True)),
     )
-    stored = stored_backups().aggregate(size=Coalesce(Sum("size"), 0), count=Count("id"))
+    stored = _stored_by_clinic()
     return Overview(
         now=now,
-        failed_backups=failed_backups,
+        failed_backups=totals["failed"],
         failed_restores=failed_restores,
         failing_clinics=counts["failing"],
         stale_clinics=counts["stale"],
         drill_overdue_clinics=counts["drills"],
-        stored_size=stored["size"],
-        stored_count=stored["count"],
-        biggest=biggest_clinics(),
+        stored_size=sum(size for size, _ in stored.values()),
+        stored_count=sum(count for _, count in stored.values()),
+        held_count=totals["held"],
+        held_size=totals["held_size"] or 0,
+        biggest=biggest_clinics(stored=stored),
     )
 
 

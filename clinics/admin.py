@@ -13,6 +13,7 @@ from django_q.models import Failure, OrmQ, Schedule, Success
 
 from backups import services
 from backups.admin.display import status_badge
+from backups.admin.readonly import QuickRowCheckbox
 from backups.conf import conf
 from backups.exceptions import as_respaldo_error
 from backups.humanize import human_bytes
@@ -93,7 +94,8 @@ class LastStatusFilter(admin.SimpleListFilter):
 
 
 @admin.register(Clinic, site=platform_site)
-class ClinicAdmin(admin.ModelAdmin):
+class ClinicAdmin(QuickRowCheckbox, admin.ModelAdmin):
+    list_per_page = 50  # a page an operator scans at once; half of Django's 100 halves its render (bench/ "pages")
     list_display = [  # backup health first: the columns an operator scans, visible at 1280 px
         "name",
         "last_success_display",

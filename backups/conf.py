@@ -25,7 +25,12 @@ class BackupsConf:
     # --- archives and keys
     @property
     def zstd_level(self) -> int:
-        return int(_setting("BACKUPS_ZSTD_LEVEL", 3))
+        return int(_setting("BACKUPS_ZSTD_LEVEL", 1))
+
+    @property
+    def zstd_threads(self) -> int:
+        """zstd worker threads beside the one that hashes, authenticates and encrypts (0: compress inline)."""
+        return int(_setting("BACKUPS_ZSTD_THREADS", 2))
 
     @property
     def age_identity(self) -> str:

@@ -99,13 +99,14 @@ class _Source:
         level: int,
         chunk_size: int,
         media: Sequence[MediaFile] = (),
+        threads: int = 0,
     ) -> None:
         self._payload = payload
         self._media = media
         self._manifest_bytes = manifest_bytes
         self._key = key
         self._chunk_size = chunk_size
-        self._compressor = zstandard.ZstdCompressor(level=level, write_checksum=True).compressobj()
+        self._compressor = zstandard.ZstdCompressor(level=level, write_checksum=True, threads=threads).compressobj()
         self._pieces = self._tar_stream()
         self._out = b""
         self._pos = 0
@@ -261,6 +262,7 @@ def write_archive(
     level: int = 3,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     media: Sequence[MediaFile] | None = None,
+    threads: int = 0,
 ) -> ArchiveSummary:
     """Write an archive of ``payload`` (read with ``.read(n)`` until EOF) to ``out`` (``.write(b)``).
 
@@ -272,6 +274,9 @@ def write_archive(
     Encrypted to ``identities[0]``'s public key plus ``extra_recipients`` (escrow keys that can
     decrypt but cannot authenticate), authenticated with ``identities[0]``. ``out`` is neither
     flushed-and-closed nor seeked: the caller owns it (it is flushed if it has ``flush``).
+
+    ``threads``: zstd worker threads (0 compresses in the calling thread); any standard zstd
+    decoder reads either kind of frame.
 
     Errors raised by ``payload.read`` or ``out.write`` propagate unchanged. ``KeyConfigError``
     if no identity is configured or a key string is malformed; ``ValueError`` for a bad
@@ -285,7 +290,9 @@ def write_archive(
         raise ValueError(f"chunk_size must be an integer from 1 to {MAX_CHUNK_SIZE}")
     manifest_bytes = _manifest_bytes(manifest, media)
 
-    source = _Source(payload, manifest_bytes, keys[0], level, chunk_size, media or ())
+    if isinstance(threads, bool) or not isinstance(threads, int) or not 0 <= threads <= 64:
+        raise ValueError("threads must be an integer from 0 to 64")
+    source = _Source(payload, manifest_bytes, keys[0], level, chunk_size, media or (), threads)
     sink = _Sink(out)
     try:
         pyrage.encrypt_io(source, sink, recipients)

@@ -309,6 +309,7 @@ def _execute(backup: Backup) -> None:
                         identities=identities,
                         extra_recipients=extra,
                         level=conf.zstd_level,
+                        threads=conf.zstd_threads,
                         media=files,
                     )
             finally:

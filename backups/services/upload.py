@@ -386,7 +386,13 @@ def _accept_fixture(
 
     def produce(out: BinaryIO) -> archive.ArchiveSummary:
         return archive.write_archive(
-            converter.payload(), out, manifest=manifest, identities=identities, extra_recipients=extra, level=level
+            converter.payload(),
+            out,
+            manifest=manifest,
+            identities=identities,
+            extra_recipients=extra,
+            level=level,
+            threads=conf.zstd_threads,
         )
 
     stored, summary = storage.store_stream(name, produce)

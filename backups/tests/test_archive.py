@@ -261,6 +261,16 @@ def test_parameters_are_validated():
     assert read_all(data)[1].payload_bytes == 5000
     with pytest.raises(ValueError):
         open_archive(io.BytesIO(data), identities=[K1], max_payload_bytes=-1)
+    with pytest.raises(ValueError, match="threads"):
+        make(b"", threads=-1)
+
+
+def test_multithreaded_compression_reads_back_and_is_standard_zstd():
+    payload = b"".join(os.urandom(64) * 512 for _ in range(200))  # ~6.5 MB, compressible: several zstd jobs
+    data, summary = make(payload, threads=2, level=1)
+    assert read_all(data)[0] == payload and summary.payload_bytes == len(payload)
+    members = dict(tar_members(age_plaintext(data, K1)))  # any zstd decoder, any tar reader
+    assert b"".join(body for name, body in sorted(members.items()) if name.startswith("payload/")) == payload
 
 
 # --- keys ------------------------------------------------------------------------------

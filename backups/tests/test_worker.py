@@ -62,7 +62,7 @@ def dump_children() -> list[psutil.Process]:
 def test_a_worker_killed_mid_dump_leaves_a_failed_job_and_a_clean_retry(cluster, big_clinic):
     before = storage_files()
     backup = services.backup_request(clinic="grande", requested_by="admin")
-    cluster(BACKUPS_ZSTD_LEVEL="19")
+    cluster(BACKUPS_ZSTD_LEVEL="19", BACKUPS_ZSTD_THREADS="0")  # slow, and inline: output flows as it goes
     wait_for(
         lambda: Backup.objects.filter(pk=backup.pk, progress_phase="dumping", progress_bytes__gt=0).exists(),
         what="the dump to be under way",

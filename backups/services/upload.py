@@ -91,8 +91,13 @@ def backup_from_upload(
         if declared is not None and declared > limit:
             raise too_large_refusal(limit)  # before copying anything
         with contextlib.ExitStack() as stack:
-            upload = stack.enter_context(_private_file())
-            size, sha256 = _spool_upload(source, upload, limit)
+            in_place = _django_temporary_file(source)
+            if in_place is not None:  # read where Django put it: one copy of the upload on disk, not two
+                upload = stack.enter_context(in_place)
+                size, sha256 = _spool_upload(upload, _Discard(), limit)
+            else:
+                upload = stack.enter_context(_private_file())
+                size, sha256 = _spool_upload(source, upload, limit)
             if _sniff(upload, size) == "archive":
                 backup = _accept_archive(
                     target, upload, identities=identities, requested_by=requested_by, started_at=started_at
@@ -153,6 +158,28 @@ def _declared_size(source: BinaryIO) -> int | None:
         info = os.fstat(source.fileno())
         return info.st_size - source.tell() if stat.S_ISREG(info.st_mode) else None
     except (AttributeError, OSError, ValueError):  # no file descriptor (BytesIO...), or not seekable
+        return None
+
+
+def _django_temporary_file(source: BinaryIO) -> BinaryIO | None:
+    """Django's own temporary file of an uploaded file (private to this process, removed with the
+    request), reopened for reading; None for anything else (a file in memory, a command's file)."""
+    path = getattr(source, "temporary_file_path", None)
+    if path is None:
+        return None
+    try:
+        return open(path(), "rb")  # noqa: SIM115 - closed by the caller's with
+    except OSError:
+        return None
+
+
+class _Discard:
+    """A sink for ``_spool_upload`` when the upload is read in place (only its size and SHA-256 are wanted)."""
+
+    def write(self, data: bytes) -> int:
+        return len(data)
+
+    def flush(self) -> None:
         return None
 
 

@@ -280,6 +280,35 @@ def test_the_upload_is_spooled_privately_in_the_configured_folder_and_always_rem
     assert seen and {mode for _path, mode in seen} == {0o600}
 
 
+def test_a_web_upload_is_read_where_django_put_it_one_copy_on_disk(upload_tmp, settings, tmp_path, monkeypatch):
+    """The console and the API receive files as Django's temporary file: no second, private copy."""
+    from django.core.files.uploadedfile import TemporaryUploadedFile
+
+    from backups.services import upload as uploads
+
+    settings.FILE_UPLOAD_TEMP_DIR = str(tmp_path)
+    spooled: list[int] = []
+    real_private_file = uploads._private_file
+    monkeypatch.setattr(uploads, "_private_file", lambda: spooled.append(1) or real_private_file())
+
+    def django_file(content: bytes) -> TemporaryUploadedFile:
+        received = TemporaryUploadedFile("copia.respaldo", "application/octet-stream", len(content), None)
+        received.write(content)
+        received.seek(0)
+        return received
+
+    data, _manifest = real_backup("clinica")
+    backup = backup_from_upload(clinic="clinica", source=django_file(data), filename="copia.respaldo")
+    assert backup.status == JobStatus.SUCCEEDED and stored_path(backup.storage_name).read_bytes() == data
+    assert backup.sha256 == hashlib.sha256(data).hexdigest()
+    with pytest.raises(UploadRefused) as sql:
+        backup_from_upload(clinic="clinica", source=django_file(b"SELECT 1;\n"))
+    assert sql.value.code == "sql"
+    assert spooled == [] and list(upload_tmp.iterdir()) == []
+    backup_from_upload(clinic="clinica", source=io.BytesIO(data))  # anything else is still spooled privately
+    assert spooled == [1]
+
+
 # --- refused: archives -----------------------------------------------------------------
 
 

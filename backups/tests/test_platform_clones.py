@@ -7,13 +7,13 @@ import pytest
 from backups.models_clone import CloneJob
 from backups.services import clone as clones
 from backups.tests.helpers import SCHEMA, make_backup
-from backups.tests.test_clone import NEW, NEW_DOMAIN, created, media_root  # noqa: F401 - fixtures
+from backups.tests.test_clone import NEW, NEW_DOMAIN, created  # noqa: F401 - a fixture (media_root: conftest)
 from backups.tests.test_offboard import platform_admin
 from clinics.models import Clinic
 from conftest import host_client
 
 NEW_PAGE = "/admin/backups/clonejob/new/"
-pytestmark = pytest.mark.usefixtures("created", "media_root")  # test_clone's: clones removed, private media
+pytestmark = pytest.mark.usefixtures("created", "media_root")  # clones removed (test_clone), private media (conftest)
 
 
 def test_the_platform_clones_a_clinic_from_its_newest_backup_and_follows_the_job(scratch_clinic):

@@ -94,7 +94,9 @@ def api_view(methods: dict[str, tuple[str | tuple[str, ...], bool]], *, csrf: bo
         @csrf_exempt
         @functools.wraps(view)
         def wrapped(request: HttpRequest, *args, **kwargs) -> HttpResponse:
-            method = "GET" if request.method == "HEAD" else request.method
+            method = request.method
+            if method == "HEAD" and "GET" in methods and not methods["GET"][1]:
+                method = "GET"  # HEAD reads like GET; never where GET acts (a download is recorded)
             if method not in methods:
                 response = api_error(
                     "api_method_not_allowed", method=request.method, allowed=", ".join(sorted(methods))

@@ -247,6 +247,9 @@ def test_download_link_restore_and_upload_of_a_real_backup(settings):
     detail = calls("GET", f"{API}/backups/{backup.pk}/").json()
     assert detail["sha256"] == backup.sha256 and detail["tables"]["dental_patient"] > 0
 
+    assert api(make_token()).head(f"{API}/backups/{backup.pk}/").status_code == 200
+    assert api(make_token()).head(f"{API}/backups/{backup.pk}/download/").status_code == 405  # not recorded
+    assert not Download.objects.filter(backup=backup).exists()
     downloaded = calls("GET", detail["links"]["download"].split("clinica.localhost")[1])
     data = b"".join(downloaded.streaming_content)
     assert hashlib.sha256(data).hexdigest() == backup.sha256 == downloaded["X-Respaldo-SHA256"]

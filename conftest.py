@@ -16,6 +16,7 @@ import pytest
 from django.conf import settings
 from django.db import connection
 from django.test import Client, override_settings
+from django.utils import translation
 
 from clinics.demo import seed_demo
 
@@ -72,6 +73,14 @@ def _give_demo_clinics_their_keys() -> None:
 
     for clinic in Clinic.objects.exclude(schema_name="public"):
         writing_identity(clinic)
+
+
+@pytest.fixture(autouse=True)
+def _default_language_after_test():
+    """A test request in Spanish leaves Spanish active in this thread (LocaleMiddleware activates a
+    language per request and never resets it): the next test starts in the default language."""
+    yield
+    translation.deactivate()
 
 
 @pytest.fixture(autouse=True)

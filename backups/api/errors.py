@@ -6,7 +6,7 @@ from typing import Any
 
 from django.http import JsonResponse
 
-from backups.exceptions import RespaldoError, as_respaldo_error, render
+from backups.exceptions import RespaldoError, as_respaldo_error
 
 NO_STORE = {"Cache-Control": "no-store"}
 
@@ -75,8 +75,3 @@ def _field_code(form, name: str) -> str:
     """The stable code of a field's first error: the form's own (``restore_not_confirmed``...) or Django's."""
     data = form.errors.as_data().get(name) or []
     return (data[0].code or "invalid") if data else "invalid"
-
-
-def not_found_message(code: str, **params: Any) -> str:
-    """The sentence for a 404 (used by the catch-all route)."""
-    return render(code, params)

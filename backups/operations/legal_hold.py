@@ -3,13 +3,12 @@
 A held backup is never pruned by retention, never erased at the end of an offboarding, and a
 clinic's backups cannot be erased (crypto-erasure) while one of them is held: its key must
 survive. Holding and releasing take the ``hold_backup`` permission, a reason, and leave an audit
-entry each; the platform sees how much storage held backups take (:func:`held_storage`).
+entry each; the platform sees how much storage held backups take (``overview.platform_overview``).
 """
 
 from __future__ import annotations
 
 from django.db import transaction
-from django.db.models import Count, Sum
 from django.utils import timezone
 
 from backups.exceptions import RespaldoError
@@ -63,10 +62,3 @@ def release_backup(backup: Backup, *, actor: str, reason: str, address: str | No
             **held,
         )
     return row
-
-
-def held_storage() -> dict[str, int]:
-    """How many stored backups are on legal hold, across all clinics, and the bytes they take."""
-    held = Backup.objects.filter(held_at__isnull=False, expired_at__isnull=True).exclude(storage_name="")
-    totals = held.aggregate(count=Count("pk"), bytes=Sum("size"))
-    return {"count": totals["count"] or 0, "bytes": totals["bytes"] or 0}

@@ -159,7 +159,7 @@ class Overview:
 
     @property
     def held(self) -> dict[str, int]:
-        """Stored backups on legal hold, and their bytes (as ``legal_hold.held_storage``)."""
+        """Stored backups on legal hold across all clinics, and the bytes they take."""
         return {"count": self.held_count, "bytes": self.held_size}
 
 

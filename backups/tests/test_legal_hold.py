@@ -14,7 +14,8 @@ from django_tenants.utils import schema_context
 
 from backups.exceptions import BackupRefused, RespaldoError
 from backups.models import AuditEntry, Backup, ClinicKey, JobStatus
-from backups.operations.legal_hold import held_storage, hold_backup, release_backup
+from backups.operations.legal_hold import hold_backup, release_backup
+from backups.operations.overview import platform_overview
 from backups.operations.policy import policy_for
 from backups.services.offboard import erase_clinic_backups, erase_offboarded, offboard_clinic
 from backups.tests.helpers import make_backup, stored_path
@@ -65,7 +66,7 @@ def test_a_held_backup_survives_prune_backups_with_a_one_day_policy():
     assert "on legal hold 1" in out.getvalue()  # the summary's "kept by rule"
     entry = AuditEntry.objects.get(action=AuditEntry.Action.HELD, backup_id_ref=held.pk)
     assert entry.actor == "directora" and entry.details["reason"] == "reclamación del paciente 123"
-    assert held_storage() == {"count": 1, "bytes": held.size}
+    assert platform_overview().held == {"count": 1, "bytes": held.size}  # the platform index's figure
 
     release_backup(held, actor="directora", reason="caso cerrado")
     call_command("prune_backups", "clinica", stdout=io.StringIO())

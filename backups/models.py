@@ -163,6 +163,11 @@ class Backup(Job):
     def __str__(self) -> str:
         return f"#{self.pk} {self.clinic.schema_name} {self.get_kind_display()} ({self.get_status_display()})"
 
+    @property
+    def has_stored_file(self) -> bool:
+        """It succeeded and retention has not removed its file: it can be downloaded and restored."""
+        return self.status == JobStatus.SUCCEEDED and bool(self.storage_name) and self.expired_at is None
+
 
 class Restore(Job):
     """One restore of one clinic from one of its backups."""

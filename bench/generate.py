@@ -36,15 +36,6 @@ NOTES = [
     "Seguro dental: Sanitas — nº póliza «A-77». Autorización previa para endodoncias y coronas.",
     "Antecedentes: hipertensión controlada, toma enalapril 10 mg. Evitar vasoconstrictor en dosis altas.",
 ]
-PROCEDURES = [
-    ("Limpieza dental", "45.00"),
-    ("Empaste de composite", "80.50"),
-    ("Endodoncia", "320.00"),
-    ("Extracción", "95.25"),
-    ("Corona de porcelana", "650.00"),
-    ("Blanqueamiento", "210.00"),
-    ("Radiografía periapical", "25.10"),
-]
 TABLES = [
     "dental_dentist",
     "dental_inventoryitem",
@@ -71,6 +62,8 @@ def pick(values: list[str], expr: str, salt: int) -> str:
 
 def statements(schema: str, patients: int) -> list[str]:
     """The INSERTs that fill ``schema`` (dentists and materials already there, ids 1..4 and 1..8)."""
+    from clinics.demo import PROCEDURES  # the demo's treatments and prices, once
+
     s = f'"{schema}"'
     n = patients
     procs = [p for p, _ in PROCEDURES]

@@ -191,7 +191,7 @@ class ClinicBackupAdmin(CatalogAdmin):
 
     def row_actions(self, backup: Backup, allowed: set[str]) -> str:
         """Links to download and restore a backup that has a stored file, for the actions ``allowed``."""
-        if not backup.storage_name or backup.status != JobStatus.SUCCEEDED or backup.expired_at:
+        if not backup.has_stored_file:
             return ""
         links = [
             format_html('<a href="{}">{}</a>', self._url(name, backup.pk), label)
@@ -237,7 +237,7 @@ class ClinicBackupAdmin(CatalogAdmin):
         backup = self.get_queryset(request).filter(pk=object_id).first() if str(object_id).isdigit() else None
         extra = {"backup": backup, "can_download": False, "can_restore": False, **(extra_context or {})}
         extra["can_hold"] = backup is not None and request.user.has_perm("backups.hold_backup")
-        if backup is not None and backup.status == JobStatus.SUCCEEDED and not backup.expired_at:
+        if backup is not None and backup.has_stored_file:
             extra["can_download"] = request.user.has_perm("backups.download_backup")
             extra["can_restore"] = request.user.has_perm("backups.restore_backup")
         return super().change_view(request, object_id, form_url, extra_context=extra)
@@ -316,7 +316,7 @@ class ClinicBackupAdmin(CatalogAdmin):
     def restore_view(self, request: HttpRequest, backup_id: int) -> HttpResponse:
         backup = get_object_or_404(self.get_queryset(request), pk=backup_id)
         require(request, "restore_backup")
-        if backup.status != JobStatus.SUCCEEDED or not backup.storage_name or backup.expired_at:
+        if not backup.has_stored_file:
             self.message_user(request, _("Backup #%(id)s cannot be restored.") % {"id": backup.pk}, messages.ERROR)
             return HttpResponseRedirect(reverse(f"{self.admin_site.name}:backups_backup_changelist"))
         preview = restore_preview(backup=backup)

@@ -24,7 +24,7 @@ from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
 from backups.exceptions import as_respaldo_error
-from backups.models import Backup, JobStatus
+from backups.models import Backup
 from backups.operations.audit import client_address
 from backups.services.selective import SelectiveResult, selective_apply, selective_preview
 
@@ -57,7 +57,7 @@ def _refusal(exc: Exception) -> str:
 
 
 def _restorable(backup: Backup) -> bool:
-    return backup.status == JobStatus.SUCCEEDED and bool(backup.storage_name) and not backup.expired_at
+    return backup.has_stored_file
 
 
 class SelectiveView:

@@ -45,7 +45,7 @@ def job_fields(job: Job) -> dict[str, Any]:
 
 def is_stored(backup: Backup) -> bool:
     """Whether the backup has a stored file (it can be downloaded and restored)."""
-    return backup.status == JobStatus.SUCCEEDED and bool(backup.storage_name) and backup.expired_at is None
+    return backup.has_stored_file
 
 
 def backup_json(request: HttpRequest, backup: Backup, *, detail: bool = False) -> dict[str, Any]:

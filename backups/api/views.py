@@ -294,7 +294,7 @@ def file_response(result: BackupDownload, *, sha256: str = "") -> FileResponse:
 def restore(request: HttpRequest, backup_id: int) -> HttpResponse:
     """GET: what restoring this backup would change. POST ``{"confirm": "<schema>"}``: restore it (202)."""
     target = own_backup(request, backup_id)
-    if target.status != JobStatus.SUCCEEDED or not target.storage_name or target.expired_at:
+    if not target.has_stored_file:
         status = "expired" if target.expired_at else target.status
         return api_error("backup_not_restorable", backup=target.pk, status=status)
     preview = restore_preview(backup=target)

@@ -14,7 +14,7 @@ from django.utils import timezone
 from backups import storage
 from backups.conf import conf
 from backups.exceptions import RespaldoError
-from backups.models import AuditEntry, Backup, Download, JobStatus
+from backups.models import AuditEntry, Backup, Download
 from backups.operations.audit import audit
 from backups.services.backup import ARCHIVE_EXTENSION
 
@@ -54,7 +54,7 @@ def backup_download(
     user may download. Raises RespaldoError for a backup with nothing stored (failed,
     running, expired) and StorageError when the storage cannot be reached.
     """
-    if backup.status != JobStatus.SUCCEEDED or not backup.storage_name or backup.expired_at is not None:
+    if not backup.has_stored_file:
         status = "expired" if backup.expired_at else backup.status
         raise RespaldoError("backup_not_downloadable", backup=backup.pk, status=status)
     limit = conf.max_downloads_per_day
@@ -99,7 +99,7 @@ def open_signed_download(signed: str, *, clinic_id: int, backup_id: int) -> Back
     backup = Backup.objects.select_related("clinic").filter(pk=value.get("b"), clinic_id=clinic_id).first()
     if backup is None:
         raise RespaldoError("api_link_expired")
-    if backup.status != JobStatus.SUCCEEDED or not backup.storage_name or backup.expired_at is not None:
+    if not backup.has_stored_file:
         raise RespaldoError(
             "backup_not_downloadable", backup=backup.pk, status="expired" if backup.expired_at else backup.status
         )

@@ -27,13 +27,12 @@ import hashlib
 import logging
 import os
 import shutil
+import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any, Protocol
+from typing import IO, TYPE_CHECKING, Any, Protocol
 
 import psycopg
-from django.apps import apps as django_apps
-from django.conf import settings
 from django.core.exceptions import SuspiciousOperation
 from django.core.files.storage import Storage, storages
 from django.db import models
@@ -42,8 +41,12 @@ from psycopg import sql
 
 from backups.archive.media import MediaFile, MemberStream, media_path_ok
 from backups.exceptions import RespaldoError
-from clinics.media_storage import TenantS3MediaStorage, current_generation, new_generation
+from backups.installed import tenant_app_configs
+from clinics.media_generations import current_generation, new_generation
 from clinics.models import Clinic
+
+if TYPE_CHECKING:
+    from clinics.media_storage import TenantS3MediaStorage
 
 logger = logging.getLogger(__name__)
 
@@ -55,8 +58,7 @@ _READ = 1 << 20
 def file_columns() -> list[tuple[str, str]]:
     """(table, column) of every FileField (ImageField included) of the tenant apps' models."""
     columns = []
-    for name in settings.TENANT_APPS:
-        config = django_apps.get_app_config(name.rsplit(".", 1)[-1])
+    for config in tenant_app_configs():
         for model in config.get_models():
             for field in model._meta.concrete_fields:
                 if isinstance(field, models.FileField):
@@ -90,6 +92,10 @@ def _local_root(schema: str) -> Path | None:
 
 def _s3_storage() -> TenantS3MediaStorage | None:
     storage = _clinic_storage()
+    if "clinics.media_storage" not in sys.modules:
+        return None  # the storage cannot be one, and boto3 stays unloaded on a local disk
+    from clinics.media_storage import TenantS3MediaStorage
+
     return storage if isinstance(storage, TenantS3MediaStorage) else None
 
 

@@ -30,6 +30,7 @@ import io
 import logging
 import os
 import re
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -253,10 +254,10 @@ def _discard(storage: Storage, name: str, cause: BaseException | None) -> None:
 
 
 def _unreachable(exc: BaseException) -> bool:
-    try:
-        from botocore import exceptions as boto
-    except ImportError:  # pragma: no cover
+    if "botocore" not in sys.modules:  # boto3 never loaded (local disk): only the OS's own errors
         return isinstance(exc, ConnectionError)
+    from botocore import exceptions as boto
+
     return isinstance(exc, ConnectionError | boto.ConnectionError | boto.ReadTimeoutError)
 
 

@@ -8,6 +8,7 @@ unreachable, missing. ``backups.exceptions`` renders it (code ``storage_failed``
 from __future__ import annotations
 
 import errno
+import sys
 from typing import Any
 
 from django.core.files.storage import FileSystemStorage, Storage
@@ -24,11 +25,13 @@ class StoredObjectNotFound(StorageError):
 
 
 def is_s3(storage: Storage) -> bool:
-    try:
-        from storages.backends.s3 import S3Storage
-    except Exception:  # django-storages/boto3 not importable: cannot be an S3 storage
-        return False
-    return isinstance(storage, S3Storage)
+    """Whether ``storage`` is django-storages' S3 storage (or a subclass); never imports boto3.
+
+    An S3 storage object exists only once its module is loaded, so a process on the local disk
+    answers without loading boto3 (about 25 MB).
+    """
+    module = sys.modules.get("storages.backends.s3")
+    return module is not None and isinstance(storage, module.S3Storage)
 
 
 def _describe(storage: Storage) -> str:
@@ -60,6 +63,8 @@ def storage_error(exc: BaseException, *, storage: Storage, action: str, name: st
         return StorageError(f"backup storage unreachable: {where}: {exc}")
     if isinstance(exc, OSError):
         return StorageError(f"backup storage {action} failed: {exc.strerror or exc} ({exc.filename or where}).")
+    if "botocore" not in sys.modules:  # boto3 never loaded: nothing it raises can be here
+        return StorageError(f"backup storage {action} failed: {type(exc).__name__}: {exc} ({where}).")
     from botocore import exceptions as boto
 
     if isinstance(exc, boto.ConnectionError | boto.ReadTimeoutError | boto.ConnectionClosedError):

@@ -96,6 +96,7 @@ class TreeSampler(threading.Thread):
     def __init__(self, pid: int):
         super().__init__(daemon=True)
         self.pid, self.peak, self.done = pid, 0, threading.Event()
+        self.parts: dict[str, int] = {}  # at the peak: RSS by process name (summed per name)
 
     def run(self) -> None:
         try:
@@ -103,12 +104,15 @@ class TreeSampler(threading.Thread):
         except psutil.Error:
             return
         while not self.done.is_set():
-            total = 0
+            parts: dict[str, int] = {}
             with contextlib.suppress(psutil.Error):
                 for proc in [root, *root.children(recursive=True)]:
                     with contextlib.suppress(psutil.Error):
-                        total += proc.memory_info().rss
-            self.peak = max(self.peak, total)
+                        name = proc.name()
+                        parts[name] = parts.get(name, 0) + proc.memory_info().rss
+            total = sum(parts.values())
+            if total > self.peak:
+                self.peak, self.parts = total, parts
             self.done.wait(0.01)
 
 
@@ -137,7 +141,12 @@ def run_tree(args: list[str] | str, *, shell: bool = False, env: dict | None = N
         err.seek(0)
         raise RuntimeError(f"{args!r} exited with {proc.returncode}: {err.read().decode(errors='replace')[-1500:]}")
     err.close()
-    return Sample(seconds, peak=sampler.peak, notes={"stdout": (out or b"").decode(errors="replace")})
+    by_process = " ".join(f"{name} {rss / MB:.0f}" for name, rss in sorted(sampler.parts.items(), key=lambda p: -p[1]))
+    return Sample(
+        seconds,
+        peak=sampler.peak,
+        notes={"stdout": (out or b"").decode(errors="replace"), "peak MiB by process": by_process},
+    )
 
 
 def python_child(code: str, env: dict | None = None) -> Sample:
@@ -381,7 +390,7 @@ class Bench:
     def restore_rows(self, prefix: str, sample: Sample, restore: Restore) -> dict[str, Sample]:
         job = restore.duration.total_seconds()
         safety = restore.safety_backup.duration.total_seconds() if restore.safety_backup else 0.0
-        sample.notes = {"safety backup s": round(safety, 2)}
+        sample.notes["safety backup s"] = round(safety, 2)
         rows = {
             f"{prefix}: ours restore, whole process": sample,
             f"{prefix}: ours restore, job incl. safety backup": Sample(job),
@@ -879,7 +888,7 @@ def summarize(bench: Bench) -> list[dict]:  # noqa: C901 - one table, its rules 
         peaks = [s.peak for s in samples if s.peak]
         sizes = [s.size for s in samples if s.size]
         notes = {}
-        for s in samples:
+        for s in sorted(samples, key=lambda s: s.peak or 0):  # the peak's breakdown is the highest peak's
             notes.update(s.notes)
         stats[name] = {
             "min": min(secs),

@@ -1,10 +1,15 @@
 """URLs served on the platform's own domain (``localhost``)."""
 
+from django.contrib import admin
 from django.urls import path
 from django.views.generic import RedirectView
 
 from backups.views import healthz
 from clinic_site.admin_sites import platform_site
+
+# The admin modules load with the URLs (settings: SimpleAdminConfig), so that a worker or a
+# backup command, which serves no page, never imports them.
+admin.autodiscover()
 
 urlpatterns = [
     path("", RedirectView.as_view(url="/admin/", permanent=False)),

@@ -20,7 +20,6 @@ media view), like the local storage, never a presigned link to the bucket.
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Iterator
 from typing import Any
 
@@ -33,20 +32,9 @@ from django.utils.encoding import filepath_to_uri
 from storages.backends.s3 import S3Storage, _filter_download_params
 from storages.utils import clean_name, safe_join
 
-GENERATION_MARK = "~"
+from clinics.media_generations import GENERATION_MARK, current_generation
+
 _DELETE_BATCH = 1000  # DeleteObjects takes at most 1,000 keys
-
-
-def new_generation() -> str:
-    """A fresh generation token (``~`` and 12 hex digits)."""
-    return GENERATION_MARK + secrets.token_hex(6)
-
-
-def current_generation(schema: str) -> str:
-    """The media generation of clinic ``schema`` as its row says now ("" when it has none or no row)."""
-    from clinics.models import Clinic
-
-    return Clinic.objects.filter(schema_name=schema).values_list("media_generation", flat=True).first() or ""
 
 
 class TenantS3MediaStorage(S3Storage):

@@ -18,8 +18,6 @@ from collections.abc import Callable, Iterator
 from typing import IO
 
 import psycopg
-from django.apps import apps as django_apps
-from django.conf import settings
 from django.core.management import call_command
 from django.db import transaction
 from django.db.migrations.loader import MigrationLoader
@@ -41,6 +39,7 @@ from backups.formats.restore_into import (
     restore_into_pg,
     swap_schema,
 )
+from backups.installed import tenant_app_configs
 from backups.manifest import manifest_check, manifest_has_media
 from backups.models import ACTIVE_STATUSES, AuditEntry, Backup, JobStatus, Restore
 from backups.operations.audit import audit
@@ -247,7 +246,7 @@ def restore_sweep_stale() -> list[Restore]:
 
 def tenant_app_labels() -> set[str]:
     """Labels of the apps whose tables live in a clinic's schema."""
-    return {django_apps.get_app_config(name.rsplit(".", 1)[-1]).label for name in settings.TENANT_APPS}
+    return {config.label for config in tenant_app_configs()}
 
 
 def code_migrations() -> set[tuple[str, str]]:

@@ -4,14 +4,17 @@ Real processes (``manage.py`` run against the test database) where what reaches 
 terminal matters, real files (sparse where size matters), real database.
 """
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+from django.conf import settings
 from django.core.management import CommandError, call_command
 
 from backups.models import Backup
 from backups.tests.helpers import storage_files, table_checksums
-from conftest import manage
+from conftest import manage, subprocess_env
 
 SQL_REFUSAL = (
     "This is an SQL script. For safety, Respaldo never runs SQL uploaded by a clinic; upload a backup "
@@ -85,3 +88,37 @@ def test_a_refusal_is_printed_once_and_the_exit_status_says_it_failed(live_db, t
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert "Traceback" not in result.stderr and result.stdout == ""
     assert state() == before
+
+
+LEAN_CHECK = """
+import sys
+from django.core.management import execute_from_command_line
+from django.conf import settings
+import django
+django.setup()
+execute_from_command_line(["manage.py", "backup_clinic", "clinica", "--requested-by", "lean check"])
+from backups.models import Backup
+backup = Backup.objects.filter(requested_by="lean check").latest("pk")
+execute_from_command_line(["manage.py", "restore_clinic", "clinica", "--backup", str(backup.pk), "--yes"])
+heavy = ("boto3", "botocore", "storages.backends.s3", "import_export.admin", "openpyxl", "backups.admin", "clinic_site.urls")
+print("LOADED", sorted({name for name in sys.modules for part in heavy if name == part or name.startswith(part + ".")}))
+"""
+
+
+def test_the_backup_and_restore_commands_load_neither_boto3_nor_the_admin(live_db):
+    """On the local disk, a nightly backup or a restore from the command line never loads boto3,
+    the admin, its URLs or import-export (about 60 MB of a process that serves no page): a real
+    process runs both commands, system checks included, and says which modules it loaded."""
+    before = table_checksums("clinica")
+    result = subprocess.run(
+        [sys.executable, "-c", LEAN_CHECK],
+        cwd=Path(settings.BASE_DIR),
+        env=subprocess_env(DJANGO_SETTINGS_MODULE="clinic_site.settings"),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "succeeded" in result.stdout, result.stdout
+    assert "LOADED []" in result.stdout, result.stdout
+    assert table_checksums("clinica") == before

@@ -43,15 +43,14 @@ from dataclasses import dataclass
 from json.encoder import encode_basestring
 from typing import Any, BinaryIO
 
-from django.apps import AppConfig, apps
 from django.conf import settings
-from django.core.exceptions import ImproperlyConfigured
 from django.db import connection, models
 from django.db.models import Model
 from django.utils.translation import gettext as _
 
 from backups.conf import conf
 from backups.formats.json.kinds import JSON_DECODER, JSON_NULL, KINDS
+from backups.installed import app_config
 
 __all__ = [
     "JSON_NULL",
@@ -74,14 +73,6 @@ class JsonPayloadError(Exception):
 
 
 # --- Which models, in which order -------------------------------------------------------
-
-
-def _app_config(name: str) -> AppConfig:
-    """The app config for an entry of the app settings: module path, label or AppConfig path."""
-    for config in apps.get_app_configs():
-        if name in (config.name, config.label, f"{type(config).__module__}.{type(config).__qualname__}"):
-            return config
-    raise ImproperlyConfigured(f"BACKUPS_JSON_APPS: {name!r} is not an installed app.")
 
 
 def _dependency_order(candidates: list[type[Model]]) -> list[type[Model]]:
@@ -122,7 +113,7 @@ def payload_models() -> list[type[models.Model]]:
     candidates = [
         model
         for name in names
-        for model in _app_config(name).get_models(include_auto_created=True)
+        for model in app_config(name, setting="BACKUPS_JSON_APPS").get_models(include_auto_created=True)
         if not (model._meta.proxy or not model._meta.managed or model._meta.swapped)
     ]
     return _dependency_order(candidates)

@@ -14,6 +14,10 @@ class Command(BaseCommand):
         "backups are off). Runs here and waits, unless --async hands it to a worker."
     )
 
+    # No system checks here: they would load the URLs and with them every admin module (about
+    # 30 MB) in a process that serves no page. ``manage.py check --deploy`` runs them.
+    requires_system_checks: list[str] = []
+
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("schema", nargs="?", help="The clinic's schema name, e.g. clinica.")
         parser.add_argument("--all", action="store_true", help="Back up every clinic.")

@@ -18,6 +18,10 @@ class Command(BaseCommand):
         "A safety backup is taken first. Asks for confirmation unless --yes."
     )
 
+    # No system checks here: they would load the URLs and with them every admin module (about
+    # 30 MB) in a process that serves no page. ``manage.py check --deploy`` runs them.
+    requires_system_checks: list[str] = []
+
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("schema", help="The clinic's schema name, e.g. clinica.")
         source = parser.add_mutually_exclusive_group(required=True)

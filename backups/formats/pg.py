@@ -20,7 +20,6 @@ from collections.abc import Iterator
 from typing import IO
 
 import psycopg
-from psycopg import sql
 
 from backups.conf import conf
 from backups.exceptions import RestoreRefused
@@ -66,8 +65,15 @@ def pg_dump_stream(tools: PgTools, *, schema: str, snapshot_id: str) -> Iterator
             raise DumpError(f"pg_dump failed (exit status {code}): {message or 'no message'}")
 
 
-def check_counts(cursor: psycopg.Cursor, schema: str, tables: dict[str, int]) -> None:
-    """Inside the restoring transaction: the schema holds exactly the manifest's tables and rows."""
+def check_counts(cursor: psycopg.Cursor, schema: str, tables: dict[str, int], *, loaded: dict[str, int]) -> None:
+    """Inside the restoring transaction: the schema holds exactly the manifest's tables and rows.
+
+    ``loaded`` is the rows each table received, as the server counted them for each COPY of
+    the script (``RewritingCursor.copied``); a table with no COPY received none. The script
+    is pg_restore's, from an authenticated archive: COPY is the only way it fills a table, and
+    nothing else in the transaction writes to the new schema, so this is ``count(*)`` without
+    reading every table again (0.1 s at size S, 0.4 s at M).
+    """
     found = {
         name
         for (name,) in cursor.execute(
@@ -87,8 +93,7 @@ def check_counts(cursor: psycopg.Cursor, schema: str, tables: dict[str, int]) ->
             extra=", ".join(extra) or "-",
         )
     for table, expected in sorted(tables.items()):
-        query = sql.SQL("SELECT count(*) FROM {}.{}").format(sql.Identifier(schema), sql.Identifier(table))
-        count = cursor.execute(query).fetchone()[0]
+        count = loaded.get(table, 0)
         if count != expected:
             raise RestoreRefused("count_mismatch", "row_count_mismatch", table=table, count=count, expected=expected)
 

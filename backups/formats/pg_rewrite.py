@@ -9,8 +9,9 @@ cannot be moved safely is refused (``RestoreIntoError``) before it runs.
 
 from __future__ import annotations
 
+import contextlib
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 import psycopg
@@ -158,13 +159,14 @@ class SchemaRewriter:
             edits += self._statement(statement)
         return _apply(text, edits)
 
-    def copy(self, header: bytes) -> bytes:
+    def copy(self, header: bytes) -> tuple[bytes, str]:
+        """The rewritten COPY statement, and the name of the table it fills."""
         tokens = _tokens(header)
         edits = self._statement(tokens)
         # COPY <schema>.<table> (...) FROM stdin: the rows must go to the new schema, nowhere else.
-        if len(tokens) < 3 or tokens[1].ident() != self._source or tokens[2].text != b".":
+        if len(tokens) < 4 or tokens[1].ident() != self._source or tokens[2].text != b"." or not tokens[3].ident():
             raise self.refuse(f"copies rows into a table outside the schema ({header[:80]!r})")
-        return _apply(header, edits)
+        return _apply(header, edits), tokens[3].ident().decode()
 
     def _statement(self, tokens: list[_Token]) -> list[tuple[int, int, bytes]]:
         words = [t.keyword() for t in tokens]
@@ -292,19 +294,26 @@ class RewritingCursor:
     """The cursor ``run_script`` is given: its SQL and COPY statements are rewritten, COPY data passes untouched.
 
     Only ``execute`` and ``copy`` exist: if ``run_script`` ever used anything else of its
-    cursor, that would fail loudly instead of bypassing the rewrite.
+    cursor, that would fail loudly instead of bypassing the rewrite. ``copied`` holds the
+    rows each table received, as the server counted them for each finished COPY.
     """
 
-    __slots__ = ("_cursor", "_rewriter")
+    __slots__ = ("_cursor", "_rewriter", "copied")
 
     def __init__(self, cursor: psycopg.Cursor, rewriter: SchemaRewriter) -> None:
         self._cursor, self._rewriter = cursor, rewriter
+        self.copied: dict[str, int] = {}
 
     def execute(self, query: bytes) -> psycopg.Cursor:
         return self._cursor.execute(self._rewriter.sql(query))
 
-    def copy(self, statement: bytes) -> psycopg.Copy:
-        return self._cursor.copy(self._rewriter.copy(statement))
+    @contextlib.contextmanager
+    def copy(self, statement: bytes) -> Iterator[psycopg.Copy]:
+        rewritten, table = self._rewriter.copy(statement)
+        with self._cursor.copy(rewritten) as copy:
+            yield copy
+        # The COPY's command tag ("COPY <rows>"): what the server stored, not what was sent.
+        self.copied[table] = self.copied.get(table, 0) + self._cursor.rowcount
 
 
 # --- Checks inside the restoring transaction --------------------------------------------

@@ -224,8 +224,14 @@ def _check_isolated(cursor: Any, schema: str) -> None:
         raise RestoreIntoError(f"the restored schema {schema!r} is linked to objects of other schemas ({shown})")
 
 
-def _check_counts(cursor: Any, schema: str, expected: dict[str, int], *, exact_tables: bool) -> dict[str, int]:
-    """The new schema holds the expected rows (and, with ``exact_tables``, exactly the expected tables)."""
+def _check_counts(
+    cursor: Any, schema: str, expected: dict[str, int], *, exact_tables: bool, loaded: dict[str, int] | None = None
+) -> dict[str, int]:
+    """The new schema holds the expected rows (and, with ``exact_tables``, exactly the expected tables).
+
+    ``loaded``: the rows each table received by COPY (a table without COPY received none), used
+    instead of counting every table again.
+    """
     found = [
         name
         for (name,) in _fetchall(
@@ -243,6 +249,9 @@ def _check_counts(cursor: Any, schema: str, expected: dict[str, int], *, exact_t
         )
     counts = {}
     for table in found:
+        if loaded is not None:
+            counts[table] = loaded.get(table, 0)
+            continue
         counts[table] = _fetchall(cursor, f"SELECT count(*) FROM {quote_ident(schema)}.{quote_ident(table)}")[0][0]  # noqa: S608
     wrong = [
         f"{table}: {counts.get(table, 0)} instead of {expected.get(table, 0)}"
@@ -282,7 +291,7 @@ def restore_into_pg(
     cursor: psycopg.Cursor,
     lock_timeout_ms: int = DEFAULT_LOCK_TIMEOUT_MS,
     stderr: IO[bytes] | None = None,
-    count_check: Callable[[psycopg.Cursor, str, dict[str, int]], None] | None = None,
+    count_check: Callable[..., None] | None = None,
     app_name: str = "respaldo-restore-into",
 ) -> dict[str, int]:
     """Restore a ``pg_dump --schema=<source_schema>`` custom-format payload as the NEW schema ``schema``.
@@ -294,9 +303,10 @@ def restore_into_pg(
     psycopg error; after any of them the caller must roll back. The session settings the
     script changes (``search_path``, ``lock_timeout``...) are put back as they were. Returns
     {table: rows}. pg_restore's messages go to ``stderr`` if given. ``count_check(cursor,
-    schema, expected_counts)``, if given, replaces this module's own count check, so that a
-    mismatch raises the caller's error (``backups.formats.pg.check_counts``) and the tables
-    are not counted twice. ``app_name`` names pg_restore's process (``PGAPPNAME``).
+    schema, expected_counts, loaded=...)``, if given, replaces this module's own count check,
+    so that a mismatch raises the caller's error (``backups.formats.pg.check_counts``).
+    ``loaded`` is the rows each table received, from the server's own COPY counts: the tables
+    are not counted again after the load. ``app_name`` names pg_restore's process (``PGAPPNAME``).
     """
     _check_name(source_schema, "The backup's schema")
     _check_name(schema, "The target schema")
@@ -309,19 +319,20 @@ def restore_into_pg(
     _refuse_existing(cursor, schema)
     live_oid = _schema_oid(cursor, source_schema)
     rewriter = SchemaRewriter(source_schema, schema, lock_timeout_ms)
+    script_cursor = RewritingCursor(cursor, rewriter)
     with contextlib.ExitStack() as stack:
         if stderr is None:
             stderr = stack.enter_context(tempfile.TemporaryFile())
-        run_pg_restore(RewritingCursor(cursor, rewriter), payload, tools, stderr, app_name=app_name)
+        run_pg_restore(script_cursor, payload, tools, stderr, app_name=app_name)
     if rewriter.schemas_created != 1:
         raise RestoreIntoError(f"the backup does not hold the schema {source_schema!r}; nothing was restored")
     _put_back(cursor, saved)
     _check_untouched(cursor, source_schema, live_oid)
     _check_isolated(cursor, schema)
     if count_check is not None:
-        count_check(cursor, schema, expected_counts)
+        count_check(cursor, schema, expected_counts, loaded=script_cursor.copied)
         return dict(expected_counts)
-    return _check_counts(cursor, schema, expected_counts, exact_tables=True)
+    return _check_counts(cursor, schema, expected_counts, exact_tables=True, loaded=script_cursor.copied)
 
 
 # --- json payloads ----------------------------------------------------------------------

@@ -480,15 +480,15 @@ def _restore_pg(
             raise pg.rolled_back("the database", restore_err, text=str(exc)) from exc
 
 
-_CountCheck = Callable[[psycopg.Cursor, str, dict[str, int]], None]
+_CountCheck = Callable[..., None]  # (cursor, schema, tables, *, loaded) -> None: pg.check_counts
 
 
 def _checking_phase(restore_id: int, count_check: _CountCheck) -> _CountCheck:
     """``count_check`` that first records the "checking" phase (on Django's own, autocommit connection)."""
 
-    def check(cursor: psycopg.Cursor, schema: str, tables: dict[str, int]) -> None:
+    def check(cursor: psycopg.Cursor, schema: str, tables: dict[str, int], *, loaded: dict[str, int]) -> None:
         _update(restore_id, progress_phase=PHASE_CHECKING)
-        count_check(cursor, schema, tables)
+        count_check(cursor, schema, tables, loaded=loaded)
 
     return check
 

@@ -232,7 +232,7 @@ def test_a_clone_failing_after_its_schema_was_restored_leaves_nothing(created, m
     backup = make_backup()
     found = {}
 
-    def failing_check(cursor, schema, tables):  # inside the clone's transaction, after the restore
+    def failing_check(cursor, schema, tables, *, loaded):  # inside the clone's transaction, after the restore
         cursor.execute("SELECT count(*) FROM pg_namespace WHERE nspname = %s", [schema])
         found["schema"] = cursor.fetchone()[0]
         found["clinic"] = Clinic.objects.filter(schema_name=NEW).exists()

@@ -186,6 +186,10 @@ def test_pg_backup_restored_into_a_scratch_schema(scratch_clinic):
         with opened_payload(backup) as payload:
             counts = restore_pg_into(payload, SCRATCH)
             assert counts == payload.manifest["tables"]
+        with connection.cursor() as cursor:  # the COPY counts the check relies on are the rows stored
+            for table, rows in counts.items():
+                cursor.execute(f'SELECT count(*) FROM "{SCRATCH}"."{table}"')
+                assert cursor.fetchone()[0] == rows, table
         assert table_checksums(SCRATCH) == original  # every table, byte for byte
         assert table_checksums(SCHEMA) == damaged  # the live clinic as it was
         with connection.cursor() as cursor:  # the copy's identity sequences are its own, and at the backup's values
@@ -374,7 +378,7 @@ def test_the_callers_count_check_decides_the_error(scratch_clinic):
     class Mismatch(Exception):
         pass
 
-    def count_check(cursor, schema, expected):
+    def count_check(cursor, schema, expected, *, loaded):
         seen.append((schema, dict(expected)))
         raise Mismatch
 
@@ -511,6 +515,9 @@ def test_what_cannot_be_moved_is_refused(script, reason):
 
 def test_copy_rows_only_go_into_the_new_schema():
     rewriter = restore_into.SchemaRewriter("clin", "clin__drill_42", 1000)
-    assert rewriter.copy(b"COPY clin.t (id, clin) FROM stdin") == b'COPY "clin__drill_42".t (id, clin) FROM stdin'
+    assert rewriter.copy(b"COPY clin.t (id, clin) FROM stdin") == (
+        b'COPY "clin__drill_42".t (id, clin) FROM stdin',
+        "t",
+    )
     with pytest.raises(RestoreIntoError, match="outside the schema"):
         rewriter.copy(b"COPY public.t (id) FROM stdin")

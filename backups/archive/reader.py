@@ -180,15 +180,22 @@ class ArchiveReader(io.RawIOBase):
         keys: list[_Key],
         max_payload_bytes: int | None,
         media_sink: MediaSink | None = None,
+        verified: ArchiveSummary | None = None,
     ) -> None:
         super().__init__()
         self.summary = None
+        self._verified = verified
         self.manifest = {}
         self._media_sink = media_sink
         self._media: list[dict] = []  # version 2: the manifest's media entries still to come
         self._media_bytes = 0
         self._keys = {key.key_id: key for key in keys}
-        self._macs = {key_id: hmac.new(key.auth_key, digestmod=hashlib.sha256) for key_id, key in self._keys.items()}
+        # A second reading of bytes verified already (``verified``) computes no MAC.
+        self._macs = (
+            {}
+            if verified is not None
+            else {key_id: hmac.new(key.auth_key, digestmod=hashlib.sha256) for key_id, key in self._keys.items()}
+        )
         self._max = max_payload_bytes
         self._sha = hashlib.sha256()
         self._payload_bytes = 0
@@ -331,8 +338,9 @@ class ArchiveReader(io.RawIOBase):
                 if not count:
                     raise ArchiveCorrupt("the archive ends too early")
                 data = view[:count]
-                self._sha.update(data)
-                self._mac_update(data)
+                if self._verified is None:
+                    self._sha.update(data)
+                    self._mac_update(data)
                 self._remaining -= count
                 self._offset += count
                 return count
@@ -414,6 +422,21 @@ class ArchiveReader(io.RawIOBase):
         if failure is not None:
             raise failure
 
+    def _check_as_verified(self, auth: dict) -> None:
+        """The end of a second reading: the record and sizes must be those the verification found."""
+        verified = self._verified
+        assert verified is not None and self._worker is not None
+        same = (
+            auth["key_id"] == verified.key_id
+            and auth["payload_bytes"] == self._payload_bytes == verified.payload_bytes
+            and auth["payload_sha256"] == verified.payload_sha256
+            and self._worker.tap.bytes == verified.archive_bytes
+            and self.manifest == verified.manifest
+        )
+        if not same:
+            raise ArchiveAuthError("the archive differs from the copy that was verified")
+        self.summary = verified
+
     def _check_auth(self, auth: Any) -> None:
         fields = {"alg", "key_id", "payload_bytes", "payload_sha256", "mac"}
         if not isinstance(auth, dict) or set(auth) != fields:
@@ -424,6 +447,9 @@ class ArchiveReader(io.RawIOBase):
         if not isinstance(key_id, str) or key_id not in self._keys:
             raise ArchiveAuthError(f"made with a key this deployment does not have (key id {str(key_id)[:40]!r})")
         mac = auth["mac"]
+        if self._verified is not None:
+            self._check_as_verified(auth)
+            return
         if not isinstance(mac, str) or not hmac.compare_digest(mac.encode(), self._macs[key_id].hexdigest().encode()):
             raise ArchiveAuthError("the authentication code does not match the contents")
         payload_sha256 = self._sha.hexdigest()
@@ -448,6 +474,7 @@ def open_archive(
     identities: Sequence[str],
     max_payload_bytes: int | None = None,
     media_sink: MediaSink | None = None,
+    verified: ArchiveSummary | None = None,
 ) -> ArchiveReader:
     """Open an archive for streaming its payload; the manifest is read (not yet trusted) at once.
 
@@ -467,7 +494,7 @@ def open_archive(
         isinstance(max_payload_bytes, bool) or not isinstance(max_payload_bytes, int) or max_payload_bytes < 0
     ):
         raise ValueError("max_payload_bytes must be None or a non-negative integer")
-    return ArchiveReader(stream, keys, max_payload_bytes, media_sink)
+    return ArchiveReader(stream, keys, max_payload_bytes, media_sink, verified)
 
 
 def verify_archive(

@@ -34,7 +34,6 @@ import re
 import shutil
 import tempfile
 from collections.abc import Iterator
-from typing import IO
 
 import psycopg
 from django.core.management import call_command
@@ -44,7 +43,6 @@ from psycopg import sql
 
 from backups import archive, jobs, postgres
 from backups.clinic_keys import reading_identities
-from backups.conf import conf
 from backups.exceptions import RespaldoError, RestoreRefused, as_respaldo_error, failure_reason
 from backups.formats import pg
 from backups.formats.json.load import load_json_payload
@@ -57,7 +55,7 @@ from backups.models_clone import CloneJob
 from backups.operations.audit import audit
 from backups.postgres import PgTools
 from backups.services.recover import clinic_domain
-from backups.services.restore import check_migrations, verified_copy
+from backups.services.restore import VerifiedCopy, check_migrations, verified_copy
 from backups.services.scratch import check_read_to_the_end, tools_for
 from clinics.models import Clinic, Domain
 
@@ -314,7 +312,7 @@ def _audit_clone(clone: CloneJob, backup: Backup) -> None:
 def _create_in_one_transaction(
     clone: CloneJob,
     manifest: dict,
-    verified: IO[bytes],
+    verified: VerifiedCopy,
     tools: PgTools | None,
     files: MediaStaging | None,
     *,
@@ -324,14 +322,7 @@ def _create_in_one_transaction(
     backup = clone.source_backup
     with transaction.atomic():
         clinic = _create_clinic(clone)
-        with archive.open_archive(
-            verified,
-            identities=clone_identities(backup),
-            max_payload_bytes=conf.max_payload_bytes,
-            media_sink=files.sink if files is not None else None,
-        ) as payload:
-            if payload.manifest != manifest:  # cannot happen to a private copy; checked all the same
-                raise RestoreRefused("archive_changed", "archive_changed_during_restore", backup=backup.pk)
+        with verified.open(clone_identities(backup), media_sink=files.sink if files is not None else None) as payload:
             if manifest["payload_format"] == Backup.Format.PG:
                 _fill_pg(clone, clinic, payload, manifest, tools, needs_migrate=needs_migrate)
             else:

@@ -17,7 +17,6 @@ from django.db.models import Model
 
 from backups import archive
 from backups.clinic_keys import reading_identities
-from backups.conf import conf
 from backups.exceptions import RespaldoError, RestoreRefused
 from backups.formats.pg_rewrite import quote_ident
 from backups.formats.restore_into import RestoreIntoError, restore_into_json
@@ -144,11 +143,7 @@ def read_backup(backup: Backup, national_id: str) -> Rows:
         reader = _READERS.get(manifest["payload_format"])
         if reader is None:
             raise RespaldoError("unknown_backup_format", format=str(manifest["payload_format"]))
-        with archive.open_archive(
-            copy, identities=reading_identities(backup.clinic), max_payload_bytes=conf.max_payload_bytes
-        ) as p:
-            if p.manifest != manifest:
-                raise RestoreRefused("archive_changed", "archive_changed_during_restore", backup=backup.pk)
+        with copy.open(reading_identities(backup.clinic)) as p:
             rows = reader(backup, p, manifest, national_id)
     if not rows[Patient._meta.db_table]:
         raise RestoreRefused("selective_not_in_backup", backup=backup.pk, national_id=national_id)

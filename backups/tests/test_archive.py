@@ -410,6 +410,24 @@ def test_bit_flips_anywhere_are_refused(sample):
     assert isinstance(_open_fails(sample[:-1] + bytes([sample[-1] ^ 0x80])), ArchiveCorrupt)
 
 
+def test_a_second_reading_of_verified_bytes_skips_the_mac_but_still_refuses_other_or_damaged_bytes(sample):
+    """``verified=``: the payload of the very bytes verified comes back whole, with their summary;
+    other bytes (another archive made with the same key) or damaged bytes are still refused."""
+    summary = verify_archive(io.BytesIO(sample), identities=[K1])
+    payload, again, manifest = read_all(sample, verified=summary)
+    assert payload == read_all(sample)[0] and again == summary and manifest == summary.manifest
+
+    same_key_other, _ = make(os.urandom(5000))  # authentic, but not what was verified
+    reader = open_archive(io.BytesIO(same_key_other), identities=[K1], verified=summary)
+    with reader, pytest.raises(ArchiveAuthError, match="differs from the copy that was verified"):
+        reader.read()
+    for pos in (len(sample) // 2, len(sample) - 17):  # age authenticates every chunk it decrypts
+        damaged = bytearray(sample)
+        damaged[pos] ^= 0x10
+        with pytest.raises(ArchiveCorrupt):
+            read_all(bytes(damaged), verified=summary)
+
+
 def test_truncation_is_refused(sample):
     header_end = sample.index(b"\n", sample.index(b"\n---") + 1) + 1
     cuts = [1, 10, 21, 40, header_end - 1, header_end, header_end + 1, header_end + 100, len(sample) // 2]

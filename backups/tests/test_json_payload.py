@@ -27,7 +27,9 @@ from backups.formats.json.load import load_json_payload
 from backups.formats.json.payload import (
     JSON_NULL,
     JsonPayloadError,
+    payload_line_sql,
     payload_models,
+    payload_table,
     read_json_payload,
     write_json_payload,
 )
@@ -303,6 +305,31 @@ def test_the_payload_holds_every_value_exactly_as_the_database_does():
             assert (fields["total"], fields["reference"]) == (str(invoice.total), str(invoice.reference))
             assert fields["due_on"] == (invoice.due_on and invoice.due_on.isoformat())
         assert "9999999999.99" in {records["dental.invoice", i.pk]["total"] for i in Invoice.objects.all()}
+
+
+def test_postgresql_writes_every_line_exactly_as_the_python_encoder_does():
+    """The lines PostgreSQL builds (each kind's SQL spelling) are byte for byte those of the Python
+    encoder, for the values that break naive serializers and for edge durations and times."""
+    with schema_context("clinica"):
+        ids = add_hard_rows()
+        dentist = Dentist.objects.first()
+        patient = Patient.objects.get(pk=ids["p1"])
+        for duration in (timedelta(days=-3, seconds=5, microseconds=7), timedelta(days=400), timedelta(0)):
+            Appointment.objects.create(
+                patient=patient, dentist=dentist, starts_at=datetime(1, 1, 1, 0, 0, tzinfo=UTC), duration=duration
+            )
+        with connection.cursor() as cursor:  # an interval Django never writes: months and hours past a day
+            cursor.execute(
+                "UPDATE dental_appointment SET duration = interval '1 year 2 mons -3 days 49:00:00.5' WHERE id = %s",
+                [ids["appointment"]],
+            )
+        Dentist.objects.filter(pk=dentist.pk).update(works_from=time(0, 0), works_until=time(23, 59, 59, 999999))
+        in_python, in_sql = io.BytesIO(), io.BytesIO()
+        write_json_payload(in_python, lines_in_sql=False)
+        write_json_payload(in_sql)
+    assert in_sql.getvalue() == in_python.getvalue()
+    assert b'"duration": "424 01:00:00.500000"' in in_sql.getvalue()  # 365 + 2 * 30 - 3 days + 49 h, as psycopg
+    assert all(payload_line_sql(payload_table(model)) for model in payload_models())  # none fell back
 
 
 # --- Round trips -----------------------------------------------------------------------

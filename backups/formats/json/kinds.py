@@ -71,6 +71,10 @@ class Kind:
     give it to ``encode``; it raises :class:`~backups.formats.json.reasons.BadValue`."""
     selected_as_text: bool = False
     """The writer selects ``column::text``: PostgreSQL's own exact spelling."""
+    sql: Callable[[str], str] | None = None
+    """Given a quoted column, the SQL text expression that spells a non-null value exactly as
+    ``encode`` would (``payload.payload_line_sql`` builds whole lines with it, so that
+    PostgreSQL writes them); None where only Python spells it right (floats)."""
 
 
 # --- JSON values -----------------------------------------------------------------------
@@ -405,6 +409,56 @@ def _decimal_normalizer(model_field: models.Field, target: models.Field) -> Call
 
 # --- The table -------------------------------------------------------------------------
 
+# --- Writing in SQL: the same spellings, built by PostgreSQL ----------------------------
+
+
+def _refused_sql(column: str, kind: str) -> str:
+    """An expression that fails the export for a value Python could not load either
+    (out-of-range dates, infinity, 24:00): the backup fails as it did, never writes it wrongly."""
+    return f"(('the json format cannot hold this {kind}: ' || {column}::text)::integer)::text"
+
+
+def _in_range_sql(column: str, low: str, high: str, kind: str, spelled: str) -> str:
+    return f"CASE WHEN {column} >= {low} AND {column} < {high} THEN {spelled} ELSE {_refused_sql(column, kind)} END"
+
+
+def _date_sql(column: str) -> str:
+    spelled = f"""'"' || to_char({column}, 'YYYY-MM-DD') || '"'"""
+    return _in_range_sql(column, "'0001-01-01'::date", "'10000-01-01'::date", "date", spelled)
+
+
+def _time_sql(column: str) -> str:
+    spelled = f"""'"' || to_char({column}::interval, 'HH24:MI:SS.US') || '"'"""
+    return _in_range_sql(column, "'00:00'::time", "'24:00'::time", "time", spelled)
+
+
+def _datetime_sql(column: str) -> str:
+    # The writer's connection is in UTC (Django's, with USE_TZ): isoformat() ends in +00:00.
+    spelled = f"""'"' || to_char({column} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US') || '+00:00"'"""
+    low, high = "'0001-01-01 00:00+00'::timestamptz", "'10000-01-01 00:00+00'::timestamptz"
+    return _in_range_sql(column, low, high, "datetime", spelled)
+
+
+_DAY_MICROSECONDS = 86_400_000_000
+
+
+def _duration_sql(column: str) -> str:
+    """``duration_string`` of the timedelta psycopg makes of an interval (a year is 365 days, a month 30)."""
+    total = (
+        f"((extract(year from {column}) * 365 + extract(month from {column}) * 30 + extract(day from {column}))"
+        f"::bigint * {_DAY_MICROSECONDS} + extract(hour from {column})::bigint * 3600000000"
+        f" + extract(minute from {column})::bigint * 60000000 + extract(microseconds from {column})::bigint)"
+    )
+    days = f"floor({total}::numeric / {_DAY_MICROSECONDS})::bigint"
+    rest = f"({total} - {days} * {_DAY_MICROSECONDS})"  # 0 <= rest < a day, as timedelta keeps it
+    return (
+        f"""'"' || CASE WHEN {days} <> 0 THEN {days}::text || ' ' ELSE '' END"""
+        f" || lpad(({rest} / 3600000000)::text, 2, '0') || ':' || lpad(({rest} / 60000000 % 60)::text, 2, '0')"
+        f" || ':' || lpad(({rest} / 1000000 % 60)::text, 2, '0')"
+        f" || CASE WHEN {rest} % 1000000 <> 0 THEN '.' || lpad(({rest} % 1000000)::text, 6, '0') ELSE '' END || '\"'"
+    )
+
+
 KINDS: dict[str, Kind] = {
     "int": Kind(
         (
@@ -414,18 +468,21 @@ KINDS: dict[str, Kind] = {
         encode=str,
         loader=_fixed(_integer),
         checker=_int_normalizer,
+        sql=lambda c: f"{c}::text",
     ),
     "text": Kind(
         ("CharField", "TextField", "SlugField", "FileField", "FilePathField"),
         encode=encode_basestring,
         loader=_fixed(_text),
         checker=_text_normalizer,
+        sql=lambda c: f"to_json({c})::text",
     ),
     "bool": Kind(
         ("BooleanField",),
         encode={True: "true", False: "false"}.__getitem__,
         loader=_fixed(_boolean),
         checker=_bool_normalizer,
+        sql=lambda c: f"CASE WHEN {c} THEN 'true' ELSE 'false' END",
     ),
     "decimal": Kind(
         ("DecimalField",),
@@ -433,6 +490,7 @@ KINDS: dict[str, Kind] = {
         loader=_fixed(_decimal),
         checker=_decimal_normalizer,
         selected_as_text=True,
+        sql=lambda c: f"to_json({c}::text)::text",
     ),
     "uuid": Kind(
         ("UUIDField",),
@@ -440,6 +498,7 @@ KINDS: dict[str, Kind] = {
         loader=_fixed(_text),
         checker=_uuid_normalizer,
         selected_as_text=True,
+        sql=lambda c: f"to_json({c}::text)::text",
     ),
     "inet": Kind(
         ("GenericIPAddressField", "IPAddressField"),
@@ -447,36 +506,42 @@ KINDS: dict[str, Kind] = {
         loader=_fixed(_text),
         checker=_inet_normalizer,
         selected_as_text=True,
+        sql=lambda c: f"to_json({c}::text)::text",
     ),
     "date": Kind(
         ("DateField",),
         encode=lambda v: _quoted(v.isoformat()),
         loader=_fixed(_date),
         checker=_date_normalizer,
+        sql=_date_sql,
     ),
     "time": Kind(
         ("TimeField",),
         encode=lambda v: _quoted(v.isoformat(timespec="microseconds")),
         loader=_fixed(_time),
         checker=_time_normalizer,
+        sql=_time_sql,
     ),
     "datetime": Kind(
         ("DateTimeField",),
         encode=lambda v: _quoted(v.isoformat(timespec="microseconds")),
         loader=_datetime_loader,
         checker=_datetime_normalizer,
+        sql=_datetime_sql,
     ),
     "duration": Kind(
         ("DurationField",),
         encode=lambda v: _quoted(duration_string(v)),
         loader=_duration_loader,
         checker=_duration_normalizer,
+        sql=_duration_sql,
     ),
     "binary": Kind(
         ("BinaryField",),
         encode=lambda v: _quoted(base64.b64encode(v).decode("ascii")),
         loader=_fixed(_binary),
         checker=_binary_normalizer,
+        sql=lambda c: f"""'"' || translate(encode({c}, 'base64'), E'\\n', '') || '"'""",
     ),
     "json": Kind(
         ("JSONField",),
@@ -484,6 +549,7 @@ KINDS: dict[str, Kind] = {
         loader=_fixed(_json),
         checker=_json_normalizer,
         selected_as_text=True,
+        sql=lambda c: f"{c}::text",
     ),
     "float": Kind(
         ("FloatField",),

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import functools
 import json
+import operator
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from json.encoder import encode_basestring
@@ -202,12 +203,57 @@ def payload_line_maker(table: PayloadTable) -> Callable[[tuple], str]:
     return line
 
 
-def write_json_payload(out: BinaryIO, *, models: Sequence[type[Model]] | None = None) -> dict[str, int]:
+def _sql_literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def payload_line_sql(table: PayloadTable) -> str | None:
+    """A SQL expression giving each row's payload line exactly as :func:`payload_line_maker` does.
+
+    Built from each column kind's ``sql`` spelling, so that PostgreSQL writes the lines and
+    Python only passes them on (the json backup's cost was Python encoding each value). None
+    when a column's kind has no SQL spelling (floats), or when datetimes would not come out
+    as the writer's connection gives them (only UTC with USE_TZ is spelled in SQL): then the
+    table is written value by value in Python.
+    """
+    kinds = [KINDS[c.kind] for c in table.columns]
+    if any(kind.sql is None for kind in kinds):
+        return None
+    if any(c.kind == "datetime" for c in table.columns) and not (settings.USE_TZ and connection.timezone_name == "UTC"):
+        return None
+
+    def value(column: _Column) -> str:
+        quoted = _qn(column.column)
+        return f"CASE WHEN {quoted} IS NULL THEN 'null' ELSE {KINDS[column.kind].sql(quoted)} END"
+
+    pk, fields = table.columns[0], table.fields
+    parts = [_sql_literal('{"model": ' + encode_basestring(table.label) + ', "pk": '), value(pk)]
+    for number, column in enumerate(fields):
+        parts.append(_sql_literal((", " if number else ', "fields": {') + encode_basestring(column.name) + ": "))
+        parts.append(value(column))
+    parts.append(_sql_literal("}" if fields else ', "fields": {}'))
+    json_columns = [c for c in fields if c.kind == "json"]
+    if json_columns:  # the record's "json_nulls" key, as the Python writer adds it
+        flags = ", ".join(
+            f"CASE WHEN {_qn(c.column)} = 'null'::jsonb THEN {_sql_literal(json.dumps(c.name)[1:-1])} END"
+            for c in json_columns
+        )
+        key = _sql_literal(", " + encode_basestring(JSON_NULLS_KEY) + ': ["')
+        parts.append(f"""coalesce({key} || nullif(concat_ws('", "', {flags}), '') || '"]', '')""")
+    parts.append("'}'")
+    return " || ".join(parts)
+
+
+def write_json_payload(
+    out: BinaryIO, *, models: Sequence[type[Model]] | None = None, lines_in_sql: bool = True
+) -> dict[str, int]:
     """Stream every row of ``models`` (default :func:`payload_models`) into ``out``; return {db_table: rows}.
 
     Reads through the current connection, schema and transaction: the caller enters the
     clinic's schema and a REPEATABLE READ transaction, so that the tables agree. Memory
-    stays bounded: rows come from a server-side cursor, text goes out in chunks.
+    stays bounded: rows come from a server-side cursor, text goes out in chunks. Each line is
+    built by PostgreSQL (:func:`payload_line_sql`) where it can be; ``lines_in_sql=False``
+    encodes every value in Python instead (the reference the SQL spelling is tested against).
     """
     tables = [payload_table(model) for model in (payload_models() if models is None else models)]
     with connection.cursor() as cursor:
@@ -217,10 +263,14 @@ def write_json_payload(out: BinaryIO, *, models: Sequence[type[Model]] | None = 
     separator = "\n"
     counts: dict[str, int] = {}
     for table in tables:
-        line = payload_line_maker(table)
-        selected = ", ".join(
-            _qn(c.column) + ("::text" if KINDS[c.kind].selected_as_text else "") for c in table.columns
-        )
+        line_sql = payload_line_sql(table) if lines_in_sql else None
+        if line_sql is not None:
+            selected, line = line_sql, operator.itemgetter(0)
+        else:
+            selected = ", ".join(
+                _qn(c.column) + ("::text" if KINDS[c.kind].selected_as_text else "") for c in table.columns
+            )
+            line = payload_line_maker(table)
         order = _qn(table.columns[0].column)
         query = f"SELECT {selected} FROM {schema}.{_qn(table.db_table)} ORDER BY {order}"  # noqa: S608
         counts[table.db_table] = 0

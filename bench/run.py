@@ -27,6 +27,7 @@ import platform
 import re
 import shutil
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -67,7 +68,9 @@ MANY_CLINICS = {"XS": 20, "S": 100, "M": 1000}
 # the json group's own clinic: ≈ 8 rows per patient (≥ 60k rows at S and M; small at XS, for CI's
 # sake: Django's dumpdata and loaddata, its baselines, take minutes at 60k rows)
 JSON_PATIENTS = {"XS": 1500, "S": 7500, "M": 7500}
-PAGE_REQUESTS = 40  # per page and repeat, over 2 threads
+PAGE_REQUESTS = 40  # per page and repeat, over the load generator's clients
+PAGE_CLIENTS = 2  # concurrent logged-in clients of bench/load.py
+PAGE_WORKERS = 2  # gunicorn workers serving them (one per core here)
 MB = 2**20
 SUPERUSER, PASSWORD = "benchadmin", "bench-password-only-for-bench"
 
@@ -171,6 +174,12 @@ def timed(fn: Callable[[], object]) -> Sample:
 # --- Clinics and catalog housekeeping ----------------------------------------------------
 
 
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def forget_jobs(clinic: Clinic, *, keep: set[int] = frozenset()) -> None:
     """Delete the clinic's restores, clone jobs and backups (and their stored archives), but ``keep``."""
     Restore.objects.filter(clinic=clinic).delete()
@@ -254,6 +263,8 @@ class Bench:
         self.made_schemas: list[str] = []
         self.done_once: set[str] = set()
         self.missing: list[str] = []
+        self.server: subprocess.Popen | None = None  # gunicorn, for the pages
+        self.server_base = ""
 
     # -- setup ------------------------------------------------------------------------------
 
@@ -681,41 +692,61 @@ class Bench:
             ),
         ]
 
+    def page_server(self) -> str:
+        """gunicorn serving the site as deployed (Procfile), 2 workers, started once; its base URL."""
+        if self.server is None:
+            port = free_port()
+            log_file = (TMP / "gunicorn.log").open("wb")
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "gunicorn", "clinic_site.wsgi", "--bind", f"127.0.0.1:{port}"]
+                + ["--workers", str(PAGE_WORKERS), "--timeout", "120"],
+                cwd=ROOT,
+                env=dict(os.environ, DEBUG="0"),  # DEBUG would keep every query's SQL
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+            base = f"http://127.0.0.1:{port}"
+            self.server = proc
+            deadline = time.monotonic() + 60
+            while True:
+                with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+                    break
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"gunicorn did not start: {(TMP / 'gunicorn.log').read_text()[-1500:]}")
+                time.sleep(0.1)
+            self.server_base = base
+        return self.server_base
+
+    def stop_page_server(self) -> None:
+        if self.server is not None:
+            with contextlib.suppress(OSError):
+                os.killpg(self.server.pid, signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.server.wait(30)
+            self.server = None
+
     def page(self, name: str, host: str, path: str) -> dict[str, Sample]:
-        """p95 latency of ``path`` under 2 threads of Django's test Client, and its query count."""
-
-        def client() -> Client:
-            c = Client(HTTP_HOST=host)
-            if c.post("/admin/login/", {"username": SUPERUSER, "password": PASSWORD}).status_code != 302:
-                raise RuntimeError(f"could not log in on {host}")
-            return c
-
-        latencies: list[float] = []
-        errors: list[str] = []
-
-        def worker(count: int) -> None:
-            try:
-                c = client()
-                c.get(path)
-                for _ in range(count):
-                    start = time.perf_counter()
-                    status = c.get(path).status_code
-                    latencies.append(time.perf_counter() - start)
-                    if status != 200:
-                        errors.append(f"{path}: {status}")
-            except Exception as exc:  # reported below
-                errors.append(repr(exc))
-            finally:
-                connection.close()
-
-        threads = [threading.Thread(target=worker, args=(PAGE_REQUESTS // 2,)) for _ in range(2)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        if errors:
-            raise RuntimeError(errors[0])
-        c = client()
+        """p95 latency of ``path`` served by gunicorn (2 workers) to 2 logged-in clients of a load
+        generator in another process (``bench/load.py``); the query count from the test client."""
+        out = subprocess.run(
+            [sys.executable, str(ROOT / "bench" / "load.py"), "--base", self.page_server(), "--host", host]
+            + ["--path", path, "--user", SUPERUSER, "--password", PASSWORD, "--requests", str(PAGE_REQUESTS)]
+            + ["--clients", str(PAGE_CLIENTS)],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        if out.returncode != 0:
+            raise RuntimeError(f"load generator failed on {host}{path}: {out.stderr[-1500:]}")
+        measured = json.loads(out.stdout)
+        if measured["failures"]:
+            raise RuntimeError(measured["failures"][0])
+        latencies = measured["latencies"]
+        c = Client(HTTP_HOST=host)
+        if c.post("/admin/login/", {"username": SUPERUSER, "password": PASSWORD}).status_code != 302:
+            raise RuntimeError(f"could not log in on {host}")
         c.get(path)
         with CaptureQueriesContext(connection) as captured:
             c.get(path)
@@ -809,6 +840,7 @@ class Bench:
                     self.results.setdefault(name, []).append(sample)
 
     def cleanup(self, keep: bool) -> None:
+        self.stop_page_server()
         connection.set_schema_to_public()
         if "pages" in self.groups:
             self.drop_catalog()

@@ -443,20 +443,23 @@ _DAY_MICROSECONDS = 86_400_000_000
 
 
 def _duration_sql(column: str) -> str:
-    """``duration_string`` of the timedelta psycopg makes of an interval (a year is 365 days, a month 30)."""
-    total = (
-        f"((extract(year from {column}) * 365 + extract(month from {column}) * 30 + extract(day from {column}))"
-        f"::bigint * {_DAY_MICROSECONDS} + extract(hour from {column})::bigint * 3600000000"
-        f" + extract(minute from {column})::bigint * 60000000 + extract(microseconds from {column})::bigint)"
+    """``duration_string`` of the timedelta psycopg makes of an interval.
+
+    psycopg counts a year as 365 days and a month as 30; PostgreSQL's epoch of an interval
+    counts a year as 365.25 days (6 hours more) and a month as 30: the total is the epoch
+    less 6 hours a year. It is computed once per value (a sub-select), then split as
+    timedelta splits it: whole days rounded down, and a positive rest under a day.
+    """
+    total = f"(extract(epoch from {column}) * 1000000)::bigint - extract(year from {column})::bigint * 21600000000"
+    days = f"floor(total::numeric / {_DAY_MICROSECONDS})::bigint"
+    text = (
+        """'"' || CASE WHEN days <> 0 THEN days::text || ' ' ELSE '' END"""
+        " || lpad((rest / 3600000000)::text, 2, '0') || ':' || lpad((rest / 60000000 % 60)::text, 2, '0')"
+        " || ':' || lpad((rest / 1000000 % 60)::text, 2, '0')"
+        " || CASE WHEN rest % 1000000 <> 0 THEN '.' || lpad((rest % 1000000)::text, 6, '0') ELSE '' END || '\"'"
     )
-    days = f"floor({total}::numeric / {_DAY_MICROSECONDS})::bigint"
-    rest = f"({total} - {days} * {_DAY_MICROSECONDS})"  # 0 <= rest < a day, as timedelta keeps it
-    return (
-        f"""'"' || CASE WHEN {days} <> 0 THEN {days}::text || ' ' ELSE '' END"""
-        f" || lpad(({rest} / 3600000000)::text, 2, '0') || ':' || lpad(({rest} / 60000000 % 60)::text, 2, '0')"
-        f" || ':' || lpad(({rest} / 1000000 % 60)::text, 2, '0')"
-        f" || CASE WHEN {rest} % 1000000 <> 0 THEN '.' || lpad(({rest} % 1000000)::text, 6, '0') ELSE '' END || '\"'"
-    )
+    rest = f"total - days * {_DAY_MICROSECONDS} AS rest"
+    return f"(SELECT {text} FROM (SELECT days, {rest} FROM (SELECT {days} AS days, total FROM (SELECT {total} AS total OFFSET 0) t OFFSET 0) d) s)"  # noqa: S608, E501
 
 
 KINDS: dict[str, Kind] = {

@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import functools
 import json
-import operator
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from json.encoder import encode_basestring
@@ -62,6 +61,7 @@ __all__ = [
 ]
 
 FETCH_ROWS = 1000  # rows per round trip of the server-side cursor
+FETCH_LINES = 250  # lines built by PostgreSQL per round trip (written at once: memory stays flat)
 WRITE_BUFFER_CHARS = 256 * 1024  # text gathered before one write to the output
 READ_CHUNK_BYTES = 256 * 1024  # bytes read from the input at a time
 JSON_NULLS_KEY = "json_nulls"
@@ -265,7 +265,7 @@ def write_json_payload(
     for table in tables:
         line_sql = payload_line_sql(table) if lines_in_sql else None
         if line_sql is not None:
-            selected, line = line_sql, operator.itemgetter(0)
+            selected = line_sql
         else:
             selected = ", ".join(
                 _qn(c.column) + ("::text" if KINDS[c.kind].selected_as_text else "") for c in table.columns
@@ -276,15 +276,20 @@ def write_json_payload(
         counts[table.db_table] = 0
         with connection.chunked_cursor() as cursor:
             cursor.execute(query)
-            while rows := cursor.fetchmany(FETCH_ROWS):
-                for row in rows:
-                    text = line(row)
-                    buffer += (separator, text)
-                    buffered += len(text)
-                    separator = ",\n"
-                    if buffered >= WRITE_BUFFER_CHARS:
-                        out.write("".join(buffer).encode("utf-8"))
-                        buffer, buffered = [], 0
+            while rows := cursor.fetchmany(FETCH_ROWS if line_sql is None else FETCH_LINES):
+                if line_sql is not None:  # the lines as PostgreSQL wrote them: joined, not looked at
+                    buffer += (separator, ",\n".join([row[0] for row in rows]))
+                    out.write("".join(buffer).encode("utf-8"))
+                    buffer, buffered, separator = [], 0, ",\n"
+                else:
+                    for row in rows:
+                        text = line(row)
+                        buffer += (separator, text)
+                        buffered += len(text)
+                        separator = ",\n"
+                if buffered >= WRITE_BUFFER_CHARS:
+                    out.write("".join(buffer).encode("utf-8"))
+                    buffer, buffered = [], 0
                 counts[table.db_table] += len(rows)
     buffer.append("\n]\n")
     out.write("".join(buffer).encode("utf-8"))

@@ -88,18 +88,24 @@ def log(message: str) -> None:
 @dataclass
 class Sample:
     seconds: float
-    peak: int | None = None  # bytes: max of the summed RSS of the measured process tree
+    peak: int | None = None  # bytes: max of the summed PSS of the measured process tree
     size: int | None = None  # bytes of output
     notes: dict = field(default_factory=dict)
 
 
 class TreeSampler(threading.Thread):
-    """Samples the RSS of process ``pid`` and all its descendants every 10 ms; keeps the max sum."""
+    """Samples the memory of process ``pid`` and all its descendants every 10 ms; keeps the max sum.
+
+    The memory of a process is its PSS (a page shared by N processes counts 1/N to each):
+    summed over the tree it is the tree's real footprint. RSS counted twice the pages a
+    forked child shares with its parent until it execs (pg_dump, pg_restore), which showed as
+    a lone "python" twice the size of the process.
+    """
 
     def __init__(self, pid: int):
         super().__init__(daemon=True)
         self.pid, self.peak, self.done = pid, 0, threading.Event()
-        self.parts: dict[str, int] = {}  # at the peak: RSS by process name (summed per name)
+        self.parts: dict[str, int] = {}  # at the peak: PSS by process name (summed per name)
 
     def run(self) -> None:
         try:
@@ -112,7 +118,7 @@ class TreeSampler(threading.Thread):
                 for proc in [root, *root.children(recursive=True)]:
                     with contextlib.suppress(psutil.Error):
                         name = proc.name()
-                        parts[name] = parts.get(name, 0) + proc.memory_info().rss
+                        parts[name] = parts.get(name, 0) + proc.memory_full_info().pss
             total = sum(parts.values())
             if total > self.peak:
                 self.peak, self.parts = total, parts
@@ -120,7 +126,7 @@ class TreeSampler(threading.Thread):
 
 
 def run_tree(args: list[str] | str, *, shell: bool = False, env: dict | None = None, stdout=None) -> Sample:
-    """Run a command (a bash pipeline when ``shell``); its wall time and process-tree peak RSS."""
+    """Run a command (a bash pipeline when ``shell``); its wall time and process-tree peak memory (PSS)."""
     if shell:
         args = ["bash", "-o", "pipefail", "-c", args]
     err = (TMP / "stderr").open("w+b")

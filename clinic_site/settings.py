@@ -52,7 +52,7 @@ SHARED_APPS = [
     "django.contrib.auth",
     "django.contrib.sessions",
     "django.contrib.messages",
-    "django.contrib.admin.apps.SimpleAdminConfig",
+    "clinic_site.admin_apps.LazyAdminConfig",
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
     "import_export",
@@ -62,7 +62,7 @@ TENANT_APPS = [
     "django.contrib.auth",
     "django.contrib.sessions",
     "django.contrib.messages",
-    "django.contrib.admin.apps.SimpleAdminConfig",
+    "clinic_site.admin_apps.LazyAdminConfig",
     "dental",
 ]
 INSTALLED_APPS = list(SHARED_APPS) + [app for app in TENANT_APPS if app not in SHARED_APPS]

@@ -7,8 +7,8 @@ from django.views.generic import RedirectView
 from backups.views import healthz
 from clinic_site.admin_sites import platform_site
 
-# The admin modules load with the URLs (settings: SimpleAdminConfig), so that a worker or a
-# backup command, which serves no page, never imports them.
+# The admin modules load with the URLs (clinic_site.admin_apps.LazyAdminConfig), so that a
+# worker or a backup command, which serves no page, never imports them.
 admin.autodiscover()
 
 urlpatterns = [

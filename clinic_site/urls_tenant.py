@@ -8,8 +8,8 @@ from backups.api.views import not_found as api_not_found
 from clinic_site.admin_sites import clinic_site
 from dental.views import clinic_media
 
-# The admin modules load with the URLs (settings: SimpleAdminConfig), so that a worker or a
-# backup command, which serves no page, never imports them.
+# The admin modules load with the URLs (clinic_site.admin_apps.LazyAdminConfig), so that a
+# worker or a backup command, which serves no page, never imports them.
 admin.autodiscover()
 
 urlpatterns = [

@@ -86,3 +86,24 @@ def test_development_secret_is_generated_once_and_private(tmp_path):
 def test_secret_key_file_is_git_ignored():
     ignored = subprocess.run(["git", "check-ignore", "-q", ".local/secret_key"], cwd=ROOT)
     assert ignored.returncode == 0
+
+
+def test_the_admin_loads_with_the_urls_and_its_checks_still_see_every_model_admin():
+    """Starting Django loads no admin module (a worker or a backup never serves a page); the
+    admin's system check loads them first, so an invalid ModelAdmin is still reported."""
+    code = SETUP + (
+        "import sys\n"
+        "print('AT START', sorted(m for m in sys.modules if m.endswith('.admin') and m.split('.')[0] in "
+        "{'backups', 'clinics', 'dental'}))\n"
+        "from django.core.checks import run_checks\n"
+        "from dental.admin import DentistAdmin\n"
+        "DentistAdmin.list_display = [*DentistAdmin.list_display, 'no_such_field']\n"
+        "print('ERRORS', sorted({e.id for e in run_checks(tags=['admin'])}))\n"
+        "from clinic_site.admin_sites import clinic_site, platform_site\n"
+        "print('SITES', len(clinic_site._registry) > 5, len(platform_site._registry) > 5)\n"
+    )
+    result = run_django(code, DATABASE_URL=embedded_url())
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "AT START []" in result.stdout, result.stdout
+    assert "ERRORS ['admin.E108']" in result.stdout, result.stdout
+    assert "SITES True True" in result.stdout, result.stdout

@@ -18,7 +18,7 @@ from decimal import Decimal
 
 import pytest
 from django.core.management import call_command
-from django.db import DEFAULT_DB_ALIAS, connection, connections
+from django.db import DEFAULT_DB_ALIAS, connection, connections, transaction
 from django.db.models import JSONField, Value
 from django.utils.dateparse import parse_duration
 from django_tenants.utils import schema_context
@@ -330,6 +330,19 @@ def test_postgresql_writes_every_line_exactly_as_the_python_encoder_does():
     assert in_sql.getvalue() == in_python.getvalue()
     assert b'"duration": "424 01:00:00.500000"' in in_sql.getvalue()  # 365 + 2 * 30 - 3 days + 49 h, as psycopg
     assert all(payload_line_sql(payload_table(model)) for model in payload_models())  # none fell back
+
+
+@pytest.mark.parametrize("lines_in_sql", [True, False])
+def test_a_date_python_cannot_hold_fails_the_export_instead_of_being_written_wrong(lines_in_sql):
+    """An infinite date (PostgreSQL has them, Python has not) stops the export in both writers."""
+    with schema_context("clinica"):
+        patient = Patient.objects.first()
+        with connection.cursor() as cursor:
+            cursor.execute("UPDATE dental_patient SET birth_date = 'infinity' WHERE id = %s", [patient.pk])
+        with pytest.raises(Exception, match="date") as failure, transaction.atomic():
+            write_json_payload(io.BytesIO(), lines_in_sql=lines_in_sql)
+    if lines_in_sql:
+        assert "the json format cannot hold this date: infinity" in str(failure.value)
 
 
 # --- Round trips -----------------------------------------------------------------------

@@ -134,8 +134,13 @@ class BackupsConf:
     # --- the JSON API
     @property
     def api_requests_per_minute(self) -> int:
-        """Requests one API token may make per minute (fair use); more get 429."""
+        """Requests one user of a clinic may make per minute (fair use), with a session or any of their tokens."""
         return int(_setting("BACKUPS_API_REQUESTS_PER_MINUTE", 120))
+
+    @property
+    def api_clinic_requests_per_minute(self) -> int:
+        """Requests all the users of one clinic may make per minute together (fair use); more get 429."""
+        return int(_setting("BACKUPS_API_CLINIC_REQUESTS_PER_MINUTE", 600))
 
     # --- json format
     @property

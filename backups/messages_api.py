@@ -12,8 +12,15 @@ API_MESSAGES: dict[str, str] = {
         "The user of this API token (%(token)s…) can no longer use the console: the token does not work."
     ),
     "api_rate_limited": _(
-        "Too many requests with this token: at most %(limit)s a minute. Try again in %(retry_after)s seconds."
+        "Too many requests from this user: at most %(limit)s a minute, whatever the token or session. "
+        "Try again in %(retry_after)s seconds."
     ),
+    "api_rate_limited_clinic": _(
+        "Too many requests from this clinic: at most %(limit)s a minute for all its users together. "
+        "Try again in %(retry_after)s seconds."
+    ),
+    "api_link_used": _("This download link was already used: ask for a new one."),
+    "api_link_revoked": _("The API token that made this download link was revoked: the link no longer works."),
     "api_csrf_failed": _(
         "A request made with the console's session needs its CSRF token (the X-CSRFToken header): %(reason)s"
     ),

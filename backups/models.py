@@ -214,6 +214,8 @@ class Download(models.Model):
     downloaded_by = models.CharField(_("downloaded by"), max_length=254)
     downloaded_at = models.DateTimeField(_("downloaded at"), default=timezone.now)
     via = models.CharField(_("via"), max_length=20, help_text=_("stream (local storage) or link (pre-signed URL)"))
+    # a link of our own (local storage) works once: when it was used
+    link_used_at = models.DateTimeField(_("link used"), null=True, blank=True, editable=False)
 
     class Meta:
         verbose_name = _("download")
@@ -350,6 +352,6 @@ class ClinicKey(models.Model):
         return f"{self.clinic_id}: {self.public_key[:16]}…"
 
 
-from backups.models_api import ApiToken  # noqa: E402, F401 - in its own module
+from backups.models_api import ApiToken, ApiUsage  # noqa: E402, F401 - in its own module
 from backups.models_clone import CloneJob  # noqa: E402, F401 - the model lives in its own module
 from backups.models_webhooks import WebhookDelivery, WebhookEndpoint  # noqa: E402, F401 - in their own module

@@ -35,9 +35,6 @@ class ApiToken(models.Model):
     last_used_address = models.GenericIPAddressField(_("last used from"), null=True, blank=True)
     revoked_at = models.DateTimeField(_("revoked"), null=True, blank=True)
     revoked_by = models.CharField(_("revoked by"), max_length=150, blank=True)
-    # fair use: requests counted in fixed one-minute windows
-    window_started_at = models.DateTimeField(null=True, blank=True, editable=False)
-    window_requests = models.PositiveIntegerField(default=0, editable=False)
 
     class Meta:
         verbose_name = _("API token")
@@ -53,3 +50,24 @@ class ApiToken(models.Model):
     @property
     def active(self) -> bool:
         return self.revoked_at is None
+
+
+class ApiUsage(models.Model):
+    """Fair use of the API: one clinic's requests in the current one-minute window, per user and in all.
+
+    ``username`` is the user's (whatever the credential: session or any of their tokens); the
+    row with an empty ``username`` counts the whole clinic (``backups.services.api_usage``).
+    """
+
+    clinic = models.ForeignKey("clinics.Clinic", on_delete=models.CASCADE, related_name="+")
+    username = models.CharField(max_length=150, blank=True)
+    window_started_at = models.DateTimeField()
+    requests = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        verbose_name = _("API usage")
+        verbose_name_plural = _("API usage")
+        constraints = [models.UniqueConstraint(fields=["clinic", "username"], name="apiusage_clinic_user")]
+
+    def __str__(self) -> str:
+        return f"{self.username or '*'}: {self.requests} since {self.window_started_at}"

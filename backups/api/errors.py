@@ -10,6 +10,15 @@ from backups.exceptions import RespaldoError, as_respaldo_error
 
 NO_STORE = {"Cache-Control": "no-store"}
 
+
+class BadParameter(Exception):
+    """A query parameter that cannot be used (answered 400 ``api_bad_parameter``)."""
+
+    def __init__(self, name: str, reason: str) -> None:
+        super().__init__(name)
+        self.name, self.reason = name, reason
+
+
 # HTTP status of an expected refusal, by its stable code (anything else: 400).
 STATUS_BY_CODE: dict[str, int] = {
     "api_not_authenticated": 401,
@@ -26,6 +35,8 @@ STATUS_BY_CODE: dict[str, int] = {
     "api_backup_not_found": 404,
     "api_restore_not_found": 404,
     "api_link_expired": 410,
+    "api_link_used": 410,
+    "api_link_revoked": 410,
     "api_method_not_allowed": 405,
     "clinic_busy": 409,
     "backup_not_restorable": 409,

@@ -9,8 +9,8 @@ from __future__ import annotations
 from typing import Any
 
 from django.http import HttpRequest, JsonResponse
-from django.views.decorators.http import require_GET
 
+from backups.api.access import Method, endpoint
 from backups.models import Backup, JobStatus
 
 VERSION = "1.0.0"
@@ -425,7 +425,9 @@ def document() -> dict[str, Any]:
     }
 
 
-@require_GET
-def schema_view(request: HttpRequest) -> JsonResponse:
+def schema_document(request: HttpRequest) -> JsonResponse:
     """The OpenAPI document as JSON (public: it holds no clinic's data)."""
     return JsonResponse(document(), json_dumps_params={"indent": 1})
+
+
+schema_view = endpoint(GET=Method(schema_document, credentials=False))

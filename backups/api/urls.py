@@ -13,7 +13,7 @@ ROUTES = [
     ("backups/<int:backup_id>", views.backup, "backup"),
     ("backups/<int:backup_id>/download", views.download, "backup_download"),
     ("backups/<int:backup_id>/link", views.link, "backup_link"),
-    ("backups/<int:backup_id>/file", views.signed_file, "backup_file"),
+    ("backups/<int:backup_id>/file", views.backup_file, "backup_file"),
     ("backups/<int:backup_id>/restore", views.restore, "backup_restore"),
     ("restores", views.restores, "restores"),
     ("restores/<int:restore_id>", views.restore_status, "restore"),

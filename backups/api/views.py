@@ -1,8 +1,8 @@
-"""The API's views: each one a straight line over the same services as the console.
+"""The API's views: each route one method table (``access.endpoint``) over the same services as the console.
 
 Every object comes through a queryset of ``request.tenant``'s own rows, so another clinic's
-id is a 404, exactly as in the console. ``access.api_view`` has already authenticated the
-request and checked the permission of its method.
+id is a 404, exactly as in the console. The dispatcher has already authenticated the request
+and checked the permission of its method; a handler never looks at ``request.method``.
 """
 
 from __future__ import annotations
@@ -18,13 +18,12 @@ from django.db.models import Q, QuerySet
 from django.http import FileResponse, HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
 from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
-from django.views.decorators.http import require_GET
 
 from backups import selectors, services
 from backups.admin.forms import BackupNowForm, RestoreConfirmForm
 from backups.admin.uploads import SizeLimitHandler
-from backups.api.access import api_view, check_csrf
-from backups.api.errors import NO_STORE, api_error, error_response, field_errors, refusal_response
+from backups.api.access import Method, acting_token, check_csrf, endpoint
+from backups.api.errors import NO_STORE, BadParameter, api_error, error_response, field_errors, refusal_response
 from backups.api.serialize import absolute, backup_json, preview_json, restore_json
 from backups.conf import conf
 from backups.exceptions import RespaldoError
@@ -36,16 +35,9 @@ from backups.services.upload import too_large_refusal
 
 DEFAULT_PAGE_SIZE = 25
 MAX_PAGE_SIZE = 100
-READ_BACKUPS = ("view_backup", False)
-READ_RESTORES = (("view_restore", "restore_backup"), False)
-
-
-class BadParameter(Exception):
-    """A query parameter that cannot be used (answered 400 ``api_bad_parameter``)."""
-
-    def __init__(self, name: str, reason: str) -> None:
-        super().__init__(name)
-        self.name, self.reason = name, reason
+READ_RESTORES = ("view_restore", "restore_backup")
+MIN_YEAR, MAX_YEAR = 1000, 9000  # what a date filter may name (PostgreSQL and Python both hold these)
+MAX_JSON_BODY = 64 * 1024  # an action's JSON body is a few fields: anything bigger is refused unread
 
 
 # --- helpers ---------------------------------------------------------------------------
@@ -59,14 +51,32 @@ def answer(body: dict[str, Any], *, status: int = 200, location: str | None = No
 
 
 def request_data(request: HttpRequest) -> dict[str, Any] | None:
-    """A JSON object body, or the form fields of a form-encoded one; None for a body that is neither."""
-    if request.content_type == "application/json":
-        try:
+    """A JSON object body, or the form fields of a form-encoded one; None for a body that is neither.
+
+    A body over :data:`MAX_JSON_BODY`, nested past Python's recursion limit, or holding a
+    character PostgreSQL cannot store (NUL, a lone surrogate) is "not a JSON object" too, never a 500.
+    """
+    try:
+        if request.content_type == "application/json":
+            if int(request.META.get("CONTENT_LENGTH") or 0) > MAX_JSON_BODY:
+                return None
             data = json.loads(request.body or b"{}")
-        except (ValueError, RequestDataTooBig):
-            return None
-        return data if isinstance(data, dict) else None
-    return request.POST.dict()
+        else:
+            data = request.POST.dict()
+        return data if isinstance(data, dict) and _storable(data) else None
+    except (ValueError, RecursionError, RequestDataTooBig):
+        return None
+
+
+def _storable(value: Any) -> bool:
+    """Whether every string in ``value`` (keys too) is text PostgreSQL can store: no NUL, no lone surrogate."""
+    if isinstance(value, str):
+        return "\x00" not in value and not any("\ud800" <= char <= "\udfff" for char in value)
+    if isinstance(value, dict):
+        return all(_storable(key) and _storable(item) for key, item in value.items())
+    if isinstance(value, list):
+        return all(_storable(item) for item in value)
+    return True
 
 
 def own_backups(request: HttpRequest) -> QuerySet[Backup]:
@@ -78,12 +88,8 @@ def own_backup(request: HttpRequest, backup_id: int | str) -> Backup:
     backup_id = int(backup_id)
     backup = own_backups(request).filter(pk=backup_id).first()
     if backup is None:
-        raise _NotFound("api_backup_not_found", backup=backup_id)
+        raise RespaldoError("api_backup_not_found", backup=backup_id)
     return backup
-
-
-class _NotFound(RespaldoError):
-    pass
 
 
 def paginate(request: HttpRequest, queryset: QuerySet, render) -> dict[str, Any]:
@@ -111,8 +117,16 @@ def paginate(request: HttpRequest, queryset: QuerySet, render) -> dict[str, Any]
     }
 
 
+def _text_param(request: HttpRequest, name: str) -> str:
+    """A text parameter, stripped; PostgreSQL cannot hold a NUL character, so one is refused."""
+    value = request.GET.get(name, "").strip()
+    if "\x00" in value:
+        raise BadParameter(name, "holds a NUL character")
+    return value
+
+
 def _int_param(request: HttpRequest, name: str, default: int, *, low: int, high: int | None = None) -> int:
-    raw = request.GET.get(name)
+    raw = _text_param(request, name)
     if raw in (None, ""):
         return default
     try:
@@ -125,26 +139,32 @@ def _int_param(request: HttpRequest, name: str, default: int, *, low: int, high:
 
 
 def _choice_param(request: HttpRequest, name: str, choices: list[str]) -> str | None:
-    value = request.GET.get(name) or None
+    value = _text_param(request, name) or None
     if value is not None and value not in choices:
         raise BadParameter(name, "one of " + ", ".join(choices))
     return value
 
 
 def _moment_param(request: HttpRequest, name: str, *, end: bool = False):
-    """A date (the whole day, in the clinic's time zone) or an ISO datetime."""
-    raw = request.GET.get(name)
+    """A date (the whole day, in the clinic's time zone) or an ISO datetime, between the years 1000 and 9000."""
+    raw = _text_param(request, name)
     if not raw:
         return None
-    moment = parse_datetime(raw)
-    if moment is None:
-        day = parse_date(raw)
-        if day is None:
-            raise BadParameter(name, "a date (YYYY-MM-DD) or an ISO 8601 date and time")
-        moment = datetime.combine(day, time.max if end else time.min)
-    if timezone.is_naive(moment):
-        moment = timezone.make_aware(moment)
-    return moment
+    expected = "a date (YYYY-MM-DD) or an ISO 8601 date and time"
+    try:  # Django's parsers raise ValueError for a well-formed impossible date ("2026-13-45")
+        moment = parse_datetime(raw)
+        if moment is None:
+            day = parse_date(raw)
+            if day is None:
+                raise BadParameter(name, expected)
+            moment = datetime.combine(day, time.max if end else time.min)
+        if not MIN_YEAR <= moment.year <= MAX_YEAR:
+            raise BadParameter(name, f"a year between {MIN_YEAR} and {MAX_YEAR}")
+        if timezone.is_naive(moment):
+            moment = timezone.make_aware(moment)
+        return moment.astimezone(timezone.get_current_timezone())  # an offset that cannot be held fails here
+    except (ValueError, OverflowError):
+        raise BadParameter(name, expected) from None
 
 
 def filtered_backups(request: HttpRequest) -> QuerySet[Backup]:
@@ -167,36 +187,16 @@ def filtered_backups(request: HttpRequest) -> QuerySet[Backup]:
         backups = backups.filter(requested_at__gte=since)
     if until:
         backups = backups.filter(requested_at__lte=until)
-    if search := request.GET.get("q", "").strip():
+    if search := _text_param(request, "q"):
         backups = backups.filter(Q(note__icontains=search) | Q(requested_by__icontains=search))
     return backups
-
-
-def _guarded(view):
-    """Turn the helpers' BadParameter and not-found into their JSON answers."""
-
-    def run(request: HttpRequest, *args, **kwargs) -> HttpResponse:
-        try:
-            return view(request, *args, **kwargs)
-        except BadParameter as exc:
-            return api_error("api_bad_parameter", name=exc.name, reason=exc.reason)
-        except _NotFound as exc:
-            return error_response(exc)
-
-    run.__name__ = view.__name__
-    run.__doc__ = view.__doc__
-    return run
 
 
 # --- backups ---------------------------------------------------------------------------
 
 
-@api_view({"GET": READ_BACKUPS, "POST": ("add_backup", True)})
-@_guarded
-def backups(request: HttpRequest) -> HttpResponse:
-    """GET: the clinic's backups, newest first, paginated and filtered. POST: back up now."""
-    if request.method == "POST":
-        return create_backup(request)
+def list_backups(request: HttpRequest) -> HttpResponse:
+    """The clinic's backups, newest first, paginated and filtered."""
     return answer(paginate(request, filtered_backups(request), lambda backup: backup_json(request, backup)))
 
 
@@ -215,6 +215,7 @@ def create_backup(request: HttpRequest) -> HttpResponse:
             note=form.cleaned_data["note"],
             requested_by=request.user.get_username(),
             address=client_address(request),
+            token=acting_token(request),
         )
     except Exception as exc:
         return refusal_response(exc)
@@ -223,21 +224,20 @@ def create_backup(request: HttpRequest) -> HttpResponse:
     )
 
 
-@api_view({"GET": READ_BACKUPS})
-@_guarded
-def backup(request: HttpRequest, backup_id: int) -> HttpResponse:
+def get_backup(request: HttpRequest, backup_id: int) -> HttpResponse:
     """One backup with its per-table row counts."""
     return answer(backup_json(request, own_backup(request, backup_id), detail=True))
 
 
-@api_view({"GET": ("download_backup", True)})
-@_guarded
-def download(request: HttpRequest, backup_id: int) -> HttpResponse:
+def download_backup(request: HttpRequest, backup_id: int) -> HttpResponse:
     """The backup's bytes (local storage), or a redirect to a short-lived storage link (S3)."""
     target = own_backup(request, backup_id)
     try:
         result = backup_download(
-            backup=target, downloaded_by=request.user.get_username(), address=client_address(request)
+            backup=target,
+            downloaded_by=request.user.get_username(),
+            address=client_address(request),
+            token=acting_token(request),
         )
     except Exception as exc:
         return refusal_response(exc)
@@ -246,14 +246,20 @@ def download(request: HttpRequest, backup_id: int) -> HttpResponse:
     return file_response(result, sha256=target.sha256)
 
 
-@api_view({"POST": ("download_backup", True)})
-@_guarded
-def link(request: HttpRequest, backup_id: int) -> HttpResponse:
-    """A link that downloads the backup without credentials for five minutes (recorded as a download now)."""
+def make_link(request: HttpRequest, backup_id: int) -> HttpResponse:
+    """A link that downloads the backup once, without credentials, within five minutes (recorded as a download now).
+
+    It dies with the token that made it. Its signature travels in the query string, which the
+    site's access logs never write (``clinic_site.log_redaction``, ``gunicorn.conf.py``).
+    """
     target = own_backup(request, backup_id)
     try:
         result = backup_download(
-            backup=target, downloaded_by=request.user.get_username(), address=client_address(request), as_link=True
+            backup=target,
+            downloaded_by=request.user.get_username(),
+            address=client_address(request),
+            token=acting_token(request),
+            as_link=True,
         )
     except Exception as exc:
         return refusal_response(exc)
@@ -268,11 +274,12 @@ def link(request: HttpRequest, backup_id: int) -> HttpResponse:
     return answer(body, status=201)
 
 
-@require_GET
 def signed_file(request: HttpRequest, backup_id: int) -> HttpResponse:
-    """The bytes behind a link from ``link`` (local storage): the signature is the credential."""
+    """The bytes behind a link from ``make_link`` (local storage): the signature is the credential, used once."""
     try:
-        result = open_signed_download(request.GET.get("sig", ""), clinic_id=request.tenant.pk, backup_id=backup_id)
+        result = open_signed_download(_text_param(request, "sig"), clinic_id=request.tenant.pk, backup_id=backup_id)
+    except BadParameter:
+        return api_error("api_link_expired")
     except Exception as exc:
         return refusal_response(exc)
     return file_response(result)
@@ -289,20 +296,27 @@ def file_response(result: BackupDownload, *, sha256: str = "") -> FileResponse:
     return response
 
 
-@api_view({"GET": ("restore_backup", False), "POST": ("restore_backup", True)})
-@_guarded
-def restore(request: HttpRequest, backup_id: int) -> HttpResponse:
-    """GET: what restoring this backup would change. POST ``{"confirm": "<schema>"}``: restore it (202)."""
+def _restorable(request: HttpRequest, backup_id: int) -> Backup:
     target = own_backup(request, backup_id)
     if not target.has_stored_file:
         status = "expired" if target.expired_at else target.status
-        return api_error("backup_not_restorable", backup=target.pk, status=status)
-    preview = restore_preview(backup=target)
-    if request.method == "GET":
-        return answer(preview_json(preview, schema=request.tenant.schema_name))
+        raise RespaldoError("backup_not_restorable", backup=target.pk, status=status)
+    return target
+
+
+def preview_restore(request: HttpRequest, backup_id: int) -> HttpResponse:
+    """What restoring this backup would change."""
+    target = _restorable(request, backup_id)
+    return answer(preview_json(restore_preview(backup=target), schema=request.tenant.schema_name))
+
+
+def start_restore(request: HttpRequest, backup_id: int) -> HttpResponse:
+    """``{"confirm": "<schema>"}``: restore the clinic from this backup (202)."""
+    target = _restorable(request, backup_id)
     data = request_data(request)
     if data is None:
         return api_error("api_bad_json")
+    preview = restore_preview(backup=target)
     accept = data.get("accept_emptied") in (True, "true", "on", "1", 1)
     form = RestoreConfirmForm(
         {"confirm": str(data.get("confirm") or ""), "accept_emptied": accept},
@@ -317,15 +331,14 @@ def restore(request: HttpRequest, backup_id: int) -> HttpResponse:
             backup_id=target.pk,
             requested_by=request.user.get_username(),
             address=client_address(request),
+            token=acting_token(request),
         )
     except Exception as exc:
         return refusal_response(exc)
     return answer(restore_json(request, started), status=202, location=absolute(request, "restore", started.pk))
 
 
-@api_view({"POST": ("upload_backup", True)}, csrf=False)
-@_guarded
-def upload(request: HttpRequest) -> HttpResponse:
+def upload_backup(request: HttpRequest) -> HttpResponse:
     """Multipart ``file``: a Respaldo archive or a JSON export of this clinic becomes a backup to restore (201)."""
     limiter = SizeLimitHandler(request, conf.max_upload_bytes)
     request.upload_handlers = [limiter, TemporaryFileUploadHandler(request)]
@@ -343,6 +356,7 @@ def upload(request: HttpRequest) -> HttpResponse:
             filename=uploaded.name or "",
             requested_by=request.user.get_username(),
             address=client_address(request),
+            token=acting_token(request),
         )
     except Exception as exc:
         return refusal_response(exc)
@@ -358,9 +372,7 @@ def own_restores(request: HttpRequest) -> QuerySet[Restore]:
     return Restore.objects.filter(clinic_id=request.tenant.pk).order_by("-requested_at", "-id")
 
 
-@api_view({"GET": READ_RESTORES})
-@_guarded
-def restores(request: HttpRequest) -> HttpResponse:
+def list_restores(request: HttpRequest) -> HttpResponse:
     """The clinic's restores, newest first (``?status=``)."""
     rows = own_restores(request)
     if status := _choice_param(request, "status", JobStatus.values):
@@ -368,17 +380,34 @@ def restores(request: HttpRequest) -> HttpResponse:
     return answer(paginate(request, rows, lambda row: restore_json(request, row)))
 
 
-@api_view({"GET": READ_RESTORES})
-@_guarded
-def restore_status(request: HttpRequest, restore_id: int) -> HttpResponse:
+def get_restore(request: HttpRequest, restore_id: int) -> HttpResponse:
     """One restore: its phase while it runs, its outcome once it ended."""
     restore_id = int(restore_id)
     row = own_restores(request).filter(pk=restore_id).first()
     if row is None:
-        raise _NotFound("api_restore_not_found", restore=restore_id)
+        raise RespaldoError("api_restore_not_found", restore=restore_id)
     return answer(restore_json(request, row))
 
 
 def not_found(request: HttpRequest, rest: str = "") -> JsonResponse:
     """Any other path under ``/api/``: a JSON 404."""
     return api_error("api_not_found")
+
+
+# --- the routes: one method table each ------------------------------------------------
+
+backups = endpoint(
+    GET=Method(list_backups, "view_backup"),
+    POST=Method(create_backup, "add_backup", action=True),
+)
+backup = endpoint(GET=Method(get_backup, "view_backup"))
+download = endpoint(GET=Method(download_backup, "download_backup", action=True))
+link = endpoint(POST=Method(make_link, "download_backup", action=True))
+backup_file = endpoint(GET=Method(signed_file, action=True, credentials=False))
+restore = endpoint(
+    GET=Method(preview_restore, "restore_backup"),
+    POST=Method(start_restore, "restore_backup", action=True),
+)
+upload = endpoint(POST=Method(upload_backup, "upload_backup", action=True, csrf_in_view=True))
+restores = endpoint(GET=Method(list_restores, READ_RESTORES))
+restore_status = endpoint(GET=Method(get_restore, READ_RESTORES))

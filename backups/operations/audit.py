@@ -32,9 +32,15 @@ def audit(
     address: str | None = None,
     backup_id: int | None = None,
     restore_id: int | None = None,
+    via_token: str | None = None,
     **details: Any,
 ) -> AuditEntry:
-    """Record one action (``AuditEntry.Action``) with plain-JSON ``details``."""
+    """Record one action (``AuditEntry.Action``) with plain-JSON ``details``.
+
+    ``via_token``: the prefix of the API token the actor acted with (kept as ``details["token"]``).
+    """
+    if via_token:
+        details["token"] = via_token
     return AuditEntry.objects.create(
         clinic_id=clinic_id,
         actor=actor or SYSTEM,

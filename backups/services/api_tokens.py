@@ -2,8 +2,8 @@
 
 A token reads ``rsp_<prefix>_<secret>``: the prefix (8 characters) names it in lists, the
 secret (32 random bytes) is what proves it. Only the SHA-256 of the whole token is kept;
-the token itself is shown once, when it is made. Checking a token, recording its last use
-and counting it for fair use take one UPDATE.
+the token itself is shown once, when it is made. Checking a token and recording its last use
+take one UPDATE; fair use is counted per user, not per token (``backups.services.api_usage``).
 """
 
 from __future__ import annotations
@@ -11,22 +11,19 @@ from __future__ import annotations
 import hashlib
 import secrets
 from dataclasses import dataclass
-from datetime import timedelta
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
-from django.db import connection, transaction
+from django.db import transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from backups.conf import conf
 from backups.exceptions import RespaldoError
 from backups.models import ApiToken, AuditEntry
 from backups.operations.audit import audit
 from clinics.models import Clinic
 
 TOKEN_START = "rsp_"  # noqa: S105 - the tokens' visible start, not a secret
-WINDOW = timedelta(minutes=1)
 
 
 class TokenRefused(RespaldoError):
@@ -111,9 +108,8 @@ def token_authenticate(*, clinic: Clinic, raw: str, address: str | None = None) 
     """The token ``raw`` of ``clinic`` and its user (in the clinic's current schema), counted for fair use.
 
     Raises TokenRefused: ``api_token_invalid`` (unknown here, malformed, or another clinic's),
-    ``api_token_revoked``, ``api_token_user_inactive`` (its user is gone, inactive or no longer
-    staff) and ``api_rate_limited`` (over ``BACKUPS_API_REQUESTS_PER_MINUTE``; ``retry_after`` in
-    its parameters).
+    ``api_token_revoked`` and ``api_token_user_inactive`` (its user is gone, inactive or no longer
+    staff).
     """
     if not raw.startswith(TOKEN_START) or len(raw) > 200:
         raise TokenRefused("api_token_invalid")
@@ -122,11 +118,7 @@ def token_authenticate(*, clinic: Clinic, raw: str, address: str | None = None) 
         raise TokenRefused("api_token_invalid")
     if token.revoked_at is not None:
         raise TokenRefused("api_token_revoked", token=token.prefix)
-    count, window_started = _count_request(token, address)
-    limit = conf.api_requests_per_minute
-    if count > limit:
-        retry_after = max(1, int((window_started + WINDOW - timezone.now()).total_seconds()) + 1)
-        raise TokenRefused("api_rate_limited", limit=limit, retry_after=retry_after)
+    _record_use(token, address)
     user = (
         get_user_model()
         ._default_manager.filter(pk=token.user_id, is_active=True, is_staff=True)
@@ -138,19 +130,13 @@ def token_authenticate(*, clinic: Clinic, raw: str, address: str | None = None) 
     return token, user
 
 
-def _count_request(token: ApiToken, address: str | None) -> tuple[int, object]:
-    """Record the token's use and count it in its one-minute window; (requests in the window, its start)."""
+def _record_use(token: ApiToken, address: str | None) -> None:
+    """Record when and from where the token was last used."""
     now = timezone.now()
-    table = connection.ops.quote_name(ApiToken._meta.db_table)
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"UPDATE public.{table} SET "  # noqa: S608 - the table name is the model's own
-            "window_requests = CASE WHEN window_started_at > %s THEN window_requests + 1 ELSE 1 END, "
-            "window_started_at = CASE WHEN window_started_at > %s THEN window_started_at ELSE %s END, "
-            "last_used_at = %s, last_used_address = %s "
-            "WHERE id = %s RETURNING window_requests, window_started_at",
-            [now - WINDOW, now - WINDOW, now, now, address, token.pk],
-        )
-        count, started = cursor.fetchone()
-    token.last_used_at = now
-    return count, started
+    ApiToken.objects.filter(pk=token.pk).update(last_used_at=now, last_used_address=address)
+    token.last_used_at, token.last_used_address = now, address
+
+
+def token_is_live(token_id: int) -> bool:
+    """Whether API token ``token_id`` still exists and is not revoked."""
+    return ApiToken.objects.filter(pk=token_id, revoked_at=None).exists()

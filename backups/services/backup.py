@@ -89,12 +89,14 @@ def backup_request(
     retry_of: Backup | None = None,
     scheduled_for: date | None = None,
     address: str | None = None,
+    token: str | None = None,
 ) -> Backup:
     """Create a pending backup row; with ``enqueue``, hand it to a worker once committed.
 
     Raises ClinicNotFound for an unknown clinic and ClinicBusy when the clinic
     already has a backup or restore waiting or running (checked under a row lock on the
-    clinic, and backed by a unique index). ``scheduled_for``: the clinic's local day a
+    clinic, and backed by a unique index). ``token``: the prefix of the API token that asked
+    (audited). ``scheduled_for``: the clinic's local day a
     scheduled backup is for; a second one for that day raises IntegrityError (unique).
     """
     if payload_format not in Backup.Format.values:
@@ -120,6 +122,7 @@ def backup_request(
             clinic_id=target.pk,
             actor=requested_by,
             address=address,
+            via_token=token,
             backup_id=backup.pk,
             kind=str(kind),
             format=str(payload_format),

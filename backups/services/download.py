@@ -1,4 +1,8 @@
-"""Downloading a backup: a proper file name, a stream or a short-lived link, and a record of who took it."""
+"""Downloading a backup: a proper file name, a stream or a short-lived link, and a record of who took it.
+
+A link of our own (local storage) is a signed value naming its download row: it works once,
+within ``LINK_SECONDS``, and not after the API token that made it is revoked.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +18,7 @@ from django.utils import timezone
 from backups import storage
 from backups.conf import conf
 from backups.exceptions import RespaldoError
-from backups.models import AuditEntry, Backup, Download
+from backups.models import ApiToken, AuditEntry, Backup, Download
 from backups.operations.audit import audit
 from backups.services.backup import ARCHIVE_EXTENSION
 
@@ -42,13 +46,19 @@ def download_filename(backup: Backup) -> str:
 
 
 def backup_download(
-    *, backup: Backup, downloaded_by: str, address: str | None = None, as_link: bool = False
+    *,
+    backup: Backup,
+    downloaded_by: str,
+    address: str | None = None,
+    as_link: bool = False,
+    token: str | None = None,
 ) -> BackupDownload:
     """Open ``backup`` for download and record who downloaded it (before any byte leaves).
 
     With ``as_link`` nothing is opened: the result holds a pre-signed storage link (S3) or,
     for local storage, ``signed``, the value of a link of our own that
-    :func:`open_signed_download` accepts for ``LINK_SECONDS``.
+    :func:`open_signed_download` accepts once, for ``LINK_SECONDS``, while ``token`` (the prefix of
+    the API token that asked, audited) is not revoked.
 
     The caller has already checked that the backup is the requesting clinic's and that the
     user may download. Raises RespaldoError for a backup with nothing stored (failed,
@@ -65,30 +75,37 @@ def backup_download(
     link = storage.download_link(backup.storage_name, filename=filename, seconds=LINK_SECONDS)
     expires_at = timezone.now() + timedelta(seconds=LINK_SECONDS)
     result = BackupDownload(filename=filename, size=int(backup.size or 0), link=link, expires_at=expires_at)
-    if link is None and as_link:
-        result.signed = signing.dumps({"b": backup.pk, "c": backup.clinic_id}, salt=LINK_SALT, compress=True)
-    elif link is None:
+    own_link = link is None and as_link
+    if link is None and not as_link:
         result.stream = storage.open_stored(backup.storage_name)
-    via = "link" if (link or result.signed) else "stream"
+    via = "link" if (link or own_link) else "stream"
     with transaction.atomic():
-        Download.objects.create(clinic_id=backup.clinic_id, backup=backup, downloaded_by=downloaded_by, via=via)
+        row = Download.objects.create(clinic_id=backup.clinic_id, backup=backup, downloaded_by=downloaded_by, via=via)
         audit(
             AuditEntry.Action.DOWNLOADED,
             clinic_id=backup.clinic_id,
             actor=downloaded_by,
             address=address,
+            via_token=token,
             backup_id=backup.pk,
             via=via,
         )
+    if own_link:
+        value = {"b": backup.pk, "c": backup.clinic_id, "d": row.pk}
+        made_by = ApiToken.objects.filter(prefix=token).values_list("pk", flat=True).first() if token else None
+        if made_by is not None:
+            value["t"] = made_by  # the link dies with the token
+        result.signed = signing.dumps(value, salt=LINK_SALT, compress=True)
     return result
 
 
 def open_signed_download(signed: str, *, clinic_id: int, backup_id: int) -> BackupDownload:
     """The download behind one of our own signed links for ``backup_id`` (recorded when the link was made).
 
-    Raises RespaldoError ``api_link_expired`` for a link that is older than ``LINK_SECONDS``,
-    altered, or another clinic's, and ``backup_not_downloadable`` when retention removed the
-    backup since.
+    The link is used up by this call. Raises RespaldoError ``api_link_expired`` for a link that
+    is older than ``LINK_SECONDS``, altered, or another clinic's, ``api_link_used`` for one used
+    before, ``api_link_revoked`` when the token that made it was revoked, and
+    ``backup_not_downloadable`` when retention removed the backup since.
     """
     try:
         value = signing.loads(signed, salt=LINK_SALT, max_age=LINK_SECONDS)
@@ -97,12 +114,19 @@ def open_signed_download(signed: str, *, clinic_id: int, backup_id: int) -> Back
     if not isinstance(value, dict) or value.get("c") != clinic_id or value.get("b") != backup_id:
         raise RespaldoError("api_link_expired")
     backup = Backup.objects.select_related("clinic").filter(pk=value.get("b"), clinic_id=clinic_id).first()
-    if backup is None:
+    row = Download.objects.filter(pk=value.get("d"), backup_id=backup_id, clinic_id=clinic_id, via="link").first()
+    if backup is None or row is None:
         raise RespaldoError("api_link_expired")
+    if "t" in value and not ApiToken.objects.filter(pk=value["t"], revoked_at=None).exists():
+        raise RespaldoError("api_link_revoked")
+    if row.link_used_at is not None:
+        raise RespaldoError("api_link_used")
     if not backup.has_stored_file:
         raise RespaldoError(
             "backup_not_downloadable", backup=backup.pk, status="expired" if backup.expired_at else backup.status
         )
-    return BackupDownload(
-        filename=download_filename(backup), size=int(backup.size or 0), stream=storage.open_stored(backup.storage_name)
-    )
+    stream = storage.open_stored(backup.storage_name)  # a storage failure leaves the link unused
+    if not Download.objects.filter(pk=row.pk, link_used_at=None).update(link_used_at=timezone.now()):
+        stream.close()  # another request took it between the two reads
+        raise RespaldoError("api_link_used")
+    return BackupDownload(filename=download_filename(backup), size=int(backup.size or 0), stream=stream)

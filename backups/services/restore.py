@@ -79,8 +79,9 @@ def restore_request(
     requested_by: str = "",
     address: str | None = None,
     enqueue: bool = True,
+    token: str | None = None,
 ) -> Restore:
-    """Create a pending restore of ``clinic`` from its backup ``backup_id``.
+    """Create a pending restore of ``clinic`` from its backup ``backup_id`` (``token``: the API token that asked).
 
     Refuses (RestoreRefused, ClinicBusy) a backup of another clinic, one that did not succeed or has
     expired, and a clinic that already has a backup or restore waiting or running.
@@ -103,6 +104,7 @@ def restore_request(
             clinic_id=target.pk,
             actor=requested_by,
             address=address,
+            via_token=token,
             backup_id=backup.pk,
             restore_id=restore.pk,
         )

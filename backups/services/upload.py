@@ -71,6 +71,7 @@ def backup_from_upload(
     filename: str = "",
     requested_by: str = "",
     address: str | None = None,
+    token: str | None = None,
 ) -> Backup:
     """Check an uploaded file and turn it into a succeeded backup of kind "uploaded" of ``clinic``.
 
@@ -117,17 +118,20 @@ def backup_from_upload(
     except UploadRefused as exc:
         logger.info("Upload %r for clinic %s refused (%s): %s", filename, target.schema_name, exc.code, exc)
         raise
-    _record_accepted(backup, filename=filename, requested_by=requested_by, address=address)
+    _record_accepted(backup, filename=filename, requested_by=requested_by, address=address, token=token)
     return backup
 
 
-def _record_accepted(backup: Backup, *, filename: str, requested_by: str, address: str | None) -> None:
-    """The audit entry and the log line of an accepted upload."""
+def _record_accepted(
+    backup: Backup, *, filename: str, requested_by: str, address: str | None, token: str | None = None
+) -> None:
+    """The audit entry (naming the API token, if one acted) and the log line of an accepted upload."""
     audit(
         AuditEntry.Action.UPLOADED,
         clinic_id=backup.clinic_id,
         actor=requested_by,
         address=address,
+        via_token=token,
         backup_id=backup.pk,
         filename=filename[:255],
         bytes=backup.size,

@@ -211,13 +211,27 @@ def test_errors_speak_the_requests_language():
     assert "Inicie sesión" in api(None, language="es").get(f"{API}/backups/").json()["error"]["message"]
 
 
-def test_fair_use_limits_requests_per_token(settings):
+def test_fair_use_limits_requests_per_user_whatever_the_credential(settings, viewer):
     settings.BACKUPS_API_REQUESTS_PER_MINUTE = 3
     client = api(make_token())
     assert [client.get(f"{API}/backups/").status_code for _ in range(3)] == [200, 200, 200]
     limited = client.get(f"{API}/backups/")
     assert error_of(limited) == (429, "api_rate_limited") and 1 <= int(limited["Retry-After"]) <= 61
-    assert api(make_token()).get(f"{API}/backups/").status_code == 200  # another token has its own window
+    assert "whatever the token or session" in limited.json()["error"]["message"]
+    # more tokens of the same user, or the user's session, buy nothing
+    assert error_of(api(make_token()).get(f"{API}/backups/")) == (429, "api_rate_limited")
+    assert error_of(logged_in("admin", "admin").get(f"{API}/backups/")) == (429, "api_rate_limited")
+    assert api(viewer).get(f"{API}/backups/").status_code == 200  # another user has their own window
+
+
+def test_fair_use_limits_a_clinics_users_together(settings, viewer):
+    settings.BACKUPS_API_CLINIC_REQUESTS_PER_MINUTE = 4
+    assert [api(make_token()).get(f"{API}/backups/").status_code for _ in range(2)] == [200, 200]
+    assert [api(viewer).get(f"{API}/backups/").status_code for _ in range(2)] == [200, 200]
+    limited = api(viewer).get(f"{API}/backups/")
+    assert error_of(limited) == (429, "api_rate_limited") and "from this clinic" in limited.json()["error"]["message"]
+    bienestar = api(make_token("bienestar"), host="bienestar.localhost")
+    assert bienestar.get(f"{API}/backups/").status_code == 200  # another clinic counts apart
 
 
 def test_the_console_session_works_with_csrf():
@@ -259,6 +273,7 @@ def test_download_link_restore_and_upload_of_a_real_backup(settings):
     by_link = Calls(Client(HTTP_HOST="clinica.localhost"))  # no credentials: the signature is one
     got = by_link("GET", path)
     assert hashlib.sha256(b"".join(got.streaming_content)).hexdigest() == backup.sha256
+    assert error_of(by_link("GET", path)) == (410, "api_link_used")  # one use
     assert error_of(by_link("GET", path[:-3] + "xyz")) == (410, "api_link_expired")
     assert Client(HTTP_HOST="bienestar.localhost").get(path).status_code == 410  # another clinic's host
     other_id = path.replace(f"/{backup.pk}/file/", f"/{backup.pk + 1000}/file/")
@@ -309,3 +324,21 @@ def test_during_a_restore_reads_work_writes_are_503_json_and_the_swap_closes_eve
     assert Backup.objects.count() == before
     Restore.objects.filter(pk=restore.pk).update(progress_phase=PHASE_SWAPPING)
     assert error_of(client.get(f"{API}/backups/")) == (503, "restore_in_progress")
+
+
+def test_a_download_link_works_once_and_dies_with_its_token():
+    from backups import storage
+    from backups.models import ApiToken
+
+    name = f"clinics/clinica/link-{hashlib.sha256(str(id(object())).encode()).hexdigest()[:12]}.respaldo"
+    storage.store_bytes(name, b"the archive's bytes")
+    backup = fake_backup(storage_name=name, size=19)
+    token = make_token()
+    path = api(token).post(f"{API}/backups/{backup.pk}/link/").json()["url"].split("clinica.localhost")[1]
+    token_revoke(token=ApiToken.objects.get(digest=token_digest(token)), revoked_by="admin")
+    by_link = Client(HTTP_HOST="clinica.localhost")
+    assert error_of(by_link.get(path)) == (410, "api_link_revoked")
+    path = api(make_token()).post(f"{API}/backups/{backup.pk}/link/").json()["url"].split("clinica.localhost")[1]
+    assert b"".join(by_link.get(path).streaming_content) == b"the archive's bytes"
+    assert error_of(by_link.get(path)) == (410, "api_link_used")
+    assert Download.objects.filter(backup=backup, link_used_at__isnull=False).count() == 1

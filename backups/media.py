@@ -174,6 +174,20 @@ def media_staging(schema: str) -> Staging:
     return MediaStaging(schema)
 
 
+def private_mkdir(folder: Path) -> None:
+    """Make ``folder`` and every missing folder above it readable by this user alone (0700).
+
+    ``Path.mkdir(mode=..., parents=True)`` gives the parents it makes the default mode (0755).
+    """
+    missing = []
+    while not folder.exists():
+        missing.append(folder)
+        folder = folder.parent
+    for path in reversed(missing):
+        path.mkdir(mode=0o700, exist_ok=True)
+        os.chmod(path, 0o700)  # whatever the umask
+
+
 class MediaStaging:
     """The files of a restore, written beside the clinic's folder and switched in after the data commits."""
 
@@ -188,14 +202,14 @@ class MediaStaging:
     def prepare(self) -> None:
         """An empty staging folder (what an earlier, failed restore left there is removed)."""
         self.discard()
-        self.staging.mkdir(mode=0o700, parents=True)
+        private_mkdir(self.staging)
 
     def sink(self, path: str, stream: MemberStream) -> None:
         """Write one file of the archive into the staging folder (the reader checks its SHA-256)."""
         if not media_path_ok(path):  # the reader checked it already; a restore checks again
             raise ValueError(f"unsafe media path {path[:80]!r}")
         target = self.staging / path
-        target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        private_mkdir(target.parent)
         fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "wb") as out:
             while data := stream.read(_READ):

@@ -4,6 +4,7 @@ with the data, left alone by a failed restore, and reported absent for version-1
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -76,6 +77,8 @@ def test_files_come_back_byte_for_byte(scratch_clinic, media_root, payload_forma
     assert _xray_names() == names
     assert not (media_root / (SCHEMA + "__restoring")).exists()
     assert not (media_root / (SCHEMA + "__before_restore")).exists()
+    folders = [media_root / SCHEMA, *(path for path in (media_root / SCHEMA).rglob("*") if path.is_dir())]
+    assert len(folders) > 1 and {oct(stat.S_IMODE(folder.stat().st_mode)) for folder in folders} == {oct(0o700)}
 
 
 def test_the_archive_holds_media_members_after_the_payload(scratch_clinic, media_root):

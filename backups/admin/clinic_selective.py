@@ -39,7 +39,7 @@ class PatientConfirmForm(forms.Form):
     """The national id typed again, and the preview's fingerprint (what the person saw)."""
 
     national_id = forms.CharField(widget=forms.HiddenInput, max_length=30, strip=True)
-    fingerprint = forms.CharField(widget=forms.HiddenInput, max_length=64, required=False)
+    fingerprint = forms.CharField(widget=forms.HiddenInput, max_length=64)  # without it: refused
     confirm = forms.CharField(label=gettext_lazy("Type the national id again to confirm"), max_length=30, strip=True)
 
     def clean(self) -> dict:
@@ -106,7 +106,7 @@ class SelectiveView:
                     national_id=form.cleaned_data["national_id"],
                     requested_by=request.user.get_username(),
                     address=client_address(request),
-                    expected=form.cleaned_data["fingerprint"] or None,
+                    expected=form.cleaned_data["fingerprint"],
                 )
             except Exception as exc:
                 form.add_error(None, _refusal(exc))

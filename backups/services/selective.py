@@ -304,13 +304,13 @@ def selective_preview(backup: Backup, *, national_id: str) -> SelectivePreview:
     return SelectivePreview(backup, national_id, tables, conflicts)
 
 
-def _refuse(preview: SelectivePreview, expected: str | None) -> None:
+def _refuse(preview: SelectivePreview, expected: str) -> None:
     """Raise unless ``preview`` can be applied as shown (``expected``: the fingerprint shown)."""
     where = {"national_id": preview.national_id, "backup": preview.backup.pk}
     if preview.conflicts:
         first = preview.conflicts[0].error()
         raise RestoreRefused("selective_conflicts", count=len(preview.conflicts), reason=first, **where)
-    if expected and expected != preview.fingerprint:
+    if expected != preview.fingerprint:
         raise RestoreRefused("selective_changed_since_preview", **where)
     if not preview.has_work:
         raise RestoreRefused("selective_nothing_to_do", **where)
@@ -373,13 +373,13 @@ def selective_apply(
     *,
     national_id: str,
     requested_by: str,
+    expected: str,
     address: str | None = None,
-    expected: str | None = None,
 ) -> SelectiveResult:
     """Put the patient ``national_id`` and its records back from ``backup`` (see the module's docstring).
 
-    ``expected``: the fingerprint of the preview the person confirmed; the apply refuses if what
-    it would write now differs. Raises :class:`RestoreRefused` with nothing changed.
+    ``expected``: the fingerprint of the preview the person confirmed (required: nothing is
+    applied that nobody saw); the apply refuses if what it would write now differs. Raises :class:`RestoreRefused` with nothing changed.
     """
     national_id = national_id.strip()
     in_backup = read_backup(backup, national_id)

@@ -6,6 +6,8 @@ console through the test client on the demo clinic ``clinica``.
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from django.contrib.auth.models import Permission, User
 from django.db import connection, transaction
@@ -133,7 +135,7 @@ def test_a_changed_field_of_the_patient_shows_as_a_diff_and_is_put_back(scratch_
     assert all(row.action == SAME for row in by_table["dental_invoice"].rows)
     assert {row.action for plan in preview.tables for row in plan.rows} == {SAME, CHANGE}
 
-    selective_apply(backup, national_id=patient.national_id, requested_by="admin")
+    selective_apply(backup, national_id=patient.national_id, requested_by="admin", expected=preview.fingerprint)
 
     now = live_rows(patient.national_id)
     assert now["dental_patient"] == before["dental_patient"]
@@ -154,7 +156,7 @@ def test_a_national_id_now_of_another_patient_is_a_conflict_and_nothing_changes(
     assert f"#{other.pk}" in str(preview.conflicts[0])
     sums = table_checksums(SCHEMA)
     with pytest.raises(RestoreRefused) as refused:
-        selective_apply(backup, national_id=patient.national_id, requested_by="admin")
+        selective_apply(backup, national_id=patient.national_id, requested_by="admin", expected=preview.fingerprint)
     assert refused.value.code == "selective_conflicts"
     assert patient.national_id in str(refused.value) and "Nothing was changed" in str(refused.value)
     assert table_checksums(SCHEMA) == sums
@@ -212,9 +214,14 @@ def test_the_console_applies_after_the_typed_national_id(scratch_clinic):
     page = client.get(url, {"national_id": patient.national_id}).content.decode()
     assert "To add (missing now)" in page and patient.first_name in page
 
-    wrong = client.post(url, {"national_id": patient.national_id, "confirm": "something else"})
+    fingerprint = re.search(r'name="fingerprint" value="([0-9a-f]+)"', page).group(1)
+    confirmed = {"national_id": patient.national_id, "fingerprint": fingerprint}
+    wrong = client.post(url, {**confirmed, "confirm": "something else"})
     assert wrong.status_code == 200 and not any(live_rows(patient.national_id).values())
-    done = client.post(url, {"national_id": patient.national_id, "confirm": patient.national_id})
+    unseen = client.post(url, {"national_id": patient.national_id, "confirm": patient.national_id})  # no fingerprint
+    assert unseen.status_code == 200 and not any(live_rows(patient.national_id).values())
+    assert not Backup.objects.filter(clinic=scratch_clinic, kind=Backup.Kind.PRE_RESTORE).exists()
+    done = client.post(url, {**confirmed, "confirm": patient.national_id})
     assert done.status_code == 302 and done["Location"].endswith(LIST)
     assert live_rows(patient.national_id)["dental_patient"][0]["id"] == patient.pk
 

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import pytest
 from django.conf import settings
+from django.utils import translation
 
 from backups import services
 from backups.archive import generate_identity
-from backups.models import Backup, JobStatus, Restore
+from backups.exceptions import UploadRefused
+from backups.models import Backup, ClinicKey, JobStatus, Restore
 from backups.models_clone import CloneJob
 from backups.tests.helpers import storage_files, stored_path, table_checksums
 from clinics.models import Clinic
@@ -89,3 +91,32 @@ def test_a_refused_key_setting_is_one_line_and_a_failed_exit_for_every_command(l
     assert {schema: table_checksums(schema) for schema in data} == data
     assert set(Clinic.objects.values_list("pk", flat=True)) == clinics and Restore.objects.count() == restores
     assert set(Backup.objects.filter(pk__gt=backup.pk).values_list("status", flat=True)) <= {JobStatus.FAILED}
+
+
+IMPORT_ADVICE = (
+    "If the platform was rebuilt from its backup storage, the operator must first run python manage.py import_backups"
+)
+
+
+def test_an_archive_whose_clinic_key_the_catalog_lost_names_import_backups(scratch_clinic, tmp_path):
+    """A platform rebuilt without ``import_backups``: the bucket holds the clinic's archive and its
+    wrapped key, the catalog has neither. The refusal tells the operator what to run."""
+    backup = services.backup_run(backup_id=services.backup_request(clinic="restaura", enqueue=False).pk)
+    assert backup.status == JobStatus.SUCCEEDED
+    copy = tmp_path / "restaura.respaldo"
+    copy.write_bytes(stored_path(backup.storage_name).read_bytes())
+    ClinicKey.objects.filter(clinic=scratch_clinic).delete()  # the catalog rebuilt empty, keys/ objects still there
+    files, data, backups = storage_files(), table_checksums("restaura"), Backup.objects.count()
+
+    result = manage("restore_clinic", "restaura", "--file", str(copy), "--yes")
+
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines() == [
+        "CommandError: This backup was not made by this Respaldo installation (or was made with a key it no longer "
+        "has). " + IMPORT_ADVICE + ": it brings back the clinics' archive keys."
+    ], result.stderr[-2000:]
+    assert storage_files() == files and table_checksums("restaura") == data and Backup.objects.count() == backups
+    with translation.override("es"):
+        spanish = str(UploadRefused("wrong_key", "upload.wrong_key"))
+    assert "python manage.py import_backups" in spanish and spanish.startswith("Esta copia de seguridad no se hizo")
+    assert "Si la plataforma se reconstruyó" in spanish

@@ -10,7 +10,14 @@ def main() -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "clinic_site.settings")
     from django.core.management import execute_from_command_line
 
-    execute_from_command_line(sys.argv)
+    from clinic_site.env import ConfigurationError
+
+    try:
+        execute_from_command_line(sys.argv)
+    except ConfigurationError as exc:  # a malformed environment variable: one line, not a traceback
+        if "--traceback" in sys.argv:
+            raise
+        sys.exit(f"Configuration error: {exc}")
 
 
 if __name__ == "__main__":

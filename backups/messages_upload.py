@@ -39,7 +39,9 @@ UPLOAD_MESSAGES: dict[str, str] = {
     "upload.not_recognized": _("This file is not a Respaldo backup or a JSON export of clinic records."),
     # --- an archive
     "upload.wrong_key": _(
-        "This backup was not made by this Respaldo installation (or was made with a key it no longer has)."
+        "This backup was not made by this Respaldo installation (or was made with a key it no longer has). "
+        "If the platform was rebuilt from its backup storage, the operator must first run "
+        "python manage.py import_backups: it brings back the clinics' archive keys."
     ),
     "upload.altered": _("The file has been altered since it was made."),
     "upload.unpacked_too_large": _(

@@ -8,12 +8,17 @@ from __future__ import annotations
 
 import os
 import secrets
+from collections.abc import Iterable
 from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
 
 TRUE_WORDS = {"1", "true", "yes", "on"}
 FALSE_WORDS = {"0", "false", "no", "off", ""}
+
+
+class ConfigurationError(ImproperlyConfigured):
+    """An environment variable the settings refuse; ``manage.py`` prints it as one line."""
 
 
 def env_str(name: str, default: str | None = None) -> str | None:
@@ -32,18 +37,42 @@ def env_bool(name: str, default: bool) -> bool:
         return True
     if word in FALSE_WORDS:
         return False
-    raise ImproperlyConfigured(f"{name}={raw!r} is not a boolean (use true or false).")
+    raise ConfigurationError(f"{name}={raw!r} is not a boolean (use true or false).")
 
 
-def env_int(name: str, default: int) -> int:
-    """Return an integer variable; refuse values that are not integers."""
+def env_int(name: str, default: int, *, minimum: int | None = None, maximum: int | None = None) -> int:
+    """Return an integer variable; refuse values that are not integers or outside [minimum, maximum]."""
     raw = env_str(name)
     if raw is None:
         return default
     try:
-        return int(raw)
+        value = int(raw)
     except ValueError:
-        raise ImproperlyConfigured(f"{name}={raw!r} is not an integer.") from None
+        raise ConfigurationError(f"{name}={raw!r} is not an integer.") from None
+    if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
+        if maximum is None:
+            bounds = f"at least {minimum}"
+        elif minimum is None:
+            bounds = f"at most {maximum}"
+        else:
+            bounds = f"from {minimum} to {maximum}"
+        raise ConfigurationError(f"{name}={raw!r} is out of range: it must be {bounds}.")
+    return value
+
+
+def env_choice(name: str, default: str, choices: Iterable[str], *, case_insensitive: bool = False) -> str:
+    """Return a variable that must be one of ``choices``; refuse any other value, naming the choices.
+
+    ``case_insensitive``: the value is compared (and returned) in upper case, as ``choices`` are written.
+    """
+    raw = env_str(name)
+    if raw is None:
+        return default
+    allowed = list(choices)
+    value = raw.upper() if case_insensitive else raw
+    if value not in allowed:
+        raise ConfigurationError(f"{name}={raw!r}: use one of {', '.join(allowed)}.")
+    return value
 
 
 def env_list(name: str, default: list[str]) -> list[str]:

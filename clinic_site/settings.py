@@ -7,37 +7,35 @@ environment; start-up refuses the development defaults).
 
 from __future__ import annotations
 
+import zoneinfo
 from pathlib import Path
 
 import dj_database_url
-from django.core.exceptions import ImproperlyConfigured
 from django.utils.translation import gettext_lazy as _
 
 from clinic_site import embedded_db
-from clinic_site.env import env_bool, env_int, env_list, env_str, local_secret
+from clinic_site.env import ConfigurationError, env_bool, env_choice, env_int, env_list, env_str, local_secret
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 LOCAL_DIR = Path(env_str("RESPALDO_LOCAL_DIR", str(BASE_DIR / ".local")))
 
-RESPALDO_ENV = env_str("RESPALDO_ENV", "development")
-if RESPALDO_ENV not in {"development", "production"}:
-    raise ImproperlyConfigured(f"RESPALDO_ENV={RESPALDO_ENV!r}: use development or production.")
+RESPALDO_ENV = env_choice("RESPALDO_ENV", "development", ["development", "production"])
 PRODUCTION = RESPALDO_ENV == "production"
 
 if PRODUCTION:
     _missing = [name for name in ("SECRET_KEY", "DATABASE_URL", "ALLOWED_HOSTS") if not env_str(name)]
     if _missing:
-        raise ImproperlyConfigured(
+        raise ConfigurationError(
             "Production needs these environment variables: " + ", ".join(_missing) + " (see README.md)."
         )
 
 SECRET_KEY = env_str("SECRET_KEY") or local_secret(LOCAL_DIR / "secret_key")
 if PRODUCTION and (len(SECRET_KEY) < 50 or SECRET_KEY.startswith("django-insecure")):
-    raise ImproperlyConfigured("SECRET_KEY is too weak for production: use 50 or more random characters.")
+    raise ConfigurationError("SECRET_KEY is too weak for production: use 50 or more random characters.")
 
 DEBUG = env_bool("DEBUG", default=not PRODUCTION)
 if PRODUCTION and DEBUG:
-    raise ImproperlyConfigured("DEBUG must be off in production.")
+    raise ConfigurationError("DEBUG must be off in production.")
 
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", ".localhost", "127.0.0.1"])
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
@@ -110,7 +108,7 @@ WSGI_APPLICATION = "clinic_site.wsgi.application"
 # --- Database -------------------------------------------------------------------------
 DATABASE_URL = env_str("DATABASE_URL")
 if DATABASE_URL:
-    DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=env_int("DB_CONN_MAX_AGE", 0))}
+    DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=env_int("DB_CONN_MAX_AGE", 0, minimum=0))}
     EMBEDDED_DATABASE = None
 else:
     EMBEDDED_DATABASE = embedded_db.start(LOCAL_DIR)
@@ -149,6 +147,10 @@ LANGUAGE_CODE = "en"
 LANGUAGES = [("en", _("English")), ("es", _("Spanish"))]
 LOCALE_PATHS = [BASE_DIR / "locale"]
 TIME_ZONE = env_str("TIME_ZONE", "UTC")
+try:
+    zoneinfo.ZoneInfo(TIME_ZONE)
+except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+    raise ConfigurationError(f"TIME_ZONE={TIME_ZONE!r} is not a time zone (use a name like Europe/Madrid).") from None
 USE_I18N = True
 USE_TZ = True
 
@@ -160,7 +162,7 @@ MEDIA_URL = "/media/"
 MEDIA_ROOT = Path(env_str("MEDIA_ROOT", str(LOCAL_DIR / "media")))
 BACKUPS_LOCAL_DIR = Path(env_str("BACKUPS_LOCAL_DIR", str(LOCAL_DIR / "backups")))
 
-BACKUPS_STORAGE = env_str("BACKUPS_STORAGE", "local")
+BACKUPS_STORAGE = env_choice("BACKUPS_STORAGE", "local", ["local", "s3"])
 if BACKUPS_STORAGE == "local":
     _backups_storage = {
         "BACKEND": "django.core.files.storage.FileSystemStorage",
@@ -174,7 +176,7 @@ if BACKUPS_STORAGE == "local":
 elif BACKUPS_STORAGE == "s3":
     _bucket = env_str("BACKUPS_S3_BUCKET")
     if not _bucket:
-        raise ImproperlyConfigured("BACKUPS_STORAGE=s3 needs BACKUPS_S3_BUCKET.")
+        raise ConfigurationError("BACKUPS_STORAGE=s3 needs BACKUPS_S3_BUCKET.")
     _sse = env_str("BACKUPS_S3_SSE", "AES256")  # "none" for stores without server-side encryption
     _backups_storage = {
         "BACKEND": "backups.storage_backends.BackupS3Storage",
@@ -190,16 +192,16 @@ elif BACKUPS_STORAGE == "s3":
             "querystring_auth": True,
             "file_overwrite": False,
             "object_parameters": {} if _sse.lower() == "none" else {"ServerSideEncryption": _sse},
-            "multipart_chunksize": env_int("BACKUPS_S3_PART_SIZE_MB", 8) * 1024 * 1024,
+            "multipart_chunksize": env_int("BACKUPS_S3_PART_SIZE_MB", 8, minimum=5) * 1024 * 1024,
             "max_concurrency": 2,
             "max_in_memory_upload_chunks": 2,
-            "connect_timeout": env_int("BACKUPS_S3_CONNECT_TIMEOUT", 10),
-            "read_timeout": env_int("BACKUPS_S3_READ_TIMEOUT", 120),
-            "max_attempts": env_int("BACKUPS_S3_MAX_ATTEMPTS", 5),
+            "connect_timeout": env_int("BACKUPS_S3_CONNECT_TIMEOUT", 10, minimum=1),
+            "read_timeout": env_int("BACKUPS_S3_READ_TIMEOUT", 120, minimum=1),
+            "max_attempts": env_int("BACKUPS_S3_MAX_ATTEMPTS", 5, minimum=1),
         },
     }
 else:
-    raise ImproperlyConfigured(f"BACKUPS_STORAGE={BACKUPS_STORAGE!r}: use local or s3.")
+    raise ConfigurationError(f"BACKUPS_STORAGE={BACKUPS_STORAGE!r}: use local or s3.")
 
 # Archive keys (age identities), see backups/keys.py. One key encrypts and authenticates new
 # archives: BACKUPS_AGE_IDENTITY or the one key in BACKUPS_AGE_IDENTITY_FILE, never both. Old
@@ -214,15 +216,23 @@ BACKUPS_GENERATE_DEV_KEY = not PRODUCTION
 # Replaced by the two above; still read so that backups and the deploy check refuse it
 # rather than ignore a key an operator set.
 BACKUPS_AGE_IDENTITIES = env_list("BACKUPS_AGE_IDENTITIES", [])
-BACKUPS_ZSTD_LEVEL = env_int("BACKUPS_ZSTD_LEVEL", 1)
-BACKUPS_ZSTD_THREADS = env_int("BACKUPS_ZSTD_THREADS", 2)
-BACKUPS_LOCK_WAIT_TIMEOUT_MS = env_int("BACKUPS_LOCK_WAIT_TIMEOUT_MS", 120_000)
-BACKUPS_MAX_ATTEMPTS = env_int("BACKUPS_MAX_ATTEMPTS", 2)
-BACKUPS_STALE_AFTER_SECONDS = env_int("BACKUPS_STALE_AFTER_SECONDS", 120)
-BACKUPS_MAX_UPLOAD_BYTES = env_int("BACKUPS_MAX_UPLOAD_BYTES", 2 * 1024**3)
-BACKUPS_MAX_PAYLOAD_BYTES = env_int("BACKUPS_MAX_PAYLOAD_BYTES", 20 * 1024**3)
+BACKUPS_ZSTD_LEVEL = env_int("BACKUPS_ZSTD_LEVEL", 1, minimum=1, maximum=19)
+BACKUPS_ZSTD_THREADS = env_int("BACKUPS_ZSTD_THREADS", 2, minimum=0)
+BACKUPS_LOCK_WAIT_TIMEOUT_MS = env_int("BACKUPS_LOCK_WAIT_TIMEOUT_MS", 120_000, minimum=1)
+BACKUPS_MAX_ATTEMPTS = env_int("BACKUPS_MAX_ATTEMPTS", 2, minimum=1)
+BACKUPS_STALE_AFTER_SECONDS = env_int("BACKUPS_STALE_AFTER_SECONDS", 120, minimum=1)
+BACKUPS_MAX_UPLOAD_BYTES = env_int("BACKUPS_MAX_UPLOAD_BYTES", 2 * 1024**3, minimum=1)
+BACKUPS_MAX_PAYLOAD_BYTES = env_int("BACKUPS_MAX_PAYLOAD_BYTES", 20 * 1024**3, minimum=1)
 BACKUPS_UPLOAD_TMP_DIR = env_str("BACKUPS_UPLOAD_TMP_DIR")
-BACKUPS_RESTORE_LOCK_TIMEOUT_MS = env_int("BACKUPS_RESTORE_LOCK_TIMEOUT_MS", 10_000)
+BACKUPS_RESTORE_LOCK_TIMEOUT_MS = env_int("BACKUPS_RESTORE_LOCK_TIMEOUT_MS", 10_000, minimum=1)
+# Fair use, per clinic over the last 24 hours (the admin is told when a limit is reached).
+BACKUPS_MAX_MANUAL_BACKUPS_PER_DAY = env_int("BACKUPS_MAX_MANUAL_BACKUPS_PER_DAY", 20, minimum=1)
+BACKUPS_MAX_DOWNLOADS_PER_DAY = env_int("BACKUPS_MAX_DOWNLOADS_PER_DAY", 20, minimum=1)
+# The JSON API: requests per minute of one user (any credential) and of one clinic (then 429 api_rate_limited).
+BACKUPS_API_REQUESTS_PER_MINUTE = env_int("BACKUPS_API_REQUESTS_PER_MINUTE", 120, minimum=1)
+BACKUPS_API_CLINIC_REQUESTS_PER_MINUTE = env_int("BACKUPS_API_CLINIC_REQUESTS_PER_MINUTE", 600, minimum=1)
+# Days an offboarded clinic's backups (and its archive key) are kept before they are erased.
+BACKUPS_OFFBOARD_KEEP_DAYS = env_int("BACKUPS_OFFBOARD_KEEP_DAYS", 90, minimum=1)
 # The portable json format holds these apps' rows (the clinic's records; accounts stay as they are).
 BACKUPS_JSON_APPS = ["dental"]
 
@@ -232,7 +242,7 @@ BACKUPS_JSON_APPS = ["dental"]
 # <MEDIA_S3_PREFIX>/<schema>/<generation>/<name> in a private bucket (generation: the clinic's
 # media_generation, which a restore switches together with the data; empty at first, and then
 # no segment), served through the clinic's permission-checked /media/ view, never by a bucket URL.
-MEDIA_STORAGE = env_str("MEDIA_STORAGE", "local")
+MEDIA_STORAGE = env_choice("MEDIA_STORAGE", "local", ["local", "s3"])
 if MEDIA_STORAGE == "local":
     _media_storage = {
         "BACKEND": "django_tenants.files.storage.TenantFileSystemStorage",
@@ -241,7 +251,7 @@ if MEDIA_STORAGE == "local":
 elif MEDIA_STORAGE == "s3":
     _media_bucket = env_str("MEDIA_S3_BUCKET")
     if not _media_bucket:
-        raise ImproperlyConfigured("MEDIA_STORAGE=s3 needs MEDIA_S3_BUCKET.")
+        raise ConfigurationError("MEDIA_STORAGE=s3 needs MEDIA_S3_BUCKET.")
     _media_sse = env_str("MEDIA_S3_SSE", "AES256")  # "none" for stores without server-side encryption
     _media_storage = {
         "BACKEND": "clinics.media_storage.TenantS3MediaStorage",
@@ -256,7 +266,7 @@ elif MEDIA_STORAGE == "s3":
         },
     }
 else:
-    raise ImproperlyConfigured(f"MEDIA_STORAGE={MEDIA_STORAGE!r}: use local or s3.")
+    raise ConfigurationError(f"MEDIA_STORAGE={MEDIA_STORAGE!r}: use local or s3.")
 
 STORAGES = {
     "default": _media_storage,
@@ -273,9 +283,9 @@ MULTITENANT_RELATIVE_MEDIA_ROOT = "%s"
 REDIS_URL = env_str("REDIS_URL")
 Q_CLUSTER = {
     "name": "respaldo",
-    "workers": env_int("Q_WORKERS", 2),
-    "timeout": env_int("Q_TIMEOUT", 3600),  # must stay below retry
-    "retry": env_int("Q_RETRY", env_int("Q_TIMEOUT", 3600) + 600),
+    "workers": env_int("Q_WORKERS", 2, minimum=1),
+    "timeout": env_int("Q_TIMEOUT", 3600, minimum=1),  # must stay below retry
+    "retry": env_int("Q_RETRY", env_int("Q_TIMEOUT", 3600, minimum=1) + 600, minimum=1),
     "max_attempts": 1,
     "catch_up": False,
     "ack_failures": True,
@@ -290,7 +300,7 @@ else:
 EMAIL_HOST = env_str("EMAIL_HOST")
 if EMAIL_HOST:
     EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
-    EMAIL_PORT = env_int("EMAIL_PORT", 587)
+    EMAIL_PORT = env_int("EMAIL_PORT", 587, minimum=1, maximum=65535)
     EMAIL_HOST_USER = env_str("EMAIL_HOST_USER", "")
     EMAIL_HOST_PASSWORD = env_str("EMAIL_HOST_PASSWORD", "")
     EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", True)
@@ -301,8 +311,8 @@ else:
 DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "Respaldo <respaldo@localhost>")
 SERVER_EMAIL = DEFAULT_FROM_EMAIL
 # Links in notification emails: <scheme>://<clinic's primary domain>[:<port>]/admin/...
-BACKUPS_CONSOLE_SCHEME = env_str("BACKUPS_CONSOLE_SCHEME", "https" if PRODUCTION else "http")
-BACKUPS_CONSOLE_PORT = env_str("BACKUPS_CONSOLE_PORT", "")
+BACKUPS_CONSOLE_SCHEME = env_choice("BACKUPS_CONSOLE_SCHEME", "https" if PRODUCTION else "http", ["http", "https"])
+BACKUPS_CONSOLE_PORT = str(env_int("BACKUPS_CONSOLE_PORT", 0, minimum=1, maximum=65535) or "")
 # Webhooks: plain http:// only to localhost, and only when this is on (tests); https otherwise.
 BACKUPS_WEBHOOKS_ALLOW_HTTP_LOCALHOST = env_bool("BACKUPS_WEBHOOKS_ALLOW_HTTP_LOCALHOST", False)
 
@@ -318,6 +328,7 @@ if PRODUCTION:
     SECURE_CONTENT_TYPE_NOSNIFF = True
     SILENCED_SYSTEM_CHECKS = [] if SECURE_HSTS_PRELOAD else ["security.W021"]
 
+LOG_LEVEL = env_choice("LOG_LEVEL", "INFO", ["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"], case_insensitive=True)
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
@@ -334,7 +345,7 @@ LOGGING = {
             "filters": ["redact_secrets"],
         },
     },
-    "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
         "pgserver": {"level": "WARNING"},
         "django.server": {"handlers": ["django.server"], "level": "INFO", "propagate": False},

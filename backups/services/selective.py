@@ -379,7 +379,8 @@ def selective_apply(
     """Put the patient ``national_id`` and its records back from ``backup`` (see the module's docstring).
 
     ``expected``: the fingerprint of the preview the person confirmed (required: nothing is
-    applied that nobody saw); the apply refuses if what it would write now differs. Raises :class:`RestoreRefused` with nothing changed.
+    applied that nobody saw); the apply refuses if what it would write now differs. Raises
+    :class:`RestoreRefused` with nothing changed.
     """
     national_id = national_id.strip()
     in_backup = read_backup(backup, national_id)

@@ -242,6 +242,27 @@ def test_every_shell_block_of_the_doc_is_tagged_and_safe_to_paste():
         assert "!" not in body.replace("!=", ""), f"block {name} has a ! that bash would history-expand"
 
 
+@pytest.mark.django_db
+def test_the_versions_the_doc_states_are_those_of_an_archive_the_application_writes():
+    """The doc's title, its "Versions" paragraph and its "Layers" list state the versions that
+    a backup made now carries (read from its manifest), and no other current version."""
+    backup = make_backup("clinica")
+    path = stored_path(backup.storage_name)
+    with open(path, "rb") as handle, archive.open_archive(handle, identities=identities_held()) as reader:
+        manifest = dict(reader.manifest)
+    versions = {field: manifest[field] for field in ("archive_version", "format_version")}
+    assert isinstance(manifest.get("media"), list)  # the newest format, the one with the clinic's files
+    text = DOC.read_text(encoding="utf-8")
+    title = re.match(r"# Backup archive format, version (\d+)", text)
+    assert title and int(title.group(1)) == versions["archive_version"], text.splitlines()[0]
+    for field, version in versions.items():
+        stated = {int(n) for n in re.findall(rf'"{field}": (\d+)', text)}
+        assert stated == {version}, f'the doc states "{field}": {sorted(stated)}; archives written say {version}'
+    layers = text[text.index("- **tar** members") : text.index("### The manifest's media fields")]
+    for field, version in versions.items():
+        assert f'"{field}": {version}' in layers, f"the Layers list does not say {field} {version}"
+
+
 # --- pg backups: open, verify, restore ---------------------------------------------------
 
 

@@ -130,7 +130,9 @@ def test_missing_key_fails_closed(settings):
     before = storage_files()
     with pytest.raises(CommandError, match="no archive key is configured"):
         call_command("backup_clinic", "clinica")
-    assert Backup.objects.get().status == JobStatus.FAILED
+    assert not Backup.objects.exists()  # the command refuses before recording anything
+    backup = services.backup_run(backup_id=services.backup_request(clinic="clinica", enqueue=False).pk)
+    assert backup.status == JobStatus.FAILED and "no archive key is configured" in backup.error_message()
     assert storage_files() == before
 
 

@@ -351,7 +351,9 @@ def test_another_deployments_archive_is_refused(upload_tmp):
     data = make_archive(io.BytesIO(b"PGDMP data"), identities=[archive.generate_identity()])
     error = refused(data, upload_tmp)
     assert str(error) == (
-        "This backup was not made by this Respaldo installation (or was made with a key it no longer has)."
+        "This backup was not made by this Respaldo installation (or was made with a key it no longer has). "
+        "If the platform was rebuilt from its backup storage, the operator must first run "
+        "python manage.py import_backups: it brings back the clinics' archive keys."
     )
     assert error.code == "wrong_key"
 

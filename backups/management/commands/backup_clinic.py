@@ -1,14 +1,15 @@
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 
 from backups import services
 from backups.exceptions import RespaldoError
+from backups.management.base import RespaldoCommand
 from backups.models import Backup, JobStatus
 from backups.operations.policy import policy_for
 from backups.selectors import backup_line
 from clinics.models import Clinic
 
 
-class Command(BaseCommand):
+class Command(RespaldoCommand):
     help = (
         "Back up one clinic (or --all, as their backup policies say: their format, and not those whose daily "
         "backups are off). Runs here and waits, unless --async hands it to a worker."
@@ -17,6 +18,8 @@ class Command(BaseCommand):
     # No system checks here: they would load the URLs and with them every admin module (about
     # 30 MB) in a process that serves no page. ``manage.py check --deploy`` runs them.
     requires_system_checks: list[str] = []
+    # A refused key setting is the deployment's, not a clinic's failure: one line, nothing recorded.
+    needs_archive_keys = True
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("schema", nargs="?", help="The clinic's schema name, e.g. clinica.")
@@ -42,7 +45,7 @@ class Command(BaseCommand):
                 )
             except RespaldoError as exc:
                 if not all:
-                    raise CommandError(str(exc)) from None
+                    raise  # one line (RespaldoCommand)
                 self.stderr.write(f"{getattr(target, 'schema_name', target)}: {exc}")
                 failures += 1
                 continue

@@ -1,15 +1,16 @@
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 
-from backups.exceptions import RespaldoError
+from backups.management.base import RespaldoCommand
 from backups.models import JobStatus
 from backups.services import clone as clones
 
 
-class Command(BaseCommand):
+class Command(RespaldoCommand):
     help = (
         "Create a NEW clinic from a backup (of any clinic, also an offboarded one): its data, users and files "
         "under a new schema name and domain. The clinic the backup came from is not touched."
     )
+    needs_archive_keys = True
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("backup", type=int, help="Id of the backup to copy (see list_backups).")
@@ -22,17 +23,14 @@ class Command(BaseCommand):
         parser.add_argument("--requested-by", default="command line")
 
     def handle(self, *args, backup, schema, name, domain, run_async, requested_by, **options) -> None:
-        try:
-            clone = clones.clone_request(
-                source_backup_id=backup,
-                schema_name=schema,
-                name=name,
-                domain=domain,
-                requested_by=requested_by,
-                enqueue=run_async,
-            )
-        except RespaldoError as exc:
-            raise CommandError(str(exc)) from None
+        clone = clones.clone_request(
+            source_backup_id=backup,
+            schema_name=schema,
+            name=name,
+            domain=domain,
+            requested_by=requested_by,
+            enqueue=run_async,
+        )
         if run_async:
             self.stdout.write(f"Clone #{clone.pk} of backup #{backup} into {schema} queued.")
             return

@@ -1,11 +1,11 @@
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 
-from backups.exceptions import as_respaldo_error
+from backups.management.base import RespaldoCommand
 from backups.services.offboard import erase_clinic_backups
 from clinics.models import Clinic
 
 
-class Command(BaseCommand):
+class Command(RespaldoCommand):
     help = (
         "Crypto-erasure of one clinic's backups (a data-protection request, or a clinic that left): its "
         "archive key is destroyed, so no copy of its backups can be opened any more, wherever it is; then "
@@ -32,11 +32,5 @@ class Command(BaseCommand):
                 "Nothing changed: add --yes to do it."
             )
             return
-        try:
-            erased = erase_clinic_backups(clinic, actor="erase_clinic_backups", reason=reason.strip())
-        except Exception as exc:
-            error = as_respaldo_error(exc)
-            if error is None:
-                raise
-            raise CommandError(str(error)) from None
+        erased = erase_clinic_backups(clinic, actor="erase_clinic_backups", reason=reason.strip())
         self.stdout.write(f"The archive key of {schema} is destroyed; {erased} stored backups deleted.")

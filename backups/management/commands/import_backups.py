@@ -7,19 +7,21 @@ wrong bucket, not a damaged file: a script must stop there), when the keys or th
 are not usable at all, and, with ``--restore``, when a restore of a recreated clinic failed.
 """
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 
-from backups.exceptions import RespaldoError, as_respaldo_error
+from backups.exceptions import RespaldoError
+from backups.management.base import RespaldoCommand
 from backups.models import JobStatus
 from backups.services import recover
 
 
-class Command(BaseCommand):
+class Command(RespaldoCommand):
     help = (
         "Scan the backup storage and recreate the catalog row of every archive this deployment's keys "
         "open (already-known objects are skipped); clinics named by archives are recreated unless "
         "--no-create-clinics. --restore then restores every recreated clinic from its newest backup."
     )
+    needs_archive_keys = True
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument(
@@ -33,13 +35,8 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, create_clinics: bool, restore: bool, **options) -> None:
-        try:
-            report = recover.import_backups(create_clinics=create_clinics)
-        except Exception as exc:  # keys not configured, storage unreachable: one clear line
-            reason = as_respaldo_error(exc)
-            if reason is None:
-                raise
-            raise CommandError(str(reason)) from None
+        # keys not configured, storage unreachable: one clear line (RespaldoCommand)
+        report = recover.import_backups(create_clinics=create_clinics)
         for clinic in report.created_clinics:
             domain = clinic.domains.values_list("domain", flat=True).first() or "no domain"
             self.stdout.write(f"created clinic {clinic.schema_name} (id {clinic.pk}, {clinic.name!r}) at {domain}")

@@ -1,11 +1,11 @@
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandParser
 
-from backups.exceptions import ClinicNotFound
+from backups.management.base import RespaldoCommand
 from backups.selectors import backup_line, backup_list, platform_backup_list
 from backups.services import clinic_get
 
 
-class Command(BaseCommand):
+class Command(RespaldoCommand):
     help = "List backups, newest first: id, clinic, kind, format, status, size, SHA-256."
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -13,13 +13,7 @@ class Command(BaseCommand):
         parser.add_argument("--limit", type=int, default=50)
 
     def handle(self, *args, schema, limit, **options) -> None:
-        if schema:
-            try:
-                backups = backup_list(clinic_id=clinic_get(schema).pk)
-            except ClinicNotFound as exc:
-                raise CommandError(str(exc)) from None
-        else:
-            backups = platform_backup_list()
+        backups = backup_list(clinic_id=clinic_get(schema).pk) if schema else platform_backup_list()
         backups = backups[:limit]
         if not backups:
             self.stdout.write("No backups.")

@@ -1,10 +1,11 @@
 from collections import Counter
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 from django.utils import timezone
 from django_tenants.utils import get_public_schema_name
 
 from backups.exceptions import ClinicNotFound
+from backups.management.base import RespaldoCommand
 from backups.operations import retention
 from backups.operations.policy import policy_for
 from backups.operations.retention import Action, Decision
@@ -20,7 +21,7 @@ VERBS = {  # (dry run, done)
 RULES = ["newest", "daily", "weekly", "monthly", "younger than", "safety backup", "in use", "on legal hold", "failed"]
 
 
-class Command(BaseCommand):
+class Command(RespaldoCommand):
     help = (
         "Apply each clinic's retention policy (GFS): delete the stored objects of backups no rule keeps "
         "(their rows stay, marked expired) and failed rows past their age. Prints every decision and why."

@@ -4,19 +4,20 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 
 from backups import services
-from backups.exceptions import RespaldoError
+from backups.management.base import RespaldoCommand
 from backups.models import Backup, JobStatus
 from backups.services import restore as restores
 
 
-class Command(BaseCommand):
+class Command(RespaldoCommand):
     help = (
         "Replace a clinic's data with one of its backups (--backup ID) or with an uploaded file (--file PATH). "
         "A safety backup is taken first. Asks for confirmation unless --yes."
     )
+    needs_archive_keys = True
 
     # No system checks here: they would load the URLs and with them every admin module (about
     # 30 MB) in a process that serves no page. ``manage.py check --deploy`` runs them.
@@ -32,21 +33,18 @@ class Command(BaseCommand):
         parser.add_argument("--requested-by", default="command line")
 
     def handle(self, *args, schema, backup, file, yes, run_async, requested_by, **options) -> None:
-        try:
-            clinic = services.clinic_get(schema)
-            if file is not None:
-                backup_row = self._upload(clinic, file, requested_by, options["verbosity"])
-            else:
-                backup_row = Backup.objects.filter(pk=backup).first()
-                if backup_row is None:
-                    raise CommandError(f"There is no backup #{backup}.")
-            if not yes:
-                self._confirm(clinic, backup_row)
-            restore = restores.restore_request(
-                clinic=clinic, backup_id=backup_row.pk, requested_by=requested_by, enqueue=run_async
-            )
-        except RespaldoError as exc:
-            raise CommandError(str(exc)) from None
+        clinic = services.clinic_get(schema)
+        if file is not None:
+            backup_row = self._upload(clinic, file, requested_by, options["verbosity"])
+        else:
+            backup_row = Backup.objects.filter(pk=backup).first()
+            if backup_row is None:
+                raise CommandError(f"There is no backup #{backup}.")
+        if not yes:
+            self._confirm(clinic, backup_row)
+        restore = restores.restore_request(
+            clinic=clinic, backup_id=backup_row.pk, requested_by=requested_by, enqueue=run_async
+        )
         if run_async:
             self.stdout.write(f"Restore #{restore.pk} of {clinic.schema_name} from backup #{backup_row.pk} queued.")
             return

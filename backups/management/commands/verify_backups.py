@@ -1,9 +1,10 @@
 from datetime import datetime
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 from django.utils import timezone
 
 from backups.exceptions import RespaldoError, render
+from backups.management.base import RespaldoCommand
 from backups.models import Backup
 from backups.operations import drills
 
@@ -25,11 +26,12 @@ def outcome_line(backup: Backup, *, drilled: bool, ok: bool) -> str:
     return f"{head} {what} FAILED: {render(error.get('message_id') or error.get('code', '?'), error.get('params'))}"
 
 
-class Command(BaseCommand):
+class Command(RespaldoCommand):
     help = (
         "Verify each clinic's newest successful backup (checksum, authenticity, manifest), or with --drill "
         "restore it into a scratch schema that is rolled back. Exits non-zero when any failed."
     )
+    needs_archive_keys = True
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("schema", nargs="?", help="Only this clinic (its schema name, e.g. clinica).")

@@ -6,12 +6,13 @@ import time
 
 from django.conf import settings
 from django.core.management import call_command
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import CommandParser
 
+from backups.management.base import RespaldoCommand
 from clinics.demo import seed_demo
 
 
-class Command(BaseCommand):
+class Command(RespaldoCommand):
     help = "Run the demo: migrate, seed demo data, start a django-q2 worker and the web server. Ctrl-C stops all."
 
     def add_arguments(self, parser: CommandParser) -> None:

@@ -1,9 +1,10 @@
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import CommandParser
 
+from backups.management.base import RespaldoCommand
 from clinics.demo import seed_demo
 
 
-class Command(BaseCommand):
+class Command(RespaldoCommand):
     help = "Create (or top up) the demo platform, clinics, records and logins. Idempotent."
 
     def add_arguments(self, parser: CommandParser) -> None:

@@ -33,10 +33,13 @@ class Command(BaseCommand):
             )
             return
         try:
-            erased = erase_clinic_backups(clinic, actor="erase_clinic_backups", reason=reason.strip())
+            erasure = erase_clinic_backups(clinic, actor="erase_clinic_backups", reason=reason.strip())
         except Exception as exc:
             error = as_respaldo_error(exc)
             if error is None:
                 raise
             raise CommandError(str(error)) from None
-        self.stdout.write(f"The archive key of {schema} is destroyed; {erased} stored backups deleted.")
+        self.stdout.write(f"The archive key of {schema} is destroyed; {erasure.deleted} stored backups deleted.")
+        if erasure.kept_held:
+            numbers = ", ".join(f"#{pk}" for pk in erasure.kept_held)
+            self.stdout.write(f"Kept {len(erasure.kept_held)} backups put on legal hold meanwhile: {numbers}.")

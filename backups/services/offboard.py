@@ -4,6 +4,11 @@ for ``BACKUPS_OFFBOARD_KEEP_DAYS`` (90 by default) and are then erased (``erase_
 Deleting a Clinic row is never the way (the catalog refers to it): the row stays, marked
 ``offboarded_at``, so its backups can still be listed, downloaded by the platform, and used to
 bring the clinic back.
+
+Erasure (:func:`erase_clinic_backups`, also used on its own for a data-protection request) is
+crypto-erasure: the clinic's archive key, which lives only in the backup storage (never in this
+database: ``backups.clinic_keys``), is destroyed, then every stored backup deleted. It holds the
+clinic's job lock and locks its backup rows against a concurrent legal hold.
 """
 
 from __future__ import annotations

@@ -388,6 +388,31 @@ def test_a_backup_held_while_the_erasure_deletes_is_kept_and_reported(scratch_cl
     Backup.objects.filter(pk=second.pk).update(held_at=None)  # let the fixture drop the clinic
 
 
+def test_a_hold_placed_while_the_key_is_destroyed_waits_for_it(scratch_clinic, monkeypatch):
+    """The erasure checks for holds and destroys the key with the backup rows locked: a hold
+    placed meanwhile waits (it cannot slip in between), then keeps its backup, reported."""
+    backup = make_backup()
+    real_purge = storage.purge_stored
+    holder = threading.Thread(target=_hold_elsewhere, args=(backup,))
+
+    def purge_while_someone_holds(name: str) -> bool:
+        if not holder.is_alive() and name.startswith("keys/"):
+            holder.start()
+            holder.join(1.5)
+            assert holder.is_alive(), "the hold did not wait for the erasure's row lock"
+        return real_purge(name)
+
+    monkeypatch.setattr(storage, "purge_stored", purge_while_someone_holds)
+    erasure = erase_clinic_backups(scratch_clinic, actor="dpo", reason="request")
+    holder.join(60)
+
+    assert ClinicKey.objects.get(clinic=scratch_clinic).erased_at is not None
+    assert erasure.deleted == 0 and erasure.kept_held == [backup.pk]
+    backup.refresh_from_db()
+    assert backup.held_at is not None and stored_path(backup.storage_name).exists()
+    Backup.objects.filter(pk=backup.pk).update(held_at=None)  # let the fixture drop the clinic
+
+
 def _hold_elsewhere(backup: Backup) -> None:
     from django.db import connection
 

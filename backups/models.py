@@ -321,18 +321,19 @@ class AuditEntry(models.Model):
 class ClinicKey(models.Model):
     """A clinic's own archive key (crypto-erasure): its backups are encrypted to it alone.
 
-    The age identity is kept only wrapped (age-encrypted) to the deployment's archive key,
-    with a copy of that wrapped key in the backup storage so a rebuilt platform can read the
-    bucket (see ``backups.clinic_keys``). Erasing the key empties ``wrapped`` and deletes the
-    copy: every archive encrypted to it, wherever a copy of it is, can no longer be opened.
-    The row stays (public key, when and why it was erased) for the record.
+    The row holds public metadata only: the age identity itself lives wrapped (age-encrypted to
+    the deployment's archive key) in one place, the backup storage object
+    ``keys/<schema>/<clinic id>-<key id>.age`` (see ``backups.clinic_keys``). Never here: what
+    a row once held survives in PostgreSQL's dead tuples, WAL, replicas and database backups.
+    Erasing the key deletes that object in every version: every archive encrypted to it,
+    wherever a copy of it is, can no longer be opened. The row stays (public key, when and why
+    it was erased) for the record.
     """
 
     clinic = models.ForeignKey(
         "clinics.Clinic", on_delete=models.CASCADE, related_name="archive_keys", verbose_name=_("clinic")
     )
     public_key = models.CharField(_("public key"), max_length=100, unique=True)
-    wrapped = models.TextField(_("wrapped key"), blank=True, help_text=_("the key, encrypted to the deployment key"))
     wrapped_with = models.CharField(_("wrapped with"), max_length=16, blank=True, help_text=_("deployment key id"))
     created_at = models.DateTimeField(_("created at"), default=timezone.now)
     erased_at = models.DateTimeField(_("erased at"), null=True, blank=True)

@@ -201,7 +201,7 @@ class ClinicAdmin(QuickRowCheckbox, admin.ModelAdmin):
             return TemplateResponse(request, "admin/clinics/clinic/erase_confirmation.html", context)
         for clinic in clinics:
             try:
-                erased = erase_clinic_backups(
+                erasure = erase_clinic_backups(
                     clinic, actor=request.user.get_username(), reason=reason, address=client_address(request)
                 )
             except Exception as exc:
@@ -211,7 +211,15 @@ class ClinicAdmin(QuickRowCheckbox, admin.ModelAdmin):
                 self.message_user(request, str(error), messages.ERROR)
             else:
                 done = _("The archive key of %(clinic)s is destroyed and %(count)s stored backups deleted.")
-                self.message_user(request, done % {"clinic": clinic, "count": erased}, messages.SUCCESS)
+                self.message_user(request, done % {"clinic": clinic, "count": erasure.deleted}, messages.SUCCESS)
+                if erasure.kept_held:
+                    kept = _(
+                        "%(count)s backups of %(clinic)s were put on legal hold during the erasure "
+                        "and kept: %(backups)s."
+                    )
+                    numbers = ", ".join(f"#{pk}" for pk in erasure.kept_held)
+                    values = {"count": len(erasure.kept_held), "clinic": clinic, "backups": numbers}
+                    self.message_user(request, kept % values, messages.WARNING)
         return None
 
     def get_queryset(self, request):

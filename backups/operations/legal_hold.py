@@ -2,8 +2,11 @@
 
 A held backup is never pruned by retention, never erased at the end of an offboarding, and a
 clinic's backups cannot be erased (crypto-erasure) while one of them is held: its key must
-survive. Holding and releasing take the ``hold_backup`` permission, a reason, and leave an audit
-entry each; the platform sees how much storage held backups take (``overview.platform_overview``).
+survive. The erasure locks the clinic's backup rows while it checks for holds and destroys the
+key, so a hold placed meanwhile waits for it; a hold that lands while the erasure is deleting
+the objects keeps that backup (the erasure skips it and reports it). Holding and releasing take
+the ``hold_backup`` permission, a reason, and leave an audit entry each; the platform sees how
+much storage held backups take (``overview.platform_overview``).
 """
 
 from __future__ import annotations

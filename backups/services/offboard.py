@@ -4,11 +4,18 @@ for ``BACKUPS_OFFBOARD_KEEP_DAYS`` (90 by default) and are then erased (``erase_
 Deleting a Clinic row is never the way (the catalog refers to it): the row stays, marked
 ``offboarded_at``, so its backups can still be listed, downloaded by the platform, and used to
 bring the clinic back.
+
+Erasure (:func:`erase_clinic_backups`, also used on its own for a data-protection request) is
+crypto-erasure: the clinic's archive key, which lives only in the backup storage (never in this
+database: ``backups.clinic_keys``), is destroyed, then every stored backup deleted. It holds the
+clinic's job lock and locks its backup rows against a concurrent legal hold.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from django.db import connection, transaction
@@ -16,10 +23,10 @@ from django.db.models import Q
 from django.utils import timezone
 from psycopg import sql
 
-from backups import storage
+from backups import jobs, storage
 from backups.clinic_keys import erase_clinic_key
 from backups.conf import conf
-from backups.exceptions import BackupRefused, RespaldoError, RestoreRefused
+from backups.exceptions import BackupRefused, ClinicBusy, RespaldoError, RestoreRefused
 from backups.models import ACTIVE_STATUSES, AuditEntry, Backup, BackupPolicy, ClinicKey, JobStatus, Restore
 from backups.operations.audit import SYSTEM, audit
 from backups.services.backup import backup_request, backup_run, clinic_get
@@ -60,7 +67,10 @@ def offboard_clinic(*, clinic: Clinic | int | str, requested_by: str, address: s
 
 def erase_offboarded(now: datetime | None = None) -> int:
     """Erase the backups of clinics offboarded over ``BACKUPS_OFFBOARD_KEEP_DAYS`` ago
-    (:func:`erase_clinic_backups`); returns how many stored backups were deleted."""
+    (:func:`erase_clinic_backups`); returns how many stored backups were deleted.
+
+    A clinic with a held backup is left alone, key and all (also one whose erasure is refused
+    because a hold or a job came in meanwhile: the next run tries again)."""
     now = now or timezone.now()
     limit = now - timedelta(days=conf.offboard_keep_days)
     with_keys = ClinicKey.objects.filter(erased_at__isnull=True).values("clinic_id")
@@ -72,44 +82,85 @@ def erase_offboarded(now: datetime | None = None) -> int:
     erased = 0
     held = Backup.objects.filter(held_at__isnull=False, expired_at__isnull=True).values("clinic_id")
     for clinic in clinics.exclude(pk__in=held):
-        erased += erase_clinic_backups(clinic, actor=SYSTEM, reason=reason, now=now)  # held: kept, key and all
+        try:
+            erased += erase_clinic_backups(clinic, actor=SYSTEM, reason=reason, now=now).deleted
+        except BackupRefused as exc:
+            logger.warning("The backups of offboarded clinic %s were not erased: %s", clinic.schema_name, exc)
     return erased
+
+
+@dataclass(frozen=True)
+class Erasure:
+    """What :func:`erase_clinic_backups` did: how many stored backups it deleted, and which it kept
+    because they were put on legal hold while it ran (after the key was destroyed)."""
+
+    deleted: int
+    kept_held: list[int] = field(default_factory=list)
 
 
 def erase_clinic_backups(
     clinic: Clinic, *, actor: str, reason: str, address: str | None = None, now: datetime | None = None
-) -> int:
+) -> Erasure:
     """Crypto-erasure of a clinic's backups: its archive key destroyed, then every stored object deleted.
 
-    The key goes first (``backups.clinic_keys.erase_clinic_key``): from then on no key this
-    deployment holds opens any of the clinic's archives, wherever a copy is. Then each object is
-    deleted and its row marked expired (rows stay, for the record); a storage failure leaves
-    that row as it was, to be tried again. Refused while the clinic has a backup or restore
-    running (it would write an archive to the key being destroyed). Returns how many stored
-    backups were deleted.
+    Runs holding the clinic's job lock (no backup or restore starts meanwhile). The key goes
+    first (``backups.clinic_keys.erase_clinic_key``), with the clinic's backup rows locked, so a
+    legal hold cannot slip in between the check and the key's destruction: a held backup
+    refuses the whole erasure (its key must survive) and nothing changes. From then on no key
+    this deployment holds opens any of the clinic's archives, wherever a copy is. Then each
+    object is deleted and its row marked expired (rows stay, for the record), one locked row at
+    a time: a backup held by then is kept and reported (``Erasure.kept_held``); a storage
+    failure leaves that row as it was, to be tried again. Refused while the clinic has a backup
+    or restore waiting or running (it would write an archive to the key being destroyed).
     """
     now = now or timezone.now()
-    if _busy(clinic):
-        raise BackupRefused("clinic_busy_erase", clinic=clinic.schema_name)
-    held = Backup.objects.filter(clinic_id=clinic.pk, held_at__isnull=False, expired_at__isnull=True).count()
-    if held:  # a held backup must stay readable: its key must survive
-        raise BackupRefused("erase_held", clinic=clinic.schema_name, count=held)
-    erase_clinic_key(clinic, actor=actor, reason=reason, address=address)
-    rows = Backup.objects.filter(clinic_id=clinic.pk, expired_at__isnull=True, status=JobStatus.SUCCEEDED).exclude(
-        storage_name=""
-    )
-    erased = 0
-    for backup in rows:
+    with contextlib.ExitStack() as locked:
+        try:
+            locked.enter_context(jobs.clinic_job_lock(clinic.pk, wait_seconds=1.0))
+        except ClinicBusy:
+            raise BackupRefused("clinic_busy_erase", clinic=clinic.schema_name) from None
+        if _busy(clinic):
+            raise BackupRefused("clinic_busy_erase", clinic=clinic.schema_name)
+        with transaction.atomic():
+            unexpired = list(Backup.objects.select_for_update().filter(clinic_id=clinic.pk, expired_at__isnull=True))
+            held = sum(1 for backup in unexpired if backup.held_at is not None)
+            if held:  # a held backup must stay readable: its key must survive
+                raise BackupRefused("erase_held", clinic=clinic.schema_name, count=held)
+            erase_clinic_key(clinic, actor=actor, reason=reason, address=address)
+        stored = [
+            backup.pk
+            for backup in unexpired
+            if backup.status == JobStatus.SUCCEEDED and backup.storage_name and backup.expired_at is None
+        ]
+        deleted, kept = 0, []
+        for pk in sorted(stored):
+            outcome = _erase_one(pk, actor=actor, reason=reason, now=now)
+            deleted += outcome == "deleted"
+            if outcome == "held":
+                kept.append(pk)
+    if kept:
+        logger.warning(
+            "Erasure of clinic %s: backups %s were put on legal hold meanwhile and kept", clinic.schema_name, kept
+        )
+    return Erasure(deleted=deleted, kept_held=kept)
+
+
+def _erase_one(pk: int, *, actor: str, reason: str, now: datetime) -> str:
+    """Delete one stored backup of an erasure, its row locked: 'deleted', 'held' (kept), or 'left'."""
+    with transaction.atomic():
+        backup = Backup.objects.select_for_update().filter(pk=pk, expired_at__isnull=True).first()
+        if backup is None:
+            return "left"
+        if backup.held_at is not None:
+            return "held"
         try:
             storage.delete_stored(backup.storage_name)
         except Exception:
-            logger.exception("Could not erase backup #%s of an offboarded clinic", backup.pk)
-            continue
-        with transaction.atomic():
-            Backup.objects.filter(pk=backup.pk).update(expired_at=now)
-            audit(AuditEntry.Action.PRUNED, clinic_id=backup.clinic_id, actor=actor, backup_id=backup.pk, reason=reason)
-        erased += 1
-    return erased
+            logger.exception("Could not erase backup #%s", backup.pk)
+            return "left"
+        Backup.objects.filter(pk=backup.pk).update(expired_at=now)
+        audit(AuditEntry.Action.PRUNED, clinic_id=backup.clinic_id, actor=actor, backup_id=backup.pk, reason=reason)
+    return "deleted"
 
 
 def _busy(clinic: Clinic) -> bool:

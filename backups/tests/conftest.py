@@ -46,6 +46,25 @@ def cluster(live_db, tmp_path):
 
 
 @pytest.fixture
+def stored_keys_put_back():
+    """The storage's ``keys/`` folder as it was before the test, put back after it.
+
+    A test's transaction is rolled back, its storage writes are not: a rotation in a rolled-back
+    test rewraps the committed demo clinics' keys, whose only copy is their storage object.
+    (This process's memory copies of those keys stay valid: the same identities.)
+    """
+    root = Path(settings.BACKUPS_LOCAL_DIR) / "keys"
+    before = {path: path.read_bytes() for path in root.rglob("*") if path.is_file()} if root.exists() else {}
+    yield
+    for path in root.rglob("*") if root.exists() else []:
+        if path.is_file() and path not in before:
+            path.unlink()
+    for path, data in before.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+
+
+@pytest.fixture
 def media_root(settings, tmp_path):
     """A private MEDIA_ROOT, and a fresh default storage that uses it."""
     settings.MEDIA_ROOT = tmp_path / "media"

@@ -56,7 +56,7 @@ def backup_messages(*, deploy: bool = True) -> list[checks.CheckMessage]:
 
 
 @pytest.mark.django_db
-def test_a_rotated_deployment_key_rewraps_clinic_keys_and_no_archive_is_rewritten(settings):
+def test_a_rotated_deployment_key_rewraps_clinic_keys_and_no_archive_is_rewritten(settings, stored_keys_put_back):
     clinic = Clinic.objects.get(schema_name="clinica")
     ClinicKey.objects.filter(clinic=clinic).delete()  # this test's clinic key is made under its keys
     session = keys.encryption_identity()  # wraps the other demo clinic's key

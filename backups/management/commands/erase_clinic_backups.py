@@ -32,5 +32,8 @@ class Command(RespaldoCommand):
                 "Nothing changed: add --yes to do it."
             )
             return
-        erased = erase_clinic_backups(clinic, actor="erase_clinic_backups", reason=reason.strip())
-        self.stdout.write(f"The archive key of {schema} is destroyed; {erased} stored backups deleted.")
+        erasure = erase_clinic_backups(clinic, actor="erase_clinic_backups", reason=reason.strip())
+        self.stdout.write(f"The archive key of {schema} is destroyed; {erasure.deleted} stored backups deleted.")
+        if erasure.kept_held:
+            numbers = ", ".join(f"#{pk}" for pk in erasure.kept_held)
+            self.stdout.write(f"Kept {len(erasure.kept_held)} backups put on legal hold meanwhile: {numbers}.")

@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('backups', '0020_platform_page_indexes'),
+        ('backups', '0021_clinickey_wrapped_out_of_catalog'),
         ('clinics', '0006_clinic_media_generation'),
     ]
 

@@ -13,12 +13,20 @@ Each attempt POSTs the stored JSON body with::
     X-Respaldo-Delivery: <event id, a UUID; the same on every retry>
     X-Respaldo-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, f"{t}.{body}")>
 
-A 2xx answer within :data:`TIMEOUT` seconds is delivered; anything else (another code, a
-redirect, a time-out, a refused connection) is recorded (``last_response_code``,
-``last_error``) and tried again after :data:`BACKOFF` (1, 5, 25, 125, 625 minutes) by
-:func:`deliver_due`, which the dispatcher runs every minute, until :data:`MAX_ATTEMPTS`
-attempts have failed. A delivery never fails a job: receivers and the commit hook log and
-swallow every error, like the email receivers of ``backups.operations.notify``.
+A 2xx answer within :data:`TIMEOUT` seconds is delivered. That is one deadline for the whole
+attempt (connect, TLS handshake, sending, the answer's status line and headers), not a time-out
+per socket read: an endpoint that answers a byte now and then is cut off at the deadline like
+one that never answers. Anything else (another code, a redirect, a time-out, a refused
+connection) is recorded (``last_response_code``; ``last_error`` with the detail, which only the
+platform sees; ``failure``, the kind a clinic sees: one wording for every network failure, so
+that an endpoint cannot be used to map the worker's network) and tried again after
+:data:`BACKOFF` (1, 5, 25, 125, 625 minutes) by :func:`deliver_due`, which the dispatcher runs
+every minute, until :data:`MAX_ATTEMPTS` attempts have failed. A test event is tried once.
+Deliveries are made by the workers only, never in a web request ("Send a test event" queues
+one), and one endpoint receives one delivery at a time (an advisory lock per endpoint; a
+delivery that finds its endpoint busy stays pending as it was, for the dispatcher). A delivery
+never fails a job: receivers and the commit hook log and swallow every error, like the email
+receivers of ``backups.operations.notify``.
 
 What a body carries: the event, its id, when it happened, the clinic (id, schema, name) and
 the job's public fields (id, status, kind and format or outcome, size, SHA-256, error code and
@@ -26,13 +34,17 @@ English message). Never a secret, a storage path or a user's address.
 
 SSRF: an endpoint URL makes this server send requests where someone else chose. URLs must be
 ``https://`` (plain ``http://`` only to localhost with ``BACKUPS_WEBHOOKS_ALLOW_HTTP_LOCALHOST``,
-for tests); redirects are never followed; a clinic's endpoint whose host resolves to a
-non-public address (private, loopback, link-local such as 169.254.169.254, reserved) is
-refused at each attempt (loopback only with that setting). Platform endpoints, registered by
-the platform's own administrators, may name internal hosts. The check resolves the name
-before the request connects, so a DNS answer that changes in between (rebinding) is not
-covered: production deployments should also send the worker's outbound traffic through an
-egress proxy or firewall that blocks internal networks.
+for tests); redirects are never followed. Each attempt resolves the host once
+(:func:`resolve`); for a clinic's endpoint every address must be globally routable
+(:func:`is_public_address`: not private, loopback, link-local such as 169.254.169.254,
+reserved, multicast or site-local, and IPv6 addresses that carry an IPv4 one, NAT64, 6to4,
+Teredo or IPv4-mapped, are judged by that one; loopback only with that setting), or the
+attempt is refused and not retried. The attempt then connects to those very addresses (the
+Host header and the TLS server name, against which the certificate is verified, still come
+from the URL), so a DNS answer that changes after the check (rebinding) is never used.
+Platform endpoints, registered by the platform's own administrators, may name internal hosts.
+The worker connects directly (no ``HTTPS_PROXY``); an egress firewall that blocks internal
+networks is still a sensible second line. The name lookup itself is not under the deadline.
 """
 
 from __future__ import annotations

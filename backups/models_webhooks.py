@@ -102,6 +102,15 @@ class WebhookDelivery(models.Model):
         DELIVERED = "delivered", _("Delivered")
         FAILED = "failed", _("Failed")
 
+    class Failure(models.TextChoices):
+        """Why the last attempt got no HTTP answer, in words a clinic may see (the detail is in
+        ``last_error``, which only the platform sees: a clinic must not map the worker's network)."""
+
+        NONE = "", _("none")
+        NETWORK = "network", _("no answer: the endpoint could not be reached or did not answer in time")
+        REFUSED = "refused", _("not sent: the address is not allowed (it must be a public https:// address)")
+        INACTIVE = "inactive", _("not sent: the endpoint was deactivated")
+
     endpoint = models.ForeignKey(
         WebhookEndpoint, on_delete=models.CASCADE, related_name="deliveries", verbose_name=_("endpoint")
     )
@@ -113,6 +122,7 @@ class WebhookDelivery(models.Model):
     next_attempt_at = models.DateTimeField(_("next attempt at"), null=True, blank=True)
     last_response_code = models.PositiveSmallIntegerField(_("last response code"), null=True, blank=True)
     last_error = models.TextField(_("last error"), blank=True)
+    failure = models.CharField(_("failure"), max_length=20, choices=Failure.choices, default="", blank=True)
     delivered_at = models.DateTimeField(_("delivered at"), null=True, blank=True)
     created_at = models.DateTimeField(_("created at"), default=timezone.now)
 

@@ -29,19 +29,27 @@ from clinic_site.admin_sites import clinic_site
 RECENT_DELIVERIES = 25
 
 
-def outcome_text(delivery: WebhookDelivery) -> str:
-    """ "HTTP 200", or the error when there was no answer."""
+def outcome_text(delivery: WebhookDelivery, *, details: bool = False) -> str:
+    """ "HTTP 200", or why there was no answer: one wording per kind of failure for a clinic (a
+    refused port, a time-out or a TLS error read alike, so that an endpoint cannot map the
+    worker's network), the recorded error itself for the platform (``details``)."""
     if delivery.last_response_code is not None:
         return f"HTTP {delivery.last_response_code}"
-    return delivery.last_error or "—"
+    if details:
+        return delivery.last_error or "—"
+    if delivery.failure:
+        return str(WebhookDelivery.Failure(delivery.failure).label)
+    if delivery.last_error:  # recorded before failures had a kind
+        return str(WebhookDelivery.Failure.NETWORK.label)
+    return "—"
 
 
 def tested_message(delivery: WebhookDelivery) -> str:
-    """What the console says after a test event."""
-    params = {"url": delivery.endpoint.url, "outcome": outcome_text(delivery)}
-    if delivery.status == WebhookDelivery.Status.DELIVERED:
-        return _("Test event delivered to %(url)s: %(outcome)s.") % params
-    return _("Test event not delivered to %(url)s: %(outcome)s.") % params
+    """What the console says once a test event is queued."""
+    return _(
+        "Test event queued for %(url)s. A worker sends it within seconds: its result appears in the "
+        "recent deliveries on this page when you reload it."
+    ) % {"url": delivery.endpoint.url}
 
 
 class EndpointAdmin(ClinicScopedAdmin):
@@ -52,6 +60,7 @@ class EndpointAdmin(ClinicScopedAdmin):
     list_filter = ["active"]
     fields = ["url", "description", "on_backup", "on_restore", "on_drill", "active"]
     actions = ["send_test_events"]
+    error_details = False  # the platform's pages show what a network error was; a clinic's do not
     formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
 
     def owner(self, request: HttpRequest):
@@ -70,6 +79,7 @@ class EndpointAdmin(ClinicScopedAdmin):
             last_status=Subquery(latest.values("status")[:1]),
             last_code=Subquery(latest.values("last_response_code")[:1]),
             last_error_text=Subquery(latest.values("last_error")[:1]),
+            last_failure=Subquery(latest.values("failure")[:1]),
         )
 
     def get_readonly_fields(self, request: HttpRequest, obj: WebhookEndpoint | None = None) -> list[str]:
@@ -114,13 +124,22 @@ class EndpointAdmin(ClinicScopedAdmin):
             super().delete_queryset(request, queryset)
 
     def response_add(self, request: HttpRequest, obj: WebhookEndpoint, post_url_continue=None) -> HttpResponse:
+        """Land on the new endpoint's page, where its signing secret is shown: never in a message,
+        which may travel in a cookie (``django.contrib.messages``' cookie storage)."""
+        response = super().response_add(request, obj, post_url_continue)
+        if "_addanother" in request.POST or "_popup" in request.POST:
+            self.message_user(
+                request,
+                _("Its signing secret is on the endpoint's page: keep it in the receiving service."),
+                messages.WARNING,
+            )
+            return response
         self.message_user(
             request,
-            _("Its signing secret is %(secret)s. Keep it in the receiving service; it is also on this page.")
-            % {"secret": obj.secret},
+            _("Copy its signing secret, below, into the receiving service: it signs every event."),
             messages.WARNING,
         )
-        return super().response_add(request, obj, post_url_continue)
+        return HttpResponseRedirect(reverse(f"{self.admin_site.name}:backups_webhookendpoint_change", args=[obj.pk]))
 
     def delete_view(self, request: HttpRequest, object_id: str, extra_context=None) -> HttpResponse:
         self.own_or_404(request, object_id)
@@ -142,15 +161,14 @@ class EndpointAdmin(ClinicScopedAdmin):
         return [path("<int:endpoint_id>/test/", test, name="backups_webhookendpoint_test"), *super().get_urls()]
 
     def test_view(self, request: HttpRequest, endpoint_id: int) -> HttpResponse:
-        """POST: deliver a test event now and say how the endpoint answered."""
+        """POST: queue a test event (a worker sends it: this request never waits on the endpoint)."""
         if request.method != "POST":
             return HttpResponseNotAllowed(["POST"])
         endpoint = self.own_or_404(request, str(endpoint_id))
         if not self.has_change_permission(request, endpoint):
             raise PermissionDenied
         delivery = webhooks.send_test_event(endpoint, actor=request.user.get_username())
-        ok = delivery.status == WebhookDelivery.Status.DELIVERED
-        self.message_user(request, tested_message(delivery), messages.SUCCESS if ok else messages.ERROR)
+        self.message_user(request, tested_message(delivery), messages.INFO)
         change = reverse(f"{self.admin_site.name}:backups_webhookendpoint_change", args=[endpoint.pk])
         return HttpResponseRedirect(change)
 
@@ -158,8 +176,7 @@ class EndpointAdmin(ClinicScopedAdmin):
     def send_test_events(self, request: HttpRequest, queryset: QuerySet[WebhookEndpoint]) -> None:
         for endpoint in queryset:
             delivery = webhooks.send_test_event(endpoint, actor=request.user.get_username())
-            ok = delivery.status == WebhookDelivery.Status.DELIVERED
-            self.message_user(request, tested_message(delivery), messages.SUCCESS if ok else messages.ERROR)
+            self.message_user(request, tested_message(delivery), messages.INFO)
 
     @admin.display(description=gettext_lazy("events"))
     def events(self, endpoint: WebhookEndpoint) -> str:
@@ -178,8 +195,9 @@ class EndpointAdmin(ClinicScopedAdmin):
             status=endpoint.last_status,
             last_response_code=endpoint.last_code,
             last_error=endpoint.last_error_text or "",
+            failure=endpoint.last_failure or "",
         )
-        return f"{delivery.get_status_display()} · {outcome_text(delivery)}"
+        return f"{delivery.get_status_display()} · {outcome_text(delivery, details=self.error_details)}"
 
     @admin.display(description=gettext_lazy("signing secret"))
     def signing_secret(self, endpoint: WebhookEndpoint) -> str:
@@ -212,7 +230,7 @@ class EndpointAdmin(ClinicScopedAdmin):
                     d.event,
                     d.get_status_display(),
                     d.attempts,
-                    outcome_text(d),
+                    outcome_text(d, details=self.error_details),
                     timezone.localtime(d.next_attempt_at).strftime("%Y-%m-%d %H:%M") if d.next_attempt_at else "—",
                 )
                 for d in rows

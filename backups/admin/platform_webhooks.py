@@ -21,6 +21,8 @@ from clinic_site.admin_sites import platform_site
 class PlatformWebhookEndpointAdmin(EndpointAdmin):
     """Platform-wide endpoints: they receive every clinic's events (clinics' own endpoints are theirs)."""
 
+    error_details = True
+
     def owner(self, request: HttpRequest):
         return None
 
@@ -41,6 +43,7 @@ class PlatformWebhookDeliveryAdmin(CatalogAdmin):
         "attempts",
         "last_response_code",
         "last_error",
+        "failure",
         "next_attempt_at",
         "delivered_at",
         "created_at",
@@ -66,7 +69,7 @@ class PlatformWebhookDeliveryAdmin(CatalogAdmin):
 
     @admin.display(description=gettext_lazy("last response"))
     def outcome(self, delivery: WebhookDelivery) -> str:
-        return outcome_text(delivery)
+        return outcome_text(delivery, details=True)
 
     @admin.display(description=gettext_lazy("payload"))
     def body(self, delivery: WebhookDelivery) -> str:

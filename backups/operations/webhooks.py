@@ -13,12 +13,20 @@ Each attempt POSTs the stored JSON body with::
     X-Respaldo-Delivery: <event id, a UUID; the same on every retry>
     X-Respaldo-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, f"{t}.{body}")>
 
-A 2xx answer within :data:`TIMEOUT` seconds is delivered; anything else (another code, a
-redirect, a time-out, a refused connection) is recorded (``last_response_code``,
-``last_error``) and tried again after :data:`BACKOFF` (1, 5, 25, 125, 625 minutes) by
-:func:`deliver_due`, which the dispatcher runs every minute, until :data:`MAX_ATTEMPTS`
-attempts have failed. A delivery never fails a job: receivers and the commit hook log and
-swallow every error, like the email receivers of ``backups.operations.notify``.
+A 2xx answer within :data:`TIMEOUT` seconds is delivered. That is one deadline for the whole
+attempt (connect, TLS handshake, sending, the answer's status line and headers), not a time-out
+per socket read: an endpoint that answers a byte now and then is cut off at the deadline like
+one that never answers. Anything else (another code, a redirect, a time-out, a refused
+connection) is recorded (``last_response_code``; ``last_error`` with the detail, which only the
+platform sees; ``failure``, the kind a clinic sees: one wording for every network failure, so
+that an endpoint cannot be used to map the worker's network) and tried again after
+:data:`BACKOFF` (1, 5, 25, 125, 625 minutes) by :func:`deliver_due`, which the dispatcher runs
+every minute, until :data:`MAX_ATTEMPTS` attempts have failed. A test event is tried once.
+Deliveries are made by the workers only, never in a web request ("Send a test event" queues
+one), and one endpoint receives one delivery at a time (an advisory lock per endpoint; a
+delivery that finds its endpoint busy stays pending as it was, for the dispatcher). A delivery
+never fails a job: receivers and the commit hook log and swallow every error, like the email
+receivers of ``backups.operations.notify``.
 
 What a body carries: the event, its id, when it happened, the clinic (id, schema, name) and
 the job's public fields (id, status, kind and format or outcome, size, SHA-256, error code and
@@ -26,26 +34,30 @@ English message). Never a secret, a storage path or a user's address.
 
 SSRF: an endpoint URL makes this server send requests where someone else chose. URLs must be
 ``https://`` (plain ``http://`` only to localhost with ``BACKUPS_WEBHOOKS_ALLOW_HTTP_LOCALHOST``,
-for tests); redirects are never followed; a clinic's endpoint whose host resolves to a
-non-public address (private, loopback, link-local such as 169.254.169.254, reserved) is
-refused at each attempt (loopback only with that setting). Platform endpoints, registered by
-the platform's own administrators, may name internal hosts. The check resolves the name
-before the request connects, so a DNS answer that changes in between (rebinding) is not
-covered: production deployments should also send the worker's outbound traffic through an
-egress proxy or firewall that blocks internal networks.
+for tests); redirects are never followed. Each attempt resolves the host once
+(:func:`resolve`); for a clinic's endpoint every address must be globally routable
+(:func:`is_public_address`: not private, loopback, link-local such as 169.254.169.254,
+reserved, multicast or site-local, and IPv6 addresses that carry an IPv4 one, NAT64, 6to4,
+Teredo or IPv4-mapped, are judged by that one; loopback only with that setting), or the
+attempt is refused and not retried. The attempt then connects to those very addresses (the
+Host header and the TLS server name, against which the certificate is verified, still come
+from the URL), so a DNS answer that changes after the check (rebinding) is never used.
+Platform endpoints, registered by the platform's own administrators, may name internal hosts.
+The worker connects directly (no ``HTTPS_PROXY``); an egress firewall that blocks internal
+networks is still a sensible second line. The name lookup itself is not under the deadline.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import http.client
 import ipaddress
 import json
 import logging
 import socket
+import ssl
 import time
-import urllib.error
-import urllib.request
 import uuid
 from datetime import datetime, timedelta
 from functools import partial
@@ -54,7 +66,7 @@ from urllib.parse import urlsplit
 
 from django.core.exceptions import ValidationError
 from django.core.serializers.json import DjangoJSONEncoder
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Q, QuerySet
 from django.utils import timezone, translation
 
@@ -67,13 +79,14 @@ from backups.operations import signals
 logger = logging.getLogger(__name__)
 
 USER_AGENT = "Respaldo-Webhooks/1"
-TIMEOUT = 10  # seconds per attempt
+TIMEOUT = 10  # seconds per attempt in all: connect, TLS handshake, send and the answer's status and headers
 MAX_ATTEMPTS = 6
 BACKOFF = [timedelta(minutes=m) for m in (1, 5, 25, 125, 625)]  # the wait after attempt 1, 2, ...
 DUE_PER_RUN = 20  # deliveries one dispatcher run tries at most
 DUE_BUDGET = 40.0  # seconds one dispatcher run spends on deliveries at most
 KINDS = ("backup", "restore", "drill")
 TEST_EVENT = "test"
+LOCK_NAMESPACE = 0x5748  # "WH": an advisory lock per endpoint while a delivery to it is attempted
 
 
 class Refused(Exception):
@@ -266,105 +279,293 @@ def connect_receivers() -> None:
     signals.drill_finished.connect(on_drill_finished, dispatch_uid="backups.webhooks.drill")
 
 
-# --- one attempt -----------------------------------------------------------------------------
+# --- where an attempt may connect -------------------------------------------------------------
+
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")  # the well-known NAT64 prefix: an IPv4 address in its last 32 bits
+_NOT_PUBLIC = [
+    ipaddress.ip_network("::/96"),  # IPv4-compatible (deprecated), ::, ::1
+    ipaddress.ip_network("64:ff9b:1::/48"),  # local-use NAT64
+    ipaddress.ip_network("fec0::/10"),  # site-local (deprecated)
+]
 
 
-class _NoRedirects(urllib.request.HTTPRedirectHandler):
-    """A redirect is an answer (3xx, not delivered), never followed: it could point anywhere."""
+def embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 address carries (mapped, NAT64, 6to4, Teredo client), or None."""
+    if address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    if address in _NAT64:
+        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    if address.sixtofour is not None:
+        return address.sixtofour
+    if address.teredo is not None:
+        return address.teredo[1]
+    return None
 
-    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
-        return None
+
+def is_public_address(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    """Whether a clinic's endpoint may connect to ``address``: globally routable unicast only.
+
+    IPv6 addresses that carry an IPv4 one (IPv4-mapped, NAT64, 6to4, Teredo) are judged by it
+    too; IPv4-compatible, site-local and local-use NAT64 addresses, multicast and everything
+    ``ipaddress`` does not call global are refused.
+    """
+    if isinstance(address, ipaddress.IPv6Address):
+        if any(address in network for network in _NOT_PUBLIC):
+            return False
+        embedded = embedded_ipv4(address)
+        if embedded is not None:
+            return is_public_address(embedded)
+    if address.is_multicast or address.is_private or address.is_reserved or address.is_link_local:
+        return False
+    return address.is_global
 
 
-_opener = urllib.request.build_opener(_NoRedirects)
+def resolve(endpoint: WebhookEndpoint) -> list[tuple[int, tuple[Any, ...]]]:
+    """Check the endpoint's URL, resolve its host once and return where an attempt may connect.
 
-
-def check_destination(endpoint: WebhookEndpoint) -> None:
-    """Raise :class:`Refused` for a URL no longer allowed or (clinic endpoints) a non-public address."""
+    Returns ``(family, socket address)`` pairs; the attempt connects to these and nowhere else,
+    so the address checked is the address used (a DNS answer that changes later is never asked
+    for). A clinic's endpoint must resolve to public addresses only (:class:`Refused`); the
+    platform's may name internal hosts.
+    """
     try:
         validate_webhook_url(endpoint.url)
     except ValidationError as exc:
         raise Refused(" ".join(str(m) for m in exc.messages)) from None
-    if endpoint.clinic_id is None:
-        return  # the platform's own administrators chose it
     parts = urlsplit(endpoint.url)
     host, port = parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80)
     try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP)
     except OSError as exc:
         raise ConnectionError(f"cannot resolve {host}: {exc}") from None
-    for info in infos:
-        address = ipaddress.ip_address(info[4][0].split("%")[0])
-        loopback_allowed = address.is_loopback and is_loopback_host(host) and conf.webhooks_allow_http_localhost
-        if not address.is_global and not loopback_allowed:
-            raise Refused(f"refused: {host} resolves to a non-public address ({address})")
+    targets = []
+    for family, _type, _proto, _name, sockaddr in infos:
+        if family not in (socket.AF_INET, socket.AF_INET6):
+            continue
+        if endpoint.clinic_id is not None:
+            address = ipaddress.ip_address(str(sockaddr[0]).split("%")[0])
+            loopback_allowed = address.is_loopback and is_loopback_host(host) and conf.webhooks_allow_http_localhost
+            if not is_public_address(address) and not loopback_allowed:
+                raise Refused(f"refused: {host} resolves to a non-public address ({address})")
+        targets.append((family, sockaddr))
+    if not targets:
+        raise ConnectionError(f"cannot resolve {host}: no IPv4 or IPv6 address")
+    return targets
+
+
+def check_destination(endpoint: WebhookEndpoint) -> None:
+    """Raise :class:`Refused` for a URL no longer allowed or (clinic endpoints) a non-public address."""
+    resolve(endpoint)
+
+
+# --- one attempt, within one deadline --------------------------------------------------------------
+
+
+class Deadline:
+    """The moment an attempt must be over: connect, TLS, send and read all share it."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.at = time.monotonic() + seconds
+
+    def remaining(self) -> float:
+        """Seconds left; raises ``TimeoutError`` once there are none."""
+        left = self.at - time.monotonic()
+        if left <= 0:
+            raise TimeoutError(f"timed out: no complete answer within {self.seconds:g} s")
+        return left
+
+
+class _DeadlineSocket(socket.socket):
+    """A socket whose every send and receive may only use what is left of the attempt's deadline
+    (a plain socket time-out is per call: an endpoint that sends a byte now and then never trips it)."""
+
+    deadline: Deadline | None = None
+
+    def _arm(self) -> None:
+        if self.deadline is not None:
+            self.settimeout(self.deadline.remaining())
+
+    def recv(self, *args: Any) -> bytes:
+        self._arm()
+        return super().recv(*args)
+
+    def recv_into(self, *args: Any) -> int:
+        self._arm()
+        return super().recv_into(*args)
+
+    def send(self, *args: Any) -> int:
+        self._arm()
+        return super().send(*args)
+
+    def sendall(self, *args: Any) -> None:
+        self._arm()
+        return super().sendall(*args)
+
+
+class _DeadlineSSLSocket(ssl.SSLSocket):
+    """The TLS counterpart of :class:`_DeadlineSocket`."""
+
+    deadline: Deadline | None = None
+
+    def _arm(self) -> None:
+        if self.deadline is not None:
+            self.settimeout(self.deadline.remaining())
+
+    def recv(self, *args: Any) -> bytes:
+        self._arm()
+        return super().recv(*args)
+
+    def recv_into(self, *args: Any) -> int:
+        self._arm()
+        return super().recv_into(*args)
+
+    def read(self, *args: Any) -> Any:
+        self._arm()
+        return super().read(*args)
+
+    def send(self, *args: Any) -> int:
+        self._arm()
+        return super().send(*args)
+
+    def sendall(self, *args: Any) -> None:
+        self._arm()
+        return super().sendall(*args)
+
+
+def tls_context() -> ssl.SSLContext:
+    """Certificates verified against the system's authorities and the URL's host name."""
+    context = ssl.create_default_context()
+    context.sslsocket_class = _DeadlineSSLSocket
+    return context
+
+
+class _PinnedHTTPConnection(http.client.HTTPConnection):
+    """An HTTP connection to an address resolved (and checked) beforehand, never to a fresh DNS
+    answer; the Host header still names the URL's host."""
+
+    def __init__(self, host: str, port: int, targets: list[tuple[int, tuple[Any, ...]]], deadline: Deadline) -> None:
+        super().__init__(host, port)
+        self.targets, self.deadline = targets, deadline
+
+    def connect(self) -> None:
+        error: OSError | None = None
+        for family, sockaddr in self.targets:
+            sock = _DeadlineSocket(family, socket.SOCK_STREAM)
+            try:
+                sock.settimeout(self.deadline.remaining())
+                sock.connect(sockaddr)
+            except TimeoutError:
+                sock.close()
+                raise
+            except OSError as exc:
+                sock.close()
+                error = exc
+                continue
+            sock.deadline = self.deadline
+            self.sock = sock
+            return
+        raise error or ConnectionError("no address to connect to")
+
+
+class _PinnedHTTPSConnection(_PinnedHTTPConnection):
+    """TLS over :class:`_PinnedHTTPConnection`: the certificate must name the URL's host (SNI too)."""
+
+    default_port = 443
+
+    def connect(self) -> None:
+        super().connect()
+        self.sock.settimeout(self.deadline.remaining())  # the handshake gets what is left, at most
+        tls = tls_context().wrap_socket(self.sock, server_hostname=self.host)
+        tls.deadline = self.deadline
+        self.sock = tls
 
 
 def post(endpoint: WebhookEndpoint, delivery: WebhookDelivery) -> int:
-    """POST the delivery's body once; returns the HTTP status (raises on no answer or a refusal)."""
-    check_destination(endpoint)
+    """POST the delivery's body once, to the address checked, within :data:`TIMEOUT` seconds in
+    all; returns the HTTP status (raises on no answer or a refusal). Redirects are answers,
+    never followed."""
+    targets = resolve(endpoint)
+    deadline = Deadline(TIMEOUT)
+    parts = urlsplit(endpoint.url)
+    https = parts.scheme == "https"
+    port = parts.port or (443 if https else 80)
+    connection_class = _PinnedHTTPSConnection if https else _PinnedHTTPConnection
+    connection = connection_class(parts.hostname or "", port, targets, deadline)
     body = body_bytes(delivery.payload)
-    request = urllib.request.Request(  # noqa: S310 - check_destination allowed https (or http to localhost) only
-        endpoint.url,
-        data=body,
-        method="POST",
-        headers={
-            "Content-Type": "application/json",
-            "User-Agent": USER_AGENT,
-            "X-Respaldo-Event": delivery.event,
-            "X-Respaldo-Delivery": str(delivery.event_id),
-            "X-Respaldo-Signature": signature_header(endpoint.secret, body),
-        },
-    )
+    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     try:
-        with _opener.open(request, timeout=TIMEOUT) as response:
-            response.read(65536)
-            return response.status
-    except urllib.error.HTTPError as exc:
-        exc.close()
-        return exc.code
+        connection.request(
+            "POST",
+            path,
+            body=body,
+            headers={
+                "Content-Type": "application/json",
+                "User-Agent": USER_AGENT,
+                "X-Respaldo-Event": delivery.event,
+                "X-Respaldo-Delivery": str(delivery.event_id),
+                "X-Respaldo-Signature": signature_header(endpoint.secret, body),
+                "Connection": "close",
+            },
+        )
+        return connection.getresponse().status  # the status line and headers; the body is not read
+    finally:
+        connection.close()
 
 
-def record(delivery: WebhookDelivery, code: int | None, error: str, *, retry: bool, now: datetime) -> None:
+def record(
+    delivery: WebhookDelivery, code: int | None, error: str, *, retry: bool, now: datetime, failure: str = ""
+) -> None:
     """Write one attempt's outcome: delivered, scheduled again with backoff, or failed for good."""
     delivery.attempts += 1
     delivery.last_response_code = code
     delivery.last_error = error[:2000]
+    delivery.failure = failure if code is None and error else ""
     if code is not None and 200 <= code < 300:
         delivery.status, delivery.delivered_at, delivery.next_attempt_at = "delivered", timezone.now(), None
     elif retry and delivery.attempts < MAX_ATTEMPTS:
         delivery.next_attempt_at = now + BACKOFF[delivery.attempts - 1]
     else:
         delivery.status, delivery.next_attempt_at = "failed", None
-    fields = ["attempts", "last_response_code", "last_error", "status", "delivered_at", "next_attempt_at"]
+    fields = ["attempts", "last_response_code", "last_error", "failure", "status", "delivered_at", "next_attempt_at"]
     delivery.save(update_fields=fields)
 
 
-def attempt(delivery: WebhookDelivery, *, now: datetime, retry: bool = True) -> None:
-    """One attempt at a (locked) pending delivery; never raises."""
-    endpoint = delivery.endpoint
+def attempt(delivery: WebhookDelivery, *, now: datetime) -> None:
+    """One attempt at a (locked) pending delivery; never raises. A test event is never retried."""
+    endpoint, retry = delivery.endpoint, delivery.event != TEST_EVENT
     if not endpoint.active:
-        record(delivery, None, "the endpoint was deactivated", retry=False, now=now)
+        record(delivery, None, "the endpoint was deactivated", retry=False, now=now, failure="inactive")
         return
-    code, error = None, ""
+    code, error, failure = None, "", ""
     try:
         code = post(endpoint, delivery)
         if not 200 <= code < 300:
             error = f"HTTP {code}"
     except Refused as exc:
-        retry, error = False, str(exc)
+        retry, error, failure = False, str(exc), "refused"
     except Exception as exc:  # a time-out, a refused connection, a TLS error: tried again later
-        error = f"{type(exc).__name__}: {exc}"
+        error, failure = f"{type(exc).__name__}: {exc}", "network"
     if error:
         logger.warning("Webhook delivery #%s to endpoint #%s: %s", delivery.pk, endpoint.pk, error)
-    record(delivery, code, error, retry=retry, now=now)
+    record(delivery, code, error, retry=retry, now=now, failure=failure)
 
 
-def deliver(delivery_id: int, now: datetime | None = None, *, retry: bool = True) -> WebhookDelivery | None:
+def endpoint_free(endpoint_id: int) -> bool:
+    """Take the endpoint's lock for the current transaction, if no other delivery holds it."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_try_advisory_xact_lock(%s, %s)", [LOCK_NAMESPACE, endpoint_id])
+        return bool(cursor.fetchone()[0])
+
+
+def deliver(delivery_id: int, now: datetime | None = None) -> WebhookDelivery | None:
     """Attempt one pending delivery, if it is due-or-new and no one else holds it; returns it.
 
-    The row stays locked (``skip_locked``) during the request, so the task and the dispatcher
-    never send one delivery twice at once.
+    The row stays locked (``skip_locked``) during the attempt, so the task and the dispatcher
+    never send one delivery twice at once; and one delivery per endpoint runs at a time (an
+    advisory lock on the endpoint): while another is being sent to the same endpoint, this one
+    is left pending as it was, not attempted (the dispatcher takes it up again). Returns None
+    when nothing was attempted.
     """
     now = now or timezone.now()
     with transaction.atomic():
@@ -376,7 +577,10 @@ def deliver(delivery_id: int, now: datetime | None = None, *, retry: bool = True
         )
         if delivery is None:
             return None
-        attempt(delivery, now=now, retry=retry)
+        if not endpoint_free(delivery.endpoint_id):
+            logger.info("Webhook delivery #%s postponed: endpoint #%s is busy", delivery.pk, delivery.endpoint_id)
+            return None
+        attempt(delivery, now=now)
         return delivery
 
 
@@ -393,7 +597,10 @@ def deliver_due(now: datetime) -> int:
 
 
 def send_test_event(endpoint: WebhookEndpoint, actor: str = "") -> WebhookDelivery:
-    """Deliver a ``test`` event to ``endpoint`` now, once (no retries); returns the delivery."""
+    """Queue a ``test`` event for ``endpoint`` (tried once, by a worker); returns the pending delivery.
+
+    Never sends anything itself: it runs in a web request, which must not wait on an endpoint.
+    """
     payload = envelope(
         TEST_EVENT,
         endpoint.clinic,
@@ -404,8 +611,7 @@ def send_test_event(endpoint: WebhookEndpoint, actor: str = "") -> WebhookDelive
     delivery = WebhookDelivery.objects.create(
         endpoint=endpoint, event=TEST_EVENT, event_id=payload["event_id"], payload=payload, next_attempt_at=now
     )
-    deliver(delivery.pk, now, retry=False)
-    delivery.refresh_from_db()
+    transaction.on_commit(partial(enqueue, delivery.pk), robust=True)
     return delivery
 
 

@@ -12,7 +12,14 @@ from __future__ import annotations
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
-from django.http import FileResponse, HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
+from django.http import (
+    FileResponse,
+    HttpRequest,
+    HttpResponse,
+    HttpResponseNotAllowed,
+    HttpResponseRedirect,
+    JsonResponse,
+)
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
@@ -295,6 +302,8 @@ class ClinicBackupAdmin(CatalogAdmin):
         return job_status_json(backup, message=message, actions_html=self.row_actions(backup, allowed))
 
     def download_view(self, request: HttpRequest, backup_id: int) -> HttpResponse:
+        if request.method != "GET":  # a download is recorded: a HEAD (a link preview, a prefetch) is not one
+            return HttpResponseNotAllowed(["GET"])
         backup = get_object_or_404(self.get_queryset(request), pk=backup_id)
         require(request, "download_backup")
         try:

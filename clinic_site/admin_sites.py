@@ -43,6 +43,37 @@ class ClinicAdminSite(AdminSite):
     site_title = _("Respaldo clinic")
     index_title = _("Clinic administration")
     enable_nav_sidebar = False  # the backups' tables need the whole width at 1280 px
+    login_template = "admin/backups/clinic_login.html"
+
+    def login(self, request, extra_context=None):
+        """The login form; when a restore signed this browser out, it says so and leads back to that restore.
+
+        A restore keeps everyone the restored data still knows signed in
+        (``backups.services.sessions``); a session it had to sign out names the restore.
+        """
+        from django.contrib.auth import REDIRECT_FIELD_NAME
+        from django.urls import reverse
+
+        from backups.models import Restore
+        from backups.services.sessions import forget_signed_out, signed_out_by_restore
+
+        context = dict(extra_context or {})
+        note = signed_out_by_restore(request)
+        tenant = getattr(request, "tenant", None)
+        restore = None
+        if note is not None and tenant is not None:
+            restore = Restore.objects.filter(pk=note["restore"], clinic_id=tenant.pk).first()
+        if restore is not None:
+            context["restored_note"] = _(
+                "The clinic was restored from backup #%(backup)s, and your account or its password is not "
+                "the same in the restored data, so you were signed out. Sign in again with an account of "
+                "the restored data: you will be taken back to the restore's result, where it can be undone."
+            ) % {"backup": restore.backup_id}
+            context[REDIRECT_FIELD_NAME] = reverse(f"{self.name}:backups_restore_progress", args=[restore.pk])
+        response = super().login(request, context)
+        if note is not None and request.method == "POST" and request.user.is_authenticated:
+            forget_signed_out(request)
+        return response
 
     def each_context(self, request):
         context = super().each_context(request)

@@ -20,7 +20,7 @@ from typing import IO
 
 import psycopg
 from django.core.management import call_command
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.migrations.loader import MigrationLoader
 from django.utils.translation import pgettext_lazy
 from django_tenants.utils import schema_context
@@ -47,6 +47,7 @@ from backups.models import ACTIVE_STATUSES, AuditEntry, Backup, JobStatus, Resto
 from backups.operations.audit import audit
 from backups.postgres import PgTools
 from backups.services import backup as backup_services
+from backups.services import sessions
 from backups.services.scratch import check_read_to_the_end, tools_for
 from clinics.models import Clinic
 
@@ -450,11 +451,26 @@ def _restore_json(
     restored clinic must stay exactly as its migrations describe it.
     """
     with schema_context(schema), transaction.atomic():
+        touches_sessions = _json_payload_holds_sessions()
+        live_sessions = None
+        if touches_sessions:
+            with connection.cursor() as cursor:
+                live_sessions = sessions.take_live_sessions(cursor, schema)
         load_json_payload(payload, expected_counts=tables)
         check_read_to_the_end(payload, restore.backup)
+        if touches_sessions:
+            with connection.cursor() as cursor:
+                sessions.put_sessions(cursor, schema, live_sessions, restore_id=restore.pk, backup_id=restore.backup_id)
         Restore.objects.filter(pk=restore.pk).update(outcome=Restore.Outcome.RESTORED)
         if files is not None:
             files.record()  # S3: the clinic's files switch with this commit
+
+
+def _json_payload_holds_sessions() -> bool:
+    """Whether a json restore replaces the clinic's sessions or users (not with the default payload apps)."""
+    from backups.formats.json.payload import payload_models
+
+    return bool({model._meta.db_table for model in payload_models()} & sessions.sign_in_tables())
 
 
 def _restore_pg(
@@ -504,6 +520,15 @@ def _restore_pg(
                     [Restore.Outcome.RESTORED, restore.pk],
                 )
                 cursor.execute("SELECT set_config('lock_timeout', %s, true)", [f"{conf.restore_lock_timeout_ms}ms"])
+                # Whoever is signed in now stays signed in if the restored data still knows them
+                # (the backup's own sessions are of another time).
+                sessions.put_sessions(
+                    cursor,
+                    staging,
+                    sessions.take_live_sessions(cursor, schema),
+                    restore_id=restore.pk,
+                    backup_id=restore.backup_id,
+                )
                 swap_schema(cursor, live=schema, replacement=staging, old_suffix=OLD_SCHEMA_SUFFIX)
                 if files is not None:
                     files.record(cursor)  # S3: the clinic's files switch with this commit

@@ -94,11 +94,7 @@ class ClinicRestoreAdmin(CatalogAdmin):
         if request.GET.get("ended") and restore.status in (JobStatus.SUCCEEDED, JobStatus.FAILED):
             level = messages.SUCCESS if restore.status == JobStatus.SUCCEEDED else messages.ERROR
             self.message_user(request, self.ended_message(restore), level)
-        phases = list(display.RESTORE_PHASES.items())
-        keys = [key for key, _label in phases]
-        current = keys.index(restore.progress_phase) if restore.progress_phase in keys else -1
-        if restore.status == JobStatus.SUCCEEDED:
-            current += 1  # the last phase it was in is done too
+        phases = display.restore_phase_strip(restore)
         undo = None
         if (
             restore.status == JobStatus.SUCCEEDED
@@ -111,7 +107,8 @@ class ClinicRestoreAdmin(CatalogAdmin):
             "opts": self.model._meta,
             "title": _("Restore #%(id)s") % {"id": restore.pk},
             "restore": restore,
-            "phases": [(key, label, index < current, index == current) for index, (key, label) in enumerate(phases)],
+            "phases": phases,
+            "current_phase": next((step for step in phases if step.state == "current"), None),
             "badge": self.status_badge(restore),
             "duration": display.human_duration(restore.duration),
             "undo_url": undo,

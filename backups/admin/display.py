@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from django.utils.html import format_html
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
 from backups.humanize import human_bytes, human_duration  # noqa: F401 - the console's names for them
-from backups.models import Backup, Job, JobStatus
-from backups.services.restore import PHASE_LABELS
+from backups.models import Backup, Job, JobStatus, Restore
+from backups.services.restore import PHASE_LABELS, PHASE_MIGRATING, PHASE_SWAPPING
 
 # Phases a job goes through, in order, as people read them (the row keeps the key).
 BACKUP_PHASES = {
@@ -59,3 +61,47 @@ def status_badge(job: Job, *, status_url: str = "") -> str:
         _SYMBOLS.get(key, ""),
         status_label(job),
     )
+
+
+@dataclasses.dataclass(frozen=True)
+class PhaseStep:
+    """One box of a restore's phase strip: ``state`` is done, current, skipped (not needed) or "" (not yet)."""
+
+    key: str
+    label: str
+    state: str
+
+    @property
+    def mark(self) -> str:
+        """The symbol before the label (so that no state is told by the border alone)."""
+        return {"done": "✓", "current": "▶"}.get(self.state, "")
+
+    @property
+    def state_text(self) -> str:
+        """The state in words, for screen readers."""
+        words = {"done": _("done"), "current": _("now"), "skipped": _("not needed")}
+        return f" ({words[self.state]})" if self.state in words else ""
+
+
+def restore_phase_strip(restore: Restore) -> list[PhaseStep]:
+    """The phases of ``restore``, each done, current, skipped or still to come.
+
+    A running restore is in its ``progress_phase``: the phases before it are done. A finished
+    one has none current (its row keeps no phase): a succeeded restore did every phase it
+    needed (a json restore loads in place, without the switch; only an older backup is
+    migrated); of a failed one the strip claims nothing, its reason says what happened.
+    """
+    keys = list(RESTORE_PHASES)
+    if restore.status == JobStatus.SUCCEEDED:
+        skipped = set()
+        if restore.backup.payload_format != Backup.Format.PG:
+            skipped.add(PHASE_SWAPPING)
+        if not restore.migrated:
+            skipped.add(PHASE_MIGRATING)
+        states = {key: "skipped" if key in skipped else "done" for key in keys}
+    elif restore.status == JobStatus.RUNNING and restore.progress_phase in keys:
+        current = keys.index(restore.progress_phase)
+        states = {key: "done" if i < current else "current" if i == current else "" for i, key in enumerate(keys)}
+    else:
+        states = dict.fromkeys(keys, "")
+    return [PhaseStep(key, str(RESTORE_PHASES[key]), states[key]) for key in keys]

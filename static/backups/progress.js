@@ -39,14 +39,52 @@
     if (actions && data.actions_html) actions.innerHTML = data.actions_html;
   }
 
+  /* The phase strip: finished phases get ✓, the current one ▶ (and "(done)"/"(now)" for screen
+   * readers); the live region below it announces the current phase. A finished job has none current. */
   function updatePhases(data) {
-    var items = document.querySelectorAll(".respaldo-phases li[data-phase]");
-    var before = data.phase !== "";
+    var strip = document.querySelector(".respaldo-phases");
+    if (!strip) return;
+    var items = strip.querySelectorAll("li[data-phase]");
+    var known = false;
+    for (var k = 0; k < items.length; k++) {
+      if (items[k].getAttribute("data-phase") === data.phase) known = true;
+    }
+    if (!data.finished && !known) return; // waiting for a worker: nothing to move yet
+    var before = true, currentLabel = "";
     for (var i = 0; i < items.length; i++) {
-      var isCurrent = items[i].getAttribute("data-phase") === data.phase;
-      if (isCurrent) before = false;
-      items[i].classList.toggle("current", isCurrent && !data.finished);
-      items[i].classList.toggle("done", before || (isCurrent && data.finished && data.status === "succeeded"));
+      var item = items[i];
+      var state = item.classList.contains("skipped") ? "skipped" : "";
+      if (data.finished) {
+        // The page reloads with the final strip; meanwhile nothing is current, and a
+        // succeeded job finished the phase it was in.
+        if (item.classList.contains("current") && data.status === "succeeded") state = "done";
+        else if (item.classList.contains("done")) state = "done";
+      } else if (item.getAttribute("data-phase") === data.phase) {
+        state = "current";
+        before = false;
+        currentLabel = data.phase_label;
+      } else if (before) {
+        state = "done";
+      }
+      setPhase(strip, item, state);
+    }
+    var live = document.querySelector(".respaldo-phase-now");
+    if (live) {
+      var text = currentLabel ? live.getAttribute("data-prefix") + " " + currentLabel : "";
+      if (live.textContent !== text) live.textContent = text;
+    }
+  }
+
+  function setPhase(strip, item, state) {
+    item.classList.toggle("done", state === "done");
+    item.classList.toggle("current", state === "current");
+    var mark = item.querySelector(".respaldo-phase-mark");
+    if (mark) mark.textContent = state === "done" ? "✓" : state === "current" ? "▶" : "";
+    var words = item.querySelector(".respaldo-phase-state");
+    if (words && state !== "skipped") {
+      var said = state === "done" ? strip.getAttribute("data-done-text") :
+        state === "current" ? strip.getAttribute("data-now-text") : "";
+      words.textContent = said ? " (" + said + ")" : "";
     }
   }
 

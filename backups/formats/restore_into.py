@@ -412,7 +412,8 @@ def restore_into_json(
 def swap_schema(cursor: Any, *, live: str, replacement: str, old_suffix: str = "__before_restore") -> None:
     """In the caller's transaction: ``replacement`` becomes ``live``; the old ``live`` is dropped.
 
-    For a pg restore: the whole schema (users, sessions, migrations included) is the backup's.
+    For a pg restore: the whole schema (users, migrations included) is the backup's; the normal
+    restore first puts the live sessions into ``replacement`` (``backups.services.sessions``).
     Takes an AccessExclusiveLock on every live table (waits up to the session's lock_timeout).
     """
     _check_name(live, "The clinic schema")

@@ -25,7 +25,20 @@ from clinics.models import Clinic
 MANIFEST_FORMAT_VERSION = 2
 MANIFEST_FORMAT_VERSIONS = (1, 2)
 PAYLOAD_FORMATS = ("pg", "json")
-SUMMARY_KEYS = ("format_version", "payload_format", "tables", "migrations", "postgresql", "created_at", "clinic")
+# kind, backup_id, note and source say where an uploaded archive came from (backups/upload_origin.py).
+SUMMARY_KEYS = (
+    "format_version",
+    "payload_format",
+    "tables",
+    "migrations",
+    "postgresql",
+    "created_at",
+    "clinic",
+    "kind",
+    "backup_id",
+    "note",
+    "source",
+)
 
 
 def _media_summary(manifest: dict[str, Any]) -> dict[str, Any] | None:
@@ -53,8 +66,10 @@ def manifest_build(
     created_at: datetime | None = None,
     source: dict[str, Any] | None = None,
     media_missing: list[str] | None = None,
+    note: str = "",
 ) -> dict[str, Any]:
-    """The manifest of a new archive of ``clinic`` (``source``: where an uploaded file came from).
+    """The manifest of a new archive of ``clinic`` (``source``: where an uploaded file came from;
+    ``note``: the backup's note, so that a copy uploaded later still tells why it was taken).
 
     ``media_missing``: files the rows name that storage did not have (the archive's ``media``
     list, the files it does hold, is added by the archive writer).
@@ -73,6 +88,8 @@ def manifest_build(
         manifest["backup_id"] = backup_id
     if source is not None:
         manifest["source"] = source
+    if note:
+        manifest["note"] = note[:200]
     if media_missing is not None:
         manifest["media_missing"] = media_missing
     return manifest

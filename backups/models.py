@@ -277,6 +277,7 @@ class AuditEntry(models.Model):
         DOWNLOADED = "downloaded", _("Downloaded")
         RESTORE_REQUESTED = "restore_requested", _("Restore requested")
         UPLOADED = "uploaded", _("Uploaded")
+        UPLOAD_REFUSED = "upload_refused", _("Upload refused")
         PRUNED = "pruned", _("Pruned by retention")
         VERIFIED = "verified", _("Verified")
         DRILLED = "drilled", _("Restore drill")

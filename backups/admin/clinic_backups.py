@@ -42,6 +42,7 @@ from backups.operations.audit import client_address
 from backups.operations.trends import trend_context
 from backups.services.download import backup_download
 from backups.services.preview import restore_preview
+from backups.upload_origin import upload_origin
 from clinic_site.admin_sites import clinic_site
 
 
@@ -90,7 +91,7 @@ class ClinicBackupAdmin(CatalogAdmin):
         "status_badge",
         "row_actions",
         "verified",
-        "kind",
+        "kind_display",
         "format_short",
         "size_display",
         "duration_display",
@@ -105,6 +106,7 @@ class ClinicBackupAdmin(CatalogAdmin):
     fields = [
         "when",
         "kind",
+        "origin_display",
         "payload_format",
         "status_badge",
         "verified",
@@ -130,6 +132,20 @@ class ClinicBackupAdmin(CatalogAdmin):
     @admin.display(description=gettext_lazy("when"), ordering="requested_at")
     def when(self, backup: Backup) -> str:
         return timezone.localtime(backup.requested_at).strftime("%Y-%m-%d %H:%M")
+
+    @admin.display(description=gettext_lazy("kind"), ordering="kind")
+    def kind_display(self, backup: Backup) -> str:
+        """The kind; for an uploaded file, also when its data was backed up (from its manifest)."""
+        origin = upload_origin(backup)
+        if origin is None or not origin.summary():
+            return backup.get_kind_display()
+        return format_html('{}<div class="respaldo-origin">{}</div>', backup.get_kind_display(), origin.summary())
+
+    @admin.display(description=gettext_lazy("origin"))
+    def origin_display(self, backup: Backup) -> str:
+        """For an uploaded file: when it was uploaded, when its data was backed up, for which clinic."""
+        origin = upload_origin(backup)
+        return origin.sentence() if origin is not None else "—"
 
     @admin.display(description=gettext_lazy("format"), ordering="payload_format")
     def format_short(self, backup: Backup) -> str:
@@ -185,6 +201,13 @@ class ClinicBackupAdmin(CatalogAdmin):
         return "; ".join(
             f"{row.downloaded_by} {timezone.localtime(row.downloaded_at).strftime('%Y-%m-%d %H:%M')}" for row in rows
         )
+
+    def get_fields(self, request: HttpRequest, obj: Backup | None = None) -> list[str]:
+        """The page's fields; "origin" only for an uploaded file."""
+        fields = list(super().get_fields(request, obj))
+        if obj is None or obj.kind != Backup.Kind.UPLOADED:
+            fields.remove("origin_display")
+        return fields
 
     def get_list_display(self, request: HttpRequest) -> list:
         """The columns, with the row actions this user may take (checked once per page)."""
@@ -353,6 +376,7 @@ class ClinicBackupAdmin(CatalogAdmin):
             "restore_confirm.html",
             _("Restore backup #%(id)s?") % {"id": backup.pk},
             backup=backup,
+            origin=upload_origin(backup),
             preview=preview,
             form=form,
             running=services.active_job(request.tenant.pk),

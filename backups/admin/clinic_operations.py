@@ -15,6 +15,7 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
+from backups.admin import display
 from backups.admin.readonly import CatalogAdmin, ClinicScopedAdmin
 from backups.models import AuditEntry, BackupPolicy
 from backups.operations.audit import audit, audit_trail, client_address
@@ -112,7 +113,7 @@ class ClinicPolicyAdmin(ClinicScopedAdmin):
 class ClinicAuditAdmin(CatalogAdmin):
     """Who did what to this clinic's backups, newest first (read-only)."""
 
-    list_display = ["when", "actor", "action", "backup_ref", "restore_ref", "address", "details"]
+    list_display = ["when", "actor", "action", "backup_ref", "restore_ref", "address", "details_display"]
     list_display_links = None
     list_filter = ["action", ("at", admin.DateFieldListFilter)]
     search_fields = ["actor"]
@@ -122,6 +123,10 @@ class ClinicAuditAdmin(CatalogAdmin):
 
     def changelist_view(self, request: HttpRequest, extra_context: dict | None = None) -> HttpResponse:
         return super().changelist_view(request, {"title": _("Audit trail"), **(extra_context or {})})
+
+    @admin.display(description=gettext_lazy("details"))
+    def details_display(self, entry: AuditEntry) -> str:
+        return display.audit_details(entry.details)
 
     @admin.display(description=gettext_lazy("when"), ordering="at")
     def when(self, entry: AuditEntry) -> str:

@@ -7,6 +7,7 @@ from django.http import HttpRequest, HttpResponse
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
+from backups.admin import display
 from backups.admin.readonly import CatalogAdmin
 from backups.models import AuditEntry, BackupPolicy
 from backups.operations.policy import POLICY_FIELDS
@@ -39,7 +40,7 @@ class PlatformPolicyAdmin(admin.ModelAdmin):
 class PlatformAuditAdmin(CatalogAdmin):
     """Every clinic's audit trail (and the platform's own entries), newest first, read-only."""
 
-    list_display = ["at", "clinic", "actor", "action", "backup_id_ref", "restore_id_ref", "address", "details"]
+    list_display = ["at", "clinic", "actor", "action", "backup_id_ref", "restore_id_ref", "address", "details_display"]
     list_display_links = None
     list_filter = ["action", "clinic", ("at", admin.DateFieldListFilter)]
     search_fields = ["actor", "clinic__name", "clinic__schema_name"]
@@ -47,3 +48,7 @@ class PlatformAuditAdmin(CatalogAdmin):
 
     def changelist_view(self, request: HttpRequest, extra_context: dict | None = None) -> HttpResponse:
         return super().changelist_view(request, {"title": _("Audit trail"), **(extra_context or {})})
+
+    @admin.display(description=gettext_lazy("details"))
+    def details_display(self, entry: AuditEntry) -> str:
+        return display.audit_details(entry.details)

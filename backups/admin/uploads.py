@@ -23,7 +23,7 @@ from backups.admin.forms import UploadForm, posted
 from backups.conf import conf
 from backups.exceptions import as_respaldo_error
 from backups.operations.audit import client_address
-from backups.services.upload import too_large_refusal
+from backups.services.upload import too_large_refusal, upload_refused
 
 
 class SizeLimitHandler(FileUploadHandler):
@@ -33,13 +33,20 @@ class SizeLimitHandler(FileUploadHandler):
         super().__init__(request)
         self.limit = limit
         self.received = 0
+        self.declared: int | None = None
         self.exceeded = False
+        self.file_name = ""
 
     def handle_raw_input(self, input_data, META, content_length, boundary, encoding=None):
         # A declared length past the limit is refused at the file's first byte (the form's small
         # fields before it are still read, the CSRF token among them).
         if content_length and content_length > self.limit + 64 * 1024:
             self.exceeded = True
+            self.declared = content_length
+
+    def refused_size(self) -> int:
+        """The refused file's size as far as known: the bytes read before stopping, or the declared length."""
+        return max(self.received, self.declared or 0)
 
     def receive_data_chunk(self, raw_data: bytes, start: int) -> bytes:
         self.received += len(raw_data)
@@ -63,11 +70,20 @@ def upload_view(model_admin) -> Callable[[HttpRequest], HttpResponse]:
             if limiter.exceeded:
                 form.is_valid()  # the file was not kept: say why instead of "this field is required"
                 form.errors.pop("file", None)
-                form.add_error("file", str(too_large_refusal(limiter.limit)))
+                refused = too_large_refusal(limiter.limit)
+                upload_refused(
+                    request.tenant.pk,
+                    refused,
+                    filename=limiter.file_name or "",
+                    size=limiter.refused_size(),
+                    requested_by=request.user.get_username(),
+                    address=client_address(request),
+                )
+                form.add_error("file", str(refused))
             elif form.is_valid():
                 upload = form.cleaned_data["file"]
                 try:
-                    backup = services.backup_from_upload(
+                    accepted = services.upload_accept(
                         clinic=request.tenant.pk,
                         source=upload,
                         filename=upload.name,
@@ -80,12 +96,15 @@ def upload_view(model_admin) -> Callable[[HttpRequest], HttpResponse]:
                         raise
                     form.add_error("file", str(error))
                 else:
-                    model_admin.message_user(
-                        request,
-                        _("The file was accepted as backup #%(id)s. Check what restoring it would change.")
-                        % {"id": backup.pk},
-                        messages.SUCCESS,
-                    )
+                    backup = accepted.backup
+                    if accepted.created:
+                        text = _("The file was accepted as backup #%(id)s. Check what restoring it would change.")
+                    else:
+                        text = _(
+                            "This file is the same file as backup #%(id)s: it was not stored a second time. "
+                            "Check what restoring backup #%(id)s would change."
+                        )
+                    model_admin.message_user(request, text % {"id": backup.pk}, messages.SUCCESS)
                     site = model_admin.admin_site.name
                     return HttpResponseRedirect(reverse(f"{site}:backups_backup_restore", args=[backup.pk]))
         return model_admin.page(

@@ -375,8 +375,15 @@ PATHS: dict[str, Any] = {
                 },
             },
             "responses": {
-                "201": _json(_ref("BackupDetail"), "The file was accepted as a backup: restore it next"),
-                **_errors(400, *AUTH_ERRORS, 413, 503),
+                "200": _json(
+                    _ref("BackupDetail"),
+                    "The file is byte for byte (SHA-256) a stored backup of the clinic: that backup, not stored "
+                    "a second time (Location: its URL); restore it next",
+                ),
+                "201": _json(
+                    _ref("BackupDetail"), "The file was accepted as a new backup (Location: its URL): restore it next"
+                ),
+                **_errors(400, *AUTH_ERRORS, 409, 413, 503),
             },
         },
     },

@@ -31,7 +31,7 @@ from backups.models import Backup, JobStatus, Restore
 from backups.operations.audit import client_address
 from backups.services.download import BackupDownload, backup_download, open_signed_download
 from backups.services.preview import restore_preview
-from backups.services.upload import too_large_refusal
+from backups.services.upload import too_large_refusal, upload_refused
 
 DEFAULT_PAGE_SIZE = 25
 MAX_PAGE_SIZE = 100
@@ -339,18 +339,29 @@ def start_restore(request: HttpRequest, backup_id: int) -> HttpResponse:
 
 
 def upload_backup(request: HttpRequest) -> HttpResponse:
-    """Multipart ``file``: a Respaldo archive or a JSON export of this clinic becomes a backup to restore (201)."""
+    """Multipart ``file``: a Respaldo archive or a JSON export of this clinic becomes a backup to restore (201),
+    or, when it is byte for byte a stored backup of the clinic, leads to that backup (200)."""
     limiter = SizeLimitHandler(request, conf.max_upload_bytes)
     request.upload_handlers = [limiter, TemporaryFileUploadHandler(request)]
     if request.api_token is None and (refused := check_csrf(request)) is not None:
         return refused
     uploaded = request.FILES.get("file")
     if limiter.exceeded:
-        return error_response(too_large_refusal(limiter.limit))
+        refused = too_large_refusal(limiter.limit)
+        upload_refused(
+            request.tenant.pk,
+            refused,
+            filename=limiter.file_name or "",
+            size=limiter.refused_size(),
+            requested_by=request.user.get_username(),
+            address=client_address(request),
+            token=acting_token(request),
+        )
+        return error_response(refused)
     if uploaded is None:
         return api_error("api_no_file")
     try:
-        accepted = services.backup_from_upload(
+        accepted = services.upload_accept(
             clinic=request.tenant.pk,
             source=uploaded,
             filename=uploaded.name or "",
@@ -360,8 +371,11 @@ def upload_backup(request: HttpRequest) -> HttpResponse:
         )
     except Exception as exc:
         return refusal_response(exc)
+    backup = accepted.backup  # 200: the catalog already had this very file (not stored twice); 201: a new backup
     return answer(
-        backup_json(request, accepted, detail=True), status=201, location=absolute(request, "backup", accepted.pk)
+        backup_json(request, backup, detail=True),
+        status=201 if accepted.created else 200,
+        location=absolute(request, "backup", backup.pk),
     )
 
 

@@ -25,7 +25,7 @@ from backups.services.restore import (
     restore_run,
     restore_sweep_stale,
 )
-from backups.services.upload import backup_from_upload
+from backups.services.upload import backup_from_upload, upload_accept
 
 __all__ = [
     "ARCHIVE_EXTENSION",
@@ -45,4 +45,5 @@ __all__ = [
     "restore_request",
     "restore_run",
     "restore_sweep_stale",
+    "upload_accept",
 ]

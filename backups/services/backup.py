@@ -294,6 +294,7 @@ def _execute(backup: Backup) -> None:
             clinic=clinic,
             backup_id=backup.pk,
             kind=backup.kind,
+            note=backup.note,
             payload_format=backup.payload_format,
             tables=tables,
             migrations=snap.migrations,

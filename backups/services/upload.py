@@ -16,7 +16,9 @@ with an :class:`UploadRefused` whose message says, in plain words, what the file
 it cannot be used. The upload and the conversion's working files are unnamed private
 temporary files (mode 0600, in ``BACKUPS_UPLOAD_TMP_DIR`` or the OS default), which the
 operating system removes whatever happens. Nothing is stored and no catalog row is created
-until the file has passed every check.
+until the file has passed every check. A file that is byte for byte (SHA-256) one of the
+clinic's stored backups is not kept twice: the upload is answered with that backup. Every
+refusal is recorded in the audit trail (who, why, the file's name and size; never the file).
 """
 
 from __future__ import annotations
@@ -30,16 +32,17 @@ import re
 import shutil
 import stat
 import tempfile
+from dataclasses import dataclass
 from datetime import datetime
 from typing import BinaryIO
 
 from django.db import connection, transaction
-from django.utils import timezone
+from django.utils import timezone, translation
 
 from backups import archive, jobs, postgres, storage
 from backups.clinic_keys import manifest_of_other_clinic, reading_identities, writing_identity
 from backups.conf import conf
-from backups.exceptions import RespaldoError, UploadRefused
+from backups.exceptions import ClinicBusy, RespaldoError, UploadRefused
 from backups.formats.json.fixture import FixtureConverter
 from backups.formats.json.parser import COPY_BYTES, human_size, not_recognized
 from backups.manifest import manifest_build, manifest_check, manifest_summary, schema_migrations
@@ -48,7 +51,7 @@ from backups.operations.audit import audit
 from backups.services.backup import ARCHIVE_EXTENSION, check_not_busy, clinic_get
 from clinics.models import Clinic
 
-__all__ = ["UploadRefused", "backup_from_upload"]
+__all__ = ["UploadAccepted", "UploadRefused", "backup_from_upload", "upload_accept", "upload_refused"]
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +67,14 @@ SNIFF_BYTES = 512
 # --- Entry point -----------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class UploadAccepted:
+    """An accepted upload: the backup to restore, and whether it is new (False: the same file was in the catalog)."""
+
+    backup: Backup
+    created: bool
+
+
 def backup_from_upload(
     *,
     clinic: Clinic | int | str,
@@ -75,11 +86,32 @@ def backup_from_upload(
 ) -> Backup:
     """Check an uploaded file and turn it into a succeeded backup of kind "uploaded" of ``clinic``.
 
+    The backup is the one the catalog already has when the file is byte for byte one of the
+    clinic's stored backups (see :func:`upload_accept`).
+    """
+    return upload_accept(
+        clinic=clinic, source=source, filename=filename, requested_by=requested_by, address=address, token=token
+    ).backup
+
+
+def upload_accept(
+    *,
+    clinic: Clinic | int | str,
+    source: BinaryIO,
+    filename: str = "",
+    requested_by: str = "",
+    address: str | None = None,
+    token: str | None = None,
+) -> UploadAccepted:
+    """Check an uploaded file and turn it into a succeeded backup of kind "uploaded" of ``clinic``.
+
     ``source`` is a Django ``UploadedFile`` or any binary file object, read once from its
     current position. ``filename`` is only recorded (in a converted archive's manifest), never
-    trusted. Raises :class:`UploadRefused` for a file that cannot be used, ``ClinicNotFound``,
-    ``KeyConfigError`` when no archive key is configured (checked before reading the file),
-    ``StorageError`` when the backup storage fails; in every case nothing is kept.
+    trusted. A file whose SHA-256 is that of a stored backup of the clinic is not kept a second
+    time: the answer is that backup (``created`` False). Raises :class:`UploadRefused` for a file
+    that cannot be used (recorded in the audit trail), ``ClinicNotFound``, ``KeyConfigError``
+    when no archive key is configured (checked before reading the file), ``StorageError`` when
+    the backup storage fails; in every case nothing is kept.
     """
     target = clinic_get(clinic)
     if not postgres.schema_exists(target.schema_name):
@@ -87,8 +119,10 @@ def backup_from_upload(
     identities = reading_identities(target)  # fail closed before reading a possibly huge upload
     limit = conf.max_upload_bytes
     started_at = timezone.now()
+    seen: dict[str, int | None] = {"bytes": None}
     try:
         declared = _declared_size(source)
+        seen["bytes"] = declared
         if declared is not None and declared > limit:
             raise too_large_refusal(limit)  # before copying anything
         with contextlib.ExitStack() as stack:
@@ -99,7 +133,11 @@ def backup_from_upload(
             else:
                 upload = stack.enter_context(_private_file())
                 size, sha256 = _spool_upload(source, upload, limit)
-            if _sniff(upload, size) == "archive":
+            seen["bytes"] = size
+            existing = _same_file(target, sha256, size)
+            if existing is not None:  # nothing to check or keep: the catalog has this very file
+                backup = existing
+            elif _sniff(upload, size) == "archive":
                 backup = _accept_archive(
                     target, upload, identities=identities, requested_by=requested_by, started_at=started_at
                 )
@@ -115,17 +153,85 @@ def backup_from_upload(
                     requested_by=requested_by,
                     started_at=started_at,
                 )
-    except UploadRefused as exc:
+    except (UploadRefused, ClinicBusy) as exc:
         logger.info("Upload %r for clinic %s refused (%s): %s", filename, target.schema_name, exc.code, exc)
+        upload_refused(
+            target.pk,
+            exc,
+            filename=filename,
+            size=seen["bytes"],
+            requested_by=requested_by,
+            address=address,
+            token=token,
+        )
         raise
-    _record_accepted(backup, filename=filename, requested_by=requested_by, address=address, token=token)
-    return backup
+    _record_accepted(
+        backup,
+        filename=filename,
+        size=size,
+        same_file=existing is not None,
+        requested_by=requested_by,
+        address=address,
+        token=token,
+    )
+    return UploadAccepted(backup=backup, created=existing is None)
+
+
+def _same_file(target: Clinic, sha256: str, size: int) -> Backup | None:
+    """The clinic's stored backup holding exactly these bytes, if the catalog has one."""
+    return (
+        Backup.objects.filter(
+            clinic=target,
+            sha256=sha256,
+            size=size,
+            status=Backup.Status.SUCCEEDED,
+            expired_at__isnull=True,
+        )
+        .exclude(storage_name="")
+        .order_by("pk")
+        .first()
+    )
+
+
+def upload_refused(
+    clinic_id: int,
+    refusal: RespaldoError,
+    *,
+    filename: str = "",
+    size: int | None = None,
+    requested_by: str = "",
+    address: str | None = None,
+    token: str | None = None,
+) -> None:
+    """Record a refused upload in the audit trail: who, why (code and message) and which file; no file is kept."""
+    with translation.override("en"):
+        message = str(refusal)
+    audit(
+        AuditEntry.Action.UPLOAD_REFUSED,
+        clinic_id=clinic_id,
+        actor=requested_by,
+        address=address,
+        via_token=token,
+        code=refusal.code,
+        message=message[:1000],
+        reason={"message_id": refusal.message_id, "params": refusal.params},
+        filename=filename[:255],
+        bytes=size,
+    )
 
 
 def _record_accepted(
-    backup: Backup, *, filename: str, requested_by: str, address: str | None, token: str | None = None
+    backup: Backup,
+    *,
+    filename: str,
+    size: int,
+    same_file: bool,
+    requested_by: str,
+    address: str | None,
+    token: str | None = None,
 ) -> None:
     """The audit entry (naming the API token, if one acted) and the log line of an accepted upload."""
+    extra = {"same_file": True} if same_file else {}
     audit(
         AuditEntry.Action.UPLOADED,
         clinic_id=backup.clinic_id,
@@ -134,12 +240,14 @@ def _record_accepted(
         via_token=token,
         backup_id=backup.pk,
         filename=filename[:255],
-        bytes=backup.size,
+        bytes=size,
+        **extra,
     )
     logger.info(
-        "Upload %r for clinic %s accepted as backup #%s (%s).",
+        "Upload %r for clinic %s %s backup #%s (%s).",
         filename,
         backup.clinic.schema_name,
+        "is the same file as" if same_file else "accepted as",
         backup.pk,
         backup.payload_format,
     )

@@ -12,6 +12,7 @@ import json
 import pytest
 from django.contrib.auth.models import Permission, User
 from django.test import Client
+from django.utils import timezone
 from django_tenants.utils import schema_context
 from openapi_spec_validator import validate as validate_spec
 
@@ -287,8 +288,15 @@ def test_download_link_restore_and_upload_of_a_real_backup(settings):
     assert wrong.json()["error"]["field_codes"] == {"confirm": "restore_not_confirmed"}
     assert not Restore.objects.filter(backup=backup).exists()
 
+    # the very file of a stored backup: that backup (200), not a second copy
+    rows = Backup.objects.count()
+    same = calls("POST", f"{API}/backups/upload/", None, data={"file": io.BytesIO(data)})
+    assert same.status_code == 200 and same.json()["id"] == backup.pk and same.json()["kind"] == "manual"
+    assert same["Location"].endswith(f"{API}/backups/{backup.pk}/") and Backup.objects.count() == rows
+    Backup.objects.filter(pk=backup.pk).update(expired_at=timezone.now())  # retention removed it: kept again
     uploaded = calls("POST", f"{API}/backups/upload/", None, data={"file": io.BytesIO(data)})
     assert uploaded.status_code == 201 and uploaded.json()["kind"] == "uploaded"
+    Backup.objects.filter(pk=backup.pk).update(expired_at=None)
     settings.BACKUPS_MAX_UPLOAD_BYTES = 1000
     too_big = calls("POST", f"{API}/backups/upload/", None, data={"file": io.BytesIO(data)})
     assert error_of(too_big) == (413, "too_large")

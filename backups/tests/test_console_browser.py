@@ -179,8 +179,9 @@ def restore_and_undo(visit: Visit, backup: Backup, victim: tuple[int, str]) -> N
     assert not patient_exists(*victim)
 
 
-def upload_and_restore(visit: Visit, saved: Path, victim: tuple[int, str]) -> None:
-    """A tampered file is refused inline; the downloaded file restores the patient again."""
+def upload_and_restore(visit: Visit, backup: Backup, saved: Path, victim: tuple[int, str]) -> None:
+    """A tampered file is refused inline; the downloaded file (the very file of ``backup``, which the
+    catalog still holds: not stored twice) leads to ``backup``, which restores the patient again."""
     page, base, shots = visit.page, visit.base, visit.shots
     tampered = bytearray(saved.read_bytes())
     tampered[len(tampered) // 2] ^= 0x01
@@ -193,9 +194,10 @@ def upload_and_restore(visit: Visit, saved: Path, victim: tuple[int, str]) -> No
     assert not Backup.objects.filter(kind=Backup.Kind.UPLOADED).exists()
     page.set_input_files("#id_file", str(saved))
     page.click("input[type=submit]")
-    page.wait_for_url(f"**{LIST}*/restore/")
-    uploaded = Backup.objects.get(kind=Backup.Kind.UPLOADED, clinic__schema_name=CLINIC)
-    restore_from(page, base, uploaded.pk, shots, "upload-restore")
+    page.wait_for_url(f"**{LIST}{backup.pk}/restore/")
+    assert f"#{backup.pk}" in page.locator(".messagelist").inner_text()
+    assert not Backup.objects.filter(kind=Backup.Kind.UPLOADED).exists()
+    restore_from(page, base, backup.pk, shots, "upload-restore")
     assert patient_exists(*victim)
 
 
@@ -260,7 +262,7 @@ def test_a_clinic_admin_backs_up_breaks_restores_and_undoes_in_the_browser(
     saved = download(visit, backup)
     victim = delete_a_patient()
     restore_and_undo(visit, backup, victim)
-    upload_and_restore(visit, saved, victim)
+    upload_and_restore(visit, backup, saved, victim)
     read_during_a_slow_restore(visit, backup, worker, cluster, victim[0])
     context.close()
 

@@ -178,10 +178,10 @@ class Reader:
             fields = _fields_by_column(pick.model)
             table = ReadableTable(capfirst(plan.label))
             for row in plan.added:
-                shown = [
-                    ReadableField(label(fields[column]), self.value(fields[column], value))
-                    for column, value in row.values.items()
-                    if column in fields and not fields[column].primary_key
+                shown = [  # in the model's order (to_jsonb orders keys by length)
+                    ReadableField(label(f), self.value(f, row.values[column]))
+                    for column, f in fields.items()
+                    if column in row.values and not f.primary_key
                 ]
                 table.added.append(ReadableRow(row.pk, self.titles[(plan.table, row.pk)], shown))
             for row in plan.changed:

@@ -220,13 +220,18 @@ class ClinicBackupAdmin(CatalogAdmin):
         return [row_actions if column == "row_actions" else column for column in self.list_display]
 
     def row_actions(self, backup: Backup, allowed: set[str]) -> str:
-        """Links to download and restore a backup that has a stored file, for the actions ``allowed``."""
+        """Links to download, restore and restore one patient of a backup with a stored file, as ``allowed``."""
         if not backup.has_stored_file:
             return ""
+        choices = (
+            ("download", "download", _("Download")),
+            ("restore", "restore", _("Restore…")),
+            ("pick", "restore", _("Restore one patient…")),
+        )
         links = [
             format_html('<a href="{}">{}</a>', self._url(name, backup.pk), label)
-            for name, label in (("download", _("Download")), ("restore", _("Restore…")))
-            if name in allowed
+            for name, needs, label in choices
+            if needs in allowed
         ]
         return format_html(" · ".join(["{}"] * len(links)), *links) if links else ""
 

@@ -1,14 +1,16 @@
 """The clinic console's "Restore one patient…" page: one patient and their records back from a backup.
 
 Three steps on one URL (``<backup id>/pick/``), a thin adapter over
-:mod:`backups.services.selective` like the other console views (object through the
-clinic-scoped queryset, so another clinic's backup is a 404 -> permission -> bound form ->
-one service call -> message -> redirect):
+:mod:`backups.services.selective` and :mod:`backups.services.selective_search` like the other
+console views (object through the clinic-scoped queryset, so another clinic's backup is a 404
+-> permission -> bound form -> one service call -> message -> redirect):
 
-1. GET: a form asking for the patient's national id;
+1. GET: the backup's patients who are missing from the clinic now, and a search by name or
+   national id (``q``; accents and case ignored), each patient found a link to step 2;
 2. GET with ``national_id``: the preview (rows to add, rows to change with their fields, rows
-   left alone, conflicts in words) and a confirmation form (type the national id again);
-3. POST: the apply, then a message and the backup list; a refusal shows the form again.
+   left alone, conflicts in words), readable (:mod:`backups.admin.selective_display`), and a
+   confirmation form (type the national id again);
+3. POST: the apply, then a message and the backup list; a refusal shows the first step again.
 """
 
 from __future__ import annotations
@@ -23,16 +25,32 @@ from django.urls import reverse
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
+from backups.admin.selective_display import patient_name, readable_tables
 from backups.exceptions import as_respaldo_error
 from backups.models import Backup
 from backups.operations.audit import client_address
-from backups.services.selective import SelectiveResult, selective_apply, selective_preview
+from backups.services.selective import SelectivePreview, SelectiveResult, selective_apply, selective_preview
+from backups.services.selective_search import backup_patients, missing_now, search_patients
+
+SHOWN = 50  # patients listed at most per list (a longer search is narrowed by typing more)
 
 
 class PatientPickForm(forms.Form):
-    """Which patient to bring back: their national id."""
+    """Which patient to bring back: their national id (the links of the first step carry it)."""
 
     national_id = forms.CharField(label=gettext_lazy("Patient's national id"), max_length=30, strip=True)
+
+
+class PatientSearchForm(forms.Form):
+    """A search of the backup's patients: part of a name or of a national id."""
+
+    q = forms.CharField(
+        label=gettext_lazy("Name or national id"),
+        max_length=100,
+        required=False,
+        strip=True,
+        help_text=gettext_lazy("Part of the name is enough; accents and capitals do not matter."),
+    )
 
 
 class PatientConfirmForm(forms.Form):
@@ -83,7 +101,30 @@ class SelectiveView:
         pick = PatientPickForm(request.GET if "national_id" in request.GET else None)
         if pick.is_valid():
             return self.preview(request, backup, pick)
-        return self.page(request, backup, "selective_pick.html", pick=pick)
+        return self.pick(request, backup, PatientSearchForm(request.GET or None))
+
+    def pick(self, request: HttpRequest, backup: Backup, search: PatientSearchForm, **context) -> HttpResponse:
+        """Step 1: the backup's patients missing now, and those the search finds."""
+        query = search.cleaned_data["q"] if search.is_valid() else ""
+        try:
+            patients = backup_patients(backup)
+        except Exception as exc:
+            return self.page(request, backup, "selective_pick.html", search=search, unreadable=_refusal(exc), **context)
+        found = search_patients(patients, query) if query else None
+        missing = missing_now(patients)
+        return self.page(
+            request,
+            backup,
+            "selective_pick.html",
+            search=search,
+            query=query,
+            found=found[:SHOWN] if found is not None else None,
+            found_more=len(found) - SHOWN if found is not None and len(found) > SHOWN else 0,
+            missing=missing[:SHOWN],
+            missing_more=max(0, len(missing) - SHOWN),
+            patient_count=len(patients),
+            **context,
+        )
 
     def preview(self, request: HttpRequest, backup: Backup, pick: PatientPickForm) -> HttpResponse:
         """Step 2: what would change, and the confirmation form."""
@@ -91,10 +132,24 @@ class SelectiveView:
         try:
             found = selective_preview(backup, national_id=national_id)
         except Exception as exc:
-            pick.add_error("national_id", _refusal(exc))
-            return self.page(request, backup, "selective_pick.html", pick=pick)
+            return self.pick(request, backup, PatientSearchForm(), refusal=_refusal(exc))
         confirm = PatientConfirmForm(initial={"national_id": national_id, "fingerprint": found.fingerprint})
-        return self.page(request, backup, "selective_preview.html", preview=found, form=confirm)
+        return self.preview_page(request, backup, found, confirm)
+
+    def preview_page(
+        self, request: HttpRequest, backup: Backup, found: SelectivePreview, form: PatientConfirmForm
+    ) -> HttpResponse:
+        zone = request.tenant.time_zone
+        return self.page(
+            request,
+            backup,
+            "selective_preview.html",
+            preview=found,
+            form=form,
+            patient_name=patient_name(found),
+            readable=readable_tables(found, zone),
+            time_zone=zone,
+        )
 
     def apply(self, request: HttpRequest, backup: Backup) -> HttpResponse:
         """Step 3: the confirmed apply; a refusal shows the first step again with the reason."""
@@ -113,8 +168,8 @@ class SelectiveView:
             else:
                 self.model_admin.message_user(request, _done(result), messages.SUCCESS)
                 return self.changelist()
-        pick = PatientPickForm(initial={"national_id": form.data.get("national_id", "")})
-        return self.page(request, backup, "selective_pick.html", pick=pick, refused=form)
+        search = PatientSearchForm({"q": form.data.get("national_id", "")})
+        return self.pick(request, backup, search, refused=form)
 
     def page(self, request: HttpRequest, backup: Backup, template: str, **context) -> HttpResponse:
         title = _("Restore one patient from backup #%(id)s") % {"id": backup.pk}

@@ -8,9 +8,10 @@ patient's rows are read from it, as ``to_jsonb(row)`` in one fixed text form per
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 
 from django.db import connection, transaction
 from django.db.models import Model
@@ -30,6 +31,7 @@ SCRATCH_INFIX = "__pick_"
 _READ_SETTINGS = {"TimeZone": "UTC", "bytea_output": "hex", "IntervalStyle": "postgres"}
 
 Rows = dict[str, list[dict[str, Any]]]  # table -> the rows (column -> JSON value), by id
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -107,13 +109,16 @@ def scratch_schema(backup: Backup) -> str:
     return f"{backup.clinic.schema_name}{SCRATCH_INFIX}{backup.pk}"
 
 
-def _read_pg(backup: Backup, payload: archive.ArchiveReader, manifest: dict, national_id: str) -> Rows:
+Reader = Callable[[Any, str], T]  # (cursor, scratch schema) -> what is read out of the backup
+
+
+def _read_pg(backup: Backup, payload: archive.ArchiveReader, manifest: dict, read: Reader) -> T:
     schema = scratch_schema(backup)
     with scratch_pg(backup, payload, manifest, schema=schema, app_name=f"respaldo-pick-{backup.pk}") as cursor:
-        return read_patient(cursor, schema, national_id)
+        return read(cursor, schema)
 
 
-def _read_json(backup: Backup, payload: archive.ArchiveReader, manifest: dict, national_id: str) -> Rows:
+def _read_json(backup: Backup, payload: archive.ArchiveReader, manifest: dict, read: Reader) -> T:
     schema = scratch_schema(backup)
     try:
         with transaction.atomic():
@@ -122,9 +127,9 @@ def _read_json(backup: Backup, payload: archive.ArchiveReader, manifest: dict, n
             )
             check_read_to_the_end(payload, backup)
             with connection.cursor() as cursor:
-                rows = read_patient(cursor, schema, national_id)
+                found = read(cursor, schema)
             transaction.set_rollback(True)  # the scratch schema is never kept
-            return rows
+            return found
     except RestoreIntoError as exc:
         raise RestoreRefused("restore_into", detail=str(exc)) from exc
     finally:
@@ -134,8 +139,8 @@ def _read_json(backup: Backup, payload: archive.ArchiveReader, manifest: dict, n
 _READERS = {Backup.Format.PG: _read_pg, Backup.Format.JSON: _read_json}
 
 
-def read_backup(backup: Backup, national_id: str) -> Rows:
-    """The patient's rows as they are in ``backup`` (verified copy → scratch schema → rolled back)."""
+def read_from_backup(backup: Backup, read: Reader) -> T:
+    """``read(cursor, schema)`` run on ``backup`` restored into a scratch schema (verified copy, rolled back)."""
     if backup.status != JobStatus.SUCCEEDED or backup.expired_at or not backup.storage_name:
         raise RestoreRefused("backup_not_restorable", backup=backup.pk, status=backup.get_status_display())
     with verified_copy(backup, backup.clinic) as (manifest, copy):
@@ -144,7 +149,23 @@ def read_backup(backup: Backup, national_id: str) -> Rows:
         if reader is None:
             raise RespaldoError("unknown_backup_format", format=str(manifest["payload_format"]))
         with copy.open(reading_identities(backup.clinic)) as p:
-            rows = reader(backup, p, manifest, national_id)
+            return reader(backup, p, manifest, read)
+
+
+def read_backup(backup: Backup, national_id: str) -> Rows:
+    """The patient's rows as they are in ``backup`` (verified copy → scratch schema → rolled back)."""
+    rows = read_from_backup(backup, lambda cursor, schema: read_patient(cursor, schema, national_id))
     if not rows[Patient._meta.db_table]:
         raise RestoreRefused("selective_not_in_backup", backup=backup.pk, national_id=national_id)
     return rows
+
+
+def read_patient_list(cursor: Any, schema: str) -> list[dict[str, Any]]:
+    """Every patient in ``schema``: id, national id, names and birth date (no other column), by id."""
+    read_settings(cursor)
+    cursor.execute(
+        "SELECT id, national_id, first_name, last_name, birth_date "  # noqa: S608
+        f"FROM {table_name(schema, Patient._meta.db_table)} ORDER BY id"
+    )
+    columns = ["id", "national_id", "first_name", "last_name", "birth_date"]
+    return [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]

@@ -361,8 +361,9 @@ def test_one_patient_comes_back_from_a_backup_and_later_changes_stay(web_server,
     log_in(page, f"{base}/admin/", "admin", "admin")
     page.goto(f"{base}{LIST}{backup.pk}/change/")
     page.click(f'a[href="{LIST}{backup.pk}/pick/"]')
-    page.fill("#id_national_id", lost.national_id)
+    page.fill("#id_q", lost.national_id)  # the search finds a national id too
     page.click("input[type=submit]")
+    page.click(f'#respaldo-found-list a[href="?national_id={lost.national_id}"]')
     page.wait_for_selector("table.respaldo-added")
     added = page.locator("table.respaldo-added").all_inner_texts()
     assert any(lost.national_id in text for text in added)

@@ -7,6 +7,7 @@ console through the test client on the demo clinic ``clinica``.
 from __future__ import annotations
 
 import re
+from datetime import date
 
 import pytest
 from django.contrib.auth.models import Permission, User
@@ -17,6 +18,7 @@ from backups.exceptions import RestoreRefused
 from backups.models import AuditEntry, Backup, JobStatus
 from backups.services.selective import ADD, CHANGE, SAME, FieldDiff, selective_apply, selective_preview
 from backups.services.selective_rows import Rows, read_patient
+from backups.services.selective_search import backup_patients, fold, missing_now, search_patients
 from backups.tests.helpers import SCHEMA, make_backup, other_connection, table_checksums
 from backups.tests.test_console import fake_backup, logged_in
 from dental.models import Appointment, Invoice, Patient
@@ -170,6 +172,62 @@ def test_a_patient_not_in_the_backup_is_refused(scratch_clinic):
     assert refused.value.code == "selective_not_in_backup"
 
 
+# --- finding the patient in the backup ----------------------------------------------------
+
+
+def add_patient(first_name: str, last_name: str, national_id: str, schema: str = SCHEMA) -> Patient:
+    with schema_context(schema):
+        made = Patient.objects.create(
+            first_name=first_name, last_name=last_name, national_id=national_id, birth_date=date(1980, 5, 17)
+        )
+    connection.set_schema_to_public()
+    return made
+
+
+@pytest.mark.parametrize("payload_format", ["pg", "json"])
+def test_the_backup_is_searched_by_name_or_national_id_without_accents_or_case(scratch_clinic, payload_format):
+    jose = add_patient("José Ángel", "Quiñónez Ürrutia", "ZZ-ACENTO-1")
+    zoe = add_patient("Zoë", "Éscobar-Lïnares", "zz-acento-2")
+    backup = make_backup(SCHEMA, payload_format)
+    patients = backup_patients(backup)
+
+    def found(query: str) -> list[int]:
+        return [patient.pk for patient in search_patients(patients, query)]
+
+    with schema_context(SCHEMA):
+        assert len(patients) == Patient.objects.count()
+    connection.set_schema_to_public()
+    assert found("jose angel quinonez") == [jose.pk]  # no accents typed: found
+    assert found("JOSÉ ÁNGEL QUIÑÓNEZ") == [jose.pk]  # capitals and accents typed: found
+    assert found("urrut") == [jose.pk]  # part of a last name
+    assert found("quinon jose") == [jose.pk]  # words in any order
+    assert found("zoe linares") == [zoe.pk]  # ë, ï
+    assert found("zz-acento-1") == [jose.pk]  # the national id, whatever its case
+    assert found("ZZ-ACENTO") == [zoe.pk, jose.pk]  # part of it (Éscobar before Quiñónez)
+    assert found("jose perez-nobody") == []  # every word must match
+    assert found("   ") == []
+    (row,) = [patient for patient in patients if patient.pk == jose.pk]
+    assert (row.name, row.national_id, row.birth_date, row.missing_now) == (
+        "José Ángel Quiñónez Ürrutia",
+        "ZZ-ACENTO-1",
+        date(1980, 5, 17),
+        False,
+    )
+
+
+def test_the_patients_missing_now_are_those_of_the_backup_the_clinic_no_longer_has(scratch_clinic):
+    patient = patient_with_everything()
+    backup = make_backup(SCHEMA)
+    added_later = add_patient("Nuevo", "Después", "ZZ-LATER-1")
+    delete_patient(patient)
+
+    patients = backup_patients(backup)
+
+    assert [row.pk for row in missing_now(patients)] == [patient.pk]
+    assert added_later.pk not in {row.pk for row in patients}  # not in the backup: not listed
+    assert fold("Ñúñez ÁNGEL Zoë") == "nunez angel zoe"
+
+
 # --- the console --------------------------------------------------------------------------
 
 
@@ -191,7 +249,7 @@ def test_the_console_shows_the_preview_and_refuses_what_there_is_nothing_to_do(c
     url = f"{LIST}{clinica_backup.pk}/pick/"
     assert url in client.get(f"{LIST}{clinica_backup.pk}/change/").content.decode()
     form = client.get(url)
-    assert form.status_code == 200 and 'name="national_id"' in form.content.decode()
+    assert form.status_code == 200 and 'name="q"' in form.content.decode()
 
     page = client.get(url, {"national_id": patient.national_id}).content.decode()
 
@@ -261,3 +319,86 @@ def test_the_preview_does_not_wait_for_a_session_holding_the_patients_rows(scrat
                 cursor.execute("SET lock_timeout = 0")
             other.rollback()
     assert {row.action for plan in preview.tables for row in plan.rows} == {SAME}
+
+
+@pytest.fixture
+def restaura_admin(scratch_clinic):
+    """An administrator of the scratch clinic, logged in to its console (English)."""
+    with schema_context(SCHEMA):
+        User.objects.create_superuser("jefa", password="jefa-pass-1")
+    connection.set_schema_to_public()
+    return logged_in("jefa", "jefa-pass-1", host="restaura.localhost")
+
+
+def test_the_pick_page_lists_the_missing_patients_and_finds_one_by_part_of_the_name(restaura_admin):
+    gone = add_patient("José Ángel", "Quiñónez Ürrutia", "ZZ-GONE-1")
+    kept = add_patient("Zoë", "Éscobar-Lïnares", "ZZ-KEPT-1")
+    backup = make_backup(SCHEMA)
+    delete_patient(gone)
+    url = f"{LIST}{backup.pk}/pick/"
+
+    page = restaura_admin.get(url).content.decode()
+    missing = page.split('id="respaldo-missing-list"')[1].split("</table>")[0]
+    assert "José Ángel Quiñónez Ürrutia" in missing and 'href="?national_id=ZZ-GONE-1"' in missing
+    assert "ZZ-KEPT-1" not in missing  # still in the clinic
+
+    found = restaura_admin.get(url, {"q": "jose quinon"}).content.decode()
+    listed = found.split('id="respaldo-found-list"')[1].split("</table>")[0]
+    assert 'href="?national_id=ZZ-GONE-1"' in listed and "missing" in listed and "ZZ-KEPT" not in listed
+    both = restaura_admin.get(url, {"q": "zz-"}).content.decode().split('id="respaldo-found-list"')[1]
+    assert "ZZ-KEPT-1" in both.split("</table>")[0] and "in the clinic" in both.split("</table>")[0]
+    none = restaura_admin.get(url, {"q": "nadie nunca"}).content.decode()
+    assert "No patient of this backup matches" in none
+
+    preview = restaura_admin.get(url, {"national_id": "ZZ-GONE-1"}).content.decode()
+    assert "José Ángel Quiñónez Ürrutia (ZZ-GONE-1) as in backup" in preview  # the patient named in the heading
+    assert kept.pk != gone.pk
+
+
+@pytest.mark.parametrize("language", ["en", "es"])
+def test_the_preview_reads_like_the_clinics_own_pages(restaura_admin, scratch_clinic, language):
+    from zoneinfo import ZoneInfo
+
+    from django.utils import formats, translation
+
+    patient = patient_with_everything()
+    with schema_context(SCHEMA):
+        appointment = Appointment.objects.filter(patient_id=patient.pk).order_by("pk").first()
+        Patient.objects.filter(pk=patient.pk).update(allergies=["penicilina", "látex"])
+    connection.set_schema_to_public()
+    backup = make_backup(SCHEMA)
+    delete_patient(patient)
+    scratch_clinic.time_zone = "Pacific/Auckland"  # far from UTC: a time shown in UTC would differ
+    scratch_clinic.save(update_fields=["time_zone"])
+    client = logged_in("jefa", "jefa-pass-1", host="restaura.localhost", language=language)
+
+    page = client.get(f"{LIST}{backup.pk}/pick/", {"national_id": patient.national_id}).content.decode()
+
+    with translation.override(language):
+        starts = formats.date_format(appointment.starts_at.astimezone(ZoneInfo("Pacific/Auckland")), "DATETIME_FORMAT")
+        born = formats.date_format(patient.birth_date, "DATE_FORMAT")
+        words = {
+            "first_name": str(Patient._meta.get_field("first_name").verbose_name).capitalize(),
+            "consent": str(Patient._meta.get_field("consent_signature").verbose_name).capitalize(),
+            "status": str(appointment.get_status_display()),
+            "binary": translation.gettext("binary data, %(size)s") % {"size": ""},
+        }
+    assert f"{patient.first_name} {patient.last_name} ({patient.national_id})" in page
+    assert f'<th scope="row">{words["first_name"]}</th><td>{patient.first_name}</td>' in page
+    assert f'<th scope="row">{words["consent"]}</th><td>{words["binary"]}' in page
+    assert "penicilina, látex" in page  # a list as a list, not ["penicilina", "látex"]
+    assert starts in page and born in page and "Pacific/Auckland" in page
+    assert f"<td>{words['status']}</td>" in page
+    assert "consent_signature" not in page and "\\x" not in page and "+00:00" not in page
+    assert 'class="respaldo-rows respaldo-added respaldo-fields"' in page
+
+
+def test_the_backups_list_and_the_full_restore_lead_to_restore_one_patient(clinica_backup):
+    client = logged_in("admin", "admin")
+    pick = f"{LIST}{clinica_backup.pk}/pick/"
+
+    listing = client.get(LIST).content.decode()
+    confirm = client.get(f"{LIST}{clinica_backup.pk}/restore/").content.decode()
+
+    assert f'<a href="{pick}">Restore one patient…</a>' in listing
+    assert f'<a href="{pick}">Restore one patient…</a>' in confirm

@@ -356,4 +356,5 @@ class ClinicKey(models.Model):
 
 from backups.models_api import ApiToken, ApiUsage  # noqa: E402, F401 - in its own module
 from backups.models_clone import CloneJob  # noqa: E402, F401 - the model lives in its own module
+from backups.models_compare import RestoreComparison  # noqa: E402, F401 - in its own module
 from backups.models_webhooks import WebhookDelivery, WebhookEndpoint  # noqa: E402, F401 - in their own module

@@ -48,6 +48,15 @@ def run_restore(restore_id: int) -> str:
     return restore.status
 
 
+def compare_backup(comparison_id: int) -> str:
+    """Compare a backup with its clinic now (what a restore would remove, bring back, change)."""
+    from backups.services.differences import run_comparison
+
+    reset_schema()
+    comparison = run_comparison(comparison_id)
+    return comparison.status if comparison is not None else "gone"
+
+
 def run_drill(backup_id: int, verify_only: bool = False) -> str:
     """Drill (or only verify) one backup; returns its drill status."""
     from backups.operations import drills

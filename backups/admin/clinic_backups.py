@@ -21,6 +21,7 @@ from django.http import (
     JsonResponse,
 )
 from django.shortcuts import get_object_or_404
+from django.template.loader import render_to_string
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
@@ -40,6 +41,7 @@ from backups.exceptions import as_respaldo_error
 from backups.models import ACTIVE_STATUSES, Backup, JobStatus
 from backups.operations.audit import client_address
 from backups.operations.trends import trend_context
+from backups.services.differences import latest_comparison, request_comparison
 from backups.services.download import backup_download
 from backups.services.preview import restore_preview
 from backups.upload_origin import upload_origin
@@ -251,6 +253,11 @@ class ClinicBackupAdmin(CatalogAdmin):
             path("<int:backup_id>/status/", view(self.status_view), name="backups_backup_status"),
             path("<int:backup_id>/download/", view(self.download_view), name="backups_backup_download"),
             path("<int:backup_id>/restore/", view(self.restore_view), name="backups_backup_restore"),
+            path(
+                "<int:backup_id>/differences/<int:comparison_id>/",
+                view(self.differences_view),
+                name="backups_backup_differences",
+            ),
             path("<int:backup_id>/pick/", view(selective_view(self)), name="backups_backup_pick"),
             path("<int:backup_id>/hold/", view(hold_view(self, release=False)), name="backups_backup_hold"),
             path("<int:backup_id>/release/", view(hold_view(self, release=True)), name="backups_backup_release"),
@@ -356,7 +363,12 @@ class ClinicBackupAdmin(CatalogAdmin):
         if not backup.has_stored_file:
             self.message_user(request, _("Backup #%(id)s cannot be restored.") % {"id": backup.pk}, messages.ERROR)
             return HttpResponseRedirect(reverse(f"{self.admin_site.name}:backups_backup_changelist"))
-        preview = restore_preview(backup=backup)
+        asked = self._comparison_asked(request, backup)
+        preview = restore_preview(
+            backup=backup,
+            comparison=latest_comparison(backup),
+            pending=asked if asked is not None and asked.status in ACTIVE_STATUSES else None,
+        )
         form = RestoreConfirmForm(*posted(request)[:1], schema=request.tenant.schema_name, preview=preview)
         if request.method == "POST" and form.is_valid():
             try:
@@ -385,4 +397,36 @@ class ClinicBackupAdmin(CatalogAdmin):
             preview=preview,
             form=form,
             running=services.active_job(request.tenant.pk),
+            **self._differences_context(backup, preview, asked),
         )
+
+    def _comparison_asked(self, request: HttpRequest, backup: Backup):
+        """The comparison this visit shows: ``?comparison=<id>`` (a reload when it ended), or a new one
+        for a plain GET (the clinic as it is now); none for a POST."""
+        if request.method != "GET":
+            return None
+        shown = request.GET.get("comparison", "")
+        if shown.isdigit():
+            return backup.comparisons.filter(pk=int(shown)).first()
+        return request_comparison(backup, requested_by=request.user.get_username())
+
+    def _differences_context(self, backup: Backup, preview, asked) -> dict:
+        pending = preview.pending
+        return {
+            "differences_url": self._url("differences", backup.pk, pending.pk) if pending else "",
+            "failed": asked if asked is not None and asked.status == JobStatus.FAILED else None,
+            "pick_url": self._url("pick", backup.pk),
+        }
+
+    def differences_view(self, request: HttpRequest, backup_id: int, comparison_id: int) -> JsonResponse:
+        """For the confirmation page's script: whether the comparison ended, and the figures' section."""
+        backup = get_object_or_404(self.get_queryset(request), pk=backup_id)
+        require(request, "restore_backup")
+        asked = get_object_or_404(backup.comparisons, pk=comparison_id)
+        finished = asked.status not in ACTIVE_STATUSES
+        html = ""
+        if finished:
+            preview = restore_preview(backup=backup, comparison=latest_comparison(backup))
+            context = {"backup": backup, "preview": preview, **self._differences_context(backup, preview, asked)}
+            html = render_to_string("admin/backups/backup/restore_differences.html", context, request=request)
+        return JsonResponse({"finished": finished, "html": html}, headers={"Cache-Control": "no-store"})

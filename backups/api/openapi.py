@@ -188,24 +188,71 @@ SCHEMAS: dict[str, Any] = {
     },
     "TableChange": {
         "type": "object",
-        "required": ["table", "label", "now", "in_backup", "emptied"],
+        "required": ["table", "label", "now", "in_backup", "emptied", "removed", "brought_back", "changed"],
         "properties": {
             "table": {"type": "string"},
             "label": {"type": "string"},
             "now": {"type": ["integer", "null"]},
             "in_backup": {"type": ["integer", "null"]},
             "emptied": {"type": "boolean"},
+            "removed": {
+                "type": ["integer", "null"],
+                "minimum": 0,
+                "description": "rows added since the backup, which restoring removes (null: not compared yet)",
+            },
+            "brought_back": {
+                "type": ["integer", "null"],
+                "minimum": 0,
+                "description": "rows deleted since the backup, which restoring brings back (null: not compared yet)",
+            },
+            "changed": {
+                "type": ["integer", "null"],
+                "minimum": 0,
+                "description": "rows edited since the backup, put back as they were (null: not compared yet)",
+            },
+        },
+    },
+    "Differences": {
+        "type": "object",
+        "description": (
+            "The backup compared with the clinic by primary key, by a worker: the figures of the newest "
+            "finished comparison (null until one has finished). A read queues a new comparison unless one is "
+            "under way or one finished less than a minute ago: read again until comparing is false."
+        ),
+        "required": ["compared_at", "totals", "patients", "comparing"],
+        "properties": {
+            "compared_at": WHEN,
+            "totals": {
+                "type": ["object", "null"],
+                "description": "the clinic's records (not users or sessions), summed over the tables",
+                "required": ["removed", "brought_back", "changed"],
+                "properties": {
+                    "removed": {"type": "integer", "minimum": 0},
+                    "brought_back": {"type": "integer", "minimum": 0},
+                    "changed": {"type": "integer", "minimum": 0},
+                },
+            },
+            "patients": {
+                "type": ["array", "null"],
+                "items": {"type": "string"},
+                "description": (
+                    "when only a few records differ, all of them some patients' records: those patients' national "
+                    "ids (a selective restore of each may be enough); null otherwise"
+                ),
+            },
+            "comparing": {"type": "boolean", "description": "a newer comparison is waiting for or running in a worker"},
         },
     },
     "RestorePreview": {
         "type": "object",
-        "required": ["backup", "confirm", "needs_accept_emptied", "records", "others"],
+        "required": ["backup", "confirm", "needs_accept_emptied", "records", "others", "differences"],
         "properties": {
             "backup": ID,
             "confirm": {"type": "string", "description": "the value the restore's confirm field must carry"},
             "needs_accept_emptied": {"type": "boolean"},
             "records": {"type": "array", "items": _ref("TableChange")},
             "others": {"type": "array", "items": _ref("TableChange")},
+            "differences": _ref("Differences"),
         },
     },
     "DownloadLink": {
@@ -344,7 +391,10 @@ PATHS: dict[str, Any] = {
             "operationId": "previewRestore",
             "summary": "What restoring this backup would change (needs backups.restore_backup)",
             "responses": {
-                "200": _json(_ref("RestorePreview"), "Rows per table, now and in the backup"),
+                "200": _json(
+                    _ref("RestorePreview"),
+                    "Rows per table, now and in the backup; what restoring removes, brings back, changes",
+                ),
                 **_errors(*AUTH_ERRORS, 404, 409),
             },
         },

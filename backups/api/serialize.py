@@ -102,7 +102,16 @@ def preview_json(preview: RestorePreview, *, schema: str) -> dict[str, Any]:
 
     def changes(items):
         return [
-            {"table": c.table, "label": c.label, "now": c.now, "in_backup": c.in_backup, "emptied": c.emptied}
+            {
+                "table": c.table,
+                "label": c.label,
+                "now": c.now,
+                "in_backup": c.in_backup,
+                "emptied": c.emptied,
+                "removed": c.removed,
+                "brought_back": c.brought_back,
+                "changed": c.changed,
+            }
             for c in items
         ]
 
@@ -112,4 +121,10 @@ def preview_json(preview: RestorePreview, *, schema: str) -> dict[str, Any]:
         "needs_accept_emptied": bool(preview.emptied),
         "records": changes(preview.records),
         "others": changes(preview.others),
+        "differences": {
+            "compared_at": when(preview.compared_at),
+            "totals": preview.totals,
+            "patients": preview.patients if preview.comparison else None,
+            "comparing": preview.pending is not None,
+        },
     }

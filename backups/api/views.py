@@ -29,6 +29,7 @@ from backups.conf import conf
 from backups.exceptions import RespaldoError
 from backups.models import Backup, JobStatus, Restore
 from backups.operations.audit import client_address
+from backups.services.differences import comparison_for_api, latest_comparison
 from backups.services.download import BackupDownload, backup_download, open_signed_download
 from backups.services.preview import restore_preview
 from backups.services.upload import too_large_refusal, upload_refused
@@ -307,7 +308,9 @@ def _restorable(request: HttpRequest, backup_id: int) -> Backup:
 def preview_restore(request: HttpRequest, backup_id: int) -> HttpResponse:
     """What restoring this backup would change."""
     target = _restorable(request, backup_id)
-    return answer(preview_json(restore_preview(backup=target), schema=request.tenant.schema_name))
+    pending = comparison_for_api(target, requested_by=request.user.get_username())
+    preview = restore_preview(backup=target, comparison=latest_comparison(target), pending=pending)
+    return answer(preview_json(preview, schema=request.tenant.schema_name))
 
 
 def start_restore(request: HttpRequest, backup_id: int) -> HttpResponse:

@@ -3,20 +3,25 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from backups import postgres
 from backups.formats.json.payload import payload_models
-from backups.models import Backup
+from backups.models import Backup, RestoreComparison
 
 
 @dataclass(frozen=True)
 class TableChange:
-    """One table: its rows now and in the backup (None: the table is not there)."""
+    """One table: its rows now and in the backup (None: the table is not there), and, once a
+    comparison has run, the rows the restore would remove, bring back and change (None: unknown)."""
 
     table: str
     label: str
     now: int | None
     in_backup: int | None
+    removed: int | None = None
+    brought_back: int | None = None
+    changed: int | None = None
 
     @property
     def emptied(self) -> bool:
@@ -28,14 +33,55 @@ class TableChange:
         """Rows the restore adds (positive) or removes (negative)."""
         return (self.in_backup or 0) - (self.now or 0)
 
+    @property
+    def differs(self) -> bool:
+        """The comparison found rows the restore would remove, bring back or change."""
+        return bool(self.removed or self.brought_back or self.changed)
+
 
 @dataclass
 class RestorePreview:
-    """The clinic's records (``records``) and its other tables (users, sessions...) side by side."""
+    """The clinic's records (``records``) and its other tables (users, sessions...) side by side.
+
+    ``comparison``: the newest finished comparison of the backup with the clinic, whose figures
+    the tables carry (None: none yet); ``pending``: one waiting for or being run by a worker.
+    """
 
     backup: Backup
     records: list[TableChange] = field(default_factory=list)
     others: list[TableChange] = field(default_factory=list)
+    comparison: RestoreComparison | None = None
+    pending: RestoreComparison | None = None
+
+    @property
+    def compared_at(self) -> datetime | None:
+        return self.comparison.succeeded_at if self.comparison else None
+
+    @property
+    def totals(self) -> dict[str, int] | None:
+        """The clinic's records the restore would remove, bring back and change, summed (None: unknown)."""
+        if self.comparison is None:
+            return None
+        return {
+            kind: sum(getattr(change, kind) or 0 for change in self.records)
+            for kind in ("removed", "brought_back", "changed")
+        }
+
+    @property
+    def patients(self) -> list[str] | None:
+        """National ids of the patients whose records differ, when few do (else None)."""
+        return (self.comparison.result or {}).get("patients") if self.comparison else None
+
+    @property
+    def differing(self) -> int | None:
+        """How many of the clinic's records differ (None: unknown)."""
+        totals = self.totals
+        return None if totals is None else sum(totals.values())
+
+    @property
+    def few(self) -> bool:
+        """Only a few of the clinic's records differ, all of some patients': restoring them may be enough."""
+        return bool(self.patients)
 
     @property
     def emptied(self) -> list[TableChange]:
@@ -47,16 +93,27 @@ class RestorePreview:
         return self.backup.kind == Backup.Kind.UPLOADED
 
 
-def restore_preview(*, backup: Backup) -> RestorePreview:
-    """Per table, the row count now (counted) against the backup's (its manifest)."""
+def restore_preview(
+    *, backup: Backup, comparison: RestoreComparison | None = None, pending: RestoreComparison | None = None
+) -> RestorePreview:
+    """Per table, the row count now (counted) against the backup's (its manifest), and the
+    figures of ``comparison`` (a finished comparison of this backup) when given."""
     schema = backup.clinic.schema_name
     in_backup: dict[str, int] = dict((backup.manifest or {}).get("tables") or {})
     now = postgres.table_counts(schema) if postgres.schema_exists(schema) else {}
     labels = {model._meta.db_table: str(model._meta.verbose_name_plural) for model in payload_models()}
-    preview = RestorePreview(backup=backup)
+    preview = RestorePreview(backup=backup, comparison=comparison, pending=pending)
+    compared = (comparison.result or {}).get("tables") or {} if comparison else {}
     for table in sorted(set(in_backup) | set(labels)):
+        figures = compared.get(table) or {}  # {}: not compared (no primary key, or left alone)
         change = TableChange(
-            table=table, label=labels.get(table, table), now=now.get(table), in_backup=in_backup.get(table)
+            table=table,
+            label=labels.get(table, table),
+            now=now.get(table),
+            in_backup=in_backup.get(table),
+            removed=figures.get("removed"),
+            brought_back=figures.get("brought_back"),
+            changed=figures.get("changed"),
         )
         (preview.records if table in labels else preview.others).append(change)
     preview.records.sort(key=lambda change: change.label.lower())

@@ -109,7 +109,22 @@
       .catch(function () { setTimeout(function () { poll(badge); }, INTERVAL); });
   }
 
+  /* The restore confirmation's record-by-record figures: a worker computes them; when it has,
+   * the section is replaced by the server's rendering of it. */
+  function pollDifferences(section) {
+    var url = section.getAttribute("data-differences-url");
+    fetch(url, {credentials: "same-origin", headers: {"Accept": "application/json"}})
+      .then(function (response) { return response.ok && !response.redirected ? response.json() : null; })
+      .then(function (data) {
+        if (!data || !data.finished) { setTimeout(function () { pollDifferences(section); }, INTERVAL); return; }
+        section.outerHTML = data.html;
+      })
+      .catch(function () { setTimeout(function () { pollDifferences(section); }, INTERVAL); });
+  }
+
   document.addEventListener("DOMContentLoaded", function () {
+    var section = document.querySelector("#respaldo-differences[data-differences-url]");
+    if (section) pollDifferences(section);
     var badges = document.querySelectorAll("[data-status-url]");
     for (var i = 0; i < badges.length; i++) {
       if (badges[i].getAttribute("data-status-url")) poll(badges[i]);

@@ -1,0 +1,120 @@
+"""The restore confirmation says what restoring would remove, bring back and change, record by record.
+
+Real backups of the scratch clinic ``restaura`` (pg and json payloads), real PostgreSQL; the
+comparison the page asks for is run from the real django-q2 queue (the ORM broker's table),
+as a worker would, then the page and the API are read again.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+
+import pytest
+from django.contrib.auth.models import User
+from django.db import connection
+from django.utils import timezone
+from django.utils.module_loading import import_string
+from django_tenants.utils import schema_context
+
+from backups.tests.helpers import SCHEMA, make_backup, schemas
+from backups.tests.openapi_check import check
+from backups.tests.test_api import api, make_token
+from backups.tests.test_console import logged_in
+from dental.models import Appointment, Patient
+
+LIST = "/admin/backups/backup/"
+
+
+def run_queued_comparisons() -> int:
+    """Run the comparisons waiting in django-q2's queue (ORM broker) as a worker would; how many ran."""
+    from django_q.models import OrmQ
+
+    ran = 0
+    for queued in OrmQ.objects.order_by("id"):
+        task = queued.task
+        if task.get("func") != "backups.tasks.compare_backup":
+            continue  # another test's job: not ours to run
+        status = import_string(task["func"])(*task["args"], **task["kwargs"])
+        queued.delete()
+        ran += status != "gone"  # a comparison of an earlier test's backup, deleted since
+    connection.set_schema_to_public()
+    return ran
+
+
+def change_the_clinic_since(backup_pk: int) -> dict[str, int]:
+    """Delete one appointment, add another, edit a patient: the net count of appointments stays the same."""
+    with schema_context(SCHEMA):
+        gone = Appointment.objects.filter(treatments__isnull=True).order_by("pk").first()  # none SET_NULL
+        kept = Appointment.objects.exclude(pk=gone.pk).order_by("pk").first()
+        gone.delete()
+        added = Appointment.objects.create(
+            patient=kept.patient,
+            dentist=kept.dentist,
+            starts_at=timezone.now() + timedelta(days=3),
+            duration=timedelta(minutes=30),
+            reason="Nueva",
+        )
+        edited = Patient.objects.order_by("-pk").first()
+        edited.phone = "+34 600 000 001"
+        edited.save()
+        ids = {"gone": gone.pk, "added": added.pk, "edited": edited.pk, "gone_patient": gone.patient.national_id}
+        ids["edited_patient"] = edited.national_id
+    connection.set_schema_to_public()
+    return ids
+
+
+@pytest.fixture
+def jefa(scratch_clinic):
+    with schema_context(SCHEMA):
+        User.objects.create_superuser("jefa", password="jefa-pass-1")
+    connection.set_schema_to_public()
+    return scratch_clinic
+
+
+def figures(page: str, label: str) -> list[str]:
+    """The cells of the confirmation's row ``label`` (now, in the backup, net, removed, brought back, changed)."""
+    row = re.search(rf"<tr[^>]*><th scope=\"row\">{label}</th>(.*?)</tr>", page, re.S)
+    assert row is not None, f"no row {label!r} on the page"
+    return [re.sub(r"<[^>]+>", "", cell).strip() for cell in re.findall(r"<td[^>]*>(.*?)</td>", row.group(1), re.S)]
+
+
+@pytest.mark.parametrize("payload_format", ["pg", "json"])
+def test_the_confirmation_and_the_api_say_what_a_net_zero_hides(jefa, payload_format):
+    backup = make_backup(SCHEMA, payload_format)
+    change_the_clinic_since(backup.pk)
+    client = logged_in("jefa", "jefa-pass-1", host="restaura.localhost")
+    url = f"{LIST}{backup.pk}/restore/"
+
+    appointments = str(backup.manifest["tables"]["dental_appointment"])
+    patients = str(backup.manifest["tables"]["dental_patient"])
+    first = client.get(url).content.decode()
+    assert figures(first, "Appointments")[:3] == [appointments, appointments, "0"]  # the net count: nothing to see
+    assert run_queued_comparisons() == 1
+
+    page = client.get(url).content.decode()
+    assert run_queued_comparisons() == 1  # each visit compares again, with the clinic as it is then
+    page = client.get(url).content.decode()  # shows the newest finished comparison meanwhile
+    assert figures(page, "Appointments") == [appointments, appointments, "0", "1", "1", "0"]
+    assert figures(page, "Patients") == [patients, patients, "0", "0", "0", "1"]
+    assert figures(page, "Invoices")[3:] == ["0", "0", "0"]
+    assert "Restore one patient…" in page and f"{LIST}{backup.pk}/pick/" in page
+
+    preview = api(make_token(SCHEMA, "jefa"), host="restaura.localhost").get(f"/api/v1/backups/{backup.pk}/restore/")
+    check(preview, "GET", f"/api/v1/backups/{backup.pk}/restore/")
+    body = preview.json()
+    by_table = {row["table"]: row for row in body["records"]}
+    assert (by_table["dental_appointment"]["now"], by_table["dental_appointment"]["in_backup"]) == (60, 60)
+    assert {k: by_table["dental_appointment"][k] for k in ("removed", "brought_back", "changed")} == {
+        "removed": 1,
+        "brought_back": 1,
+        "changed": 0,
+    }
+    assert by_table["dental_patient"]["changed"] == 1 and by_table["dental_patient"]["removed"] == 0
+    assert body["differences"]["totals"] == {"removed": 1, "brought_back": 1, "changed": 1}
+    others = {row["table"]: row for row in body["others"]}
+    if payload_format == "pg":  # the whole schema comes back: the session opened since is removed
+        assert others["django_session"]["removed"] >= 1 and others["auth_user"]["changed"] == 1  # last_login
+    else:  # a json restore leaves users and sessions alone: not compared
+        assert others == {} or all(row["removed"] is None for row in others.values())
+    assert not any(name.startswith(f"{SCHEMA}__diff_") for name in schemas())  # the scratch schema never stays

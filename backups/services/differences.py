@@ -32,16 +32,17 @@ from django.utils import timezone
 
 from backups import archive, jobs
 from backups.clinic_keys import reading_identities
-from backups.exceptions import RespaldoError, RestoreRefused, failure_reason
+from backups.exceptions import ClinicBusy, RespaldoError, RestoreRefused, failure_reason
 from backups.formats.json.payload import payload_models
 from backups.formats.pg_rewrite import quote_ident
 from backups.formats.restore_into import RestoreIntoError, restore_into_json
-from backups.models import ACTIVE_STATUSES, Backup, JobStatus, RestoreComparison
+from backups.models import ACTIVE_STATUSES, Backup, JobStatus, Restore, RestoreComparison
 from backups.services.restore import check_migrations, verified_copy
 from backups.services.scratch import check_read_to_the_end, scratch_pg
 from backups.services.selective_rows import picks, read_settings, table_name
 
 SCRATCH_INFIX = "__diff_"
+LOCK_TIMEOUT_MS = 3000  # how long a comparison waits for a lock on a live table before it gives up
 FEW = 20  # at most this many differing records: "Restore one patient…" is offered instead
 REUSE_ACTIVE_FOR = timedelta(minutes=10)  # a comparison still pending or running this long is reused
 RECENT_ENOUGH = timedelta(seconds=60)  # the API compares again when the newest result is older
@@ -149,6 +150,9 @@ def compare_schemas(
     backup holds (json), and the clinic's other tables are left out.
     """
     read_settings(cursor)
+    # a comparison is only advice: it never queues behind a lock on the clinic's tables (a restore's
+    # swap, a long transaction), which would hold a worker that a backup or restore is waiting for
+    cursor.execute("SELECT set_config('lock_timeout', %s, true)", [f"{LOCK_TIMEOUT_MS}ms"])
     in_backup = _tables(cursor, backup_schema)
     live = _tables(cursor, live_schema)
     diffs: dict[str, TableDiff | None] = {}
@@ -314,8 +318,12 @@ def run_comparison(comparison_id: int) -> RestoreComparison | None:
     if not jobs.claim(RestoreComparison, comparison_id, phase="comparing"):
         return RestoreComparison.objects.filter(pk=comparison_id).first()
     comparison = RestoreComparison.objects.select_related("backup__clinic").get(pk=comparison_id)
-    scratch = f"{comparison.backup.clinic.schema_name}{SCRATCH_INFIX}{comparison.pk}"
+    clinic = comparison.backup.clinic
+    scratch = f"{clinic.schema_name}{SCRATCH_INFIX}{comparison.pk}"
     try:
+        restoring = Restore.objects.filter(clinic_id=clinic.pk, status__in=ACTIVE_STATUSES).first()
+        if restoring is not None:  # the restore goes first: its result makes this comparison moot
+            raise ClinicBusy("clinic_busy", "clinic_busy_restore", clinic=clinic.schema_name, restore=restoring.pk)
         result = compute_differences(comparison.backup, scratch=scratch)
     except Exception as exc:  # recorded on the row: the page says why
         jobs.fail(RestoreComparison, comparison_id, failure_reason(exc))

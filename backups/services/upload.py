@@ -135,7 +135,8 @@ def upload_accept(
                 size, sha256 = _spool_upload(source, upload, limit)
             seen["bytes"] = size
             existing = _same_file(target, sha256, size)
-            if existing is not None:  # nothing to check or keep: the catalog has this very file
+            if existing is not None:  # the catalog has this very file: checked like any upload, not kept twice
+                _verified_archive(target, upload, identities=identities)
                 backup = existing
             elif _sniff(upload, size) == "archive":
                 backup = _accept_archive(
@@ -401,26 +402,8 @@ def _refuse_other_clinic(target: Clinic, upload: BinaryIO) -> None:
 def _accept_archive(
     target: Clinic, upload: BinaryIO, *, identities: list[str], requested_by: str, started_at: datetime
 ) -> Backup:
-    upload.seek(0)
-    limit = conf.max_payload_bytes
-    try:
-        summary = archive.verify_archive(upload, identities=identities, max_payload_bytes=limit)
-    except archive.KeyConfigError:
-        raise  # our configuration, not the file
-    except archive.ArchiveWrongKey:
-        _refuse_other_clinic(target, upload)
-        raise UploadRefused("wrong_key", "upload.wrong_key") from None
-    except archive.ArchiveAuthError:
-        raise UploadRefused("altered", "upload.altered") from None
-    except archive.ArchiveTooLarge:
-        raise UploadRefused("unpacked_too_large", "upload.unpacked_too_large", limit=human_size(limit)) from None
-    except archive.ArchiveNotRecognized:
-        raise not_recognized() from None
-    except archive.ArchiveError as exc:  # ArchiveCorrupt, or anything the reader could not make sense of
-        raise UploadRefused("damaged", "upload.damaged", detail=exc.detail or type(exc).__name__) from None
+    summary = _verified_archive(target, upload, identities=identities)
     manifest = summary.manifest
-    manifest_check(manifest, target, error=UploadRefused)
-
     name = storage.backup_key(
         schema=target.schema_name, kind=Backup.Kind.UPLOADED, created_at=timezone.now(), ext=ARCHIVE_EXTENSION
     )
@@ -439,6 +422,33 @@ def _accept_archive(
         requested_by=requested_by,
         started_at=started_at,
     )
+
+
+def _verified_archive(target: Clinic, upload: BinaryIO, *, identities: list[str]) -> archive.ArchiveSummary:
+    """Authenticate the uploaded archive with the clinic's keys and check its manifest is this clinic's.
+
+    Every upload goes through this, the same file as a stored backup included: a file is only ever
+    used as this deployment's if the keys it holds today open it (a rebuilt platform without
+    ``import_backups`` is told so here, not by a failed restore later)."""
+    upload.seek(0)
+    limit = conf.max_payload_bytes
+    try:
+        summary = archive.verify_archive(upload, identities=identities, max_payload_bytes=limit)
+    except archive.KeyConfigError:
+        raise  # our configuration, not the file
+    except archive.ArchiveWrongKey:
+        _refuse_other_clinic(target, upload)
+        raise UploadRefused("wrong_key", "upload.wrong_key") from None
+    except archive.ArchiveAuthError:
+        raise UploadRefused("altered", "upload.altered") from None
+    except archive.ArchiveTooLarge:
+        raise UploadRefused("unpacked_too_large", "upload.unpacked_too_large", limit=human_size(limit)) from None
+    except archive.ArchiveNotRecognized:
+        raise not_recognized() from None
+    except archive.ArchiveError as exc:  # ArchiveCorrupt, or anything the reader could not make sense of
+        raise UploadRefused("damaged", "upload.damaged", detail=exc.detail or type(exc).__name__) from None
+    manifest_check(summary.manifest, target, error=UploadRefused)
+    return summary
 
 
 def _check_stored(stored: storage.StoredObject, summary: archive.ArchiveSummary) -> None:

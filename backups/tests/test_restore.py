@@ -6,6 +6,7 @@ import json
 import pytest
 from django.core.management import CommandError, call_command
 from django.db import connection
+from django.utils import timezone
 
 from backups import archive, jobs, services, storage
 from backups.clinic_keys import identities_held
@@ -221,6 +222,15 @@ def test_restore_from_a_downloaded_file(scratch_clinic, tmp_path, capsys):
     backup = make_backup()
     downloaded = tmp_path / "respaldo-restaura.respaldo"
     downloaded.write_bytes(stored_path(backup.storage_name).read_bytes())
+    damage_clinic()
+    call_command("restore_clinic", SCHEMA, "--file", str(downloaded), "--yes")
+    out = capsys.readouterr().out
+    assert f"The same file as backup #{backup.pk} (pg): not stored twice." in out and "succeeded" in out
+    assert f"from backup #{backup.pk} succeeded" in out
+    assert not Backup.objects.filter(clinic=scratch_clinic, kind=Backup.Kind.UPLOADED).exists()
+    assert table_checksums(SCHEMA) == original
+    # once the catalog no longer holds it (expired), the file is kept as an uploaded backup
+    Backup.objects.filter(pk=backup.pk).update(expired_at=timezone.now())
     damage_clinic()
     call_command("restore_clinic", SCHEMA, "--file", str(downloaded), "--yes")
     out = capsys.readouterr().out

@@ -8,6 +8,7 @@ as a worker would, then the page and the API are read again.
 from __future__ import annotations
 
 import re
+import threading
 from datetime import timedelta
 
 import pytest
@@ -40,6 +41,14 @@ def run_queued_comparisons() -> int:
         ran += status != "gone"  # a comparison of an earlier test's backup, deleted since
     connection.set_schema_to_public()
     return ran
+
+
+def run_in_own_connection(function, *args) -> None:
+    """Run ``function`` as a worker thread would, on its own database connection, closed after."""
+    try:
+        function(*args)
+    finally:
+        connection.close()
 
 
 def change_the_clinic_since(backup_pk: int) -> dict[str, int]:
@@ -118,3 +127,36 @@ def test_the_confirmation_and_the_api_say_what_a_net_zero_hides(jefa, payload_fo
     else:  # a json restore leaves users and sessions alone: not compared
         assert others == {} or all(row["removed"] is None for row in others.values())
     assert not any(name.startswith(f"{SCHEMA}__diff_") for name in schemas())  # the scratch schema never stays
+
+
+def test_a_comparison_never_holds_a_worker_that_a_restore_needs(scratch_clinic):
+    """A comparison that finds a restore of the clinic waiting gives way at once; one that meets a lock
+    on a live table gives up after a few seconds instead of waiting with the worker (a browser test
+    hung when its only worker was stuck on a comparison behind a lock the restore test held)."""
+    from backups.models import JobStatus, Restore, RestoreComparison
+    from backups.services import differences
+    from backups.tests.helpers import other_connection
+
+    backup = make_backup(SCHEMA)
+    waiting = Restore.objects.create(clinic=scratch_clinic, backup=backup, requested_by="admin")
+    comparison = differences.request_comparison(backup, enqueue=False)
+    differences.run_comparison(comparison.pk)
+    comparison.refresh_from_db()
+    assert comparison.status == JobStatus.FAILED and comparison.error_code == "clinic_busy"
+    Restore.objects.filter(pk=waiting.pk).update(status=JobStatus.FAILED)
+
+    with other_connection() as holder:
+        holder.execute("BEGIN")
+        holder.execute(f'LOCK TABLE "{SCHEMA}".dental_inventoryitem IN ACCESS EXCLUSIVE MODE')
+        comparison = differences.request_comparison(backup, enqueue=False)
+        worker = threading.Thread(target=run_in_own_connection, args=(differences.run_comparison, comparison.pk))
+        worker.start()
+        worker.join(timeout=60)  # without the lock timeout it waits as long as the lock is held
+        stuck = worker.is_alive()
+        holder.execute("ROLLBACK")
+        worker.join()
+    assert not stuck, "the comparison waited on the lock"
+    comparison.refresh_from_db()
+    assert comparison.status == JobStatus.FAILED
+    assert not RestoreComparison.objects.filter(pk=comparison.pk, status__in=["pending", "running"]).exists()
+    assert not [name for name in schemas() if differences.SCRATCH_INFIX in name]

@@ -63,13 +63,17 @@ class Command(RespaldoCommand):
             )
 
     def _upload(self, clinic, path: Path, requested_by: str, verbosity: int) -> Backup:
-        from backups.services.upload import backup_from_upload
+        from backups.services.upload import upload_accept
 
         if not path.is_file():
             raise CommandError(f"No such file: {path}")
         with open(path, "rb") as handle, _quiet_log("backups.services.upload", quiet=verbosity < 2):
-            backup = backup_from_upload(clinic=clinic, source=handle, filename=path.name, requested_by=requested_by)
-        self.stdout.write(f"File accepted as backup #{backup.pk} ({backup.payload_format}).")
+            accepted = upload_accept(clinic=clinic, source=handle, filename=path.name, requested_by=requested_by)
+        backup = accepted.backup
+        if accepted.created:
+            self.stdout.write(f"File accepted as backup #{backup.pk} ({backup.payload_format}).")
+        else:
+            self.stdout.write(f"The same file as backup #{backup.pk} ({backup.payload_format}): not stored twice.")
         return backup
 
     def _confirm(self, clinic, backup: Backup) -> None:

@@ -366,8 +366,10 @@ def _move_sequences(cursor: Any, schema: str, tables: list[TablePlan]) -> None:
 def before_images(tables: list[TablePlan]) -> dict[str, Any]:
     """What the undo needs (``Restore.before_images``): per table with writes, in the plan's order,
     the rows added and the rows changed, each with its values as written and, for a changed row,
-    the previous value of each column changed."""
+    the previous value of each column changed; and the patient's name as in the backup."""
+    patient = tables[0].rows[0].values if tables and tables[0].rows else {}
     return {
+        "patient_name": f"{patient.get('first_name', '')} {patient.get('last_name', '')}".strip(),
         "tables": [
             {
                 "table": plan.table,

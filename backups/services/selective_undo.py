@@ -32,7 +32,7 @@ from backups.exceptions import RestoreRefused
 from backups.formats.pg_rewrite import quote_ident
 from backups.models import AuditEntry, JobStatus, Restore
 from backups.operations.audit import audit
-from backups.services.selective import FieldDiff, dump_values
+from backups.services.selective import CHANGE, FieldDiff, RowChange, dump_values
 from backups.services.selective_rows import picks, read_settings, select_rows, table_name
 
 
@@ -43,7 +43,8 @@ class UndoTable:
     table: str
     label: str
     removed: list[dict[str, Any]] = field(default_factory=list)  # each row's values as restored
-    put_back: list[tuple[int, list[FieldDiff]]] = field(default_factory=list)  # now: as restored; in_backup: before
+    # values: as restored; each diff's ``now`` is the restored value, its ``in_backup`` the value put back
+    put_back: list[RowChange] = field(default_factory=list)
 
 
 @dataclass
@@ -53,6 +54,10 @@ class UndoPreview:
     restore: Restore
     tables: list[UndoTable]
     changed_since: list[tuple[str, int]]  # (table label, id)
+
+    @property
+    def patient_name(self) -> str:
+        return self.restore.before_images.get("patient_name", "")
 
     @property
     def counts(self) -> dict[str, dict[str, int]]:
@@ -68,7 +73,12 @@ def _tables(restore: Restore) -> list[UndoTable]:
     tables = []
     for image in restore.before_images.get("tables", []):
         put_back = [
-            (row["id"], [FieldDiff(column, row["values"].get(column), old) for column, old in row["before"].items()])
+            RowChange(
+                row["id"],
+                CHANGE,
+                row["values"],
+                [FieldDiff(column, row["values"].get(column), old) for column, old in row["before"].items()],
+            )
             for row in image["changed"]
         ]
         removed = [row["values"] for row in image["added"]]
@@ -136,12 +146,12 @@ def _write(cursor: Any, schema: str, tables: list[UndoTable]) -> None:
     for undo in tables:
         target = table_name(schema, undo.table)
         record = f"jsonb_populate_record(NULL::{target}, %s::jsonb)"
-        for pk, diffs in undo.put_back:
-            columns = ", ".join(quote_ident(diff.column) for diff in diffs)
-            before = {diff.column: diff.in_backup for diff in diffs}
+        for row in undo.put_back:
+            columns = ", ".join(quote_ident(diff.column) for diff in row.diffs)
+            before = {diff.column: diff.in_backup for diff in row.diffs}
             cursor.execute(
                 f"UPDATE {target} SET ({columns}) = (SELECT {columns} FROM {record}) WHERE id = %s",  # noqa: S608
-                [dump_values(before), pk],
+                [dump_values(before), row.pk],
             )
     cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")  # a row created since that refers to a removed one: now
 

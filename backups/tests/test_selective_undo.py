@@ -7,6 +7,7 @@ client as an administrator of that clinic.
 from __future__ import annotations
 
 import pytest
+from django.contrib.auth.models import User
 from django.db import connection
 from django_tenants.utils import schema_context
 
@@ -15,6 +16,7 @@ from backups.models import AuditEntry, Restore
 from backups.services.selective import selective_apply, selective_preview
 from backups.services.selective_undo import selective_undo, undo_preview
 from backups.tests.helpers import SCHEMA, make_backup, table_checksums
+from backups.tests.test_console import logged_in
 from backups.tests.test_selective import (
     another_patient,
     delete_patient,
@@ -93,8 +95,8 @@ def test_the_undo_puts_changed_columns_back_and_is_refused_while_a_restored_row_
     shown = undo_preview(Restore.objects.get(pk=restore.pk))
     assert shown.changed_since == [("appointments", appointment.pk)]
     (patients,) = [t for t in shown.tables if t.table == "dental_patient"]
-    assert patients.put_back[0][0] == patient.pk
-    assert {(d.column, d.now, d.in_backup) for d in patients.put_back[0][1]} == {
+    assert patients.put_back[0].pk == patient.pk
+    assert {(d.column, d.now, d.in_backup) for d in patients.put_back[0].diffs} == {
         ("phone", patient.phone, "+34 600 000 009"),
         ("notes", patient.notes, "edited after the backup"),
     }
@@ -144,3 +146,68 @@ def test_a_full_restore_has_no_undo_of_its_own(scratch_clinic):
         undo_preview(full)
     with pytest.raises(RestoreRefused, match="not a finished restore of one patient"):
         selective_undo(full, requested_by="jefa")
+
+
+# --- The console -----------------------------------------------------------------------------
+
+RESTORES = "/admin/backups/restore/"
+
+
+@pytest.fixture
+def restaura_admin(scratch_clinic):
+    """An administrator of the scratch clinic, logged in to its console (English)."""
+    with schema_context(SCHEMA):
+        User.objects.create_superuser("jefa", password="jefa-pass-1")
+    connection.set_schema_to_public()
+    return logged_in("jefa", "jefa-pass-1", host="restaura.localhost")
+
+
+def test_the_history_shows_the_patient_and_the_result_pages_undo_removes_exactly_those_rows(restaura_admin):
+    patient = patient_with_everything()
+    backup = make_backup(SCHEMA)
+    delete_patient(patient)
+    restore = restore_one(backup, patient.national_id)
+    other = another_patient(patient)
+    edit_patient(other.pk, notes="edited after the selective restore")
+
+    history = restaura_admin.get(RESTORES).content.decode()
+    assert f"one patient: {patient.first_name} {patient.last_name} ({patient.national_id})" in history
+    result = restaura_admin.get(f"{RESTORES}{restore.pk}/progress/").content.decode()
+    undo = f"{RESTORES}{restore.pk}/undo/"
+    assert f'href="{undo}"' in result
+    assert f"/admin/backups/backup/{restore.safety_backup_id}/restore/" not in result  # not the whole clinic back
+
+    page = restaura_admin.get(undo).content.decode()
+    assert "To remove (put back by this restore)" in page and f"#{patient.pk} · {patient.first_name}" in page
+    assert "Yes, undo this restore" in page and "cannot be undone" not in page
+
+    done = restaura_admin.post(undo)
+
+    assert done.status_code == 302 and done["Location"].endswith(f"{RESTORES}{restore.pk}/progress/")
+    assert not any(live_rows(patient.national_id).values())
+    with schema_context(SCHEMA):
+        assert Patient.objects.get(pk=other.pk).notes == "edited after the selective restore"
+    connection.set_schema_to_public()
+    after = restaura_admin.get(done["Location"]).content.decode()
+    assert "rows removed" in after and "Undone on" in after and f'href="{undo}"' not in after
+    again = restaura_admin.post(undo, follow=True).content.decode()
+    assert "was already undone (by jefa)" in again
+
+
+def test_the_console_shows_why_an_undo_is_refused_and_changes_nothing(restaura_admin):
+    patient = patient_with_everything()
+    backup = make_backup(SCHEMA)
+    delete_patient(patient)
+    restore = restore_one(backup, patient.national_id)
+    edit_patient(patient.pk, phone="+34 622 000 111")  # the restored patient, edited since
+    edited = table_checksums(SCHEMA)
+    undo = f"{RESTORES}{restore.pk}/undo/"
+
+    page = restaura_admin.get(undo).content.decode()
+    assert "This restore cannot be undone: 1 of the rows it put back changed" in page
+    assert "Yes, undo this restore" not in page
+    refused = restaura_admin.post(undo, follow=True).content.decode()
+
+    assert f"patients #{patient.pk}" in refused and "Nothing was changed" in refused
+    assert table_checksums(SCHEMA) == edited
+    assert Restore.objects.get(pk=restore.pk).undone_at is None

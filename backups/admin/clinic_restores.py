@@ -67,7 +67,9 @@ class ClinicRestoreAdmin(CatalogAdmin):
     @admin.display(description=gettext_lazy("source backup"))
     def source(self, restore: Restore) -> str:
         if restore.is_selective:
-            return format_html("{}<br>{}", self._backup_link(restore.backup), self.what(restore))
+            return format_html(
+                '{}<br><span class="respaldo-what">{}</span>', self._backup_link(restore.backup), self.what(restore)
+            )
         return self._backup_link(restore.backup)
 
     def what(self, restore: Restore) -> str:
@@ -107,7 +109,7 @@ class ClinicRestoreAdmin(CatalogAdmin):
         if request.GET.get("ended") and restore.status in (JobStatus.SUCCEEDED, JobStatus.FAILED):
             level = messages.SUCCESS if restore.status == JobStatus.SUCCEEDED else messages.ERROR
             self.message_user(request, self.ended_message(restore), level)
-        phases = display.restore_phase_strip(restore)
+        phases = [] if restore.is_selective else display.restore_phase_strip(restore)  # one transaction: no phases
         undo = None
         if restore.status == JobStatus.SUCCEEDED and request.user.has_perm("backups.restore_backup"):
             if restore.is_selective:  # its own undo: exactly the rows it wrote

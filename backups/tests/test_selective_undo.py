@@ -136,7 +136,7 @@ def test_the_undo_is_refused_when_a_record_created_since_refers_to_a_restored_ro
 
     assert table_checksums(SCHEMA) == after
     assert Restore.objects.get(pk=restore.pk).undone_at is None
-    assert not AuditEntry.objects.filter(action=AuditEntry.Action.RESTORE_UNDONE).exists()
+    assert not AuditEntry.objects.filter(action=AuditEntry.Action.RESTORE_UNDONE, restore_id_ref=restore.pk).exists()
 
 
 def test_a_full_restore_has_no_undo_of_its_own(scratch_clinic):

@@ -381,7 +381,7 @@ def before_images(tables: list[TablePlan]) -> dict[str, Any]:
             }
             for plan in tables
             if plan.added or plan.changed
-        ]
+        ],
     }
 
 

@@ -156,6 +156,20 @@ MESSAGES: dict[str, str] = {
         "Patient %(national_id)s and their records are already as in backup #%(backup)s: nothing to restore."
     ),
     "selective_failed": _("Patient %(national_id)s could not be restored: %(detail)s Nothing was changed."),
+    "selective_undo_not_selective": _(
+        "Restore #%(restore)s is not a finished restore of one patient: it has no undo of its own. Nothing was changed."
+    ),
+    "selective_undo_already": _("Restore #%(restore)s was already undone (by %(by)s). Nothing was changed."),
+    "selective_undo_changed_since": _(
+        "Restore #%(restore)s cannot be undone: %(count)s of the rows it put back for patient %(national_id)s "
+        "changed or were deleted since (the first: %(table)s #%(pk)s), and the undo would lose those changes. "
+        "Nothing was changed."
+    ),
+    "selective_undo_referenced": _(
+        "Restore #%(restore)s cannot be undone: records created since refer to the rows it put back "
+        "(%(detail)s). Nothing was changed."
+    ),
+    "selective_undo_failed": _("Restore #%(restore)s could not be undone: %(detail)s Nothing was changed."),
 }
 
 MESSAGES.update(UPLOAD_MESSAGES)

@@ -15,6 +15,8 @@ from django.utils import timezone
 from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 
+from backups.exact_json import ExactJSONDecoder, ExactJSONEncoder
+
 
 class JobStatus(models.TextChoices):
     PENDING = "pending", _("Pending")
@@ -176,6 +178,7 @@ class Restore(Job):
         UNKNOWN = "", _("Not yet known")
         UNCHANGED = "unchanged", _("Clinic unchanged")
         RESTORED = "restored", _("Data restored")
+        UNDONE = "undone", _("Undone")
 
     clinic = models.ForeignKey("clinics.Clinic", on_delete=models.PROTECT, related_name="restores")
     backup = models.ForeignKey(Backup, on_delete=models.PROTECT, related_name="restores", verbose_name=_("backup"))
@@ -190,6 +193,20 @@ class Restore(Job):
     # Written inside the restore's own transaction, so it commits (or not) with the data.
     outcome = models.CharField(_("outcome"), max_length=20, choices=Outcome.choices, blank=True)
     migrated = models.BooleanField(_("migrated forward"), default=False)
+    # A selective restore ("Restore one patient…", backups/services/selective.py): the patient's
+    # national id, and what its undo needs (backups/services/selective_undo.py): per table, the
+    # rows added and the rows changed, each with its values as restored and, for a changed row,
+    # the columns' previous values. Empty for a full restore.
+    selective_patient = models.CharField(_("patient (national id)"), max_length=30, blank=True)
+    before_images = models.JSONField(
+        _("rows written"), default=dict, blank=True, encoder=ExactJSONEncoder, decoder=ExactJSONDecoder
+    )
+    undone_at = models.DateTimeField(_("undone at"), null=True, blank=True)
+    undone_by = models.CharField(_("undone by"), max_length=254, blank=True)
+
+    @property
+    def is_selective(self) -> bool:
+        return bool(self.selective_patient)
 
     class Meta:
         verbose_name = _("restore")
@@ -276,6 +293,7 @@ class AuditEntry(models.Model):
         BACKUP_REQUESTED = "backup_requested", _("Backup requested")
         DOWNLOADED = "downloaded", _("Downloaded")
         RESTORE_REQUESTED = "restore_requested", _("Restore requested")
+        RESTORE_UNDONE = "restore_undone", _("Restore undone")
         UPLOADED = "uploaded", _("Uploaded")
         UPLOAD_REFUSED = "upload_refused", _("Upload refused")
         PRUNED = "pruned", _("Pruned by retention")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
@@ -15,9 +15,12 @@ from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
 from backups.admin import display
-from backups.admin.clinic_backups import job_status_json
+from backups.admin.clinic_backups import job_status_json, refusal
 from backups.admin.readonly import CatalogAdmin
+from backups.admin.selective_display import readable_undo
 from backups.models import JobStatus, Restore
+from backups.operations.audit import client_address
+from backups.services.selective_undo import UndoPreview, selective_undo, undo_preview
 from clinic_site.admin_sites import clinic_site
 
 
@@ -63,7 +66,18 @@ class ClinicRestoreAdmin(CatalogAdmin):
 
     @admin.display(description=gettext_lazy("source backup"))
     def source(self, restore: Restore) -> str:
+        if restore.is_selective:
+            return format_html(
+                '{}<br><span class="respaldo-what">{}</span>', self._backup_link(restore.backup), self.what(restore)
+            )
         return self._backup_link(restore.backup)
+
+    def what(self, restore: Restore) -> str:
+        """What a selective restore put back: "one patient: <name> (<national id>)"."""
+        return _("one patient: %(name)s (%(national_id)s)") % {
+            "name": restore.before_images.get("patient_name", ""),
+            "national_id": restore.selective_patient,
+        }
 
     @admin.display(description=gettext_lazy("safety backup"))
     def safety(self, restore: Restore) -> str:
@@ -84,6 +98,7 @@ class ClinicRestoreAdmin(CatalogAdmin):
         return [
             path("<int:restore_id>/progress/", view(self.progress_view), name="backups_restore_progress"),
             path("<int:restore_id>/status/", view(self.status_view), name="backups_restore_status"),
+            path("<int:restore_id>/undo/", view(self.undo_view), name="backups_restore_undo"),
             *super().get_urls(),
         ]
 
@@ -94,14 +109,13 @@ class ClinicRestoreAdmin(CatalogAdmin):
         if request.GET.get("ended") and restore.status in (JobStatus.SUCCEEDED, JobStatus.FAILED):
             level = messages.SUCCESS if restore.status == JobStatus.SUCCEEDED else messages.ERROR
             self.message_user(request, self.ended_message(restore), level)
-        phases = display.restore_phase_strip(restore)
+        phases = [] if restore.is_selective else display.restore_phase_strip(restore)  # one transaction: no phases
         undo = None
-        if (
-            restore.status == JobStatus.SUCCEEDED
-            and restore.safety_backup_id
-            and request.user.has_perm("backups.restore_backup")
-        ):
-            undo = self._url("backups_backup_restore", restore.safety_backup_id)
+        if restore.status == JobStatus.SUCCEEDED and request.user.has_perm("backups.restore_backup"):
+            if restore.is_selective:  # its own undo: exactly the rows it wrote
+                undo = None if restore.undone_at else self._url("backups_restore_undo", restore.pk)
+            elif restore.safety_backup_id:
+                undo = self._url("backups_backup_restore", restore.safety_backup_id)
         context = {
             **self.admin_site.each_context(request),
             "opts": self.model._meta,
@@ -114,8 +128,44 @@ class ClinicRestoreAdmin(CatalogAdmin):
             "undo_url": undo,
             "source_link": self._backup_link(restore.backup),
             "safety_link": self._backup_link(restore.safety_backup) if restore.safety_backup_id else None,
+            "what": self.what(restore) if restore.is_selective else "",
         }
         return TemplateResponse(request, "admin/backups/restore/progress.html", context)
+
+    def undo_view(self, request: HttpRequest, restore_id: int) -> HttpResponse:
+        """A selective restore's undo: what it removes and puts back (GET), then the undo (POST)."""
+        restore = get_object_or_404(self.get_queryset(request), pk=restore_id)
+        if not request.user.has_perm("backups.restore_backup"):
+            raise PermissionDenied
+        progress = HttpResponseRedirect(self._url("backups_restore_progress", restore.pk))
+        if request.method == "POST":
+            try:
+                done = selective_undo(
+                    restore, requested_by=request.user.get_username(), address=client_address(request)
+                )
+            except Exception as exc:
+                self.message_user(request, refusal(exc), messages.ERROR)
+                return HttpResponseRedirect(request.path)
+            self.message_user(request, _undone(done), messages.SUCCESS)
+            return progress
+        try:
+            shown = undo_preview(restore)
+        except Exception as exc:
+            self.message_user(request, refusal(exc), messages.ERROR)
+            return progress
+        zone = request.tenant.time_zone
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.model._meta,
+            "title": _("Undo restore #%(id)s") % {"id": restore.pk},
+            "restore": restore,
+            "undo": shown,
+            "what": self.what(restore),
+            "readable": readable_undo(shown, zone),
+            "time_zone": zone,
+            "source_link": self._backup_link(restore.backup),
+        }
+        return TemplateResponse(request, "admin/backups/restore/selective_undo.html", context)
 
     def status_view(self, request: HttpRequest, restore_id: int) -> JsonResponse:
         restore = get_object_or_404(self.get_queryset(request), pk=restore_id)
@@ -125,6 +175,12 @@ class ClinicRestoreAdmin(CatalogAdmin):
 
     def ended_message(self, restore: Restore) -> str:
         """How the restore ended, in the reader's language ("" while it runs)."""
+        if restore.status == JobStatus.SUCCEEDED and restore.is_selective:
+            return _("Restore #%(id)s finished: %(what)s put back from backup #%(backup)s.") % {
+                "id": restore.pk,
+                "what": self.what(restore),
+                "backup": restore.backup_id,
+            }
         if restore.status == JobStatus.SUCCEEDED:
             return _("Restore #%(id)s finished: the clinic now holds the data of backup #%(backup)s.") % {
                 "id": restore.pk,
@@ -133,3 +189,15 @@ class ClinicRestoreAdmin(CatalogAdmin):
         if restore.status == JobStatus.FAILED:
             return _("Restore #%(id)s failed: %(reason)s") % {"id": restore.pk, "reason": restore.error_message()}
         return ""
+
+
+def _undone(done: UndoPreview) -> str:
+    counts = done.counts.values()
+    return _(
+        "Restore #%(id)s undone: %(removed)s rows removed, %(put_back)s rows put back as they were. "
+        "Every other change to the clinic stays."
+    ) % {
+        "id": done.restore.pk,
+        "removed": sum(table["removed"] for table in counts),
+        "put_back": sum(table["put_back"] for table in counts),
+    }

@@ -24,8 +24,9 @@ from django.utils.text import capfirst
 from django.utils.translation import gettext as _
 
 from backups.humanize import human_bytes, human_duration
-from backups.services.selective import SelectivePreview
+from backups.services.selective import ADD, RowChange, SelectivePreview, TablePlan
 from backups.services.selective_rows import picks
+from backups.services.selective_undo import UndoPreview
 from dental.models import Appointment, Invoice, Patient, Payment, Treatment
 
 EMPTY = "—"
@@ -209,3 +210,16 @@ def patient_name(preview: SelectivePreview) -> str:
     """The patient's name as in the backup."""
     values = preview.tables[0].rows[0].values if preview.tables and preview.tables[0].rows else {}
     return f"{values.get('first_name', '')} {values.get('last_name', '')}".strip()
+
+
+def readable_undo(undo: UndoPreview, time_zone: str | tzinfo) -> list[ReadableTable]:
+    """What undoing a selective restore does, readable: its ``added`` rows are the rows the undo
+    removes; its ``changed`` fields read "now" (as restored) and "in_backup" (as put back)."""
+    by_table = {table.table: table for table in undo.tables}
+    plans = []
+    for pick in picks():
+        table = by_table.get(pick.table)
+        rows = [RowChange(values["id"], ADD, values) for values in table.removed] + table.put_back if table else []
+        plans.append(TablePlan(pick.table, pick.label, rows))
+    restore = undo.restore
+    return Reader(SelectivePreview(restore.backup, restore.selective_patient, plans, []), time_zone).tables()

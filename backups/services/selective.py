@@ -44,23 +44,22 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from dataclasses import dataclass, field
-from decimal import Decimal
 from typing import Any
 
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import DatabaseError, connection, transaction
+from django.utils import timezone
 
+from backups import exact_json
 from backups.exceptions import RespaldoError, RestoreRefused, render
 from backups.formats.pg_rewrite import quote_ident
-from backups.models import AuditEntry, Backup, JobStatus
+from backups.models import AuditEntry, Backup, JobStatus, Restore
 from backups.operations.audit import audit
 from backups.services import backup as backup_services
 from backups.services.selective_rows import Pick, Rows, picks, read_backup, read_settings, select_rows, table_name
 
 ADD, CHANGE, SAME = "add", "change", "same"
-_NUMBER = "\u0000n:"  # marks a JSON number through json.dumps (PostgreSQL text never holds NUL)
 
 
 # --- What the preview holds ---------------------------------------------------------------
@@ -162,6 +161,7 @@ class SelectiveResult:
     national_id: str
     safety_backup: Backup
     counts: dict[str, dict[str, int]]
+    restore: Restore
 
 
 # --- Comparing with the live clinic -----------------------------------------------------
@@ -281,12 +281,7 @@ def plan_against(
 
 def dump_values(values: dict[str, Any]) -> str:
     """A row's values as JSON again, numbers exactly as read (``Decimal`` keeps its digits and scale)."""
-
-    class Exact(json.JSONEncoder):
-        def default(self, o: Any) -> Any:
-            return f"{_NUMBER}{o}" if isinstance(o, Decimal) else super().default(o)
-
-    return re.sub(r'"\\u0000n:([^"]*)"', r"\1", json.dumps(values, cls=Exact))
+    return exact_json.dumps(values)
 
 
 # --- The services -------------------------------------------------------------------------
@@ -368,6 +363,46 @@ def _move_sequences(cursor: Any, schema: str, tables: list[TablePlan]) -> None:
             )
 
 
+def before_images(tables: list[TablePlan]) -> dict[str, Any]:
+    """What the undo needs (``Restore.before_images``): per table with writes, in the plan's order,
+    the rows added and the rows changed, each with its values as written and, for a changed row,
+    the previous value of each column changed; and the patient's name as in the backup."""
+    patient = tables[0].rows[0].values if tables and tables[0].rows else {}
+    return {
+        "patient_name": f"{patient.get('first_name', '')} {patient.get('last_name', '')}".strip(),
+        "tables": [
+            {
+                "table": plan.table,
+                "added": [{"id": row.pk, "values": row.values} for row in plan.added],
+                "changed": [
+                    {"id": row.pk, "values": row.values, "before": {diff.column: diff.now for diff in row.diffs}}
+                    for row in plan.changed
+                ],
+            }
+            for plan in tables
+            if plan.added or plan.changed
+        ],
+    }
+
+
+def _record(backup: Backup, national_id: str, safety: Backup, requested_by: str, preview: SelectivePreview) -> Restore:
+    """The restore history's row of this selective restore (written in its transaction)."""
+    now = timezone.now()
+    return Restore.objects.create(
+        clinic_id=backup.clinic_id,
+        backup=backup,
+        safety_backup=safety,
+        requested_by=requested_by,
+        requested_at=now,
+        started_at=now,
+        succeeded_at=now,
+        status=JobStatus.SUCCEEDED,
+        outcome=Restore.Outcome.RESTORED,
+        selective_patient=national_id,
+        before_images=before_images(preview.tables),
+    )
+
+
 def selective_apply(
     backup: Backup,
     *,
@@ -395,12 +430,14 @@ def selective_apply(
                 _refuse(preview, expected)
                 _write(cursor, schema, preview.tables)
                 _move_sequences(cursor, schema, preview.tables)
+            restore = _record(backup, national_id, safety, requested_by, preview)
             audit(
                 AuditEntry.Action.RESTORE_REQUESTED,
                 clinic_id=backup.clinic_id,
                 actor=requested_by,
                 address=address,
                 backup_id=backup.pk,
+                restore_id=restore.pk,
                 selective=True,
                 patient=national_id,
                 rows=preview.counts,
@@ -408,4 +445,4 @@ def selective_apply(
             )
     except DatabaseError as exc:
         raise RestoreRefused("selective_failed", national_id=national_id, detail=str(exc)) from exc
-    return SelectiveResult(backup, national_id, safety, preview.counts)
+    return SelectiveResult(backup, national_id, safety, preview.counts, restore)

@@ -35,9 +35,20 @@ class PolicyForm(forms.ModelForm):
         super().__init__(*args, **kwargs)
         self.fields["time_zone"].initial = self.instance.clinic.time_zone
         self.fields["time_zone"].choices = time_zone_choices(self.instance.clinic.time_zone)
-        # a plain time input ("02:00"): not the admin's clock widget, whose "Now" is the browser's
-        # time and whose note compares the browser's zone with the server's, neither the clinic's
-        self.fields["run_at"].widget = forms.TimeInput(attrs={"type": "time"}, format="%H:%M")
+        # a plain "02:00" (24-hour, whatever the browser's locale): not the admin's clock widget,
+        # whose "Now" is the browser's time and whose note compares the browser's zone with the
+        # server's, neither of them the clinic's
+        self.fields["run_at"].widget = forms.TimeInput(
+            format="%H:%M",
+            attrs={
+                "size": 5,
+                "maxlength": 5,
+                "placeholder": "02:00",
+                "inputmode": "numeric",
+                "pattern": "([01][0-9]|2[0-3]):[0-5][0-9]",
+                "autocomplete": "off",
+            },
+        )
         self.fields["keep_failed_days"].label = gettext_lazy("failed attempts listed for (days)")
         self.fields["keep_failed_days"].help_text = gettext_lazy(
             "A backup or restore that failed stays in the lists, with its error, for this many days; "
@@ -61,6 +72,10 @@ class ClinicPolicyAdmin(ClinicScopedAdmin):
     """One page: this clinic's policy (the list goes straight to it; nothing to add or delete)."""
 
     form = PolicyForm
+
+    class Media:
+        css = {"all": ["backups/policy.css"]}
+
     fieldsets = [
         (gettext_lazy("Daily backup"), {"fields": ["enabled", "run_at", "time_zone", "payload_format"]}),
         (

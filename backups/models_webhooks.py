@@ -67,10 +67,7 @@ class WebhookEndpoint(models.Model):
         _("URL"),
         max_length=500,
         validators=[validate_webhook_url],
-        help_text=_(
-            "An https:// address that accepts POST requests with a JSON body. Plain http is refused, "
-            "except to localhost when the deployment sets BACKUPS_WEBHOOKS_ALLOW_HTTP_LOCALHOST (for tests)."
-        ),
+        help_text=_("An https:// address that accepts POST requests with a JSON body. Plain http is refused."),
     )
     description = models.CharField(_("description"), max_length=200, blank=True)
     secret = models.CharField(_("signing secret"), max_length=64, default=new_secret, editable=False)
@@ -103,10 +100,16 @@ class WebhookDelivery(models.Model):
         FAILED = "failed", _("Failed")
 
     class Failure(models.TextChoices):
-        """Why the last attempt got no HTTP answer, in words a clinic may see (the detail is in
-        ``last_error``, which only the platform sees: a clinic must not map the worker's network)."""
+        """Why the last attempt got no HTTP answer, one wording per kind, in words a clinic may see
+        (the detail is in ``last_error``, which only the platform sees). A clinic's endpoint must
+        be a public address (else ``refused``): these kinds tell nothing of the worker's network.
+        The time-out's wording names the seconds (``backups.admin.clinic_webhooks.outcome_text``)."""
 
         NONE = "", _("none")
+        NOT_FOUND = "not_found", _("no answer: the address could not be found")
+        CONNECTION_REFUSED = "conn_refused", _("no answer: the connection was refused")
+        TIMEOUT = "timeout", _("no answer in time")
+        TLS = "tls", _("no answer: the secure connection failed (its certificate was not accepted)")
         NETWORK = "network", _("no answer: the endpoint could not be reached or did not answer in time")
         REFUSED = "refused", _("not sent: the address is not allowed (it must be a public https:// address)")
         INACTIVE = "inactive", _("not sent: the endpoint was deactivated")

@@ -1,5 +1,7 @@
 """Platform admin: clinics and their domains, jobs, platform users."""
 
+from datetime import timedelta
+
 from django.contrib import admin, messages
 from django.contrib.auth.admin import GroupAdmin, UserAdmin
 from django.contrib.auth.models import Group, User
@@ -20,7 +22,8 @@ from backups.humanize import human_bytes
 from backups.models import Backup, JobStatus
 from backups.operations.audit import client_address
 from backups.operations.overview import clinics_with_health, request_drill
-from backups.services.offboard import bring_back, erase_clinic_backups, offboard_clinic
+from backups.services.offboard import bring_back, bring_back_source, erase_clinic_backups, offboard_clinic
+from backups.services.recover import clinic_domain
 from clinic_site.admin_sites import platform_site
 
 from .models import Clinic, Domain
@@ -93,11 +96,33 @@ class LastStatusFilter(admin.SimpleListFilter):
         return queryset
 
 
+class StateFilter(admin.SimpleListFilter):
+    """Active clinics, or offboarded ones (their data gone, their backups kept for a while)."""
+
+    title = _("state")
+    parameter_name = "state"
+
+    def lookups(self, request, model_admin):
+        return [("active", _("Active")), ("offboarded", _("Offboarded"))]
+
+    def queryset(self, request, queryset):
+        if self.value() == "active":
+            return queryset.filter(offboarded_at__isnull=True)
+        if self.value() == "offboarded":
+            return queryset.filter(offboarded_at__isnull=False)
+        return queryset
+
+
+def _day(moment) -> str:
+    return timezone.localtime(moment).strftime("%Y-%m-%d")
+
+
 @admin.register(Clinic, site=platform_site)
 class ClinicAdmin(QuickRowCheckbox, admin.ModelAdmin):
     list_per_page = 50  # a page an operator scans at once; half of Django's 100 halves its render (bench/ "pages")
     list_display = [  # backup health first: the columns an operator scans, visible at 1280 px
         "name",
+        "state_display",
         "last_success_display",
         "last_status_display",
         "last_verified_display",
@@ -108,15 +133,14 @@ class ClinicAdmin(QuickRowCheckbox, admin.ModelAdmin):
         "primary_domain",
         "contact_email",
         "created_at",
-        "offboarded_at",
     ]
     list_filter = [
+        StateFilter,
         StaleFilter,
         LastStatusFilter,
         PolicyFilter,
         FailedFilter,
         DrillFilter,
-        ("offboarded_at", admin.EmptyFieldListFilter),
     ]
     search_fields = ["name", "schema_name", "domains__domain"]
     inlines = [DomainInline]
@@ -130,8 +154,34 @@ class ClinicAdmin(QuickRowCheckbox, admin.ModelAdmin):
 
     @admin.action(description=_("Bring the selected offboarded clinics back from their newest backup"))
     def bring_back_selected(self, request, queryset):
-        """Each offboarded clinic gets its schema and domain again, filled from its newest backup."""
-        for clinic in queryset.filter(offboarded_at__isnull=False):
+        """A confirmation page saying what happens to each clinic (and which cannot come back, and
+        why), then each offboarded clinic gets its schema and domain again, filled from its newest backup."""
+        clinics = list(queryset)
+        ready = [(clinic, bring_back_source(clinic)) for clinic in clinics if clinic.offboarded_at is not None]
+        refused = [
+            _("%(clinic)s is not offboarded: it is active, there is nothing to bring back.") % {"clinic": clinic.name}
+            for clinic in clinics
+            if clinic.offboarded_at is None
+        ]
+        refused += [
+            _("%(clinic)s has no stored backup left: it cannot be brought back.") % {"clinic": clinic.name}
+            for clinic, source in ready
+            if source is None
+        ]
+        ready = [(clinic, source) for clinic, source in ready if source is not None]
+        if request.POST.get("post") != "yes" or not ready:
+            context = {
+                **self.admin_site.each_context(request),
+                "title": _("Bring these clinics back?"),
+                "rows": [(clinic, source, clinic_domain(clinic.schema_name)) for clinic, source in ready],
+                "refused": refused,
+                "opts": self.model._meta,
+                "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,
+            }
+            return TemplateResponse(request, "admin/clinics/clinic/bring_back_confirmation.html", context)
+        for message in refused:
+            self.message_user(request, message, messages.WARNING)
+        for clinic, _source in ready:
             try:
                 backup = bring_back(clinic=clinic, requested_by=request.user.get_username())
             except Exception as exc:
@@ -142,19 +192,32 @@ class ClinicAdmin(QuickRowCheckbox, admin.ModelAdmin):
             else:
                 done = _("%(clinic)s is back, with the data of backup #%(backup)s.")
                 self.message_user(request, done % {"clinic": clinic, "backup": backup.pk}, messages.SUCCESS)
+        return None
 
     def has_delete_permission(self, request, obj=None) -> bool:
         return False  # a clinic is offboarded, not deleted: the catalog keeps its backups
 
     @admin.action(description=_("Offboard the selected clinics (last backup, then their data is dropped)"))
     def offboard_selected(self, request, queryset):
-        """Like delete_selected: a confirmation page first, then one service call per clinic."""
+        """A confirmation page where each clinic's schema name is typed (as a restore asks), then
+        one service call per clinic. A name missing or mistyped offboards nothing."""
         clinics = list(queryset.filter(offboarded_at__isnull=True))
-        if request.POST.get("post") != "yes":
+        already = [clinic.name for clinic in queryset if clinic.offboarded_at is not None]
+        typed = {clinic.pk: (request.POST.get(f"confirm_{clinic.pk}") or "").strip() for clinic in clinics}
+        confirmed = all(typed[clinic.pk] == clinic.schema_name for clinic in clinics)
+        if request.POST.get("post") != "yes" or not clinics or not confirmed:
             context = {
                 **self.admin_site.each_context(request),
                 "title": _("Offboard these clinics?"),
-                "clinics": clinics,
+                "rows": [
+                    (
+                        clinic,
+                        typed[clinic.pk],
+                        request.POST.get("post") == "yes" and typed[clinic.pk] != clinic.schema_name,
+                    )
+                    for clinic in clinics
+                ],
+                "already": already,
                 "opts": self.model._meta,
                 "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,
                 "keep_days": conf.offboard_keep_days,
@@ -251,6 +314,18 @@ class ClinicAdmin(QuickRowCheckbox, admin.ModelAdmin):
             moment.isoformat(),
             timezone.localtime(moment).strftime("%Y-%m-%d %H:%M"),
             _("%(age)s ago") % {"age": timesince(moment, depth=1)},
+        )
+
+    @admin.display(description=_("state"), ordering="offboarded_at")
+    def state_display(self, obj: Clinic) -> str:
+        """Active, or when the clinic was offboarded and until when its backups are kept."""
+        if obj.offboarded_at is None:
+            return str(_("Active"))
+        kept = obj.offboarded_at + timedelta(days=conf.offboard_keep_days)
+        return format_html(
+            '<span class="respaldo-offboarded"><strong>{}</strong><br>{}</span>',
+            _("Offboarded on %(date)s") % {"date": _day(obj.offboarded_at)},
+            _("backups kept until %(date)s") % {"date": _day(kept)},
         )
 
     @admin.display(description=_("last good backup"), ordering="last_success_at")

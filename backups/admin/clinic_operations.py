@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import zoneinfo
-
 from django import forms
 from django.contrib import admin
 from django.core.validators import validate_email
@@ -20,15 +18,14 @@ from backups.admin.readonly import CatalogAdmin, ClinicScopedAdmin
 from backups.models import AuditEntry, BackupPolicy
 from backups.operations.audit import audit, audit_trail, client_address
 from backups.operations.policy import POLICY_FIELDS, policy_for
+from backups.time_zones import time_zone_choices
 from clinic_site.admin_sites import clinic_site
-
-TIME_ZONES = sorted(zoneinfo.available_timezones())
 
 
 class PolicyForm(forms.ModelForm):
     """The policy's fields, plus the clinic's time zone (the policy's times are in it)."""
 
-    time_zone = forms.ChoiceField(label=gettext_lazy("Time zone"), choices=[(zone, zone) for zone in TIME_ZONES])
+    time_zone = forms.ChoiceField(label=gettext_lazy("Time zone"))
 
     class Meta:
         model = BackupPolicy
@@ -37,6 +34,26 @@ class PolicyForm(forms.ModelForm):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.fields["time_zone"].initial = self.instance.clinic.time_zone
+        self.fields["time_zone"].choices = time_zone_choices(self.instance.clinic.time_zone)
+        # a plain "02:00" (24-hour, whatever the browser's locale): not the admin's clock widget,
+        # whose "Now" is the browser's time and whose note compares the browser's zone with the
+        # server's, neither of them the clinic's
+        self.fields["run_at"].widget = forms.TimeInput(
+            format="%H:%M",
+            attrs={
+                "size": 5,
+                "maxlength": 5,
+                "placeholder": "02:00",
+                "inputmode": "numeric",
+                "pattern": "([01][0-9]|2[0-3]):[0-5][0-9]",
+                "autocomplete": "off",
+            },
+        )
+        self.fields["keep_failed_days"].label = gettext_lazy("failed attempts listed for (days)")
+        self.fields["keep_failed_days"].help_text = gettext_lazy(
+            "A backup or restore that failed stays in the lists, with its error, for this many days; "
+            "then its line is removed. It holds no data."
+        )
         self.fields["notify_emails"].widget = forms.TextInput(attrs={"size": 80})
 
     def clean_notify_emails(self) -> str:
@@ -55,6 +72,10 @@ class ClinicPolicyAdmin(ClinicScopedAdmin):
     """One page: this clinic's policy (the list goes straight to it; nothing to add or delete)."""
 
     form = PolicyForm
+
+    class Media:
+        css = {"all": ["backups/policy.css"]}
+
     fieldsets = [
         (gettext_lazy("Daily backup"), {"fields": ["enabled", "run_at", "time_zone", "payload_format"]}),
         (

@@ -18,7 +18,7 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.translation import gettext as _
-from django.utils.translation import gettext_lazy
+from django.utils.translation import gettext_lazy, ngettext
 
 from backups.admin.readonly import ClinicScopedAdmin
 from backups.models_webhooks import WebhookDelivery, WebhookEndpoint
@@ -29,19 +29,30 @@ from clinic_site.admin_sites import clinic_site
 RECENT_DELIVERIES = 25
 
 
+def failure_text(failure: str) -> str:
+    """The words for one kind of failure (``WebhookDelivery.Failure``), the time-out's with its seconds."""
+    if failure == WebhookDelivery.Failure.TIMEOUT:
+        seconds = webhooks.TIMEOUT
+        return ngettext("no answer within %(seconds)s second", "no answer within %(seconds)s seconds", seconds) % {
+            "seconds": seconds
+        }
+    return str(WebhookDelivery.Failure(failure).label)
+
+
 def outcome_text(delivery: WebhookDelivery, *, details: bool = False) -> str:
-    """ "HTTP 200", or why there was no answer: one wording per kind of failure for a clinic (a
-    refused port, a time-out or a TLS error read alike, so that an endpoint cannot map the
-    worker's network), the recorded error itself for the platform (``details``)."""
+    """ "HTTP 200", or why there was no answer: one wording per kind of failure for a clinic
+    ("the address could not be found", "the connection was refused", "no answer within 10
+    seconds"...), never the recorded error; the platform (``details``) reads that wording and
+    the recorded error after it."""
     if delivery.last_response_code is not None:
         return f"HTTP {delivery.last_response_code}"
-    if details:
-        return delivery.last_error or "—"
-    if delivery.failure:
-        return str(WebhookDelivery.Failure(delivery.failure).label)
-    if delivery.last_error:  # recorded before failures had a kind
-        return str(WebhookDelivery.Failure.NETWORK.label)
-    return "—"
+    failure = delivery.failure or (WebhookDelivery.Failure.NETWORK if delivery.last_error else "")
+    # (a failure recorded before failures had a kind reads as "network")
+    if not failure:
+        return "—"
+    if details and delivery.last_error:
+        return f"{failure_text(failure)} ({delivery.last_error})"
+    return failure_text(failure)
 
 
 def tested_message(delivery: WebhookDelivery) -> str:

@@ -26,6 +26,15 @@ class PlatformWebhookEndpointAdmin(EndpointAdmin):
     def owner(self, request: HttpRequest):
         return None
 
+    def get_form(self, request: HttpRequest, obj=None, change: bool = False, **kwargs):
+        """The URL's help also names the setting that lets tests use plain http to localhost (operators only)."""
+        form = super().get_form(request, obj, change, **kwargs)
+        form.base_fields["url"].help_text = gettext_lazy(
+            "An https:// address that accepts POST requests with a JSON body. Plain http is refused, "
+            "except to localhost when the deployment sets BACKUPS_WEBHOOKS_ALLOW_HTTP_LOCALHOST (for tests)."
+        )
+        return form
+
 
 @admin.register(WebhookDelivery, site=platform_site)
 class PlatformWebhookDeliveryAdmin(CatalogAdmin):

@@ -93,6 +93,25 @@ class Refused(Exception):
     """An attempt that must not be made (and will not be retried): the URL or its address."""
 
 
+class NotFound(ConnectionError):
+    """The endpoint's host name has no address (DNS)."""
+
+
+def failure_kind(exc: BaseException) -> str:
+    """Which ``WebhookDelivery.Failure`` an attempt's exception is (its detail goes to ``last_error``)."""
+    if isinstance(exc, Refused):
+        return WebhookDelivery.Failure.REFUSED
+    if isinstance(exc, NotFound):
+        return WebhookDelivery.Failure.NOT_FOUND
+    if isinstance(exc, ConnectionRefusedError):
+        return WebhookDelivery.Failure.CONNECTION_REFUSED
+    if isinstance(exc, TimeoutError):  # socket.timeout too
+        return WebhookDelivery.Failure.TIMEOUT
+    if isinstance(exc, ssl.SSLError | ssl.CertificateError):
+        return WebhookDelivery.Failure.TLS
+    return WebhookDelivery.Failure.NETWORK
+
+
 # --- signatures ---------------------------------------------------------------------------
 
 
@@ -337,7 +356,7 @@ def resolve(endpoint: WebhookEndpoint) -> list[tuple[int, tuple[Any, ...]]]:
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP)
     except OSError as exc:
-        raise ConnectionError(f"cannot resolve {host}: {exc}") from None
+        raise NotFound(f"cannot resolve {host}: {exc}") from None
     targets = []
     for family, _type, _proto, _name, sockaddr in infos:
         if family not in (socket.AF_INET, socket.AF_INET6):
@@ -349,7 +368,7 @@ def resolve(endpoint: WebhookEndpoint) -> list[tuple[int, tuple[Any, ...]]]:
                 raise Refused(f"refused: {host} resolves to a non-public address ({address})")
         targets.append((family, sockaddr))
     if not targets:
-        raise ConnectionError(f"cannot resolve {host}: no IPv4 or IPv6 address")
+        raise NotFound(f"cannot resolve {host}: no IPv4 or IPv6 address")
     return targets
 
 
@@ -545,7 +564,7 @@ def attempt(delivery: WebhookDelivery, *, now: datetime) -> None:
     except Refused as exc:
         retry, error, failure = False, str(exc), "refused"
     except Exception as exc:  # a time-out, a refused connection, a TLS error: tried again later
-        error, failure = f"{type(exc).__name__}: {exc}", "network"
+        error, failure = f"{type(exc).__name__}: {exc}", failure_kind(exc)
     if error:
         logger.warning("Webhook delivery #%s to endpoint #%s: %s", delivery.pk, endpoint.pk, error)
     record(delivery, code, error, retry=retry, now=now, failure=failure)

@@ -244,6 +244,14 @@ def _bring_back_as_new(old: Clinic, source: Backup, *, schema_name: str, request
     return new
 
 
+def bring_back_source(clinic: Clinic) -> Backup | None:
+    """The backup :func:`bring_back` would restore by default (the newest stored one), or None."""
+    try:
+        return _backup_to_bring_back(clinic, None)
+    except RestoreRefused:
+        return None
+
+
 def _backup_to_bring_back(clinic: Clinic, backup_id: int | None) -> Backup:
     restorable = Backup.objects.filter(
         clinic_id=clinic.pk, status=JobStatus.SUCCEEDED, expired_at__isnull=True

@@ -156,3 +156,36 @@ def test_the_platform_sees_every_clinics_audit_trail_and_clinics_do_not_see_the_
     page = platform.get(AUDIT).content.decode()
     assert "actor-clinica" in page and "actor-bienestar" in page
     assert "actor-bienestar" not in logged_in("admin", "admin").get(AUDIT).content.decode()
+
+
+def test_the_policy_page_shows_a_plain_time_a_short_grouped_zone_list_and_plain_help():
+    import re
+
+    client = logged_in("admin", "admin")
+    own = BackupPolicy.objects.get(clinic__schema_name="clinica")
+    page = client.get(f"{POLICIES}{own.pk}/change/").content.decode()
+    run_at = re.search(r'<input[^>]*name="run_at"[^>]*>', page).group(0)
+    assert 'type="text"' in run_at and f'value="{own.run_at.strftime("%H:%M")}"' in run_at
+    assert "vTimeField" not in run_at and "DateTimeShortcuts.js" not in page  # no browser-clock "Now", no note
+    select = re.search(r'<select[^>]*name="time_zone".*?</select>', page, re.S).group(0)
+    groups = re.findall(r'<optgroup label="([^"]+)">', select)
+    assert groups[:2] == ["Africa", "America"] and "Europe" in groups
+    zones = re.findall(r'<option value="([^"]+)"', select)
+    assert "Europe/Madrid" in zones and "America/Bogota" in zones and "America/Argentina/Buenos_Aires" in zones
+    assert not {"US/Eastern", "GMT+0", "Asia/Calcutta", "America/Buenos_Aires"} & set(zones)
+    assert not [zone for zone in zones if zone.startswith("Etc/")]
+    assert len(zones) < 450
+    assert ">Madrid</option>" in select and ">Argentina / Buenos Aires</option>" in select
+    assert "failed rows cleaned" not in page
+    assert "A backup or restore that failed stays in the lists, with its error, for this many days" in page
+
+
+def test_a_clinic_in_an_old_alias_zone_keeps_it_when_saving_its_policy():
+    client = logged_in("admin", "admin")
+    Clinic.objects.filter(schema_name="clinica").update(time_zone="US/Eastern")
+    own = BackupPolicy.objects.get(clinic__schema_name="clinica")
+    page = client.get(f"{POLICIES}{own.pk}/change/").content.decode()
+    assert '<option value="US/Eastern" selected>' in page
+    response = client.post(f"{POLICIES}{own.pk}/change/", policy_form(own, run_at="04:30"))
+    assert response.status_code == 302
+    assert Clinic.objects.get(schema_name="clinica").time_zone == "US/Eastern"

@@ -400,7 +400,7 @@ def test_the_endpoint_pages_speak_spanish(receiver, queued):
     closed = endpoint(f"http://127.0.0.1:{free_port()}/nobody")
     attempted(closed)
     page = client.get(f"{ENDPOINTS}{closed.pk}/change/").content.decode()
-    assert "sin respuesta: no se pudo conectar con el destino o no respondió a tiempo" in page
+    assert "sin respuesta: se rechazó la conexión" in page
     refused = client.post(f"{ENDPOINTS}add/", form("http://example.com/hook")).content.decode()
     assert "La URL debe empezar por https://" in refused
 
@@ -489,7 +489,7 @@ def test_a_trickling_endpoint_is_cut_at_the_total_deadline(settings, monkeypatch
     assert took < 8, f"the attempt took {took:.1f} s: the deadline is per read, not total"
     assert trickler.sent >= 3  # bytes kept coming: no single read waited out a per-read time-out
     assert (delivery.status, delivery.attempts, delivery.last_response_code) == ("pending", 1, None)
-    assert "timed out" in delivery.last_error and delivery.failure == "network"  # a time-out, retried later
+    assert "timed out" in delivery.last_error and delivery.failure == "timeout"  # a time-out, retried later
 
 
 class Listener:
@@ -539,7 +539,9 @@ def test_a_rebinding_name_never_reaches_a_local_listener(monkeypatch):
             answers.clear()
             delivery = attempted(hook, event="backup.succeeded")
             assert answers == [PUBLIC]  # asked once, and that answer was checked
-            assert delivery.status == "pending" and delivery.failure == "network", delivery.last_error
+            assert delivery.status == "pending" and delivery.failure in ("timeout", "conn_refused", "network"), (
+                delivery.last_error
+            )
     finally:
         listener.close()
     assert not listener.connections
@@ -589,35 +591,74 @@ def test_public_addresses_are_allowed(address):
     assert webhooks.is_public_address(ipaddress.ip_address(address))
 
 
-def test_a_clinic_reads_one_wording_for_every_network_failure_and_the_platform_the_detail(settings, monkeypatch):
-    """A refused port and a listener that never answers read alike to the clinic (no port scan
-    of the worker's network through the console); the platform sees what happened."""
+def test_a_clinic_reads_one_wording_per_kind_of_failure_and_the_platform_the_detail(settings, monkeypatch):
+    """A name that does not resolve, a refused port and a listener that never answers: the clinic
+    reads each in plain words (never an exception's name or errno); the platform reads the
+    same words with the recorded detail."""
     settings.BACKUPS_WEBHOOKS_ALLOW_HTTP_LOCALHOST = True
-    monkeypatch.setattr(webhooks, "TIMEOUT", 1)
+    monkeypatch.setattr(webhooks, "TIMEOUT", 2)
     silent = socket.create_server(("127.0.0.1", 0))  # accepts (the kernel does), never answers
     try:
         closed = endpoint(f"http://127.0.0.1:{free_port()}/closed")
         filtered = endpoint(f"http://127.0.0.1:{silent.getsockname()[1]}/silent")
+        nowhere = endpoint("https://nowhere.invalid/hook")  # .invalid never resolves (RFC 2606)
         refused_at, timed_out = attempted(closed, "backup.failed"), attempted(filtered, "backup.failed")
+        not_found = attempted(nowhere, "backup.failed")
     finally:
         silent.close()
+    assert (refused_at.failure, timed_out.failure, not_found.failure) == ("conn_refused", "timeout", "not_found")
 
     client = logged_in("admin", "admin")
-    pages = {hook.pk: client.get(f"{ENDPOINTS}{hook.pk}/change/").content.decode() for hook in (closed, filtered)}
+    hooks = (closed, filtered, nowhere)
+    pages = {hook.pk: client.get(f"{ENDPOINTS}{hook.pk}/change/").content.decode() for hook in hooks}
     rows = {pk: re.search(r"<td>Pending</td><td>1</td><td>([^<]*)</td>", page).group(1) for pk, page in pages.items()}
-    assert rows[closed.pk] == rows[filtered.pk]
-    assert rows[closed.pk] == "no answer: the endpoint could not be reached or did not answer in time"
+    assert rows == {
+        closed.pk: "no answer: the connection was refused",
+        filtered.pk: "no answer within 2 seconds",
+        nowhere.pk: "no answer: the address could not be found",
+    }
     listing = client.get(ENDPOINTS).content.decode()
     for page in [*pages.values(), listing]:
         assert "ConnectionRefused" not in page and "Errno" not in page and "timed out" not in page
-    assert listing.count(f"Pending · {rows[closed.pk]}") == 2
+        assert "cannot resolve" not in page and "NotFound" not in page
+    for wording in rows.values():
+        assert f"Pending · {wording}" in listing
 
     assert "ConnectionRefusedError" in refused_at.last_error and "timed out" in timed_out.last_error
     platform = logged_in("superadmin", "superadmin", host="localhost")
     deliveries = platform.get("/admin/backups/webhookdelivery/").content.decode()
-    assert "ConnectionRefusedError" in deliveries and "timed out" in deliveries
+    assert "no answer: the connection was refused (ConnectionRefusedError" in deliveries
+    assert "no answer within 2 seconds (TimeoutError: timed out" in deliveries
+    assert "no answer: the address could not be found (NotFound: cannot resolve nowhere.invalid" in deliveries
     detail = platform.get(f"/admin/backups/webhookdelivery/{timed_out.pk}/change/").content.decode()
     assert "timed out" in detail
+
+
+def test_a_clinics_url_help_names_no_setting_the_platforms_does(settings):
+    client = logged_in("admin", "admin")
+    page = client.get(f"{ENDPOINTS}add/").content.decode()
+    assert "An https:// address that accepts POST requests with a JSON body. Plain http is refused." in page
+    assert "BACKUPS_" not in page
+    platform = logged_in("superadmin", "superadmin", host="localhost")
+    assert (
+        "BACKUPS_WEBHOOKS_ALLOW_HTTP_LOCALHOST" in platform.get("/admin/backups/webhookendpoint/add/").content.decode()
+    )
+
+
+def test_the_signing_secret_is_on_the_page_the_message_names(settings):
+    client = logged_in("admin", "admin")
+    data = {"url": "https://hooks.example/in", "on_backup": "on", "active": "on"}
+    added = client.post(f"{ENDPOINTS}add/", data, follow=True)
+    hook = WebhookEndpoint.objects.get(url="https://hooks.example/in")
+    page = added.content.decode()
+    assert added.redirect_chain[-1][0] == f"{ENDPOINTS}{hook.pk}/change/"
+    assert (
+        "Copy its signing secret, below, into the receiving service" in page and f"<code>{hook.secret}</code>" in page
+    )
+    another = client.post(f"{ENDPOINTS}add/", {**data, "url": "https://hooks.example/two", "_addanother": "1"})
+    second = WebhookEndpoint.objects.get(url="https://hooks.example/two")
+    assert "signing secret is on the endpoint" in client.get(another["Location"]).content.decode()
+    assert f"<code>{second.secret}</code>" in client.get(f"{ENDPOINTS}{second.pk}/change/").content.decode()
 
 
 def certificate(tmp_path, name: str) -> tuple[str, str, str]:
@@ -688,4 +729,4 @@ def test_https_connects_to_the_checked_address_and_verifies_the_urls_host_name(t
     (request,) = receiver.requests
     assert request["headers"]["Host"] == f"hooks.example:{port}" and names[0] == "hooks.example"
     verified(request, good.secret)
-    assert wrong.status == "failed" and "certificate" in wrong.last_error.lower() and wrong.failure == "network"
+    assert wrong.status == "failed" and "certificate" in wrong.last_error.lower() and wrong.failure == "tls"

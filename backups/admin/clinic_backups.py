@@ -24,7 +24,8 @@ from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
-from django.utils.html import format_html
+from django.utils.formats import number_format
+from django.utils.html import format_html, format_html_join
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 from django.views.decorators.csrf import csrf_exempt
@@ -190,8 +191,15 @@ class ClinicBackupAdmin(CatalogAdmin):
 
     @admin.display(description=gettext_lazy("rows per table"))
     def tables_display(self, backup: Backup) -> str:
-        tables = (backup.manifest or {}).get("tables") or {}
-        return ", ".join(f"{table}: {rows}" for table, rows in sorted(tables.items())) or "—"
+        rows = display.table_rows((backup.manifest or {}).get("tables") or {})
+        if not rows:
+            return "—"
+        return format_html(
+            '<ul class="respaldo-table-rows">{}</ul>',
+            format_html_join(
+                "", "<li>{}: {}</li>", ((name, number_format(count, force_grouping=True)) for name, count in rows)
+            ),
+        )
 
     @admin.display(description=gettext_lazy("downloads"))
     def downloads_display(self, backup: Backup) -> str:
@@ -272,6 +280,9 @@ class ClinicBackupAdmin(CatalogAdmin):
         backup = self.get_queryset(request).filter(pk=object_id).first() if str(object_id).isdigit() else None
         extra = {"backup": backup, "can_download": False, "can_restore": False, **(extra_context or {})}
         extra["can_hold"] = backup is not None and request.user.has_perm("backups.hold_backup")
+        if backup is not None:
+            extra.setdefault("title", display.backup_title(backup))
+            extra.setdefault("subtitle", None)
         if backup is not None and backup.has_stored_file:
             extra["can_download"] = request.user.has_perm("backups.download_backup")
             extra["can_restore"] = request.user.has_perm("backups.restore_backup")
@@ -357,7 +368,9 @@ class ClinicBackupAdmin(CatalogAdmin):
             self.message_user(request, _("Backup #%(id)s cannot be restored.") % {"id": backup.pk}, messages.ERROR)
             return HttpResponseRedirect(reverse(f"{self.admin_site.name}:backups_backup_changelist"))
         preview = restore_preview(backup=backup)
-        form = RestoreConfirmForm(*posted(request)[:1], schema=request.tenant.schema_name, preview=preview)
+        form = RestoreConfirmForm(
+            *posted(request)[:1], schema=request.tenant.schema_name, name=request.tenant.name, preview=preview
+        )
         if request.method == "POST" and form.is_valid():
             try:
                 restore = services.restore_request(

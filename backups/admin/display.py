@@ -201,5 +201,8 @@ def table_rows(tables: dict[str, int]) -> list[tuple[str, int]]:
         model._meta.db_table: str(model._meta.verbose_name_plural)
         for model in apps.get_models(include_auto_created=True)
     }
-    rows = [(names.get(table, table), count) for table, count in tables.items()]
-    return sorted(((name[:1].upper() + name[1:], count) for name, count in rows), key=lambda row: row[0].lower())
+    rows = [
+        (names[table][:1].upper() + names[table][1:] if table in names else table, count)
+        for table, count in tables.items()
+    ]
+    return sorted(rows, key=lambda row: row[0].lower())

@@ -16,3 +16,6 @@ urlpatterns = [
     path("admin/", platform_site.urls),
     path("healthz", healthz, name="healthz"),
 ]
+
+handler403 = "clinic_site.error_pages.permission_denied"
+handler404 = "clinic_site.error_pages.page_not_found"

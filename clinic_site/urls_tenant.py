@@ -19,3 +19,6 @@ urlpatterns = [
     re_path(r"^api/(?P<rest>.*)$", api_not_found),
     path("media/<str:schema>/<path:path>", clinic_media, name="clinic_media"),
 ]
+
+handler403 = "clinic_site.error_pages.permission_denied"
+handler404 = "clinic_site.error_pages.page_not_found"

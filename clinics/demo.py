@@ -228,6 +228,11 @@ def ensure_records(*, patients: int, seed: str) -> int:
                 )
                 for n in range(start, stop)
             )
+            # Every fourth patient is new (no invoice yet): invoices protect their patient, and the
+            # README's walkthrough deletes a patient under Patients to have something to restore.
+            new_ids = {
+                patient.national_id for n, patient in zip(range(start, stop), new_patients, strict=True) if n % 4 == 3
+            }
             appointments, treatments, invoices = [], [], []
             for patient in new_patients:
                 for _ in range(2):
@@ -265,7 +270,8 @@ def ensure_records(*, patients: int, seed: str) -> int:
                 for t in treatments
                 for m in rng.sample(materials, rng.randint(0, 3))
             )
-            for treatment in treatments:
+            invoiced = [t for t in treatments if t.patient.national_id not in new_ids]
+            for treatment in invoiced:
                 invoice_base += 1
                 invoices.append(
                     Invoice(
@@ -280,7 +286,7 @@ def ensure_records(*, patients: int, seed: str) -> int:
                 )
             Invoice.objects.bulk_create(invoices)
             Invoice.treatments.through.objects.bulk_create(
-                Invoice.treatments.through(invoice=i, treatment=t) for i, t in zip(invoices, treatments, strict=True)
+                Invoice.treatments.through(invoice=i, treatment=t) for i, t in zip(invoices, invoiced, strict=True)
             )
             Payment.objects.bulk_create(
                 Payment(

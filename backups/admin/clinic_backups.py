@@ -25,7 +25,8 @@ from django.template.loader import render_to_string
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
-from django.utils.html import format_html
+from django.utils.formats import number_format
+from django.utils.html import format_html, format_html_join
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 from django.views.decorators.csrf import csrf_exempt
@@ -192,8 +193,15 @@ class ClinicBackupAdmin(CatalogAdmin):
 
     @admin.display(description=gettext_lazy("rows per table"))
     def tables_display(self, backup: Backup) -> str:
-        tables = (backup.manifest or {}).get("tables") or {}
-        return ", ".join(f"{table}: {rows}" for table, rows in sorted(tables.items())) or "—"
+        rows = display.table_rows((backup.manifest or {}).get("tables") or {})
+        if not rows:
+            return "—"
+        return format_html(
+            '<ul class="respaldo-table-rows">{}</ul>',
+            format_html_join(
+                "", "<li>{}: {}</li>", ((name, number_format(count, force_grouping=True)) for name, count in rows)
+            ),
+        )
 
     @admin.display(description=gettext_lazy("downloads"))
     def downloads_display(self, backup: Backup) -> str:
@@ -279,6 +287,9 @@ class ClinicBackupAdmin(CatalogAdmin):
         backup = self.get_queryset(request).filter(pk=object_id).first() if str(object_id).isdigit() else None
         extra = {"backup": backup, "can_download": False, "can_restore": False, **(extra_context or {})}
         extra["can_hold"] = backup is not None and request.user.has_perm("backups.hold_backup")
+        if backup is not None:
+            extra.setdefault("title", display.backup_title(backup))
+            extra.setdefault("subtitle", None)
         if backup is not None and backup.has_stored_file:
             extra["can_download"] = request.user.has_perm("backups.download_backup")
             extra["can_restore"] = request.user.has_perm("backups.restore_backup")
@@ -369,7 +380,9 @@ class ClinicBackupAdmin(CatalogAdmin):
             comparison=latest_comparison(backup),
             pending=asked if asked is not None and asked.status in ACTIVE_STATUSES else None,
         )
-        form = RestoreConfirmForm(*posted(request)[:1], schema=request.tenant.schema_name, preview=preview)
+        form = RestoreConfirmForm(
+            *posted(request)[:1], schema=request.tenant.schema_name, name=request.tenant.name, preview=preview
+        )
         if request.method == "POST" and form.is_valid():
             try:
                 restore = services.restore_request(

@@ -180,3 +180,29 @@ def audit_details(details: dict) -> str:
         label = DETAIL_LABELS.get(key, key.replace("_", " "))
         pairs.append((str(label), _detail_value(key, value)))
     return format_html_join("<br>", '<span class="respaldo-detail-label">{}:</span> {}', pairs)
+
+
+def backup_title(backup: Backup) -> str:
+    """A backup as a person names it: "Backup of 7 Dec 2026, 02:21 — manual", in the active (clinic's)
+    time zone and the reader's language."""
+    from django.utils import formats, timezone
+
+    when = formats.date_format(timezone.localtime(backup.requested_at), "j M Y, H:i")
+    label = str(backup.get_kind_display())
+    return _("Backup of %(when)s — %(kind)s") % {"when": when, "kind": label[:1].lower() + label[1:]}
+
+
+def table_rows(tables: dict[str, int]) -> list[tuple[str, int]]:
+    """A manifest's rows per table, each table by its model's plural name ("Patients"), sorted by it;
+    a table no model names (an old app's) keeps its own name."""
+    from django.apps import apps
+
+    names = {
+        model._meta.db_table: str(model._meta.verbose_name_plural)
+        for model in apps.get_models(include_auto_created=True)
+    }
+    rows = [
+        (names[table][:1].upper() + names[table][1:] if table in names else table, count)
+        for table, count in tables.items()
+    ]
+    return sorted(rows, key=lambda row: row[0].lower())

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import unicodedata
+
 from django import forms
 from django.http import HttpRequest
 from django.template.defaultfilters import filesizeformat
@@ -39,30 +41,42 @@ class BackupNowForm(forms.Form):
     )
 
 
+def _folded(text: str) -> str:
+    """``text`` without case, accents or surrounding and repeated spaces ("Clínica  X" ~ "clinica x")."""
+    decomposed = unicodedata.normalize("NFKD", text.casefold())
+    return " ".join("".join(ch for ch in decomposed if not unicodedata.combining(ch)).split())
+
+
 class RestoreConfirmForm(forms.Form):
-    """The admin types the clinic's schema name; a backup that empties tables needs a tick too."""
+    """The admin types the clinic's name: its schema name exactly, or (when ``name`` is given, as the
+    console does) the name the page shows, whatever its case and accents. A backup that empties
+    tables needs a tick too. The API passes no ``name``: it confirms with the schema name."""
 
     confirm = forms.CharField(label=_("Type the clinic's name to confirm"), max_length=100, strip=True)
     accept_emptied = forms.BooleanField(label=_("I understand that these tables will be left empty"), required=False)
 
-    def __init__(self, *args, schema: str, preview: RestorePreview, **kwargs) -> None:
+    def __init__(self, *args, schema: str, preview: RestorePreview, name: str = "", **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.schema = schema
+        self.name = name.strip()
         self.preview = preview
         self.fields["confirm"].widget.attrs.update({"autocomplete": "off", "spellcheck": "false"})
-        self.fields["confirm"].help_text = format_html(
-            _("Type {schema}"), schema=format_html("<strong><code>{}</code></strong>", schema)
-        )
+        code = format_html("<strong><code>{}</code></strong>", schema)
+        if self.name and self.name != schema:
+            self.fields["confirm"].help_text = format_html(
+                _("Type {name} (or {schema})"), name=format_html("<strong>{}</strong>", self.name), schema=code
+            )
+        else:
+            self.fields["confirm"].help_text = format_html(_("Type {schema}"), schema=code)
         if not preview.emptied:
             del self.fields["accept_emptied"]
 
     def clean_confirm(self) -> str:
         value = self.cleaned_data["confirm"]
-        if value != self.schema:
-            raise forms.ValidationError(
-                render("restore_not_confirmed", {"schema": self.schema}), code="restore_not_confirmed"
-            )
-        return value
+        if value == self.schema or (self.name and _folded(value) == _folded(self.name)):
+            return value
+        shown = self.name or self.schema
+        raise forms.ValidationError(render("restore_not_confirmed", {"schema": shown}), code="restore_not_confirmed")
 
     def clean(self) -> dict:
         cleaned = super().clean()

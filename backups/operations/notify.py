@@ -2,8 +2,12 @@
 
 Who hears: a clinic's emails go to its policy's addresses and to the active users of its
 schema who may restore its backups (``backups.restore_backup``, directly, through a group or
-as superuser), once each whatever the spelling's case. The platform's daily summary goes to the
-public schema's active superusers. Nobody to tell means nothing is sent and nothing recorded.
+as superuser), once each whatever the spelling's case. A manual backup that succeeded is news
+only to the person who asked for it (their account's address; nobody when it has none); its
+failure goes to everyone, as every other job's result does. A clinic cloned from another one
+(platform clones: its users and addresses came with the data) never writes to an address of
+its source clinic. The platform's daily summary goes to the public schema's active
+superusers. Nobody to tell means nothing is sent and nothing recorded.
 
 What they read: ``backups/email/<event>.txt`` and ``.html`` (one layout, inline styles only),
 rendered in the clinic's language (``Clinic.language``) and time zone; a failure's reason is
@@ -103,10 +107,48 @@ def restorer_emails(schema_name: str) -> list[str]:
 
 
 def clinic_recipients(clinic: Clinic) -> list[str]:
-    """The policy's addresses, then the clinic's users who hold the restore permission."""
+    """The policy's addresses, then the clinic's users who hold the restore permission (for a
+    clone, none of its source clinic's addresses)."""
     policy = BackupPolicy.objects.filter(clinic=clinic).first()
     configured = (policy.notify_emails if policy else "").replace(";", ",").split(",")
-    return unique_addresses([*configured, *restorer_emails(clinic.schema_name)])
+    return without_source_addresses(clinic, unique_addresses([*configured, *restorer_emails(clinic.schema_name)]))
+
+
+def source_addresses(clinic: Clinic) -> set[str]:
+    """Lower-cased addresses of the clinics ``clinic`` was cloned from: their recipients and contact."""
+    from backups.models_clone import CloneJob
+
+    found: set[str] = set()
+    for job in CloneJob.objects.filter(clinic=clinic).select_related("source_backup__clinic"):
+        source = job.source_backup.clinic
+        if source.pk == clinic.pk:
+            continue
+        addresses = [*clinic_recipients(source), source.contact_email or ""]
+        found |= {address.strip().lower() for address in addresses if address.strip()}
+    return found
+
+
+def without_source_addresses(clinic: Clinic, addresses: list[str]) -> list[str]:
+    """``addresses`` but those of the clinic(s) ``clinic`` was cloned from."""
+    excluded = source_addresses(clinic)
+    return [address for address in addresses if address.lower() not in excluded]
+
+
+def requester_emails(clinic: Clinic, username: str) -> list[str]:
+    """The address of the clinic's active user ``username`` (none when unknown or without one)."""
+    if not username:
+        return []
+    with schema_context(clinic.schema_name):
+        user = get_user_model().objects.filter(username=username, is_active=True).exclude(email="").first()
+        found = [user.email] if user is not None else []
+    return without_source_addresses(clinic, unique_addresses(found))
+
+
+def job_recipients(job: Job, event: str) -> list[str]:
+    """Who hears about ``event`` of ``job``: a manual backup's success, its asker; anything else, the clinic."""
+    if isinstance(job, Backup) and job.kind == Backup.Kind.MANUAL and event == "backup_succeeded":
+        return requester_emails(job.clinic, job.requested_by)
+    return clinic_recipients(job.clinic)
 
 
 def platform_admin_emails() -> list[str]:
@@ -262,10 +304,11 @@ def notify_job(job: Job, event: str | None = None) -> bool:
     """
     model = type(job)
     try:
-        recipients = clinic_recipients(job.clinic)
+        event = event or job_event(job)
+        recipients = job_recipients(job, event)
         if not recipients:
             return False
-        send(recipients, job_email(job, event or job_event(job)))
+        send(recipients, job_email(job, event))
     except Exception as exc:
         logger.exception("Could not email about %s #%s of %s", model.__name__, job.pk, job.clinic_id)
         error = f"{type(exc).__name__}: {exc}"[:2000]

@@ -44,7 +44,7 @@ def a_backup(clinic: Clinic, *, status: str = JobStatus.SUCCEEDED, end: datetime
     """A finished backup row (no stored file: notifications only read the row)."""
     end = end or timezone.now()
     stamps = {"succeeded_at": end} if status == JobStatus.SUCCEEDED else {"failed_at": end}
-    values = {"kind": Backup.Kind.MANUAL, "size": 21_800, "requested_at": end - timedelta(seconds=80)}
+    values = {"kind": Backup.Kind.SCHEDULED, "size": 21_800, "requested_at": end - timedelta(seconds=80)}
     return Backup.objects.create(
         clinic=clinic, status=status, started_at=end - timedelta(seconds=75), **stamps, **{**values, **fields}
     )
@@ -91,10 +91,49 @@ def test_backup_success_goes_to_policy_addresses_and_restorers_once_each(clinic,
     html = html_of(message)
     for body in (message.body, html):
         assert link in body and "21.3 KB" in body and CLINIC_NAME in body
-        assert "Manual" in body and "PostgreSQL (pg_dump)" in body and "1 min 15 s" in body
+        assert "Scheduled" in body and "PostgreSQL (pg_dump)" in body and "1 min 15 s" in body
     assert "<script" not in html and "<link" not in html and "src=" not in html  # inline styles only
     backup.refresh_from_db()
     assert backup.notified_at is not None and backup.notify_error == ""
+
+
+def test_a_manual_backups_success_goes_to_whoever_asked_only_and_its_failure_to_everyone(clinic, policy, mailoutbox):
+    with schema_context(clinic.schema_name):
+        User.objects.create_user("dra-luna", email="luna@clinic.example", password="x", is_staff=True)
+    asked = a_backup(clinic, kind=Backup.Kind.MANUAL, requested_by="dra-luna")
+    backup_finished.send(sender=Backup, backup=asked)
+    assert only_message().to == ["luna@clinic.example"]
+
+    mail.outbox.clear()
+    failed = a_backup(
+        clinic, kind=Backup.Kind.MANUAL, requested_by="dra-luna", status=JobStatus.FAILED, **dump_failed()
+    )
+    backup_finished.send(sender=Backup, backup=failed)
+    assert only_message().to == ["Owner@Clinic.example", "ADMIN@example.com"]
+
+    mail.outbox.clear()
+    unknown = a_backup(clinic, kind=Backup.Kind.MANUAL, requested_by="api-token-without-address")
+    backup_finished.send(sender=Backup, backup=unknown)
+    assert mail.outbox == []  # nobody to tell: the asker has no address here
+
+
+def test_a_clone_never_emails_its_source_clinics_addresses(clinic, policy, mailoutbox):
+    from backups.models_clone import CloneJob
+
+    source = a_backup(clinic)
+    # bienestar stands for a clone of clinica: its users (admin@example.com...) are clinica's too
+    copy = Clinic.objects.get(schema_name="bienestar")
+    assert ADMIN in notify.clinic_recipients(copy)
+    CloneJob.objects.create(
+        source_backup=source, target_schema="bienestar", target_name=copy.name,
+        target_domain="bienestar.localhost", clinic=copy, status=JobStatus.SUCCEEDED,
+    )  # fmt: skip
+    BackupPolicy.objects.update_or_create(
+        clinic=copy, defaults={"notify_emails": "owner@clinic.example, nueva@copia.example"}
+    )
+    assert notify.clinic_recipients(copy) == ["nueva@copia.example"]  # the source's owner is left out
+    backup_finished.send(sender=Backup, backup=a_backup(copy))
+    assert only_message().to == ["nueva@copia.example"]
 
 
 def test_backup_failure_says_why_and_what_to_do(clinic, policy, mailoutbox):

@@ -38,6 +38,7 @@ class PolicyForm(forms.ModelForm):
         super().__init__(*args, **kwargs)
         self.fields["time_zone"].initial = self.instance.clinic.time_zone
         self.fields["notify_emails"].widget = forms.TextInput(attrs={"size": 80})
+        self.fields[next(iter(self.fields))].widget.attrs["autofocus"] = True  # the page opens at its first field
 
     def clean_notify_emails(self) -> str:
         addresses = [part.strip() for part in self.cleaned_data["notify_emails"].replace(";", ",").split(",")]

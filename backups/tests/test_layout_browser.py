@@ -198,7 +198,7 @@ def test_the_trends_bars_and_labels_are_readable_in_the_dark_theme(language, web
     page = context.new_page()
     log_in(page, f"{base}/admin/", "admin", "admin")
     page.goto(f"{base}{LIST}")
-    page.locator("details.respaldo-trends summary").click()
+    page.evaluate("() => document.querySelectorAll('details').forEach((d) => { d.open = true; })")
     background = page.evaluate("() => getComputedStyle(document.body).backgroundColor")
     bar = page.evaluate("() => getComputedStyle(document.querySelector('.respaldo-chart .bars rect')).fill")
     label = page.evaluate("() => getComputedStyle(document.querySelector('.respaldo-chart .label')).fill")

@@ -156,7 +156,7 @@ class ClinicBackupAdmin(CatalogAdmin):
 
     @admin.display(description=gettext_lazy("status"), ordering="status")
     def status_badge(self, backup: Backup) -> str:
-        return display.status_badge(backup, status_url=self._url("status", backup.pk))
+        return display.status_badge(backup, status_url=self._url("status", backup.pk), live=True)
 
     @admin.display(description=gettext_lazy("note"))
     def note_display(self, backup: Backup) -> str:
@@ -243,7 +243,8 @@ class ClinicBackupAdmin(CatalogAdmin):
             for name, needs, label in choices
             if needs in allowed
         ]
-        return format_html(" · ".join(["{}"] * len(links)), *links) if links else ""
+        separator = '<span class="respaldo-sep" aria-hidden="true"> · </span>'  # a narrow list stacks the links
+        return format_html(separator.join(["{}"] * len(links)), *links) if links else ""
 
     # --- pages --------------------------------------------------------------------------
 

@@ -55,6 +55,7 @@ class PolicyForm(forms.ModelForm):
             "then its line is removed. It holds no data."
         )
         self.fields["notify_emails"].widget = forms.TextInput(attrs={"size": 80})
+        self.fields[next(iter(self.fields))].widget.attrs["autofocus"] = True  # the page opens at its first field
 
     def clean_notify_emails(self) -> str:
         addresses = [part.strip() for part in self.cleaned_data["notify_emails"].replace(";", ",").split(",")]

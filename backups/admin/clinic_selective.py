@@ -50,6 +50,7 @@ class PatientSearchForm(forms.Form):
         required=False,
         strip=True,
         help_text=gettext_lazy("Part of the name is enough; accents and capitals do not matter."),
+        widget=forms.TextInput(attrs={"autofocus": True}),
     )
 
 
@@ -58,7 +59,12 @@ class PatientConfirmForm(forms.Form):
 
     national_id = forms.CharField(widget=forms.HiddenInput, max_length=30, strip=True)
     fingerprint = forms.CharField(widget=forms.HiddenInput, max_length=64)  # without it: refused
-    confirm = forms.CharField(label=gettext_lazy("Type the national id again to confirm"), max_length=30, strip=True)
+    confirm = forms.CharField(
+        label=gettext_lazy("Type the national id again to confirm"),
+        max_length=30,
+        strip=True,
+        widget=forms.TextInput(attrs={"autofocus": True}),
+    )
 
     def clean(self) -> dict:
         cleaned = super().clean()

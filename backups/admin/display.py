@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 from django.utils.html import format_html, format_html_join
+from django.utils.safestring import mark_safe
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
@@ -48,18 +49,25 @@ def phase_label(job: Job) -> str:
     return str(phases.get(job.progress_phase, job.progress_phase))
 
 
-def status_badge(job: Job, *, status_url: str = "") -> str:
-    """A badge with symbol, text and colour; ``status_url`` lets the page's script keep it current."""
+def status_badge(job: Job, *, status_url: str = "", live: bool = False) -> str:
+    """A badge with symbol, text and colour; ``status_url`` lets the page's script keep it current.
+
+    ``live``: a polite live region, so that a screen reader hears the script's changes (the list).
+    The full words are also the badge's title: a list draws badges at one width and may cut them.
+    """
     key = status_key(job)
+    label = status_label(job)
     return format_html(
-        '<span class="respaldo-badge respaldo-{}" data-job="{}" data-status-url="{}" data-status="{}">'
+        '<span class="respaldo-badge respaldo-{}" data-job="{}" data-status-url="{}" data-status="{}" title="{}"{}>'
         '<span aria-hidden="true">{}</span> <span class="respaldo-badge-text">{}</span></span>',
         key,
         job.pk,
         status_url if job.status in (JobStatus.PENDING, JobStatus.RUNNING) else "",
         key,
+        label,
+        mark_safe(' aria-live="polite" aria-atomic="true"') if live else "",
         _SYMBOLS.get(key, ""),
-        status_label(job),
+        label,
     )
 
 

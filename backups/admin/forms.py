@@ -15,6 +15,24 @@ from backups.models import Backup
 from backups.services.preview import RestorePreview
 
 
+class RadioSelect(forms.RadioSelect):
+    """Radio buttons whose ``autofocus`` goes on the first button only (one element per page may have it)."""
+
+    def create_option(self, name, value, label, selected, index, subindex=None, attrs=None) -> dict:
+        option = super().create_option(name, value, label, selected, index, subindex, attrs)
+        if index or subindex:
+            option["attrs"].pop("autofocus", None)
+        return option
+
+
+def focus_first(form: forms.Form) -> forms.Form:
+    """Put the focus on the form's first visible field when its page opens (``autofocus``)."""
+    for field in form.visible_fields():
+        field.field.widget.attrs["autofocus"] = True
+        break
+    return form
+
+
 def posted(request: HttpRequest) -> tuple:
     """(data, files) for a bound form on POST, (None, None) otherwise (even an empty POST binds)."""
     return (request.POST, request.FILES) if request.method == "POST" else (None, None)
@@ -27,7 +45,7 @@ class BackupNowForm(forms.Form):
         label=_("Format"),
         choices=Backup.Format.choices,
         initial=Backup.Format.PG,
-        widget=forms.RadioSelect,
+        widget=RadioSelect,
         help_text=_(
             "PostgreSQL: the whole clinic (records, users, settings), fastest to restore. "
             "Portable JSON: the clinic's records only, readable by other tools."
@@ -39,6 +57,10 @@ class BackupNowForm(forms.Form):
         required=False,
         widget=forms.TextInput(attrs={"placeholder": _("for example: before year-end closing"), "size": 60}),
     )
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        focus_first(self)
 
 
 def _folded(text: str) -> str:
@@ -70,6 +92,7 @@ class RestoreConfirmForm(forms.Form):
             self.fields["confirm"].help_text = format_html(_("Type {schema}"), schema=code)
         if not preview.emptied:
             del self.fields["accept_emptied"]
+        focus_first(self)
 
     def clean_confirm(self) -> str:
         value = self.cleaned_data["confirm"]
@@ -99,3 +122,4 @@ class UploadForm(forms.Form):
         self.fields["file"].help_text = _(
             "A .respaldo archive of this clinic, or a JSON export of its records. At most %(limit)s."
         ) % {"limit": filesizeformat(limit)}
+        focus_first(self)

@@ -23,6 +23,13 @@ from backups.models import Backup, JobStatus
 
 LAST = 60  # backups per chart
 WIDTH, HEIGHT, LEFT, BOTTOM, TOP = 640, 140, 70, 22, 10
+MIN_SLOTS = 20  # bars are at most (WIDTH - LEFT) / MIN_SLOTS wide
+LABEL_WIDTH = 120  # about the width of "2026-12-07 03:45" under the axis, and a gap
+HEADROOM = 1.15  # the tallest bar reaches at most 1 / HEADROOM of the chart
+MIN_SIZE = 1024 * 1024.0  # a chart of sizes goes at least up to 1 MiB
+MIN_SECONDS = 10.0  # and one of durations to 10 s
+_NICE = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
+_NICE_SECONDS = (10, 20, 30, 60, 120, 300, 600, 900, 1200, 1800, 3600, 7200, 10800, 21600, 43200, 86400)
 
 
 @dataclass(frozen=True)
@@ -60,12 +67,27 @@ def last_samples(backups: QuerySet[Backup], *, count: int = LAST, zone=None) -> 
     return samples[::-1]
 
 
+def scale_top(measure: str, highest: float) -> float:
+    """The value at the top of a chart's axis: the highest bar plus headroom, rounded up to a round
+    number (1, 2 or 5 of a unit for sizes, a round duration for times), never below a sensible
+    minimum (1 MiB, 10 s), so that no bar fills the chart and a tiny one still looks tiny."""
+    wanted = max(highest * HEADROOM, 0.0)
+    if measure == "size":
+        unit = 1.0
+        while wanted >= unit * 1024:
+            unit *= 1024
+        scaled = next((nice for nice in _NICE if nice * unit >= wanted), 1000)
+        return max(scaled * unit, MIN_SIZE)
+    return max(next((nice for nice in _NICE_SECONDS if nice >= wanted), _round_up(wanted, 3600)), MIN_SECONDS)
+
+
 def bar_chart(samples: list[Sample], *, measure: str, chart_id: str) -> SafeString:
-    """An SVG bar chart of ``measure`` ("size" or "seconds") over ``samples``; empty for none."""
+    """An SVG bar chart of ``measure`` ("size" or "seconds") over ``samples``, oldest on the left
+    (as in the table beside it); empty for none. The axis says the first and last dates and times."""
     if not samples:
         return SafeString("")
     values = [float(getattr(s, measure)) for s in samples]
-    top = max(values) or 1.0
+    top = scale_top(measure, max(values))
     text = _value_text(measure)
     count = len(samples)
     if measure == "size":
@@ -79,7 +101,7 @@ def bar_chart(samples: list[Sample], *, measure: str, chart_id: str) -> SafeStri
         "high": text(high),
         "last": text(values[-1]),
     }
-    step = (WIDTH - LEFT) / len(values)
+    step = (WIDTH - LEFT) / max(count, MIN_SLOTS)  # a few backups draw a few narrow bars, not one wide one
     plot = HEIGHT - BOTTOM - TOP
     bars = format_html_join(
         "",
@@ -96,16 +118,26 @@ def bar_chart(samples: list[Sample], *, measure: str, chart_id: str) -> SafeStri
             for i, (sample, value) in enumerate(zip(samples, values, strict=True))
         ),
     )
+    last_label = SafeString("")
+    if count > 1:
+        last_label = format_html(
+            '<text class="label" x="{}" y="{}" text-anchor="end">{}</text>',
+            f"{max(LEFT + count * step, LEFT + 2 * LABEL_WIDTH):.1f}",
+            HEIGHT - 4,
+            f"{samples[-1].at:%Y-%m-%d %H:%M}",
+        )
     return format_html(
         '<svg class="respaldo-chart" role="img" aria-labelledby="{id}-t {id}-d" viewBox="0 0 {w} {h}" '
         'width="100%" preserveAspectRatio="xMinYMin meet" xmlns="http://www.w3.org/2000/svg">'
         '<title id="{id}-t">{title}</title><desc id="{id}-d">{desc}</desc>'
         '<line class="axis" x1="{left}" y1="{top}" x2="{left}" y2="{base}"/>'
         '<line class="axis" x1="{left}" y1="{base}" x2="{w}" y2="{base}"/>'
+        '<line class="grid" x1="{left}" y1="{top}" x2="{w}" y2="{top}"/>'
+        '<line class="grid" x1="{left}" y1="{mid}" x2="{w}" y2="{mid}"/>'
         '<text class="label" x="{lx}" y="{ty}" text-anchor="end">{high}</text>'
+        '<text class="label" x="{lx}" y="{my}" text-anchor="end">{half}</text>'
         '<text class="label" x="{lx}" y="{base}" text-anchor="end">0</text>'
-        '<text class="label" x="{left}" y="{h}">{first}</text>'
-        '<text class="label" x="{w}" y="{h}" text-anchor="end">{last}</text>'
+        '<text class="label" x="{left}" y="{h}">{first}</text>{last}'
         '<g class="bars">{bars}</g></svg>',
         id=chart_id,
         w=WIDTH,
@@ -114,12 +146,15 @@ def bar_chart(samples: list[Sample], *, measure: str, chart_id: str) -> SafeStri
         desc=description,
         left=LEFT,
         top=TOP,
+        mid=f"{TOP + plot / 2:.1f}",
         base=TOP + plot,
         lx=LEFT - 6,
-        ty=TOP + 10,
+        ty=TOP + 4,
+        my=f"{TOP + plot / 2 + 4:.1f}",
         high=text(top),
-        first=f"{samples[0].at:%Y-%m-%d}",
-        last=f"{samples[-1].at:%Y-%m-%d}",
+        half=text(top / 2),
+        first=f"{samples[0].at:%Y-%m-%d %H:%M}",
+        last=last_label,
         bars=bars,
     )
 
@@ -132,6 +167,10 @@ def trend_context(backups: QuerySet[Backup], *, zone=None) -> dict:
         "size_chart": bar_chart(samples, measure="size", chart_id="trend-size"),
         "duration_chart": bar_chart(samples, measure="seconds", chart_id="trend-duration"),
     }
+
+
+def _round_up(value: float, unit: float) -> float:
+    return -(-value // unit) * unit
 
 
 def _value_text(measure: str):

@@ -26,6 +26,7 @@
     badge.setAttribute("data-status", data.status);
     var text = badge.querySelector(".respaldo-badge-text");
     if (text) text.textContent = data.status_label;
+    badge.setAttribute("title", data.status_label);
     var symbol = badge.querySelector("[aria-hidden]");
     var symbols = {pending: "…", running: "⟳", succeeded: "✓", failed: "✗", expired: "⌛"};
     if (symbol && symbols[data.status]) symbol.textContent = symbols[data.status];

@@ -4,10 +4,9 @@ from django.contrib import admin, messages
 from django.contrib.auth.admin import GroupAdmin, UserAdmin
 from django.contrib.auth.models import Group, User
 from django.template.response import TemplateResponse
-from django.utils import timezone
 from django.utils.html import format_html
-from django.utils.timesince import timesince
 from django.utils.translation import gettext_lazy as _
+from django.utils.translation import pgettext
 from django_q import admin as q_admin
 from django_q.models import Failure, OrmQ, Schedule, Success
 
@@ -16,8 +15,8 @@ from backups.admin.display import status_badge
 from backups.admin.readonly import QuickRowCheckbox
 from backups.conf import conf
 from backups.exceptions import as_respaldo_error
-from backups.humanize import human_bytes
-from backups.models import Backup, JobStatus
+from backups.humanize import human_ago, human_bytes, human_time
+from backups.models import BACKUP_STATUS_LABELS, Backup, JobStatus
 from backups.operations.audit import client_address
 from backups.operations.overview import clinics_with_health, request_drill
 from backups.services.offboard import bring_back, erase_clinic_backups, offboard_clinic
@@ -83,7 +82,7 @@ class LastStatusFilter(admin.SimpleListFilter):
     parameter_name = "last_status"
 
     def lookups(self, request, model_admin):
-        return [*JobStatus.choices, ("none", _("No backup yet"))]
+        return [*BACKUP_STATUS_LABELS.items(), ("none", _("No backup yet"))]
 
     def queryset(self, request, queryset):
         if self.value() == "none":
@@ -104,11 +103,11 @@ class ClinicAdmin(QuickRowCheckbox, admin.ModelAdmin):
         "stored_size_display",
         "stored_count_display",
         "policy_display",
-        "schema_name",
+        "schema_display",
         "primary_domain",
         "contact_email",
-        "created_at",
-        "offboarded_at",
+        "created_display",
+        "offboarded_display",
     ]
     list_filter = [
         StaleFilter,
@@ -230,6 +229,18 @@ class ClinicAdmin(QuickRowCheckbox, admin.ModelAdmin):
         # Renaming a schema would orphan its data: it is chosen once, at creation.
         return ["schema_name", "created_at"] if obj else ["created_at"]
 
+    @admin.display(description=_("schema"), ordering="schema_name")
+    def schema_display(self, obj: Clinic) -> str:
+        return obj.schema_name
+
+    @admin.display(description=_("created at"), ordering="created_at")
+    def created_display(self, obj: Clinic) -> str:
+        return human_time(obj.created_at, zone=True)
+
+    @admin.display(description=_("offboarded at"), ordering="offboarded_at")
+    def offboarded_display(self, obj: Clinic) -> str:
+        return human_time(obj.offboarded_at, zone=True)
+
     @admin.display(description=_("primary domain"))
     def primary_domain(self, obj: Clinic) -> str:
         primary = next((d for d in obj.domains.all() if d.is_primary), None)
@@ -249,8 +260,8 @@ class ClinicAdmin(QuickRowCheckbox, admin.ModelAdmin):
         return format_html(
             '<time datetime="{}" title="{}">{}</time>',
             moment.isoformat(),
-            timezone.localtime(moment).strftime("%Y-%m-%d %H:%M"),
-            _("%(age)s ago") % {"age": timesince(moment, depth=1)},
+            human_time(moment, zone=True),
+            human_ago(moment),
         )
 
     @admin.display(description=_("last good backup"), ordering="last_success_at")
@@ -281,7 +292,7 @@ class ClinicAdmin(QuickRowCheckbox, admin.ModelAdmin):
 
     @admin.display(description=_("daily backups"), ordering="policy_enabled")
     def policy_display(self, obj: Clinic) -> str:
-        return f"✓ {_('on')}" if obj.policy_enabled else f"✗ {_('off')}"
+        return f"✓ {pgettext('daily backups', 'on')}" if obj.policy_enabled else f"✗ {pgettext('daily backups', 'off')}"
 
     # --- Back up or drill now ----------------------------------------------------------
 

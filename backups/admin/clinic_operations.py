@@ -17,6 +17,7 @@ from django.utils.translation import gettext_lazy
 
 from backups.admin import display
 from backups.admin.readonly import CatalogAdmin, ClinicScopedAdmin
+from backups.humanize import human_actor
 from backups.models import AuditEntry, BackupPolicy
 from backups.operations.audit import audit, audit_trail, client_address
 from backups.operations.policy import POLICY_FIELDS, policy_for
@@ -113,7 +114,7 @@ class ClinicPolicyAdmin(ClinicScopedAdmin):
 class ClinicAuditAdmin(CatalogAdmin):
     """Who did what to this clinic's backups, newest first (read-only)."""
 
-    list_display = ["when", "actor", "action", "backup_ref", "restore_ref", "address", "details_display"]
+    list_display = ["when", "actor_display", "action", "backup_ref", "restore_ref", "address", "details_display"]
     list_display_links = None
     list_filter = ["action", ("at", admin.DateFieldListFilter)]
     search_fields = ["actor"]
@@ -131,6 +132,10 @@ class ClinicAuditAdmin(CatalogAdmin):
     @admin.display(description=gettext_lazy("when"), ordering="at")
     def when(self, entry: AuditEntry) -> str:
         return timezone.localtime(entry.at).strftime("%Y-%m-%d %H:%M:%S")
+
+    @admin.display(description=gettext_lazy("who"), ordering="actor")
+    def actor_display(self, entry: AuditEntry) -> str:
+        return human_actor(entry.actor)
 
     @admin.display(description=gettext_lazy("backup"))
     def backup_ref(self, entry: AuditEntry) -> str:

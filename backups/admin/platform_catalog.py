@@ -10,7 +10,7 @@ from import_export import fields, resources
 from import_export.admin import ExportMixin
 from import_export.formats.base_formats import CSV, XLSX
 
-from backups.admin.display import status_badge
+from backups.admin.display import BackupStatusFilter, status_badge
 from backups.admin.readonly import CatalogAdmin
 from backups.humanize import human_bytes, human_duration
 from backups.models import Backup, Restore
@@ -121,7 +121,7 @@ class PlatformBackupAdmin(_PlatformCatalogAdmin):
         "requested_by",
     ]
     list_filter = [
-        "status",
+        ("status", BackupStatusFilter),
         "kind",
         "payload_format",
         _PlatformCatalogAdmin.list_filter_clinic,

@@ -145,7 +145,7 @@ def test_a_refused_upload_is_in_the_audit_trail_and_keeps_no_file(upload_tmp):
     assert entry.details["message"] == "This file is not a Respaldo backup or a JSON export of clinic records."
     with translation.override("es"):
         shown = audit_details(entry.details)
-    assert "archivo:</span> notes.txt" in shown and "no es una copia de Respaldo" in shown
+    assert "archivo:</span> notes.txt" in shown and "no es un respaldo de Respaldo" in shown
     assert "{" not in shown  # not raw JSON
 
 

@@ -54,6 +54,9 @@ def test_a_tampered_archive_is_stored_as_a_code_and_shown_in_each_readers_langua
     spanish = in_language("es", row.error_message)
     assert "La clínica no ha cambiado." in spanish
     assert spanish.startswith(("Este respaldo no ha superado", "Este archivo de respaldo está dañado"))
+    # the age library's words ("encrypted data: decryption error") are said in Spanish too
+    assert "decryption" not in spanish and "encrypted data" not in spanish, spanish
+    assert "los datos cifrados no se pueden descifrar" in spanish, spanish
     assert in_language("en", row.error_message).endswith("The clinic is unchanged.")
     assert row.error.endswith("The clinic is unchanged.")  # the English text, for logs
 

@@ -55,9 +55,9 @@ def expire(backup: Backup) -> None:
 
 
 def local(iso: str, zone: ZoneInfo) -> str:
-    """An ISO time as the console writes it in English: 3 Dec 2026 02:00."""
+    """An ISO time as the console writes it, in any language: 2026-12-03 02:00."""
     value = datetime.fromisoformat(iso).astimezone(zone)
-    return f"{value.day} {value:%b %Y %H:%M}"
+    return f"{value:%Y-%m-%d %H:%M}"
 
 
 def catalog() -> tuple[set[int], set[str]]:

@@ -12,7 +12,7 @@ from import_export.formats.base_formats import CSV, XLSX
 
 from backups.admin.display import BackupStatusFilter, status_badge
 from backups.admin.readonly import CatalogAdmin
-from backups.humanize import human_bytes, human_duration
+from backups.humanize import human_actor, human_bytes, human_duration, human_time
 from backups.models import Backup, Restore
 from clinic_site.admin_sites import platform_site
 
@@ -103,6 +103,14 @@ class _PlatformCatalogAdmin(ExportMixin, CatalogAdmin):
     def duration_display(self, job) -> str:
         return human_duration(job.duration) if job.duration else "—"
 
+    @admin.display(description=gettext_lazy("requested at"), ordering="requested_at")
+    def when(self, job) -> str:
+        return human_time(job.requested_at, zone=True)
+
+    @admin.display(description=gettext_lazy("requested by"), ordering="requested_by")
+    def requested_by_display(self, job) -> str:
+        return human_actor(job.requested_by)
+
 
 @admin.register(Backup, site=platform_site)
 class PlatformBackupAdmin(_PlatformCatalogAdmin):
@@ -110,15 +118,15 @@ class PlatformBackupAdmin(_PlatformCatalogAdmin):
 
     resource_classes = [BackupResource]
     list_display = [
-        "requested_at",
+        "when",
         "clinic",
         "kind",
         "payload_format",
         "status_display",
         "size_display",
         "duration_display",
-        "verified_at",
-        "requested_by",
+        "verified_display",
+        "requested_by_display",
     ]
     list_filter = [
         ("status", BackupStatusFilter),
@@ -127,6 +135,10 @@ class PlatformBackupAdmin(_PlatformCatalogAdmin):
         _PlatformCatalogAdmin.list_filter_clinic,
         ("expired_at", admin.EmptyFieldListFilter),
     ]
+
+    @admin.display(description=gettext_lazy("verified at"), ordering="verified_at")
+    def verified_display(self, backup: Backup) -> str:
+        return human_time(backup.verified_at, zone=True)
 
     @admin.display(description=gettext_lazy("size"), ordering="size")
     def size_display(self, backup: Backup) -> str:
@@ -139,12 +151,12 @@ class PlatformRestoreAdmin(_PlatformCatalogAdmin):
 
     resource_classes = [RestoreResource]
     list_display = [
-        "requested_at",
+        "when",
         "clinic",
         "backup_id",
         "outcome",
         "status_display",
         "duration_display",
-        "requested_by",
+        "requested_by_display",
     ]
     list_filter = ["status", "outcome", _PlatformCatalogAdmin.list_filter_clinic]

@@ -90,7 +90,14 @@ def spanish_pages(rows) -> dict[str, str]:
         assert response.status_code == 200, name
         pages[name] = response.content.decode()
     platform = platform_admin()
-    for name, url in {"platform index": "/admin/", "platform clinics": "/admin/clinics/clinic/"}.items():
+    platform_urls = {
+        "platform index": "/admin/",
+        "platform clinics": "/admin/clinics/clinic/",
+        "platform backups": "/admin/backups/backup/",
+        "platform restores": "/admin/backups/restore/",
+        "platform audit trail": "/admin/backups/auditentry/",
+    }
+    for name, url in platform_urls.items():
         response = platform.get(url, HTTP_ACCEPT_LANGUAGE="es")
         assert response.status_code == 200, name
         pages[name] = response.content.decode()
@@ -128,4 +135,8 @@ def test_the_console_in_spanish_has_no_english_left_and_says_respaldo_right(clin
     assert "el sistema" in audit and "la programación diaria" in audit
     clinics = visible_text(pages["platform clinics"])
     assert "Esquema" in clinics and "✓ activados" in clinics and "hace un momento" in clinics
-    assert re.search(r"\d{4}-\d\d-\d\d \d\d:\d\d UTC", clinics)  # the platform's times name their zone
+    stamp = r"\d{4}-\d\d-\d\d \d\d:\d\d(:\d\d)? UTC"  # the platform's times name their zone
+    for name in ("platform clinics", "platform backups", "platform restores", "platform audit trail"):
+        assert re.search(stamp, visible_text(pages[name])), name
+    assert "la programación diaria" in visible_text(pages["platform backups"])
+    assert "el sistema" in visible_text(pages["platform audit trail"])

@@ -103,6 +103,10 @@ class _PlatformCatalogAdmin(ExportMixin, CatalogAdmin):
     def duration_display(self, job) -> str:
         return human_duration(job.duration) if job.duration else "—"
 
+    @admin.display(description=gettext_lazy("clinic"), ordering="clinic__name")
+    def clinic_display(self, job) -> str:
+        return str(job.clinic)
+
     @admin.display(description=gettext_lazy("requested at"), ordering="requested_at")
     def when(self, job) -> str:
         return human_time(job.requested_at, zone=True)
@@ -119,7 +123,7 @@ class PlatformBackupAdmin(_PlatformCatalogAdmin):
     resource_classes = [BackupResource]
     list_display = [
         "when",
-        "clinic",
+        "clinic_display",
         "kind",
         "payload_format",
         "status_display",
@@ -152,11 +156,15 @@ class PlatformRestoreAdmin(_PlatformCatalogAdmin):
     resource_classes = [RestoreResource]
     list_display = [
         "when",
-        "clinic",
-        "backup_id",
+        "clinic_display",
+        "backup_display",
         "outcome",
         "status_display",
         "duration_display",
         "requested_by_display",
     ]
     list_filter = ["status", "outcome", _PlatformCatalogAdmin.list_filter_clinic]
+
+    @admin.display(description=gettext_lazy("backup"), ordering="backup_id")
+    def backup_display(self, restore: Restore) -> str:
+        return f"#{restore.backup_id}"

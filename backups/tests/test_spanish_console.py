@@ -41,6 +41,9 @@ WRONG = [
     "hace 0 minutos",
     "Completada (",  # a backup's title: "#1 clinica Programada (Completada)"
     "Programada",
+    "Clinic ",  # a catalog column named by its foreign key
+    "Backup id",
+    "Por caducada",
 ]
 
 

@@ -143,3 +143,15 @@ def test_the_console_in_spanish_has_no_english_left_and_says_respaldo_right(clin
         assert re.search(stamp, visible_text(pages[name])), name
     assert "la programación diaria" in visible_text(pages["platform backups"])
     assert "el sistema" in visible_text(pages["platform audit trail"])
+
+
+def test_a_backups_email_names_the_schedule_and_its_note_in_spanish(clinic_rows):
+    from django.utils import translation
+
+    from backups.operations.notify import backup_facts
+
+    offboarding = fake_backup(requested_by="schedule", note="offboarding", succeeded_at=timezone.now())
+    with translation.override("es"):
+        facts = dict(backup_facts(offboarding))
+    assert facts["Solicitante"] == "la programación diaria"
+    assert facts["Nota"] == "hecho antes de dar de baja la clínica"

@@ -254,6 +254,17 @@ _ARCHIVE_CODES = {
 }
 
 
+# What the age library says of a damaged archive (backups/archive/reader.py), said in the
+# reader's language; the other details of an archive error are a tool's words, kept as they are.
+_DECRYPTION_DETAILS = {"encrypted data: ": "detail_encrypted_data", "encryption header: ": "detail_encryption_header"}
+MESSAGES.update(
+    {
+        "detail_encrypted_data": _(" (the encrypted data does not decrypt)"),
+        "detail_encryption_header": _(" (the encryption header cannot be read)"),
+    }
+)
+
+
 def as_respaldo_error(exc: BaseException) -> RespaldoError | None:
     """An error of the pipeline as a RespaldoError, or None for an unexpected one.
 
@@ -268,6 +279,9 @@ def as_respaldo_error(exc: BaseException) -> RespaldoError | None:
         return None
     if code in _ARCHIVE_CODES or code == "archive_error":
         detail = getattr(exc, "detail", None)
+        for prefix, message_id in _DECRYPTION_DETAILS.items():
+            if detail and detail.startswith(prefix):  # the age library's words, in the reader's language
+                return RespaldoError(code, detail=RespaldoError("detail", message_id))
         return RespaldoError(code, detail=f" ({detail})" if detail else "")
     return RespaldoError(code, detail=str(exc))
 

@@ -12,7 +12,7 @@ from datetime import time, timedelta
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
-from django.utils.translation import gettext
+from django.utils.translation import gettext, pgettext_lazy
 from django.utils.translation import gettext_lazy as _
 
 from backups.exact_json import ExactJSONDecoder, ExactJSONEncoder
@@ -26,6 +26,14 @@ class JobStatus(models.TextChoices):
 
 
 ACTIVE_STATUSES = [JobStatus.PENDING, JobStatus.RUNNING]
+# The statuses as said of a backup: Spanish agrees them with "respaldo" (masculine), the jobs'
+# own labels with "restauración" or "copia" (feminine).
+BACKUP_STATUS_LABELS = {
+    JobStatus.PENDING: pgettext_lazy("backup status", "Pending"),
+    JobStatus.RUNNING: pgettext_lazy("backup status", "Running"),
+    JobStatus.SUCCEEDED: pgettext_lazy("backup status", "Succeeded"),
+    JobStatus.FAILED: pgettext_lazy("backup status", "Failed"),
+}
 
 
 class Job(models.Model):
@@ -78,10 +86,11 @@ class Backup(Job):
     """One backup of one clinic: a job while it runs, then an archive in storage."""
 
     class Kind(models.TextChoices):
-        SCHEDULED = "scheduled", _("Scheduled")
+        # "a backup" is masculine in Spanish, "an appointment" or "an upload" are not: their own context
+        SCHEDULED = "scheduled", pgettext_lazy("backup kind", "Scheduled")
         MANUAL = "manual", _("Manual")
         PRE_RESTORE = "pre_restore", _("Before a restore")
-        UPLOADED = "uploaded", _("Uploaded")
+        UPLOADED = "uploaded", pgettext_lazy("backup kind", "Uploaded")
 
     class Format(models.TextChoices):
         PG = "pg", _("PostgreSQL (pg_dump)")
@@ -164,6 +173,10 @@ class Backup(Job):
 
     def __str__(self) -> str:
         return f"#{self.pk} {self.clinic.schema_name} {self.get_kind_display()} ({self.get_status_display()})"
+
+    def get_status_display(self) -> str:
+        """The status as said of a backup (Spanish: "Completado", a restore is "Completada")."""
+        return str(BACKUP_STATUS_LABELS.get(self.status, self.status))
 
     @property
     def has_stored_file(self) -> bool:

@@ -18,7 +18,7 @@ from django.utils.translation import gettext as _
 
 from backups.models import Backup
 
-DATE_FORMAT = "j M Y H:i"
+DATE_FORMAT = "Y-m-d H:i"  # the console's one way to write a moment (backups.humanize.human_time)
 
 
 @dataclass(frozen=True)
@@ -37,7 +37,7 @@ class UploadOrigin:
     time_zone: str
 
     def when(self, value: datetime) -> str:
-        """``value`` in the clinic's time zone, in the reader's language (7 Dec 2026 10:02)."""
+        """``value`` in the clinic's time zone, as the console writes moments (2026-12-07 10:02)."""
         try:
             zone = zoneinfo.ZoneInfo(self.time_zone)
         except (zoneinfo.ZoneInfoNotFoundError, ValueError):

@@ -8,8 +8,8 @@ from django.contrib.auth.models import Group, User
 from django.template.response import TemplateResponse
 from django.utils import timezone
 from django.utils.html import format_html
-from django.utils.timesince import timesince
 from django.utils.translation import gettext_lazy as _
+from django.utils.translation import pgettext
 from django_q import admin as q_admin
 from django_q.models import Failure, OrmQ, Schedule, Success
 
@@ -18,8 +18,8 @@ from backups.admin.display import status_badge
 from backups.admin.readonly import QuickRowCheckbox
 from backups.conf import conf
 from backups.exceptions import as_respaldo_error
-from backups.humanize import human_bytes
-from backups.models import Backup, JobStatus
+from backups.humanize import human_ago, human_bytes, human_time
+from backups.models import BACKUP_STATUS_LABELS, Backup, JobStatus
 from backups.operations.audit import client_address
 from backups.operations.overview import clinics_with_health, request_drill
 from backups.services.offboard import bring_back, bring_back_source, erase_clinic_backups, offboard_clinic
@@ -86,7 +86,7 @@ class LastStatusFilter(admin.SimpleListFilter):
     parameter_name = "last_status"
 
     def lookups(self, request, model_admin):
-        return [*JobStatus.choices, ("none", _("No backup yet"))]
+        return [*BACKUP_STATUS_LABELS.items(), ("none", _("No backup yet"))]
 
     def queryset(self, request, queryset):
         if self.value() == "none":
@@ -129,10 +129,10 @@ class ClinicAdmin(QuickRowCheckbox, admin.ModelAdmin):
         "stored_size_display",
         "stored_count_display",
         "policy_display",
-        "schema_name",
+        "schema_display",
         "primary_domain",
         "contact_email",
-        "created_at",
+        "created_display",
     ]
     list_filter = [
         StateFilter,
@@ -293,6 +293,14 @@ class ClinicAdmin(QuickRowCheckbox, admin.ModelAdmin):
         # Renaming a schema would orphan its data: it is chosen once, at creation.
         return ["schema_name", "created_at"] if obj else ["created_at"]
 
+    @admin.display(description=_("schema"), ordering="schema_name")
+    def schema_display(self, obj: Clinic) -> str:
+        return obj.schema_name
+
+    @admin.display(description=_("created at"), ordering="created_at")
+    def created_display(self, obj: Clinic) -> str:
+        return human_time(obj.created_at, zone=True)
+
     @admin.display(description=_("primary domain"))
     def primary_domain(self, obj: Clinic) -> str:
         primary = next((d for d in obj.domains.all() if d.is_primary), None)
@@ -312,8 +320,8 @@ class ClinicAdmin(QuickRowCheckbox, admin.ModelAdmin):
         return format_html(
             '<time datetime="{}" title="{}">{}</time>',
             moment.isoformat(),
-            timezone.localtime(moment).strftime("%Y-%m-%d %H:%M"),
-            _("%(age)s ago") % {"age": timesince(moment, depth=1)},
+            human_time(moment, zone=True),
+            human_ago(moment),
         )
 
     @admin.display(description=_("state"), ordering="offboarded_at")
@@ -356,7 +364,7 @@ class ClinicAdmin(QuickRowCheckbox, admin.ModelAdmin):
 
     @admin.display(description=_("daily backups"), ordering="policy_enabled")
     def policy_display(self, obj: Clinic) -> str:
-        return f"✓ {_('on')}" if obj.policy_enabled else f"✗ {_('off')}"
+        return f"✓ {pgettext('daily backups', 'on')}" if obj.policy_enabled else f"✗ {pgettext('daily backups', 'off')}"
 
     # --- Back up or drill now ----------------------------------------------------------
 

@@ -39,7 +39,8 @@ from backups.admin.forms import BackupNowForm, RestoreConfirmForm, posted
 from backups.admin.readonly import CatalogAdmin
 from backups.admin.uploads import upload_view
 from backups.exceptions import as_respaldo_error
-from backups.models import ACTIVE_STATUSES, Backup, JobStatus
+from backups.humanize import human_actor, human_note
+from backups.models import ACTIVE_STATUSES, Backup, JobStatus, Restore
 from backups.operations.audit import client_address
 from backups.operations.trends import trend_context
 from backups.services.differences import latest_comparison, request_comparison
@@ -98,11 +99,16 @@ class ClinicBackupAdmin(CatalogAdmin):
         "format_short",
         "size_display",
         "duration_display",
-        "requested_by",
+        "requested_by_display",
         "note_display",
     ]
     list_display_links = ["when"]
-    list_filter = ["status", "kind", "payload_format", ("requested_at", admin.DateFieldListFilter)]
+    list_filter = [
+        ("status", display.BackupStatusFilter),
+        "kind",
+        "payload_format",
+        ("requested_at", admin.DateFieldListFilter),
+    ]
     search_fields = ["note", "requested_by"]
     change_list_template = "admin/backups/backup/change_list.html"
     change_form_template = "admin/backups/backup/change_form.html"
@@ -115,8 +121,8 @@ class ClinicBackupAdmin(CatalogAdmin):
         "verified",
         "size_display",
         "duration_display",
-        "requested_by",
-        "note",
+        "requested_by_display",
+        "note_text",
         "hold_display",
         "error_display",
         "sha256",
@@ -162,8 +168,16 @@ class ClinicBackupAdmin(CatalogAdmin):
     def note_display(self, backup: Backup) -> str:
         """The note, after a lock and "kept" when the backup is on legal hold."""
         if backup.held_at is None:
-            return backup.note
-        return format_html('<span class="respaldo-held">⚑ {}</span> {}', _("kept"), backup.note)
+            return human_note(backup.note)
+        return format_html('<span class="respaldo-held">⚑ {}</span> {}', _("kept"), human_note(backup.note))
+
+    @admin.display(description=gettext_lazy("note"))
+    def note_text(self, backup: Backup) -> str:
+        return human_note(backup.note) or "—"
+
+    @admin.display(description=gettext_lazy("requested by"), ordering="requested_by")
+    def requested_by_display(self, backup: Backup) -> str:
+        return human_actor(backup.requested_by)
 
     @admin.display(description=gettext_lazy("legal hold"))
     def hold_display(self, backup: Backup) -> str:
@@ -402,11 +416,17 @@ class ClinicBackupAdmin(CatalogAdmin):
                 return HttpResponseRedirect(
                     reverse(f"{self.admin_site.name}:backups_restore_progress", args=[restore.pk])
                 )
+        undoes = Restore.objects.filter(clinic=request.tenant.pk, safety_backup=backup).order_by("-pk").first()
+        if undoes is not None:  # the "Undo this restore" link of that restore's page leads here
+            title = _("Undo restore #%(id)s?") % {"id": undoes.pk}
+        else:
+            title = _("Restore backup #%(id)s?") % {"id": backup.pk}
         return self.page(
             request,
             "restore_confirm.html",
-            _("Restore backup #%(id)s?") % {"id": backup.pk},
+            title,
             backup=backup,
+            note=human_note(backup.note),
             origin=upload_origin(backup),
             preview=preview,
             form=form,

@@ -9,12 +9,12 @@ from django.db import transaction
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import reverse
-from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
 from backups.admin import display
 from backups.admin.readonly import CatalogAdmin, ClinicScopedAdmin
+from backups.humanize import human_actor, human_time
 from backups.models import AuditEntry, BackupPolicy
 from backups.operations.audit import audit, audit_trail, client_address
 from backups.operations.policy import POLICY_FIELDS, policy_for
@@ -135,7 +135,7 @@ class ClinicPolicyAdmin(ClinicScopedAdmin):
 class ClinicAuditAdmin(CatalogAdmin):
     """Who did what to this clinic's backups, newest first (read-only)."""
 
-    list_display = ["when", "actor", "action", "backup_ref", "restore_ref", "address", "details_display"]
+    list_display = ["when", "actor_display", "action", "backup_ref", "restore_ref", "address", "details_display"]
     list_display_links = None
     list_filter = ["action", ("at", admin.DateFieldListFilter)]
     search_fields = ["actor"]
@@ -152,7 +152,11 @@ class ClinicAuditAdmin(CatalogAdmin):
 
     @admin.display(description=gettext_lazy("when"), ordering="at")
     def when(self, entry: AuditEntry) -> str:
-        return timezone.localtime(entry.at).strftime("%Y-%m-%d %H:%M:%S")
+        return human_time(entry.at, seconds=True)
+
+    @admin.display(description=gettext_lazy("who"), ordering="actor")
+    def actor_display(self, entry: AuditEntry) -> str:
+        return human_actor(entry.actor)
 
     @admin.display(description=gettext_lazy("backup"))
     def backup_ref(self, entry: AuditEntry) -> str:

@@ -18,6 +18,7 @@ from backups.admin import display
 from backups.admin.clinic_backups import job_status_json, refusal
 from backups.admin.readonly import CatalogAdmin
 from backups.admin.selective_display import readable_undo
+from backups.humanize import human_actor
 from backups.models import JobStatus, Restore
 from backups.operations.audit import client_address
 from backups.services.selective_undo import UndoPreview, selective_undo, undo_preview
@@ -36,7 +37,7 @@ class ClinicRestoreAdmin(CatalogAdmin):
     list_display = [
         "when",
         "status_badge",
-        "requested_by",
+        "requested_by_display",
         "duration_display",
         "source",
         "safety",
@@ -59,6 +60,10 @@ class ClinicRestoreAdmin(CatalogAdmin):
     @admin.display(description=gettext_lazy("status"), ordering="status")
     def status_badge(self, restore: Restore) -> str:
         return display.status_badge(restore, status_url=self._url("backups_restore_status", restore.pk))
+
+    @admin.display(description=gettext_lazy("requested by"), ordering="requested_by")
+    def requested_by_display(self, restore: Restore) -> str:
+        return human_actor(restore.requested_by)
 
     @admin.display(description=gettext_lazy("duration"))
     def duration_display(self, restore: Restore) -> str:
@@ -121,6 +126,7 @@ class ClinicRestoreAdmin(CatalogAdmin):
             "opts": self.model._meta,
             "title": _("Restore #%(id)s") % {"id": restore.pk},
             "restore": restore,
+            "requested_by": human_actor(restore.requested_by),
             "phases": phases,
             "current_phase": next((step for step in phases if step.state == "current"), None),
             "badge": self.status_badge(restore),

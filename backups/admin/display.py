@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 
+from django.contrib import admin
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 from django.utils.translation import gettext as _
-from django.utils.translation import gettext_lazy
+from django.utils.translation import gettext_lazy, pgettext
 
 from backups.humanize import human_bytes, human_duration  # noqa: F401 - the console's names for them
-from backups.models import Backup, Job, JobStatus, Restore
+from backups.models import BACKUP_STATUS_LABELS, Backup, Job, JobStatus, Restore
 from backups.services.restore import PHASE_LABELS, PHASE_MIGRATING, PHASE_SWAPPING
 
 # Phases a job goes through, in order, as people read them (the row keeps the key).
@@ -36,7 +38,7 @@ def status_label(job: Job) -> str:
     """The status in words, with the phase while the job runs."""
     key = status_key(job)
     if key == "expired":
-        return str(_("Expired"))
+        return str(pgettext("backup status", "Expired"))
     label = str(job.get_status_display())
     if job.status == JobStatus.RUNNING and job.progress_phase:
         label = f"{label}: {phase_label(job)}"
@@ -214,3 +216,12 @@ def table_rows(tables: dict[str, int]) -> list[tuple[str, int]]:
         for table, count in tables.items()
     ]
     return sorted(rows, key=lambda row: row[0].lower())
+
+
+class BackupStatusFilter(admin.ChoicesFieldListFilter):
+    """The status filter of a backups list, its choices said of a backup (``BACKUP_STATUS_LABELS``)."""
+
+    def __init__(self, field, request, params, model, model_admin, field_path):
+        field = copy.copy(field)
+        field.choices = list(BACKUP_STATUS_LABELS.items())
+        super().__init__(field, request, params, model, model_admin, field_path)

@@ -10,9 +10,9 @@ from import_export import fields, resources
 from import_export.admin import ExportMixin
 from import_export.formats.base_formats import CSV, XLSX
 
-from backups.admin.display import status_badge
+from backups.admin.display import BackupStatusFilter, status_badge
 from backups.admin.readonly import CatalogAdmin
-from backups.humanize import human_bytes, human_duration
+from backups.humanize import human_actor, human_bytes, human_duration, human_time
 from backups.models import Backup, Restore
 from clinic_site.admin_sites import platform_site
 
@@ -103,6 +103,18 @@ class _PlatformCatalogAdmin(ExportMixin, CatalogAdmin):
     def duration_display(self, job) -> str:
         return human_duration(job.duration) if job.duration else "—"
 
+    @admin.display(description=gettext_lazy("clinic"), ordering="clinic__name")
+    def clinic_display(self, job) -> str:
+        return str(job.clinic)
+
+    @admin.display(description=gettext_lazy("requested at"), ordering="requested_at")
+    def when(self, job) -> str:
+        return human_time(job.requested_at, zone=True)
+
+    @admin.display(description=gettext_lazy("requested by"), ordering="requested_by")
+    def requested_by_display(self, job) -> str:
+        return human_actor(job.requested_by)
+
 
 @admin.register(Backup, site=platform_site)
 class PlatformBackupAdmin(_PlatformCatalogAdmin):
@@ -110,23 +122,27 @@ class PlatformBackupAdmin(_PlatformCatalogAdmin):
 
     resource_classes = [BackupResource]
     list_display = [
-        "requested_at",
-        "clinic",
+        "when",
+        "clinic_display",
         "kind",
         "payload_format",
         "status_display",
         "size_display",
         "duration_display",
-        "verified_at",
-        "requested_by",
+        "verified_display",
+        "requested_by_display",
     ]
     list_filter = [
-        "status",
+        ("status", BackupStatusFilter),
         "kind",
         "payload_format",
         _PlatformCatalogAdmin.list_filter_clinic,
         ("expired_at", admin.EmptyFieldListFilter),
     ]
+
+    @admin.display(description=gettext_lazy("verified at"), ordering="verified_at")
+    def verified_display(self, backup: Backup) -> str:
+        return human_time(backup.verified_at, zone=True)
 
     @admin.display(description=gettext_lazy("size"), ordering="size")
     def size_display(self, backup: Backup) -> str:
@@ -139,12 +155,16 @@ class PlatformRestoreAdmin(_PlatformCatalogAdmin):
 
     resource_classes = [RestoreResource]
     list_display = [
-        "requested_at",
-        "clinic",
-        "backup_id",
+        "when",
+        "clinic_display",
+        "backup_display",
         "outcome",
         "status_display",
         "duration_display",
-        "requested_by",
+        "requested_by_display",
     ]
     list_filter = ["status", "outcome", _PlatformCatalogAdmin.list_filter_clinic]
+
+    @admin.display(description=gettext_lazy("backup"), ordering="backup_id")
+    def backup_display(self, restore: Restore) -> str:
+        return f"#{restore.backup_id}"

@@ -9,6 +9,7 @@ from django.utils.translation import gettext_lazy
 
 from backups.admin import display
 from backups.admin.readonly import CatalogAdmin
+from backups.humanize import human_actor, human_time
 from backups.models import AuditEntry, BackupPolicy
 from backups.operations.policy import POLICY_FIELDS
 from clinic_site.admin_sites import platform_site
@@ -40,7 +41,16 @@ class PlatformPolicyAdmin(admin.ModelAdmin):
 class PlatformAuditAdmin(CatalogAdmin):
     """Every clinic's audit trail (and the platform's own entries), newest first, read-only."""
 
-    list_display = ["at", "clinic", "actor", "action", "backup_id_ref", "restore_id_ref", "address", "details_display"]
+    list_display = [
+        "when",
+        "clinic",
+        "actor_display",
+        "action",
+        "backup_id_ref",
+        "restore_id_ref",
+        "address",
+        "details_display",
+    ]
     list_display_links = None
     list_filter = ["action", "clinic", ("at", admin.DateFieldListFilter)]
     search_fields = ["actor", "clinic__name", "clinic__schema_name"]
@@ -48,6 +58,14 @@ class PlatformAuditAdmin(CatalogAdmin):
 
     def changelist_view(self, request: HttpRequest, extra_context: dict | None = None) -> HttpResponse:
         return super().changelist_view(request, {"title": _("Audit trail"), **(extra_context or {})})
+
+    @admin.display(description=gettext_lazy("when"), ordering="at")
+    def when(self, entry: AuditEntry) -> str:
+        return human_time(entry.at, seconds=True, zone=True)
+
+    @admin.display(description=gettext_lazy("who"), ordering="actor")
+    def actor_display(self, entry: AuditEntry) -> str:
+        return human_actor(entry.actor)
 
     @admin.display(description=gettext_lazy("details"))
     def details_display(self, entry: AuditEntry) -> str:

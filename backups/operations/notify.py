@@ -225,9 +225,9 @@ def backup_facts(backup: Backup) -> list[tuple[str, Any]]:
     if backup.drilled_at:
         facts.append((gettext("Restore drill at"), local(backup.drilled_at)))
     if backup.requested_by:
-        facts.append((gettext("Requested by"), backup.requested_by))
+        facts.append((gettext("Requested by"), humanize.human_actor(backup.requested_by)))
     if backup.note:
-        facts.append((gettext("Note"), backup.note))
+        facts.append((gettext("Note"), humanize.human_note(backup.note)))
     return facts
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from django.utils.translation import gettext
+
 from backups import postgres
 from backups.formats.json.payload import payload_models
 from backups.models import Backup, RestoreComparison
@@ -93,6 +95,18 @@ class RestorePreview:
         return self.backup.kind == Backup.Kind.UPLOADED
 
 
+def table_label(model) -> str:
+    """A table's name for people: its model's plural, or for a many-to-many table (whose name
+    Django makes up in English) the two tables it links, in the active language."""
+    owner = model._meta.auto_created
+    if not owner:
+        return str(model._meta.verbose_name_plural)
+    targets = [f.related_model for f in model._meta.get_fields() if f.many_to_one and f.related_model is not owner]
+    other = targets[0] if targets else owner
+    names = {"a": owner._meta.verbose_name_plural, "b": other._meta.verbose_name_plural}
+    return gettext("links between %(a)s and %(b)s") % names
+
+
 def restore_preview(
     *, backup: Backup, comparison: RestoreComparison | None = None, pending: RestoreComparison | None = None
 ) -> RestorePreview:
@@ -101,7 +115,7 @@ def restore_preview(
     schema = backup.clinic.schema_name
     in_backup: dict[str, int] = dict((backup.manifest or {}).get("tables") or {})
     now = postgres.table_counts(schema) if postgres.schema_exists(schema) else {}
-    labels = {model._meta.db_table: str(model._meta.verbose_name_plural) for model in payload_models()}
+    labels = {model._meta.db_table: table_label(model) for model in payload_models()}
     preview = RestorePreview(backup=backup, comparison=comparison, pending=pending)
     compared = (comparison.result or {}).get("tables") or {} if comparison else {}
     for table in sorted(set(in_backup) | set(labels)):

@@ -118,5 +118,5 @@ def test_an_archive_whose_clinic_key_the_catalog_lost_names_import_backups(scrat
     assert storage_files() == files and table_checksums("restaura") == data and Backup.objects.count() == backups
     with translation.override("es"):
         spanish = str(UploadRefused("wrong_key", "upload.wrong_key"))
-    assert "python manage.py import_backups" in spanish and spanish.startswith("Esta copia de seguridad no se hizo")
+    assert "python manage.py import_backups" in spanish and spanish.startswith("Este respaldo no se hizo")
     assert "Si la plataforma se reconstruyó" in spanish

@@ -89,7 +89,7 @@ def test_the_list_reads_in_spanish_with_badges_in_words():
     )
     page = client.get(LIST).content.decode()
     assert "Respaldos" in page and "Respaldar ahora" in page
-    assert "respaldo-failed" in page and "Fallida" in page
+    assert "respaldo-failed" in page and "Fallido" in page
 
 
 @pytest.mark.parametrize("suffix", ["status/", "download/", "restore/", "change/"])

@@ -23,7 +23,7 @@ def test_a_busy_clinic_reads_in_the_readers_language(scratch_clinic):
     with pytest.raises(ClinicBusy) as busy:
         services.backup_request(clinic=SCHEMA, enqueue=False)
     assert busy.value.code == "clinic_busy"
-    assert in_language("es", lambda: str(busy.value)).startswith(f"La clínica {SCHEMA} ya tiene la copia n.º ")
+    assert in_language("es", lambda: str(busy.value)).startswith(f"La clínica {SCHEMA} ya tiene el respaldo n.º ")
     assert in_language("en", lambda: str(busy.value)).startswith(f"Clinic {SCHEMA} already has backup #")
     assert json.loads(json.dumps(busy.value.record))["code"] == "clinic_busy"
 
@@ -34,8 +34,8 @@ def test_another_clinics_backup_reads_in_spanish(scratch_clinic):
         restores.restore_request(clinic=SCHEMA, backup_id=theirs.pk, enqueue=False)
     assert refused.value.code == "backup_of_other_clinic"
     assert in_language("es", lambda: str(refused.value)) == (
-        f"La copia n.º {theirs.pk} pertenece a otra clínica; una clínica solo se puede restaurar desde sus propias "
-        "copias."
+        f"El respaldo n.º {theirs.pk} pertenece a otra clínica; una clínica solo se puede restaurar desde sus "
+        "propios respaldos."
     )
 
 
@@ -53,7 +53,10 @@ def test_a_tampered_archive_is_stored_as_a_code_and_shown_in_each_readers_langua
     assert row.status == JobStatus.FAILED and row.error_code in {"tampered", "damaged"}
     spanish = in_language("es", row.error_message)
     assert "La clínica no ha cambiado." in spanish
-    assert spanish.startswith(("Esta copia no ha superado", "Este archivo de copia está dañado"))
+    assert spanish.startswith(("Este respaldo no ha superado", "Este archivo de respaldo está dañado"))
+    # the age library's words ("encrypted data: decryption error") are said in Spanish too
+    assert "decryption" not in spanish and "encrypted data" not in spanish, spanish
+    assert "los datos cifrados no se pueden descifrar" in spanish, spanish
     assert in_language("en", row.error_message).endswith("The clinic is unchanged.")
     assert row.error.endswith("The clinic is unchanged.")  # the English text, for logs
 
@@ -62,7 +65,7 @@ def test_a_tampered_archive_is_stored_as_a_code_and_shown_in_each_readers_langua
 def test_a_missing_key_reads_in_spanish(scratch_clinic):
     backup = services.backup_run(backup_id=services.backup_request(clinic=SCHEMA, enqueue=False).pk)
     assert backup.status == JobStatus.FAILED and backup.error_code == "key_config"
-    assert in_language("es", backup.error_message).startswith("El cifrado de las copias no está bien configurado.")
+    assert in_language("es", backup.error_message).startswith("El cifrado de los respaldos no está bien configurado.")
 
 
 def test_a_code_this_release_does_not_know_still_shows_something():

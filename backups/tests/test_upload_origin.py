@@ -55,9 +55,9 @@ def expire(backup: Backup) -> None:
 
 
 def local(iso: str, zone: ZoneInfo) -> str:
-    """An ISO time as the console writes it in English: 3 Dec 2026 02:00."""
+    """An ISO time as the console writes it, in any language: 2026-12-03 02:00."""
     value = datetime.fromisoformat(iso).astimezone(zone)
-    return f"{value.day} {value:%b %Y %H:%M}"
+    return f"{value:%Y-%m-%d %H:%M}"
 
 
 def catalog() -> tuple[set[int], set[str]]:
@@ -145,7 +145,7 @@ def test_a_refused_upload_is_in_the_audit_trail_and_keeps_no_file(upload_tmp):
     assert entry.details["message"] == "This file is not a Respaldo backup or a JSON export of clinic records."
     with translation.override("es"):
         shown = audit_details(entry.details)
-    assert "archivo:</span> notes.txt" in shown and "no es una copia de Respaldo" in shown
+    assert "archivo:</span> notes.txt" in shown and "no es un respaldo de Respaldo" in shown
     assert "{" not in shown  # not raw JSON
 
 

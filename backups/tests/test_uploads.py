@@ -939,13 +939,13 @@ def test_a_refusal_raised_in_english_reads_in_spanish_when_shown_later(upload_tm
         "too_large": "El archivo supera el límite de 64.0 KB.",
         "sql": (
             "Este archivo es un script SQL. Por seguridad, Respaldo nunca ejecuta SQL subido por una clínica; suba "
-            "en su lugar una copia de seguridad descargada de Respaldo o una exportación JSON de los registros de "
+            "en su lugar un respaldo descargado de Respaldo o una exportación JSON de los registros de "
             "la clínica."
         ),
         "other_clinic": (
-            "Esta copia se hizo para la clínica clinica cuando su identificador interno era null; la clínica "
+            "Este respaldo se hizo para la clínica clinica cuando su identificador interno era null; la clínica "
             f"llamada clinica aquí tiene el identificador {ours}. La plataforma se reconstruyó o la clínica se "
-            "borró y se volvió a crear, así que la copia puede contener los datos de otra clínica que tenía el "
+            "borró y se volvió a crear, así que el respaldo puede contener los datos de otra clínica que tenía el "
             "mismo nombre: se rechaza. Si de verdad son los datos de esta clínica, pídaselo al operador de la "
             "plataforma: tiene la clave para abrirla y puede extraer sus registros (docs/archive-format.md, "
             "«Opening an archive by hand») para que usted los suba aquí como una exportación JSON."

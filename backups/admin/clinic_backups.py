@@ -39,10 +39,12 @@ from backups.admin.forms import BackupNowForm, RestoreConfirmForm, posted
 from backups.admin.readonly import CatalogAdmin
 from backups.admin.uploads import upload_view
 from backups.exceptions import as_respaldo_error
-from backups.humanize import human_actor, human_note
+from backups.humanize import human_actor, human_note, human_time
 from backups.models import ACTIVE_STATUSES, Backup, JobStatus, Restore
 from backups.operations.audit import client_address
+from backups.operations.schedule import next_scheduled_run
 from backups.operations.trends import trend_context
+from backups.services.backup import fair_use_status
 from backups.services.differences import latest_comparison, request_comparison
 from backups.services.download import backup_download
 from backups.services.preview import restore_preview
@@ -296,6 +298,14 @@ class ClinicBackupAdmin(CatalogAdmin):
             "job_running": running is not None,
             **(extra_context or {}),
         }
+        if not Backup.objects.filter(clinic_id=request.tenant.pk).exists():  # a new clinic: when its first runs
+            first = next_scheduled_run(request.tenant)
+            extra["first_backup"] = {
+                "off": first is None,
+                "soon": first is not None and first <= timezone.now(),
+                "at": human_time(first),
+                "zone": request.tenant.time_zone,
+            }
         return super().changelist_view(request, extra_context=extra)
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
@@ -343,8 +353,15 @@ class ClinicBackupAdmin(CatalogAdmin):
                     messages.SUCCESS,
                 )
                 return HttpResponseRedirect(reverse(f"{self.admin_site.name}:backups_backup_changelist"))
+        fair_use = fair_use_status(request.tenant)
         return self.page(
-            request, "backup_now.html", _("Back up now"), form=form, running=services.active_job(request.tenant.pk)
+            request,
+            "backup_now.html",
+            _("Back up now"),
+            form=form,
+            running=services.active_job(request.tenant.pk),
+            fair_use=fair_use,
+            fair_use_frees=human_time(fair_use.frees_at),
         )
 
     def status_view(self, request: HttpRequest, backup_id: int) -> JsonResponse:

@@ -60,20 +60,27 @@ class CloneForm(forms.Form):
     )
 
     def clean(self) -> dict:
+        """Every problem at once: the source's backup, the new schema name and the domain."""
         data = super().clean()
         source = data.get("source")
-        if source is None:
-            return data
-        restorable = Backup.objects.filter(clinic=source, status=JobStatus.SUCCEEDED, expired_at__isnull=True).exclude(
-            storage_name=""
-        )
-        if data.get("backup"):
-            backup = restorable.filter(pk=data["backup"]).first()
-        else:  # the newest pg backup (it carries the clinic's users), else the newest of any format
-            backup = restorable.filter(payload_format=Backup.Format.PG).first() or restorable.first()
-        if backup is None:
-            raise forms.ValidationError(_("This clinic has no such backup to copy."))
-        data["backup_row"] = backup
+        if source is not None:
+            restorable = Backup.objects.filter(
+                clinic=source, status=JobStatus.SUCCEEDED, expired_at__isnull=True
+            ).exclude(storage_name="")
+            if data.get("backup"):
+                backup = restorable.filter(pk=data["backup"]).first()
+            else:  # the newest pg backup (it carries the clinic's users), else the newest of any format
+                backup = restorable.filter(payload_format=Backup.Format.PG).first() or restorable.first()
+            if backup is None:
+                field = "backup" if data.get("backup") else "source"
+                self.add_error(field, _("This clinic has no such backup to copy."))
+            else:
+                data["backup_row"] = backup
+        schema = (data.get("schema_name") or "").strip()
+        if schema:
+            domain = (data.get("domain") or "").strip() or None
+            for field, problem in clones.target_problems(schema, domain).items():
+                self.add_error(field, str(problem))
         return data
 
 

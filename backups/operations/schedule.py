@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from django.db import IntegrityError
@@ -67,6 +67,24 @@ def is_due(policy: BackupPolicy, local: datetime) -> bool:
     due at the first minute after the gap.
     """
     return policy.enabled and local.time() >= policy.run_at
+
+
+def next_scheduled_run(clinic: Clinic, now: datetime | None = None) -> datetime | None:
+    """When the clinic's next daily backup is requested: its ``run_at`` today on its own clock, or
+    tomorrow's once today's is asked for; ``now`` when it is due and not yet asked for (the
+    dispatcher runs every minute). None while its daily backups are off."""
+    now = now or timezone.now()
+    policy = policy_for(clinic)
+    if not policy.enabled:
+        return None
+    local = local_now(now, clinic.time_zone)
+    today = local.replace(hour=policy.run_at.hour, minute=policy.run_at.minute, second=0, microsecond=0)
+    if local < today:
+        return today
+    if not Backup.objects.filter(clinic_id=clinic.pk, scheduled_for=local.date()).exists():
+        return now
+    tomorrow = datetime.combine(local.date() + timedelta(days=1), policy.run_at, tzinfo=local.tzinfo)
+    return tomorrow.replace(second=0, microsecond=0)
 
 
 def _clinics_with_policies() -> list[tuple[Clinic, BackupPolicy]]:

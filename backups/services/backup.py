@@ -10,7 +10,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from datetime import date, timedelta
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
 from typing import IO
 
 from django.db import transaction
@@ -35,6 +36,7 @@ from backups.operations.audit import audit
 from clinics.models import Clinic
 
 logger = logging.getLogger(__name__)
+FAIR_USE_WINDOW = timedelta(days=1)  # manual backups count against the limit this long
 
 ARCHIVE_EXTENSION = "respaldo"
 
@@ -132,15 +134,40 @@ def backup_request(
     return backup
 
 
+@dataclass(frozen=True)
+class FairUse:
+    """A clinic's manual backups of the last 24 hours against its limit, and when the oldest stops counting."""
+
+    limit: int
+    used: int
+    frees_at: datetime | None  # when the oldest counted backup leaves the 24 hours (None: none counted)
+
+    @property
+    def reached(self) -> bool:
+        return self.used >= self.limit
+
+
+def fair_use_status(clinic: Clinic | int, now: datetime | None = None) -> FairUse:
+    """How many manual backups ``clinic`` asked for in the last 24 hours (``BACKUPS_MAX_MANUAL_BACKUPS_PER_DAY``)."""
+    now = now or timezone.now()
+    clinic_id = clinic if isinstance(clinic, int) else clinic.pk
+    made = list(
+        Backup.objects.filter(
+            clinic_id=clinic_id, kind=Backup.Kind.MANUAL, retry_of__isnull=True, requested_at__gte=now - FAIR_USE_WINDOW
+        )
+        .order_by("requested_at")
+        .values_list("requested_at", flat=True)
+    )
+    return FairUse(
+        limit=conf.max_manual_backups_per_day, used=len(made), frees_at=made[0] + FAIR_USE_WINDOW if made else None
+    )
+
+
 def _check_fair_use(clinic: Clinic) -> None:
     """Refuse one manual backup too many in 24 hours (``BACKUPS_MAX_MANUAL_BACKUPS_PER_DAY``)."""
-    limit = conf.max_manual_backups_per_day
-    since = timezone.now() - timedelta(days=1)
-    made = Backup.objects.filter(
-        clinic_id=clinic.pk, kind=Backup.Kind.MANUAL, retry_of__isnull=True, requested_at__gte=since
-    ).count()
-    if made >= limit:
-        raise BackupRefused("fair_use_backups", limit=limit)
+    status = fair_use_status(clinic)
+    if status.reached:
+        raise BackupRefused("fair_use_backups", limit=status.limit)
 
 
 def _enqueue_backup(backup_id: int) -> None:

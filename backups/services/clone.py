@@ -94,6 +94,30 @@ def check_target(schema: str, domain: str | None = None, *, clone_id: int | None
     exists, another clone waiting or running is making it, or its media folder exists; a
     domain of any clinic or of another active clone. ``clone_id``: the clone checking itself.
     """
+    problems = target_problems(schema, domain, clone_id=clone_id)
+    if problems:
+        raise next(iter(problems.values()))
+    return (domain or default_domain(schema)).strip().lower()
+
+
+def target_problems(schema: str, domain: str | None = None, *, clone_id: int | None = None) -> dict[str, RespaldoError]:
+    """Everything wrong with a new schema name and domain at once, by form field ("schema_name",
+    "domain"): empty when both can be used. A domain left empty is derived from the schema name,
+    and only judged when that name is valid."""
+    problems: dict[str, RespaldoError] = {}
+    try:
+        _check_schema_available(schema, clone_id)
+    except RespaldoError as exc:
+        problems["schema_name"] = exc
+    if domain or not problems:
+        try:
+            _check_domain_available((domain or default_domain(schema)).strip().lower(), clone_id)
+        except RespaldoError as exc:
+            problems["domain"] = exc
+    return problems
+
+
+def _check_schema_available(schema: str, clone_id: int | None) -> None:
     _check_schema_name(schema)
     owner = Clinic.objects.filter(schema_name=schema).first()
     if owner is not None:
@@ -107,15 +131,17 @@ def check_target(schema: str, domain: str | None = None, *, clone_id: int | None
     files = _media_staging(schema)
     if files is not None and (files.root.exists() or files.staging.exists()):
         raise RespaldoError("clone_schema_taken", "clone_schema_taken_files", schema=schema)
-    domain = (domain or default_domain(schema)).strip().lower()
+
+
+def _check_domain_available(domain: str, clone_id: int | None) -> None:
     _check_domain_name(domain)
     holder = Domain.objects.select_related("tenant").filter(domain=domain).first()
     if holder is not None:
         raise RespaldoError("clone_domain_taken", domain=domain, clinic=holder.tenant.name)
+    active = CloneJob.objects.filter(status__in=ACTIVE_STATUSES).exclude(pk=clone_id)
     other = active.filter(target_domain=domain).first()
     if other is not None:
         raise RespaldoError("clone_domain_taken", "clone_domain_taken_clone", domain=domain, clone=other.pk)
-    return domain
 
 
 def _check_schema_name(schema: str) -> None:

@@ -281,6 +281,11 @@ class BackupPolicy(models.Model):
     notify_emails = models.TextField(
         _("notification addresses"), blank=True, help_text=_("One or more addresses, separated by commas.")
     )
+    notify_daily_success = models.BooleanField(
+        _("email when a daily backup succeeds"),
+        default=True,
+        help_text=_("Failures are always emailed. A manual backup's success goes to the person who asked for it."),
+    )
     stale_after_hours = models.PositiveSmallIntegerField(_("alert when no successful backup for (hours)"), default=26)
     stale_alert_sent_at = models.DateTimeField(_("missed-backup alert sent at"), null=True, blank=True)
 

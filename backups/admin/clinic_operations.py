@@ -93,7 +93,10 @@ class ClinicPolicyAdmin(ClinicScopedAdmin):
                 "description": gettext_lazy("The newest successful backup is always kept, whatever these say."),
             },
         ),
-        (gettext_lazy("Who hears about it"), {"fields": ["notify_emails", "stale_after_hours"]}),
+        (
+            gettext_lazy("Who hears about it"),
+            {"fields": ["notify_emails", "notify_daily_success", "stale_after_hours"]},
+        ),
     ]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[BackupPolicy]:

@@ -145,9 +145,14 @@ def requester_emails(clinic: Clinic, username: str) -> list[str]:
 
 
 def job_recipients(job: Job, event: str) -> list[str]:
-    """Who hears about ``event`` of ``job``: a manual backup's success, its asker; anything else, the clinic."""
-    if isinstance(job, Backup) and job.kind == Backup.Kind.MANUAL and event == "backup_succeeded":
-        return requester_emails(job.clinic, job.requested_by)
+    """Who hears about ``event`` of ``job``: a manual backup's success, its asker; a daily backup's
+    success, the clinic unless its policy turned that off; anything else, the clinic."""
+    if isinstance(job, Backup) and event == "backup_succeeded":
+        if job.kind == Backup.Kind.MANUAL:
+            return requester_emails(job.clinic, job.requested_by)
+        policy = BackupPolicy.objects.filter(clinic_id=job.clinic_id).first()
+        if job.kind == Backup.Kind.SCHEDULED and policy is not None and not policy.notify_daily_success:
+            return []
     return clinic_recipients(job.clinic)
 
 

@@ -20,6 +20,7 @@ POLICY_FIELDS = [
     "keep_pre_restore_days",
     "keep_failed_days",
     "notify_emails",
+    "notify_daily_success",
     "stale_after_hours",
 ]
 

@@ -117,6 +117,19 @@ def test_a_manual_backups_success_goes_to_whoever_asked_only_and_its_failure_to_
     assert mail.outbox == []  # nobody to tell: the asker has no address here
 
 
+def test_the_policy_can_keep_daily_successes_quiet_and_failures_still_go_out(clinic, policy, mailoutbox):
+    backup_finished.send(sender=Backup, backup=a_backup(clinic, kind=Backup.Kind.SCHEDULED))
+    assert only_message().to == ["Owner@Clinic.example", "ADMIN@example.com"]  # on by default
+
+    mail.outbox.clear()
+    BackupPolicy.objects.filter(pk=policy.pk).update(notify_daily_success=False)
+    backup_finished.send(sender=Backup, backup=a_backup(clinic, kind=Backup.Kind.SCHEDULED))
+    assert mail.outbox == []
+    failed = a_backup(clinic, kind=Backup.Kind.SCHEDULED, status=JobStatus.FAILED, **dump_failed())
+    backup_finished.send(sender=Backup, backup=failed)
+    assert only_message().to == ["Owner@Clinic.example", "ADMIN@example.com"]
+
+
 def test_a_clone_never_emails_its_source_clinics_addresses(clinic, policy, mailoutbox):
     from backups.models_clone import CloneJob
 

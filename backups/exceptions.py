@@ -67,6 +67,10 @@ MESSAGES: dict[str, str] = {
         "committed. The clinic is unchanged."
     ),
     "recovered_restore": _("The worker stopped after the data was restored; recovery completed it."),
+    "interrupted_comparison": _(
+        "Interrupted: the worker comparing this backup with the clinic stopped (crash, kill or time-out). "
+        "Open the restore page again to compare anew."
+    ),
     "recovered_migration_failed": _(
         "The worker stopped after the data was restored, and migrating it failed: %(detail)s"
     ),

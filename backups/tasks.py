@@ -84,16 +84,17 @@ def deliver_webhook(delivery_id: int) -> str:
 
 
 def sweep_stale_jobs() -> int:
-    """Settle jobs whose worker died: backups fail and are retried, restores and clones are settled.
+    """Settle jobs whose worker died: backups fail and are retried, restores, clones and comparisons are settled.
 
     Returns how many jobs were found dead.
     """
     from backups.services import clone as clones
+    from backups.services import differences
     from backups.services import restore as restores
 
     reset_schema()
     dead = services.backup_sweep_stale() + restores.restore_sweep_stale() + clones.clone_sweep_stale()
-    return len(dead)
+    return len(dead) + len(differences.comparison_sweep_stale())
 
 
 # --- The dispatcher: ONE django-q2 schedule runs this every minute (migration 0008) ------

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import connection, transaction
@@ -32,6 +32,7 @@ from django.utils import timezone
 
 from backups import archive, jobs
 from backups.clinic_keys import reading_identities
+from backups.conf import conf
 from backups.exceptions import ClinicBusy, RespaldoError, RestoreRefused, failure_reason
 from backups.formats.json.payload import payload_models
 from backups.formats.pg_rewrite import quote_ident
@@ -309,6 +310,22 @@ def comparison_for_api(backup: Backup, *, requested_by: str = "") -> RestoreComp
         active = backup.comparisons.filter(status__in=ACTIVE_STATUSES, requested_at__gte=newest.requested_at)
         return active.first()
     return request_comparison(backup, requested_by=requested_by)
+
+
+def comparison_sweep_stale(now: datetime | None = None) -> list[int]:
+    """Fail the comparisons whose worker died (still waiting or running after
+    ``BACKUPS_STALE_AFTER_SECONDS``), so that the page asks for a new one; their ids.
+
+    A comparison writes nothing outside its own rolled-back transaction: nothing else to undo.
+    """
+    cutoff = (now or timezone.now()) - timedelta(seconds=conf.stale_after_seconds)
+    stale = list(
+        RestoreComparison.objects.filter(status__in=ACTIVE_STATUSES, requested_at__lte=cutoff).values_list(
+            "pk", flat=True
+        )
+    )
+    reason = RespaldoError("interrupted", "interrupted_comparison")
+    return [pk for pk in stale if jobs.fail(RestoreComparison, pk, reason)]
 
 
 def run_comparison(comparison_id: int) -> RestoreComparison | None:

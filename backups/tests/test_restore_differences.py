@@ -160,3 +160,24 @@ def test_a_comparison_never_holds_a_worker_that_a_restore_needs(scratch_clinic):
     assert comparison.status == JobStatus.FAILED
     assert not RestoreComparison.objects.filter(pk=comparison.pk, status__in=["pending", "running"]).exists()
     assert not [name for name in schemas() if differences.SCRATCH_INFIX in name]
+
+
+def test_a_comparison_whose_worker_died_is_settled_by_the_sweeper(scratch_clinic, settings):
+    """A comparison still running long after its worker's time-out is failed by the sweeper (the page then
+    asks for a new one); a recent one is left alone."""
+    from backups.models import JobStatus, RestoreComparison
+    from backups.services import differences
+    from backups.tasks import sweep_stale_jobs
+
+    settings.BACKUPS_STALE_AFTER_SECONDS = 600
+    backup = make_backup(SCHEMA)
+    dead = differences.request_comparison(backup, enqueue=False)
+    RestoreComparison.objects.filter(pk=dead.pk).update(
+        status=JobStatus.RUNNING, requested_at=timezone.now() - timedelta(hours=1)
+    )
+    assert sweep_stale_jobs() >= 1
+    dead.refresh_from_db()
+    assert dead.status == JobStatus.FAILED and "compare anew" in dead.error_message()
+    recent = differences.request_comparison(backup, enqueue=False)
+    assert differences.comparison_sweep_stale() == []
+    assert RestoreComparison.objects.get(pk=recent.pk).status == JobStatus.PENDING

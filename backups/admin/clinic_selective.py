@@ -173,7 +173,9 @@ class SelectiveView:
                 form.add_error(None, _refusal(exc))
             else:
                 self.model_admin.message_user(request, _done(result), messages.SUCCESS)
-                return self.changelist()
+                # its result page, where it can be undone (exactly those rows)
+                site = self.model_admin.admin_site.name
+                return HttpResponseRedirect(reverse(f"{site}:backups_restore_progress", args=[result.restore.pk]))
         search = PatientSearchForm({"q": form.data.get("national_id", "")})
         return self.pick(request, backup, search, refused=form)
 

@@ -15,7 +15,7 @@ from django.db import connection, transaction
 from django_tenants.utils import schema_context
 
 from backups.exceptions import RestoreRefused
-from backups.models import AuditEntry, Backup, JobStatus
+from backups.models import AuditEntry, Backup, JobStatus, Restore
 from backups.services.selective import ADD, CHANGE, SAME, FieldDiff, selective_apply, selective_preview
 from backups.services.selective_rows import Rows, read_patient
 from backups.services.selective_search import backup_patients, fold, missing_now, search_patients
@@ -280,7 +280,8 @@ def test_the_console_applies_after_the_typed_national_id(scratch_clinic):
     assert unseen.status_code == 200 and not any(live_rows(patient.national_id).values())
     assert not Backup.objects.filter(clinic=scratch_clinic, kind=Backup.Kind.PRE_RESTORE).exists()
     done = client.post(url, {**confirmed, "confirm": patient.national_id})
-    assert done.status_code == 302 and done["Location"].endswith(LIST)
+    restore = Restore.objects.filter(clinic=scratch_clinic, selective_patient=patient.national_id).latest("pk")
+    assert done.status_code == 302 and done["Location"].endswith(f"/admin/backups/restore/{restore.pk}/progress/")
     assert live_rows(patient.national_id)["dental_patient"][0]["id"] == patient.pk
 
 

@@ -90,7 +90,7 @@ def test_an_admin_finds_a_deleted_patient_by_part_of_the_name_and_brings_them_ba
 
         page.fill("#id_confirm", lost.national_id)
         page.locator("input.respaldo-danger").click()
-        page.wait_for_url(f"**{LIST}")
+        page.wait_for_url("**/admin/backups/restore/*/progress/")  # the result, with its own Undo
         assert words["restored"] in page.inner_text(".messagelist")
         shots(page, "selective-done")
     finally:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import unicodedata
 
 from django import forms
+from django.contrib.admin.widgets import AdminRadioSelect
 from django.http import HttpRequest
 from django.template.defaultfilters import filesizeformat
 from django.utils.html import format_html
@@ -15,8 +16,12 @@ from backups.models import Backup
 from backups.services.preview import RestorePreview
 
 
-class RadioSelect(forms.RadioSelect):
-    """Radio buttons whose ``autofocus`` goes on the first button only (one element per page may have it)."""
+class RadioSelect(AdminRadioSelect):
+    """The admin's radio list (styled by its forms.css), whose ``autofocus`` goes on the first button only
+    (one element per page may have it)."""
+
+    def __init__(self, attrs: dict | None = None, choices=()) -> None:
+        super().__init__({"class": "radiolist", **(attrs or {})}, choices)
 
     def create_option(self, name, value, label, selected, index, subindex=None, attrs=None) -> dict:
         option = super().create_option(name, value, label, selected, index, subindex, attrs)

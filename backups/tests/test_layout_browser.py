@@ -157,7 +157,7 @@ def test_the_list_fits_at_1280_px_and_on_a_phone_and_the_trends_are_folded_below
     note_cell = page.locator("#result_list tr", has=restore_link).locator("td.field-note_display")
     assert_inside(restore_link, 1280, "Restore… at 1280 px")
     assert_inside(note_cell, 1280, "the note at 1280 px")
-    assert_inside(page.locator("td.field-requested_by").first, 1280, "requested by at 1280 px")
+    assert_inside(page.locator("td.field-requested_by_display").first, 1280, "requested by at 1280 px")
     # A running badge (with its phase) is as wide as a finished one; its full words stay in its title.
     badge = page.locator(f'.respaldo-badge[data-job="{running.pk}"]')
     finished = page.locator(f'.respaldo-badge[data-job="{noted.pk}"]')

@@ -125,11 +125,11 @@ def test_the_console_in_spanish_has_no_english_left_and_says_respaldo_right(clin
     assert "✓ Completado" in backups and "Programado" in backups and "Por fecha de solicitud" in backups
     assert "la programación diaria" in backups and "hecho antes de dar de baja la clínica" in backups
     backup = visible_text(pages["backup"])
-    assert "Ver respaldo" in backup and "Solicitante: la programación diaria" in backup
+    assert "Respaldo del " in backup and "— programado" in backup and "Solicitante: la programación diaria" in backup
     number = clinic_rows["scheduled"].pk
     assert f"hecho antes de restaurar un paciente desde el respaldo #{number}" in visible_text(pages["safety backup"])
     confirmation = visible_text(pages["restore confirmation"])
-    assert "Vínculos entre facturas y tratamientos" in confirmation and "Cambio" in confirmation
+    assert "Vínculos entre facturas y tratamientos" in confirmation and "Neto" in confirmation
     undo = visible_text(pages["undo confirmation"])
     assert f"¿Deshacer la restauración #{clinic_rows['restore'].pk}?" in undo
     assert "hecho antes de dar de baja la clínica" in undo

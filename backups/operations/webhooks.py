@@ -51,7 +51,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import http.client
 import ipaddress
 import json
 import logging
@@ -75,6 +74,7 @@ from backups.exceptions import render
 from backups.models import Backup, Job, JobStatus, Restore
 from backups.models_webhooks import WebhookDelivery, WebhookEndpoint, is_loopback_host, validate_webhook_url
 from backups.operations import signals
+from backups.operations.webhook_transport import Deadline, PinnedHTTPConnection, PinnedHTTPSConnection
 
 logger = logging.getLogger(__name__)
 
@@ -377,127 +377,7 @@ def check_destination(endpoint: WebhookEndpoint) -> None:
     resolve(endpoint)
 
 
-# --- one attempt, within one deadline --------------------------------------------------------------
-
-
-class Deadline:
-    """The moment an attempt must be over: connect, TLS, send and read all share it."""
-
-    def __init__(self, seconds: float) -> None:
-        self.seconds = seconds
-        self.at = time.monotonic() + seconds
-
-    def remaining(self) -> float:
-        """Seconds left; raises ``TimeoutError`` once there are none."""
-        left = self.at - time.monotonic()
-        if left <= 0:
-            raise TimeoutError(f"timed out: no complete answer within {self.seconds:g} s")
-        return left
-
-
-class _DeadlineSocket(socket.socket):
-    """A socket whose every send and receive may only use what is left of the attempt's deadline
-    (a plain socket time-out is per call: an endpoint that sends a byte now and then never trips it)."""
-
-    deadline: Deadline | None = None
-
-    def _arm(self) -> None:
-        if self.deadline is not None:
-            self.settimeout(self.deadline.remaining())
-
-    def recv(self, *args: Any) -> bytes:
-        self._arm()
-        return super().recv(*args)
-
-    def recv_into(self, *args: Any) -> int:
-        self._arm()
-        return super().recv_into(*args)
-
-    def send(self, *args: Any) -> int:
-        self._arm()
-        return super().send(*args)
-
-    def sendall(self, *args: Any) -> None:
-        self._arm()
-        return super().sendall(*args)
-
-
-class _DeadlineSSLSocket(ssl.SSLSocket):
-    """The TLS counterpart of :class:`_DeadlineSocket`."""
-
-    deadline: Deadline | None = None
-
-    def _arm(self) -> None:
-        if self.deadline is not None:
-            self.settimeout(self.deadline.remaining())
-
-    def recv(self, *args: Any) -> bytes:
-        self._arm()
-        return super().recv(*args)
-
-    def recv_into(self, *args: Any) -> int:
-        self._arm()
-        return super().recv_into(*args)
-
-    def read(self, *args: Any) -> Any:
-        self._arm()
-        return super().read(*args)
-
-    def send(self, *args: Any) -> int:
-        self._arm()
-        return super().send(*args)
-
-    def sendall(self, *args: Any) -> None:
-        self._arm()
-        return super().sendall(*args)
-
-
-def tls_context() -> ssl.SSLContext:
-    """Certificates verified against the system's authorities and the URL's host name."""
-    context = ssl.create_default_context()
-    context.sslsocket_class = _DeadlineSSLSocket
-    return context
-
-
-class _PinnedHTTPConnection(http.client.HTTPConnection):
-    """An HTTP connection to an address resolved (and checked) beforehand, never to a fresh DNS
-    answer; the Host header still names the URL's host."""
-
-    def __init__(self, host: str, port: int, targets: list[tuple[int, tuple[Any, ...]]], deadline: Deadline) -> None:
-        super().__init__(host, port)
-        self.targets, self.deadline = targets, deadline
-
-    def connect(self) -> None:
-        error: OSError | None = None
-        for family, sockaddr in self.targets:
-            sock = _DeadlineSocket(family, socket.SOCK_STREAM)
-            try:
-                sock.settimeout(self.deadline.remaining())
-                sock.connect(sockaddr)
-            except TimeoutError:
-                sock.close()
-                raise
-            except OSError as exc:
-                sock.close()
-                error = exc
-                continue
-            sock.deadline = self.deadline
-            self.sock = sock
-            return
-        raise error or ConnectionError("no address to connect to")
-
-
-class _PinnedHTTPSConnection(_PinnedHTTPConnection):
-    """TLS over :class:`_PinnedHTTPConnection`: the certificate must name the URL's host (SNI too)."""
-
-    default_port = 443
-
-    def connect(self) -> None:
-        super().connect()
-        self.sock.settimeout(self.deadline.remaining())  # the handshake gets what is left, at most
-        tls = tls_context().wrap_socket(self.sock, server_hostname=self.host)
-        tls.deadline = self.deadline
-        self.sock = tls
+# --- one attempt, within one deadline (the transport: backups.operations.webhook_transport) ---
 
 
 def post(endpoint: WebhookEndpoint, delivery: WebhookDelivery) -> int:
@@ -509,7 +389,7 @@ def post(endpoint: WebhookEndpoint, delivery: WebhookDelivery) -> int:
     parts = urlsplit(endpoint.url)
     https = parts.scheme == "https"
     port = parts.port or (443 if https else 80)
-    connection_class = _PinnedHTTPSConnection if https else _PinnedHTTPConnection
+    connection_class = PinnedHTTPSConnection if https else PinnedHTTPConnection
     connection = connection_class(parts.hostname or "", port, targets, deadline)
     body = body_bytes(delivery.payload)
     path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")

@@ -57,7 +57,6 @@ import logging
 import socket
 import ssl
 import time
-import uuid
 from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
@@ -67,13 +66,13 @@ from django.core.exceptions import ValidationError
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import connection, transaction
 from django.db.models import Q, QuerySet
-from django.utils import timezone, translation
+from django.utils import timezone
 
 from backups.conf import conf
-from backups.exceptions import render
-from backups.models import Backup, Job, JobStatus, Restore
+from backups.models import Backup, JobStatus, Restore
 from backups.models_webhooks import WebhookDelivery, WebhookEndpoint, is_loopback_host, validate_webhook_url
 from backups.operations import signals
+from backups.operations.webhook_payloads import backup_fields, drill_fields, envelope, restore_fields
 from backups.operations.webhook_transport import Deadline, PinnedHTTPConnection, PinnedHTTPSConnection
 
 logger = logging.getLogger(__name__)
@@ -129,88 +128,6 @@ def signature_header(secret: str, body: bytes, timestamp: int | None = None) -> 
     """The ``X-Respaldo-Signature`` value: ``t=<unix seconds>,v1=<hex signature>``."""
     timestamp = int(time.time()) if timestamp is None else timestamp
     return f"t={timestamp},v1={sign(secret, timestamp, body)}"
-
-
-# --- what a body says ----------------------------------------------------------------------
-
-
-def _iso(moment: datetime | None) -> str | None:
-    return moment.isoformat() if moment else None
-
-
-def job_error(job: Job) -> dict[str, str] | None:
-    """The job's error code and its message in English, or None."""
-    if not (job.error_code or job.error):
-        return None
-    with translation.override("en"):
-        return {"code": job.error_code or "error", "message": job.error_message()}
-
-
-def drill_error(backup: Backup) -> dict[str, str] | None:
-    """Why the backup's drill failed (code, English message), or None."""
-    record = backup.drill_error or {}
-    if not record:
-        return None
-    code = record.get("code") or "drill_failed"
-    with translation.override("en"):
-        return {"code": code, "message": render(record.get("message_id") or code, record.get("params"))}
-
-
-def clinic_fields(clinic: Any) -> dict[str, Any] | None:
-    """The clinic an event is about."""
-    if clinic is None:
-        return None
-    return {"id": clinic.pk, "schema": clinic.schema_name, "name": clinic.name}
-
-
-def backup_fields(backup: Backup) -> dict[str, Any]:
-    """A backup's public fields."""
-    return {
-        "id": backup.pk,
-        "status": backup.status,
-        "kind": backup.kind,
-        "format": backup.payload_format,
-        "size": backup.size,
-        "sha256": backup.sha256 or None,
-        "requested_at": _iso(backup.requested_at),
-        "finished_at": _iso(backup.finished_at),
-        "error": job_error(backup),
-    }
-
-
-def restore_fields(restore: Restore) -> dict[str, Any]:
-    """A restore's public fields."""
-    return {
-        "id": restore.pk,
-        "status": restore.status,
-        "outcome": restore.outcome or None,
-        "backup_id": restore.backup_id,
-        "safety_backup_id": restore.safety_backup_id,
-        "requested_at": _iso(restore.requested_at),
-        "finished_at": _iso(restore.finished_at),
-        "error": job_error(restore),
-    }
-
-
-def drill_fields(backup: Backup) -> dict[str, Any]:
-    """How a verification or restore drill of ``backup`` ended."""
-    return {
-        "status": "failed" if backup.drill_status == "failed" else "succeeded",
-        "drilled_at": _iso(backup.drilled_at),
-        "verified_at": _iso(backup.verified_at),
-        "error": drill_error(backup) if backup.drill_status == "failed" else None,
-    }
-
-
-def envelope(event: str, clinic: Any, occurred_at: datetime | None, **data: Any) -> dict[str, Any]:
-    """A body: event, its id, when, the clinic, then the event's own fields."""
-    return {
-        "event": event,
-        "event_id": str(uuid.uuid4()),
-        "occurred_at": _iso(occurred_at or timezone.now()),
-        "clinic": clinic_fields(clinic),
-        **data,
-    }
 
 
 # --- from signals to deliveries ----------------------------------------------------------------

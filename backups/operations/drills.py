@@ -40,8 +40,8 @@ from backups.jobs import LOCK_NAMESPACE
 from backups.models import AuditEntry, Backup, JobStatus
 from backups.operations.audit import audit
 from backups.operations.signals import drill_finished
-from backups.services.restore import check_migrations, verified_copy, verify_stored
 from backups.services.scratch import check_read_to_the_end, scratch_pg
+from backups.services.verification import check_migrations, verified_copy, verify_stored
 from clinics.models import Clinic
 
 logger = logging.getLogger(__name__)

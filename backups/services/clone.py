@@ -55,8 +55,8 @@ from backups.models_clone import CloneJob
 from backups.operations.audit import audit
 from backups.postgres import PgTools
 from backups.services.recover import clinic_domain
-from backups.services.restore import VerifiedCopy, check_migrations, verified_copy
 from backups.services.scratch import check_read_to_the_end, tools_for
+from backups.services.verification import VerifiedCopy, check_migrations, verified_copy
 from clinics.models import Clinic, Domain
 
 logger = logging.getLogger(__name__)

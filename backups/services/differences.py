@@ -38,9 +38,9 @@ from backups.formats.json.payload import payload_models
 from backups.formats.pg_rewrite import quote_ident
 from backups.formats.restore_into import RestoreIntoError, restore_into_json
 from backups.models import ACTIVE_STATUSES, Backup, JobStatus, Restore, RestoreComparison
-from backups.services.restore import check_migrations, verified_copy
 from backups.services.scratch import check_read_to_the_end, scratch_pg
 from backups.services.selective_rows import picks, read_settings, table_name
+from backups.services.verification import check_migrations, verified_copy
 
 SCRATCH_INFIX = "__diff_"
 LOCK_TIMEOUT_MS = 3000  # how long a comparison waits for a lock on a live table before it gives up

@@ -22,8 +22,8 @@ from backups.exceptions import RespaldoError, RestoreRefused
 from backups.formats.pg_rewrite import quote_ident
 from backups.formats.restore_into import RestoreIntoError, restore_into_json
 from backups.models import Backup, JobStatus
-from backups.services.restore import check_migrations, verified_copy
 from backups.services.scratch import check_read_to_the_end, scratch_pg
+from backups.services.verification import check_migrations, verified_copy
 from dental.models import Appointment, Invoice, Patient, Payment, Treatment
 
 SCRATCH_INFIX = "__pick_"

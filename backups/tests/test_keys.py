@@ -18,7 +18,7 @@ from django.test import override_settings
 from backups import archive, clinic_keys, keys, services
 from backups.archive import KeyConfigError, generate_identity
 from backups.models import Backup, ClinicKey, JobStatus
-from backups.services import restore as restores
+from backups.services import verification
 from backups.tests.helpers import storage_files, stored_path
 from clinics.models import Clinic
 from conftest import manage
@@ -90,7 +90,7 @@ def test_a_rotated_deployment_key_rewraps_clinic_keys_and_no_archive_is_rewritte
     assert [key.identity for key in clinic_keys.stored_keys()["clinica"]] == [clinic_key]  # the bucket's copy too
     assert stored_path(before.storage_name).read_bytes() == untouched
     for backup in (before, after):
-        assert restores.verify_stored(backup, clinic)["clinic"]["schema"] == "clinica"
+        assert verification.verify_stored(backup, clinic)["clinic"]["schema"] == "clinica"
 
 
 @pytest.mark.django_db

@@ -20,7 +20,7 @@ class BackupsConfig(AppConfig):
 
         post_migrate.connect(grant_backup_permissions, dispatch_uid="backups.grant_permissions")
 
-        from backups.operations.policy import create_policy_with_clinic
+        from backups.services.policy import create_policy_with_clinic
 
         post_save.connect(create_policy_with_clinic, sender="clinics.Clinic", dispatch_uid="backups.policy")
         from backups.operations.notify import connect_receivers

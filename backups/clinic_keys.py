@@ -43,9 +43,9 @@ from pyrage import x25519
 
 from backups import archive, storage
 from backups.archive import KeyConfigError, generate_identity, identity_public_key
+from backups.audit import audit
 from backups.keys import encryption_identity, old_identities
 from backups.models import AuditEntry, ClinicKey
-from backups.operations.audit import audit
 from backups.storage_errors import StorageError, StoredObjectNotFound
 from clinics.models import Clinic
 

@@ -14,7 +14,7 @@ from django.utils import timezone
 from backups import services
 from backups.jobs import reset_schema
 from backups.models import Backup, JobStatus, Restore
-from backups.operations.signals import backup_finished, restore_finished
+from backups.signals import backup_finished, restore_finished
 
 logger = logging.getLogger(__name__)
 

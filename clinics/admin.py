@@ -20,10 +20,10 @@ from backups.conf import conf
 from backups.exceptions import as_respaldo_error
 from backups.humanize import human_ago, human_bytes, human_time
 from backups.models import BACKUP_STATUS_LABELS, Backup, JobStatus
-from backups.operations.audit import client_address
 from backups.operations.overview import clinics_with_health, request_drill
 from backups.services.offboard import bring_back, bring_back_source, erase_clinic_backups, offboard_clinic
 from backups.services.recover import clinic_domain
+from backups.web.http import client_address
 from clinic_site.admin_sites import platform_site
 
 from .models import Clinic, Domain

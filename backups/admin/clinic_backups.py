@@ -35,13 +35,11 @@ from backups import selectors, services
 from backups.admin import display
 from backups.admin.clinic_holds import hold_text, hold_view
 from backups.admin.clinic_selective import selective_view
-from backups.admin.forms import BackupNowForm, RestoreConfirmForm, posted
 from backups.admin.readonly import CatalogAdmin
 from backups.admin.uploads import upload_view
 from backups.exceptions import as_respaldo_error
 from backups.humanize import human_actor, human_note, human_time
 from backups.models import ACTIVE_STATUSES, Backup, JobStatus, Restore
-from backups.operations.audit import client_address
 from backups.operations.schedule import next_scheduled_run
 from backups.operations.trends import trend_context
 from backups.services.backup import fair_use_status
@@ -49,6 +47,8 @@ from backups.services.differences import latest_comparison, request_comparison
 from backups.services.download import backup_download
 from backups.services.preview import restore_preview
 from backups.upload_origin import upload_origin
+from backups.web.forms import BackupNowForm, RestoreConfirmForm, posted
+from backups.web.http import client_address
 from clinic_site.admin_sites import clinic_site
 
 

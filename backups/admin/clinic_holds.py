@@ -1,7 +1,7 @@
 """Legal hold on a backup's page: keep it (with a reason) or release it (with a reason).
 
 POST only, with the ``hold_backup`` permission, on this clinic's backups only; the service
-(``backups.operations.legal_hold``) refuses what cannot be held and audits both."""
+(``backups.services.legal_hold``) refuses what cannot be held and audits both."""
 
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ from django.utils.translation import gettext as _
 
 from backups.exceptions import as_respaldo_error
 from backups.models import Backup
-from backups.operations.audit import client_address
-from backups.operations.legal_hold import hold_backup, release_backup
+from backups.services.legal_hold import hold_backup, release_backup
+from backups.web.http import client_address
 
 
 def hold_view(model_admin, *, release: bool) -> Callable[..., HttpResponse]:

@@ -14,11 +14,12 @@ from django.utils.translation import gettext_lazy
 
 from backups.admin import display
 from backups.admin.readonly import CatalogAdmin, ClinicScopedAdmin
+from backups.audit import audit, audit_trail
 from backups.humanize import human_actor, human_time
 from backups.models import AuditEntry, BackupPolicy
-from backups.operations.audit import audit, audit_trail, client_address
-from backups.operations.policy import POLICY_FIELDS, policy_for
+from backups.services.policy import POLICY_FIELDS, policy_for
 from backups.time_zones import time_zone_choices
+from backups.web.http import client_address
 from clinic_site.admin_sites import clinic_site
 
 

@@ -20,8 +20,8 @@ from backups.admin.readonly import CatalogAdmin
 from backups.admin.selective_display import readable_undo
 from backups.humanize import human_actor
 from backups.models import JobStatus, Restore
-from backups.operations.audit import client_address
 from backups.services.selective_undo import UndoPreview, selective_undo, undo_preview
+from backups.web.http import client_address
 from clinic_site.admin_sites import clinic_site
 
 

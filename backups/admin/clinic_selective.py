@@ -28,9 +28,9 @@ from django.utils.translation import gettext_lazy
 from backups.admin.selective_display import patient_name, readable_tables
 from backups.exceptions import as_respaldo_error
 from backups.models import Backup
-from backups.operations.audit import client_address
 from backups.services.selective import SelectivePreview, SelectiveResult, selective_apply, selective_preview
 from backups.services.selective_search import backup_patients, missing_now, search_patients
+from backups.web.http import client_address
 
 SHOWN = 50  # patients listed at most per list (a longer search is narrowed by typing more)
 

@@ -25,11 +25,11 @@ from django.utils.text import capfirst
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy, ngettext
 
-from backups.admin.forms import posted
 from backups.admin.readonly import ClinicScopedAdmin
 from backups.models_api import ApiToken
-from backups.operations.audit import client_address
 from backups.services.api_tokens import TOKEN_START, clinic_tokens, token_create, token_revoke
+from backups.web.forms import posted
+from backups.web.http import client_address
 from clinic_site.admin_sites import clinic_site
 
 API_PATH = "/api/v1/backups/"

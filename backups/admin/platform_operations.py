@@ -11,7 +11,7 @@ from backups.admin import display
 from backups.admin.readonly import CatalogAdmin
 from backups.humanize import human_actor, human_time
 from backups.models import AuditEntry, BackupPolicy
-from backups.operations.policy import POLICY_FIELDS
+from backups.services.policy import POLICY_FIELDS
 from clinic_site.admin_sites import platform_site
 
 

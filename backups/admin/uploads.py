@@ -1,8 +1,8 @@
-"""The console's "upload a backup file to restore" page, and the upload handler that bounds it.
+"""The console's "upload a backup file to restore" page.
 
 Django reads an upload before the view runs; to refuse a file past the size limit without
 writing gigabytes to a temporary file first, the view swaps in a handler that stops reading
-at the limit. Changing upload handlers must happen before the CSRF check reads the body, so
+at the limit (``backups.web.uploadhandlers``). Changing upload handlers must happen before the CSRF check reads the body, so
 the page is ``csrf_exempt`` outside and ``csrf_protect`` inside (Django's documented pattern).
 """
 
@@ -12,52 +12,19 @@ from collections.abc import Callable
 
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
-from django.core.files.uploadhandler import FileUploadHandler, StopUpload, TemporaryFileUploadHandler
+from django.core.files.uploadhandler import TemporaryFileUploadHandler
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import reverse
 from django.utils.translation import gettext as _
 from django.views.decorators.csrf import csrf_exempt, csrf_protect
 
 from backups import services
-from backups.admin.forms import UploadForm, posted
 from backups.conf import conf
 from backups.exceptions import as_respaldo_error
-from backups.operations.audit import client_address
 from backups.services.upload import too_large_refusal, upload_refused
-
-
-class SizeLimitHandler(FileUploadHandler):
-    """Stops reading an uploaded file once it is larger than ``limit`` bytes."""
-
-    def __init__(self, request: HttpRequest, limit: int) -> None:
-        super().__init__(request)
-        self.limit = limit
-        self.received = 0
-        self.declared: int | None = None
-        self.exceeded = False
-        self.file_name = ""
-
-    def handle_raw_input(self, input_data, META, content_length, boundary, encoding=None):
-        # A declared length past the limit is refused at the file's first byte (the form's small
-        # fields before it are still read, the CSRF token among them).
-        if content_length and content_length > self.limit + 64 * 1024:
-            self.exceeded = True
-            self.declared = content_length
-
-    def refused_size(self) -> int:
-        """The refused file's size as far as known: the bytes read before stopping, or the declared length."""
-        return max(self.received, self.declared or 0)
-
-    def receive_data_chunk(self, raw_data: bytes, start: int) -> bytes:
-        self.received += len(raw_data)
-        if self.exceeded or self.received > self.limit:
-            self.exceeded = True
-            # The rest of the body is read and thrown away, so the browser gets the page.
-            raise StopUpload(connection_reset=False)
-        return raw_data
-
-    def file_complete(self, file_size: int) -> None:
-        return None
+from backups.web.forms import UploadForm, posted
+from backups.web.http import client_address
+from backups.web.uploadhandlers import SizeLimitHandler
 
 
 def upload_view(model_admin) -> Callable[[HttpRequest], HttpResponse]:

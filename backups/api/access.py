@@ -32,9 +32,9 @@ from django.views.decorators.csrf import csrf_exempt
 from backups.api.errors import BadParameter, api_error, error_response
 from backups.exceptions import RespaldoError
 from backups.messages_api import API_ACTIONS
-from backups.operations.audit import client_address
 from backups.services.api_tokens import TokenRefused, token_authenticate
 from backups.services.api_usage import count_api_request
+from backups.web.http import client_address
 
 View = Callable[..., HttpResponse]
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")

@@ -20,19 +20,19 @@ from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
 
 from backups import selectors, services
-from backups.admin.forms import BackupNowForm, RestoreConfirmForm
-from backups.admin.uploads import SizeLimitHandler
 from backups.api.access import Method, acting_token, check_csrf, endpoint
 from backups.api.errors import NO_STORE, BadParameter, api_error, error_response, field_errors, refusal_response
 from backups.api.serialize import absolute, backup_json, preview_json, restore_json
 from backups.conf import conf
 from backups.exceptions import RespaldoError
 from backups.models import Backup, JobStatus, Restore
-from backups.operations.audit import client_address
 from backups.services.differences import comparison_for_api, latest_comparison
 from backups.services.download import BackupDownload, backup_download, open_signed_download
 from backups.services.preview import restore_preview
 from backups.services.upload import too_large_refusal, upload_refused
+from backups.web.forms import BackupNowForm, RestoreConfirmForm
+from backups.web.http import client_address
+from backups.web.uploadhandlers import SizeLimitHandler
 
 DEFAULT_PAGE_SIZE = 25
 MAX_PAGE_SIZE = 100

@@ -38,11 +38,10 @@ from django.utils import timezone, translation
 from django.utils.translation import gettext, gettext_noop
 from django_tenants.utils import get_public_schema_name, schema_context
 
-from backups import humanize
+from backups import humanize, signals
 from backups.conf import conf
 from backups.exceptions import render
 from backups.models import Backup, BackupPolicy, Job, JobStatus, Restore
-from backups.operations import signals
 from clinics.models import Clinic
 
 logger = logging.getLogger(__name__)

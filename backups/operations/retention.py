@@ -46,9 +46,9 @@ from django.db import transaction
 from django.utils import timezone
 from django_tenants.utils import get_public_schema_name
 
+from backups.audit import audit
 from backups.models import ACTIVE_STATUSES, AuditEntry, Backup, BackupPolicy, JobStatus, Restore
-from backups.operations.audit import audit
-from backups.operations.policy import policy_for
+from backups.services.policy import policy_for
 from backups.storage import StorageError, delete_stored
 from clinics.models import Clinic
 

@@ -32,8 +32,8 @@ from django_tenants.utils import get_public_schema_name
 
 from backups.exceptions import ClinicBusy, RespaldoError
 from backups.models import Backup, BackupPolicy
-from backups.operations.policy import policy_for
 from backups.services.backup import backup_request
+from backups.services.policy import policy_for
 from clinics.models import Clinic
 
 logger = logging.getLogger(__name__)

@@ -1,7 +1,7 @@
 """Signed webhooks: backup, restore and drill events POSTed as JSON to registered endpoints.
 
 An endpoint belongs to a clinic (its events only) or to the platform (``clinic`` empty: every
-clinic's events). When a job's row is final (``backups.operations.signals``), the receivers
+clinic's events). When a job's row is final (``backups.signals``), the receivers
 make one :class:`~backups.models_webhooks.WebhookDelivery` per matching active endpoint, after
 the surrounding transaction commits, and enqueue ``backups.tasks.deliver_webhook`` for each.
 
@@ -68,10 +68,10 @@ from django.db import connection, transaction
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
+from backups import signals
 from backups.conf import conf
 from backups.models import Backup, JobStatus, Restore
 from backups.models_webhooks import WebhookDelivery, WebhookEndpoint, is_loopback_host, validate_webhook_url
-from backups.operations import signals
 from backups.operations.webhook_payloads import backup_fields, drill_fields, envelope, restore_fields
 from backups.operations.webhook_transport import Deadline, PinnedHTTPConnection, PinnedHTTPSConnection
 
@@ -436,8 +436,8 @@ def send_test_event(endpoint: WebhookEndpoint, actor: str = "") -> WebhookDelive
 
 def endpoint_audited(endpoint: WebhookEndpoint, *, added: bool, actor: str, address: str | None = None) -> None:
     """An audit entry for an endpoint added or removed (the clinic's trail, or the platform's)."""
+    from backups.audit import audit
     from backups.models import AuditEntry
-    from backups.operations.audit import audit
 
     audit(
         AuditEntry.Action.WEBHOOK_ADDED if added else AuditEntry.Action.WEBHOOK_REMOVED,

@@ -18,9 +18,9 @@ from django.db import transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
+from backups.audit import audit
 from backups.exceptions import RespaldoError
 from backups.models import ApiToken, AuditEntry
-from backups.operations.audit import audit
 from clinics.models import Clinic
 
 TOKEN_START = "rsp_"  # noqa: S105 - the tokens' visible start, not a secret

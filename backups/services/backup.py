@@ -20,6 +20,7 @@ from django_tenants.utils import get_public_schema_name
 from psycopg import sql
 
 from backups import archive, formats, jobs, media, postgres, storage
+from backups.audit import audit
 from backups.clinic_keys import writing_identity
 from backups.conf import conf
 from backups.exceptions import (
@@ -32,7 +33,6 @@ from backups.exceptions import (
 )
 from backups.manifest import manifest_build, manifest_summary
 from backups.models import ACTIVE_STATUSES, AuditEntry, Backup, JobStatus, Restore
-from backups.operations.audit import audit
 from clinics.models import Clinic
 
 logger = logging.getLogger(__name__)

@@ -42,6 +42,7 @@ from django_tenants.utils import get_public_schema_name, schema_context
 from psycopg import sql
 
 from backups import archive, jobs, postgres
+from backups.audit import audit
 from backups.clinic_keys import reading_identities
 from backups.exceptions import RespaldoError, RestoreRefused, as_respaldo_error, failure_reason
 from backups.formats import pg
@@ -52,7 +53,6 @@ from backups.manifest import manifest_has_media
 from backups.media import MediaStaging, missing_files_note
 from backups.models import ACTIVE_STATUSES, AuditEntry, Backup, JobStatus
 from backups.models_clone import CloneJob
-from backups.operations.audit import audit
 from backups.postgres import PgTools
 from backups.services.recover import clinic_domain
 from backups.services.scratch import check_read_to_the_end, tools_for

@@ -16,10 +16,10 @@ from django.db import transaction
 from django.utils import timezone
 
 from backups import storage
+from backups.audit import audit
 from backups.conf import conf
 from backups.exceptions import RespaldoError
 from backups.models import ApiToken, AuditEntry, Backup, Download
-from backups.operations.audit import audit
 from backups.services.backup import ARCHIVE_EXTENSION
 
 LINK_SECONDS = 300  # a pre-signed S3 link (or our own signed link) is valid five minutes

@@ -24,11 +24,11 @@ from django.utils import timezone
 from psycopg import sql
 
 from backups import jobs, storage
+from backups.audit import SYSTEM, audit
 from backups.clinic_keys import erase_clinic_key
 from backups.conf import conf
 from backups.exceptions import BackupRefused, ClinicBusy, RespaldoError, RestoreRefused
 from backups.models import ACTIVE_STATUSES, AuditEntry, Backup, BackupPolicy, ClinicKey, JobStatus, Restore
-from backups.operations.audit import SYSTEM, audit
 from backups.services.backup import backup_request, backup_run, clinic_get
 from clinics.models import Clinic, Domain
 
@@ -217,8 +217,8 @@ def bring_back(
 
 def _bring_back_as_new(old: Clinic, source: Backup, *, schema_name: str, requested_by: str) -> Clinic:
     """The offboarded clinic ``old`` cloned from ``source`` into a new clinic ``schema_name``; returns it."""
-    from backups.operations.policy import POLICY_FIELDS
     from backups.services import clone as clones
+    from backups.services.policy import POLICY_FIELDS
 
     job = clones.clone_request(
         source_backup_id=source.pk, schema_name=schema_name, name=old.name, requested_by=requested_by, enqueue=False

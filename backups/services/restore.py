@@ -22,6 +22,7 @@ from django_tenants.utils import schema_context
 from psycopg import sql
 
 from backups import archive, jobs, media, postgres
+from backups.audit import audit
 from backups.clinic_keys import reading_identities
 from backups.conf import conf
 from backups.exceptions import RespaldoError, RestoreRefused, as_respaldo_error, failure_reason
@@ -37,7 +38,6 @@ from backups.formats.restore_into import (
 )
 from backups.manifest import manifest_has_media
 from backups.models import ACTIVE_STATUSES, AuditEntry, Backup, JobStatus, Restore
-from backups.operations.audit import audit
 from backups.postgres import PgTools
 from backups.services import backup as backup_services
 from backups.services import sessions

@@ -34,6 +34,7 @@ from django.db import connection, transaction
 from django.utils import timezone, translation
 
 from backups import archive, jobs, postgres, storage
+from backups.audit import audit
 from backups.clinic_keys import manifest_of_other_clinic, reading_identities, writing_identity
 from backups.conf import conf
 from backups.exceptions import ClinicBusy, RespaldoError, UploadRefused
@@ -41,7 +42,6 @@ from backups.formats.json.fixture import FixtureConverter
 from backups.formats.json.parser import COPY_BYTES, human_size, not_recognized
 from backups.manifest import manifest_build, manifest_check, manifest_summary, schema_migrations
 from backups.models import AuditEntry, Backup
-from backups.operations.audit import audit
 from backups.services.backup import ARCHIVE_EXTENSION, check_not_busy, clinic_get
 from backups.services.upload_spool import (
     _declared_size,

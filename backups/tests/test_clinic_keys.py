@@ -416,7 +416,7 @@ def test_a_hold_placed_while_the_key_is_destroyed_waits_for_it(scratch_clinic, m
 def _hold_elsewhere(backup: Backup) -> None:
     from django.db import connection
 
-    from backups.operations.legal_hold import hold_backup
+    from backups.services.legal_hold import hold_backup
 
     try:
         hold_backup(backup, actor="lawyer", reason="litigation")

@@ -13,6 +13,7 @@ import pytest
 from django.urls import URLResolver, get_resolver
 
 from backups import storage
+from backups.audit import audit
 from backups.models import (
     ApiToken,
     AuditEntry,
@@ -23,7 +24,6 @@ from backups.models import (
     WebhookDelivery,
     WebhookEndpoint,
 )
-from backups.operations.audit import audit
 from backups.tests.test_api import make_token
 from backups.tests.test_console import clinica_tables, fake_backup, logged_in
 

@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from backups.models import AuditEntry, Backup
 from backups.operations import drills
-from backups.operations.signals import drill_finished
+from backups.signals import drill_finished
 from backups.tests.helpers import (
     SCHEMA,
     add_filler,

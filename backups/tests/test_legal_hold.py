@@ -14,10 +14,10 @@ from django_tenants.utils import schema_context
 
 from backups.exceptions import BackupRefused, RespaldoError
 from backups.models import AuditEntry, Backup, ClinicKey, JobStatus
-from backups.operations.legal_hold import hold_backup, release_backup
 from backups.operations.overview import platform_overview
-from backups.operations.policy import policy_for
+from backups.services.legal_hold import hold_backup, release_backup
 from backups.services.offboard import erase_clinic_backups, erase_offboarded, offboard_clinic
+from backups.services.policy import policy_for
 from backups.tests.helpers import make_backup, stored_path
 from backups.tests.test_console import logged_in
 from backups.tests.test_offboard import platform_admin

@@ -16,7 +16,7 @@ from django_tenants.utils import schema_context
 
 from backups.models import Backup, BackupPolicy, JobStatus, Restore
 from backups.operations import alerts, notify
-from backups.operations.signals import backup_finished, drill_finished, restore_finished
+from backups.signals import backup_finished, drill_finished, restore_finished
 from backups.tests.helpers import free_port
 from clinics.models import Clinic
 

@@ -15,8 +15,8 @@ from django.core.management.base import CommandError
 
 from backups.models import AuditEntry, Backup, Restore
 from backups.operations import retention
-from backups.operations.policy import policy_for
 from backups.operations.retention import Action, Record, Rules, decide
+from backups.services.policy import policy_for
 from backups.tests.helpers import storage_files, stored_path
 from clinics.models import Clinic
 

@@ -19,7 +19,7 @@ from django_q.models import Schedule
 from backups import services
 from backups.models import Backup, BackupPolicy, JobStatus
 from backups.operations import schedule
-from backups.operations.policy import policy_for
+from backups.services.policy import policy_for
 from backups.tests.helpers import wait_for
 from clinics.models import Clinic
 

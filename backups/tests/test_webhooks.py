@@ -26,8 +26,8 @@ from backups import services, tasks
 from backups.models import Backup, JobStatus
 from backups.models_webhooks import WebhookDelivery, WebhookEndpoint
 from backups.operations import drills, webhooks
-from backups.operations.signals import backup_finished
 from backups.permissions import CLINIC_ADMINS_GROUP
+from backups.signals import backup_finished
 from backups.tests.helpers import free_port, make_backup
 from backups.tests.test_console import logged_in
 from backups.tests.test_drills import corrupt

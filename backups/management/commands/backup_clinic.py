@@ -4,8 +4,8 @@ from backups import services
 from backups.exceptions import RespaldoError
 from backups.management.base import RespaldoCommand
 from backups.models import Backup, JobStatus
-from backups.operations.policy import policy_for
 from backups.selectors import backup_line
+from backups.services.policy import policy_for
 from clinics.models import Clinic
 
 

@@ -7,9 +7,9 @@ from django_tenants.utils import get_public_schema_name
 from backups.exceptions import ClinicNotFound
 from backups.management.base import RespaldoCommand
 from backups.operations import retention
-from backups.operations.policy import policy_for
 from backups.operations.retention import Action, Decision
 from backups.services import clinic_get
+from backups.services.policy import policy_for
 from clinics.models import Clinic
 
 VERBS = {  # (dry run, done)

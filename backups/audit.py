@@ -9,19 +9,10 @@ from __future__ import annotations
 from typing import Any
 
 from django.db.models import QuerySet
-from django.http import HttpRequest
 
 from backups.models import AuditEntry
 
 SYSTEM = "system"  # the actor of what the schedule, retention and drills do
-
-
-def client_address(request: HttpRequest | None) -> str | None:
-    """The address a request came from (REMOTE_ADDR: a proxy in front must set it, e.g. gunicorn's
-    --forwarded-allow-ips), or None outside a request."""
-    if request is None:
-        return None
-    return request.META.get("REMOTE_ADDR") or None
 
 
 def audit(

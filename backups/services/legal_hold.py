@@ -14,9 +14,9 @@ from __future__ import annotations
 from django.db import transaction
 from django.utils import timezone
 
+from backups.audit import audit
 from backups.exceptions import RespaldoError
 from backups.models import AuditEntry, Backup, JobStatus
-from backups.operations.audit import audit
 
 
 def hold_backup(backup: Backup, *, actor: str, reason: str, address: str | None = None) -> Backup:

@@ -1,4 +1,5 @@
-"""The console's forms: back up now, confirm a restore, upload a file to restore."""
+"""The forms of a person's requests, shared by the console and the API: back up now, confirm a
+restore, upload a file to restore."""
 
 from __future__ import annotations
 

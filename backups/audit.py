@@ -8,8 +8,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.db.models import QuerySet
-
 from backups.models import AuditEntry
 
 SYSTEM = "system"  # the actor of what the schedule, retention and drills do
@@ -41,8 +39,3 @@ def audit(
         restore_id_ref=restore_id,
         details=details,
     )
-
-
-def audit_trail(*, clinic_id: int) -> QuerySet[AuditEntry]:
-    """One clinic's entries, newest first."""
-    return AuditEntry.objects.filter(clinic_id=clinic_id)

@@ -4,6 +4,9 @@ The one place that knows the defaults (like django-q2's ``Conf``), but lazy: eac
 reads ``settings`` when it is used, so ``override_settings`` works in tests. Use it as
 ``from backups.conf import conf`` then ``conf.zstd_level``. ``clinic_site/settings.py``
 fills these settings from the environment (see the README's tables).
+
+Also the installed apps that app-list settings name (``TENANT_APPS``, ``BACKUPS_JSON_APPS``),
+as app configs: :func:`app_config`, :func:`tenant_app_configs`.
 """
 
 from __future__ import annotations
@@ -11,7 +14,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from django.apps import AppConfig, apps
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 
 
 def _setting(name: str, default: Any = None) -> Any:
@@ -150,3 +155,21 @@ class BackupsConf:
 
 
 conf = BackupsConf()
+
+
+# --- The installed apps named in settings (``TENANT_APPS``, ``BACKUPS_JSON_APPS``) as app configs.
+# An entry may be a module path ("dental"), a label, or an AppConfig path
+# ("django.contrib.admin.apps.SimpleAdminConfig"), as ``INSTALLED_APPS`` allows.
+
+
+def app_config(name: str, *, setting: str = "INSTALLED_APPS") -> AppConfig:
+    """The app config for one entry of an app-list setting; ImproperlyConfigured if it is not installed."""
+    for config in apps.get_app_configs():
+        if name in (config.name, config.label, f"{type(config).__module__}.{type(config).__qualname__}"):
+            return config
+    raise ImproperlyConfigured(f"{setting}: {name!r} is not an installed app.")
+
+
+def tenant_app_configs() -> list[AppConfig]:
+    """The app configs of ``settings.TENANT_APPS``, in their order."""
+    return [app_config(name, setting="TENANT_APPS") for name in settings.TENANT_APPS]

@@ -40,8 +40,8 @@ from django_tenants.utils import get_public_schema_name, schema_context
 from psycopg import sql
 
 from backups.archive.media import MediaFile, MemberStream, media_path_ok
+from backups.conf import tenant_app_configs
 from backups.exceptions import RespaldoError
-from backups.installed import tenant_app_configs
 from clinics.media_generations import current_generation, new_generation
 from clinics.models import Clinic
 

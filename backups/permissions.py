@@ -12,7 +12,7 @@ from django.contrib.auth.management import create_permissions
 from django.db import connections
 from django_tenants.utils import get_public_schema_name
 
-CLINIC_ADMINS_GROUP = "Clinic administrators"
+from clinics.roles import CLINIC_ADMINS_GROUP
 
 
 def grant_backup_permissions(sender, app_config, using: str = "default", verbosity: int = 0, **kwargs) -> None:

@@ -55,8 +55,14 @@ from django_tenants.utils import schema_context  # noqa: E402
 from backups import archive, services, storage  # noqa: E402
 from backups.clinic_keys import reading_identities  # noqa: E402
 from backups.formats.json.payload import payload_models  # noqa: E402
-from backups.models import Backup, BackupPolicy, ClinicKey, JobStatus, Restore  # noqa: E402
-from backups.models_clone import CloneJob  # noqa: E402
+from backups.models import (  # noqa: E402
+    Backup,
+    BackupPolicy,
+    ClinicKey,
+    CloneJob,  # noqa: E402
+    JobStatus,
+    Restore,
+)
 from backups.postgres import connect_separately, find_pg_tools, libpq_environment  # noqa: E402
 from backups.services import clone as clones  # noqa: E402
 from clinics.models import Clinic, Domain  # noqa: E402
@@ -657,7 +663,7 @@ class Bench:
     def setup_pages(self) -> None:
         """1,000 catalog-only clinics with 100 backups each (one in ten failed), as in the tests."""
         self.drop_catalog()
-        from backups.catalog_load import fill_catalog
+        from backups.tests.catalog_fill import fill_catalog
 
         fill_catalog(clinics=1000, backups_each=100, size=MB)
 

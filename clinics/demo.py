@@ -18,8 +18,8 @@ from django.db.models import Q
 from django.utils import timezone
 from django_tenants.utils import get_public_schema_name, schema_context
 
-from backups.permissions import CLINIC_ADMINS_GROUP
 from clinics.models import Clinic, Domain
+from clinics.roles import CLINIC_ADMINS_GROUP
 
 RECEPTION_GROUP = "Reception"
 DEMO_CLINICS = [

@@ -8,6 +8,7 @@ from backups.admin import (  # noqa: F401 - registers the ModelAdmins
     clinic_tokens,
     clinic_webhooks,
     platform_catalog,
+    platform_clinics,
     platform_clones,
     platform_operations,
     platform_webhooks,

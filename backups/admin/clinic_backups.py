@@ -42,11 +42,11 @@ from backups.humanize import human_actor, human_note, human_time
 from backups.models import ACTIVE_STATUSES, Backup, JobStatus, Restore
 from backups.operations.schedule import next_scheduled_run
 from backups.operations.trends import trend_context
+from backups.selectors.upload_origin import upload_origin
 from backups.services.backup import fair_use_status
 from backups.services.differences import latest_comparison, request_comparison
 from backups.services.download import backup_download
 from backups.services.preview import restore_preview
-from backups.upload_origin import upload_origin
 from backups.web.forms import BackupNowForm, RestoreConfirmForm, posted
 from backups.web.http import client_address
 from clinic_site.admin_sites import clinic_site

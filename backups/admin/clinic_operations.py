@@ -14,12 +14,13 @@ from django.utils.translation import gettext_lazy
 
 from backups.admin import display
 from backups.admin.readonly import CatalogAdmin, ClinicScopedAdmin
-from backups.audit import audit, audit_trail
+from backups.audit import audit
 from backups.humanize import human_actor, human_time
 from backups.models import AuditEntry, BackupPolicy
+from backups.selectors.audit import audit_trail
 from backups.services.policy import POLICY_FIELDS, policy_for
-from backups.time_zones import time_zone_choices
 from backups.web.http import client_address
+from backups.web.time_zones import time_zone_choices
 from clinic_site.admin_sites import clinic_site
 
 

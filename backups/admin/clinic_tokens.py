@@ -26,7 +26,7 @@ from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy, ngettext
 
 from backups.admin.readonly import ClinicScopedAdmin
-from backups.models_api import ApiToken
+from backups.models import ApiToken
 from backups.services.api_tokens import TOKEN_START, clinic_tokens, token_create, token_revoke
 from backups.web.forms import posted
 from backups.web.http import client_address

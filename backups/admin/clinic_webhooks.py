@@ -21,7 +21,7 @@ from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy, ngettext
 
 from backups.admin.readonly import ClinicScopedAdmin
-from backups.models_webhooks import WebhookDelivery, WebhookEndpoint
+from backups.models.webhooks import WebhookDelivery, WebhookEndpoint
 from backups.operations import webhooks
 from backups.web.http import client_address
 from clinic_site.admin_sites import clinic_site

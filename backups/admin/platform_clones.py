@@ -16,8 +16,7 @@ from django.utils.translation import gettext_lazy, pgettext_lazy
 from backups.admin.display import status_badge
 from backups.admin.readonly import CatalogAdmin
 from backups.exceptions import as_respaldo_error
-from backups.models import Backup, JobStatus
-from backups.models_clone import CloneJob
+from backups.models import Backup, CloneJob, JobStatus
 from backups.services import clone as clones
 from clinic_site.admin_sites import platform_site
 from clinics.models import Clinic

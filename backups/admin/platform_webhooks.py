@@ -13,7 +13,7 @@ from django.utils.translation import gettext_lazy
 
 from backups.admin.clinic_webhooks import EndpointAdmin, outcome_text
 from backups.admin.readonly import CatalogAdmin
-from backups.models_webhooks import WebhookDelivery, WebhookEndpoint
+from backups.models.webhooks import WebhookDelivery, WebhookEndpoint
 from clinic_site.admin_sites import platform_site
 
 

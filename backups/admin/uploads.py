@@ -2,8 +2,9 @@
 
 Django reads an upload before the view runs; to refuse a file past the size limit without
 writing gigabytes to a temporary file first, the view swaps in a handler that stops reading
-at the limit (``backups.web.uploadhandlers``). Changing upload handlers must happen before the CSRF check reads the body, so
-the page is ``csrf_exempt`` outside and ``csrf_protect`` inside (Django's documented pattern).
+at the limit (``backups.web.uploadhandlers``). Changing upload handlers must happen before
+the CSRF check reads the body, so the page is ``csrf_exempt`` outside and ``csrf_protect``
+inside (Django's documented pattern).
 """
 
 from __future__ import annotations

@@ -12,8 +12,10 @@ from __future__ import annotations
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
+from django.template.defaultfilters import filesizeformat
 
 from backups.exceptions import as_respaldo_error
+from backups.models import Backup
 
 
 def one_line(text: str) -> str:
@@ -46,3 +48,16 @@ class RespaldoCommand(BaseCommand):
             if error is None:
                 raise
             raise CommandError(one_line(str(error))) from exc
+
+
+def backup_line(backup: Backup) -> str:
+    """One line describing a backup, for the command line."""
+    size = filesizeformat(backup.size) if backup.size is not None else "-"
+    duration = f"{backup.duration.total_seconds():.1f}s" if backup.duration else "-"
+    line = (
+        f"#{backup.pk} {backup.clinic.schema_name} {backup.kind} {backup.payload_format} {backup.status} "
+        f"size={size} duration={duration} sha256={backup.sha256 or '-'}"
+    )
+    if backup.error or backup.error_code:
+        line += f" error={backup.error_message()}"
+    return line

@@ -115,7 +115,7 @@ def clinic_recipients(clinic: Clinic) -> list[str]:
 
 def source_addresses(clinic: Clinic) -> set[str]:
     """Lower-cased addresses of the clinics ``clinic`` was cloned from: their recipients and contact."""
-    from backups.models_clone import CloneJob
+    from backups.models import CloneJob
 
     found: set[str] = set()
     for job in CloneJob.objects.filter(clinic=clinic).select_related("source_backup__clinic"):

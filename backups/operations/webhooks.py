@@ -2,7 +2,7 @@
 
 An endpoint belongs to a clinic (its events only) or to the platform (``clinic`` empty: every
 clinic's events). When a job's row is final (``backups.signals``), the receivers
-make one :class:`~backups.models_webhooks.WebhookDelivery` per matching active endpoint, after
+make one :class:`~backups.models.webhooks.WebhookDelivery` per matching active endpoint, after
 the surrounding transaction commits, and enqueue ``backups.tasks.deliver_webhook`` for each.
 
 Each attempt POSTs the stored JSON body with::
@@ -71,7 +71,7 @@ from django.utils import timezone
 from backups import signals
 from backups.conf import conf
 from backups.models import Backup, JobStatus, Restore
-from backups.models_webhooks import WebhookDelivery, WebhookEndpoint, is_loopback_host, validate_webhook_url
+from backups.models.webhooks import WebhookDelivery, WebhookEndpoint, is_loopback_host, validate_webhook_url
 from backups.operations.webhook_payloads import backup_fields, drill_fields, envelope, restore_fields
 from backups.operations.webhook_transport import Deadline, PinnedHTTPConnection, PinnedHTTPSConnection
 

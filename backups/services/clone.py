@@ -51,8 +51,7 @@ from backups.formats.pg_script import ScriptError
 from backups.formats.restore_into import RestoreIntoError, restore_into_pg
 from backups.manifest import manifest_has_media
 from backups.media import MediaStaging, missing_files_note
-from backups.models import ACTIVE_STATUSES, AuditEntry, Backup, JobStatus
-from backups.models_clone import CloneJob
+from backups.models import ACTIVE_STATUSES, AuditEntry, Backup, CloneJob, JobStatus
 from backups.postgres import PgTools
 from backups.services.recover import clinic_domain
 from backups.services.scratch import check_read_to_the_end, tools_for

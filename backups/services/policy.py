@@ -1,4 +1,5 @@
-"""Backup policies (what a platform or clinic administrator sets): one per clinic, made from the platform's defaults (the row without a clinic)."""
+"""Backup policies (what a platform or clinic administrator sets): one per clinic, made from
+the platform's defaults (the row without a clinic)."""
 
 from __future__ import annotations
 

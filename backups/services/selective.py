@@ -51,11 +51,10 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
-from backups import exact_json
 from backups.audit import audit
 from backups.exceptions import RespaldoError, RestoreRefused, render
 from backups.formats.pg_rewrite import quote_ident
-from backups.models import AuditEntry, Backup, JobStatus, Restore
+from backups.models import AuditEntry, Backup, JobStatus, Restore, exact_json
 from backups.services import backup as backup_services
 from backups.services.selective_rows import Pick, Rows, picks, read_backup, read_settings, select_rows, table_name
 

@@ -14,8 +14,7 @@ import pytest
 from django.contrib.auth.models import Permission, User
 from django_tenants.utils import schema_context
 
-from backups.models import AuditEntry
-from backups.models_api import ApiToken
+from backups.models import ApiToken, AuditEntry
 from backups.services.api_tokens import token_create
 from backups.tests.test_console import logged_in
 from clinics.models import Clinic

@@ -15,8 +15,7 @@ from django_tenants.utils import schema_context
 from backups.exceptions import RespaldoError
 from backups.jobs import worker_name
 from backups.media import MediaStaging
-from backups.models import AuditEntry, BackupPolicy, JobStatus
-from backups.models_clone import CloneJob
+from backups.models import AuditEntry, BackupPolicy, CloneJob, JobStatus
 from backups.services import clone as clones
 from backups.tests.helpers import SCHEMA, make_backup, schemas, stored_path, table_checksums
 from clinics.models import Clinic, Domain

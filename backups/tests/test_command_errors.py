@@ -14,8 +14,7 @@ from django.utils import translation
 from backups import services
 from backups.archive import generate_identity
 from backups.exceptions import UploadRefused
-from backups.models import Backup, ClinicKey, JobStatus, Restore
-from backups.models_clone import CloneJob
+from backups.models import Backup, ClinicKey, CloneJob, JobStatus, Restore
 from backups.tests.helpers import storage_files, stored_path, table_checksums
 from clinics.models import Clinic
 from conftest import manage

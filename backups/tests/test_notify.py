@@ -131,7 +131,7 @@ def test_the_policy_can_keep_daily_successes_quiet_and_failures_still_go_out(cli
 
 
 def test_a_clone_never_emails_its_source_clinics_addresses(clinic, policy, mailoutbox):
-    from backups.models_clone import CloneJob
+    from backups.models import CloneJob
 
     source = a_backup(clinic)
     # bienestar stands for a clone of clinica: its users (admin@example.com...) are clinica's too

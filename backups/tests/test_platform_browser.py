@@ -16,8 +16,7 @@ from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 
-from backups.models import Backup, JobStatus
-from backups.models_clone import CloneJob
+from backups.models import Backup, CloneJob, JobStatus
 from backups.tests.helpers import SCHEMA, make_backup
 from clinics.models import Clinic, Domain
 from conftest import log_in

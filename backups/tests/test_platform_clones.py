@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from backups.models_clone import CloneJob
+from backups.models import CloneJob
 from backups.services import clone as clones
 from backups.tests.helpers import SCHEMA, make_backup
 from backups.tests.test_clone import NEW, NEW_DOMAIN, created  # noqa: F401 - a fixture (media_root: conftest)

@@ -13,9 +13,9 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from backups import catalog_load
 from backups.models import Backup, BackupPolicy, JobStatus, Restore
 from backups.operations.overview import clinics_with_health, platform_clinics, platform_overview
+from backups.tests import catalog_fill
 from clinics.models import Clinic
 from conftest import host_client
 
@@ -217,7 +217,7 @@ MAX_QUERIES = 15
 
 def fill_catalog() -> None:
     """1,000 catalog-only clinics with a policy each and 100 backups each (one in ten failed)."""
-    catalog_load.fill_catalog(clinics=BUDGET_CLINICS, backups_each=BACKUPS_EACH)
+    catalog_fill.fill_catalog(clinics=BUDGET_CLINICS, backups_each=BACKUPS_EACH)
     assert Backup.objects.filter(clinic__schema_name__startswith="budget_").count() == BUDGET_CLINICS * BACKUPS_EACH
 
 

@@ -86,7 +86,7 @@ def test_the_file_of_a_stored_backup_is_answered_with_that_backup_and_not_kept_t
 
 
 def test_an_uploaded_copy_keeps_the_date_kind_note_and_clinic_of_its_original(upload_tmp, clinica_zone):
-    from backups.upload_origin import upload_origin
+    from backups.selectors.upload_origin import upload_origin
 
     original, data = backed_up()
     expire(original)  # retention removed it: the uploaded copy is kept, as a new backup
@@ -116,7 +116,7 @@ def test_an_uploaded_copy_keeps_the_date_kind_note_and_clinic_of_its_original(up
 
 
 def test_a_converted_json_export_shows_no_backup_date(upload_tmp):
-    from backups.upload_origin import upload_origin
+    from backups.selectors.upload_origin import upload_origin
 
     export = dumpdata("dental", indent=2).encode()
     copy = backup_from_upload(clinic="clinica", source=io.BytesIO(export), filename="export.json")

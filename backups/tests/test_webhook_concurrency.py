@@ -9,7 +9,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from django.db import connection
 
-from backups.models_webhooks import WebhookDelivery, WebhookEndpoint
+from backups.models.webhooks import WebhookDelivery, WebhookEndpoint
 from backups.operations import webhooks
 
 

@@ -24,7 +24,7 @@ from django_tenants.utils import schema_context
 
 from backups import services, tasks
 from backups.models import Backup, JobStatus
-from backups.models_webhooks import WebhookDelivery, WebhookEndpoint
+from backups.models.webhooks import WebhookDelivery, WebhookEndpoint
 from backups.operations import drills, webhooks
 from backups.permissions import CLINIC_ADMINS_GROUP
 from backups.signals import backup_finished

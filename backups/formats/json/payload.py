@@ -48,9 +48,8 @@ from django.db import connection, models
 from django.db.models import Model
 from django.utils.translation import gettext as _
 
-from backups.conf import conf
+from backups.conf import app_config, conf
 from backups.formats.json.kinds import JSON_DECODER, JSON_NULL, KINDS
-from backups.installed import app_config
 
 __all__ = [
     "JSON_NULL",

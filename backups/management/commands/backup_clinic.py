@@ -2,9 +2,8 @@ from django.core.management.base import CommandError, CommandParser
 
 from backups import services
 from backups.exceptions import RespaldoError
-from backups.management.base import RespaldoCommand
+from backups.management.base import RespaldoCommand, backup_line
 from backups.models import Backup, JobStatus
-from backups.selectors import backup_line
 from backups.services.policy import policy_for
 from clinics.models import Clinic
 

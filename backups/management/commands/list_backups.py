@@ -1,7 +1,7 @@
 from django.core.management.base import CommandParser
 
-from backups.management.base import RespaldoCommand
-from backups.selectors import backup_line, backup_list, platform_backup_list
+from backups.management.base import RespaldoCommand, backup_line
+from backups.selectors import backup_list, platform_backup_list
 from backups.services import clinic_get
 
 

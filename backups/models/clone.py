@@ -9,7 +9,8 @@ from django.db import models
 from django.db.models import Q
 from django.utils.translation import gettext_lazy as _
 
-from backups.models import Backup, Job
+from backups.models.backup import Backup
+from backups.models.jobs import Job
 
 
 class CloneJob(Job):

@@ -1,9 +1,9 @@
-"""Reading the backup catalog."""
+"""The backup catalog as the console, the API and the commands list it: one clinic's, or (for the
+platform operator only) every clinic's."""
 
 from __future__ import annotations
 
 from django.db.models import QuerySet
-from django.template.defaultfilters import filesizeformat
 
 from backups.models import Backup
 
@@ -22,16 +22,3 @@ def platform_backup_list() -> QuerySet[Backup]:
 
 def _newest_first() -> QuerySet[Backup]:
     return Backup.objects.select_related("clinic").order_by("-requested_at", "-id")
-
-
-def backup_line(backup: Backup) -> str:
-    """One line describing a backup, for the command line."""
-    size = filesizeformat(backup.size) if backup.size is not None else "-"
-    duration = f"{backup.duration.total_seconds():.1f}s" if backup.duration else "-"
-    line = (
-        f"#{backup.pk} {backup.clinic.schema_name} {backup.kind} {backup.payload_format} {backup.status} "
-        f"size={size} duration={duration} sha256={backup.sha256 or '-'}"
-    )
-    if backup.error or backup.error_code:
-        line += f" error={backup.error_message()}"
-    return line

@@ -9,7 +9,8 @@ from __future__ import annotations
 from django.db import models
 from django.utils.translation import gettext_lazy as _
 
-from backups.models import Backup, Job
+from backups.models.backup import Backup
+from backups.models.jobs import Job
 
 
 class RestoreComparison(Job):

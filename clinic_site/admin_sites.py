@@ -5,7 +5,10 @@ sees shared apps (clinics, domains, job queues) and a platform URL for a clinic-
 is simply not routed (404).
 """
 
+from collections.abc import Callable
+
 from django.contrib.admin import AdminSite
+from django.http import HttpRequest
 from django.utils.translation import gettext_lazy as _
 
 
@@ -17,23 +20,17 @@ class PlatformAdminSite(AdminSite):
     index_title = _("Platform administration")
     index_template = "admin/platform_index.html"
 
-    def index(self, request, extra_context=None):
-        """The app list, with every clinic's backup health summed up above it (backups.operations.overview)."""
-        from backups.models import Backup
-        from backups.operations.overview import platform_overview
-        from backups.operations.trends import trend_context
-        from clinics.models import Clinic
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        # What the apps add to the index page: callables (request, site) -> context. The backup
+        # product adds every clinic's backup health (``backups.admin.site_pages``).
+        self.index_sections: list[Callable[[HttpRequest, AdminSite], dict]] = []
 
-        clinics = self._registry.get(Clinic)
+    def index(self, request, extra_context=None):
+        """The app list, with what the apps add above it (``index_sections``)."""
         context = {}
-        if clinics is not None and clinics.has_view_permission(request):  # its links lead to the clinics list
-            overview = platform_overview()
-            context = {
-                "overview": overview,
-                "held": overview.held,
-                "by_size_query": clinics.sort_query("stored_size_display"),
-                **trend_context(Backup.objects.all()),  # the last 60 backups of every clinic
-            }
+        for section in self.index_sections:
+            context.update(section(request, self))
         return super().index(request, {**context, **(extra_context or {})})
 
 
@@ -45,34 +42,22 @@ class ClinicAdminSite(AdminSite):
     enable_nav_sidebar = False  # the backups' tables need the whole width at 1280 px
     login_template = "admin/backups/clinic_login.html"
 
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        # What the apps add to the login page: objects with ``context(request, site) -> dict`` and
+        # ``signed_in(request)``, called after a successful sign-in. The backup product says when
+        # a restore signed this browser out (``backups.admin.site_pages``).
+        self.login_notes: list = []
+
     def login(self, request, extra_context=None):
-        """The login form; when a restore signed this browser out, it says so and leads back to that restore.
-
-        A restore keeps everyone the restored data still knows signed in
-        (``backups.services.sessions``); a session it had to sign out names the restore.
-        """
-        from django.contrib.auth import REDIRECT_FIELD_NAME
-        from django.urls import reverse
-
-        from backups.models import Restore
-        from backups.services.sessions import forget_signed_out, signed_out_by_restore
-
+        """The login form, with what the apps add to it (``login_notes``)."""
         context = dict(extra_context or {})
-        note = signed_out_by_restore(request)
-        tenant = getattr(request, "tenant", None)
-        restore = None
-        if note is not None and tenant is not None:
-            restore = Restore.objects.filter(pk=note["restore"], clinic_id=tenant.pk).first()
-        if restore is not None:
-            context["restored_note"] = _(
-                "The clinic was restored from backup #%(backup)s, and your account or its password is not "
-                "the same in the restored data, so you were signed out. Sign in again with an account of "
-                "the restored data: you will be taken back to the restore's result, where it can be undone."
-            ) % {"backup": restore.backup_id}
-            context[REDIRECT_FIELD_NAME] = reverse(f"{self.name}:backups_restore_progress", args=[restore.pk])
+        for note in self.login_notes:
+            context.update(note.context(request, self))
         response = super().login(request, context)
-        if note is not None and request.method == "POST" and request.user.is_authenticated:
-            forget_signed_out(request)
+        if request.method == "POST" and request.user.is_authenticated:
+            for note in self.login_notes:
+                note.signed_in(request)
         return response
 
     def each_context(self, request):

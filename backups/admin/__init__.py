@@ -12,4 +12,7 @@ from backups.admin import (  # noqa: F401 - registers the ModelAdmins
     platform_clones,
     platform_operations,
     platform_webhooks,
+    site_pages,
 )
+
+site_pages.install()

@@ -35,9 +35,9 @@ from backups import selectors, services
 from backups.admin import display
 from backups.admin.clinic_holds import hold_text, hold_view
 from backups.admin.clinic_selective import selective_view
+from backups.admin.guards import refusal, require
 from backups.admin.readonly import CatalogAdmin
 from backups.admin.uploads import upload_view
-from backups.exceptions import as_respaldo_error
 from backups.humanize import human_actor, human_note, human_time
 from backups.models import ACTIVE_STATUSES, Backup, JobStatus, Restore
 from backups.operations.schedule import next_scheduled_run
@@ -50,20 +50,6 @@ from backups.services.preview import restore_preview
 from backups.web.forms import BackupNowForm, RestoreConfirmForm, posted
 from backups.web.http import client_address
 from clinic_site.admin_sites import clinic_site
-
-
-def require(request: HttpRequest, codename: str) -> None:
-    """403 unless the user holds ``backups.<codename>`` in this clinic."""
-    if not request.user.has_perm(f"backups.{codename}"):
-        raise PermissionDenied
-
-
-def refusal(exc: Exception) -> str:
-    """What to tell the admin about an expected failure, in their language; re-raise anything else."""
-    error = as_respaldo_error(exc)
-    if error is None:
-        raise exc
-    return str(error)
 
 
 def job_status_json(job, *, message: str = "", actions_html: str = "") -> JsonResponse:

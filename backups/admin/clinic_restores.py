@@ -15,7 +15,8 @@ from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
 from backups.admin import display
-from backups.admin.clinic_backups import job_status_json, refusal
+from backups.admin.clinic_backups import job_status_json
+from backups.admin.guards import refusal
 from backups.admin.readonly import CatalogAdmin
 from backups.admin.selective_display import readable_undo
 from backups.humanize import human_actor

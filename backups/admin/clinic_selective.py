@@ -94,7 +94,7 @@ class SelectiveView:
         return HttpResponseRedirect(reverse(f"{self.model_admin.admin_site.name}:backups_backup_changelist"))
 
     def __call__(self, request: HttpRequest, backup_id: int) -> HttpResponse:
-        from backups.admin.clinic_backups import require
+        from backups.admin.guards import require
 
         backup = get_object_or_404(self.model_admin.get_queryset(request), pk=backup_id)
         require(request, "restore_backup")

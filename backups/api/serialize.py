@@ -8,9 +8,9 @@ from typing import Any
 from django.http import HttpRequest
 from django.urls import reverse
 
-from backups.admin import display
 from backups.models import ACTIVE_STATUSES, Backup, Job, JobStatus, Restore
 from backups.services.preview import RestorePreview
+from backups.web import labels
 
 
 def when(value: datetime | None) -> str | None:
@@ -30,10 +30,10 @@ def job_fields(job: Job) -> dict[str, Any]:
     return {
         "id": job.pk,
         "status": job.status,
-        "status_label": display.status_label(job),
+        "status_label": labels.status_label(job),
         "finished": job.status not in ACTIVE_STATUSES,
         "phase": job.progress_phase,
-        "phase_label": display.phase_label(job) if job.progress_phase else "",
+        "phase_label": labels.phase_label(job) if job.progress_phase else "",
         "requested_by": job.requested_by,
         "requested_at": when(job.requested_at),
         "started_at": when(job.started_at),

@@ -249,10 +249,7 @@ class ClinicAdmin(QuickRowCheckbox, admin.ModelAdmin):
             context = {
                 **self.admin_site.each_context(request),
                 "title": _("Erase these clinics' backups?"),
-                "rows": [
-                    (clinic, clinic.backups.filter(expired_at__isnull=True).exclude(storage_name="").count())
-                    for clinic in clinics
-                ],
+                "rows": [(clinic, clinic.backups.in_storage().count()) for clinic in clinics],
                 "opts": self.model._meta,
                 "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,
                 "reason": reason,

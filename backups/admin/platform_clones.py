@@ -63,9 +63,7 @@ class CloneForm(forms.Form):
         data = super().clean()
         source = data.get("source")
         if source is not None:
-            restorable = Backup.objects.filter(
-                clinic=source, status=JobStatus.SUCCEEDED, expired_at__isnull=True
-            ).exclude(storage_name="")
+            restorable = Backup.objects.stored().filter(clinic=source)
             if data.get("backup"):
                 backup = restorable.filter(pk=data["backup"]).first()
             else:  # the newest pg backup (it carries the clinic's users), else the newest of any format

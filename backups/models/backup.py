@@ -11,8 +11,23 @@ from django.utils.translation import pgettext_lazy
 from backups.models.jobs import BACKUP_STATUS_LABELS, Job, JobStatus
 
 
+class BackupQuerySet(models.QuerySet):
+    """The catalog's words for which backups have a file (``Backup.objects.stored()``...)."""
+
+    def in_storage(self) -> BackupQuerySet:
+        """Backups whose archive is still in storage, whatever their status: what the storage bill is made of."""
+        return self.filter(expired_at__isnull=True).exclude(storage_name="")
+
+    def stored(self) -> BackupQuerySet:
+        """Backups that succeeded and whose file retention has not removed: they can be downloaded and
+        restored (the queryset's :attr:`Backup.has_stored_file`)."""
+        return self.in_storage().filter(status=JobStatus.SUCCEEDED)
+
+
 class Backup(Job):
     """One backup of one clinic: a job while it runs, then an archive in storage."""
+
+    objects = BackupQuerySet.as_manager()
 
     class Kind(models.TextChoices):
         # "a backup" is masculine in Spanish, "an appointment" or "an upload" are not: their own context

@@ -57,7 +57,7 @@ BIGGEST = 10
 
 def stored_backups() -> QuerySet[Backup]:
     """Backups whose archive is still in storage (what the storage bill is made of)."""
-    return Backup.objects.filter(expired_at__isnull=True).exclude(storage_name="")
+    return Backup.objects.in_storage()
 
 
 def usable_backups() -> QuerySet[Backup]:

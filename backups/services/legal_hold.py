@@ -16,7 +16,7 @@ from django.utils import timezone
 
 from backups.audit import audit
 from backups.exceptions import RespaldoError
-from backups.models import AuditEntry, Backup, JobStatus
+from backups.models import AuditEntry, Backup
 
 
 def hold_backup(backup: Backup, *, actor: str, reason: str, address: str | None = None) -> Backup:
@@ -26,7 +26,7 @@ def hold_backup(backup: Backup, *, actor: str, reason: str, address: str | None 
         raise RespaldoError("hold_needs_reason")
     with transaction.atomic():
         row = Backup.objects.select_for_update().get(pk=backup.pk)
-        if row.status != JobStatus.SUCCEEDED or row.expired_at is not None or not row.storage_name:
+        if not row.has_stored_file:
             raise RespaldoError("hold_not_stored", backup=row.pk)
         if row.held_at is not None:
             raise RespaldoError("hold_already", backup=row.pk)

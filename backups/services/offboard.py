@@ -74,7 +74,7 @@ def erase_offboarded(now: datetime | None = None) -> int:
     now = now or timezone.now()
     limit = now - timedelta(days=conf.offboard_keep_days)
     with_keys = ClinicKey.objects.filter(erased_at__isnull=True).values("clinic_id")
-    with_backups = Backup.objects.filter(expired_at__isnull=True, status=JobStatus.SUCCEEDED).exclude(storage_name="")
+    with_backups = Backup.objects.stored()
     clinics = Clinic.objects.filter(offboarded_at__lt=limit).filter(
         Q(pk__in=with_keys) | Q(pk__in=with_backups.values("clinic_id"))
     )
@@ -253,9 +253,7 @@ def bring_back_source(clinic: Clinic) -> Backup | None:
 
 
 def _backup_to_bring_back(clinic: Clinic, backup_id: int | None) -> Backup:
-    restorable = Backup.objects.filter(
-        clinic_id=clinic.pk, status=JobStatus.SUCCEEDED, expired_at__isnull=True
-    ).exclude(storage_name="")
+    restorable = Backup.objects.stored().filter(clinic_id=clinic.pk)
     source = (
         restorable.filter(pk=backup_id).first() if backup_id else restorable.order_by("-requested_at", "-pk").first()
     )

@@ -318,9 +318,7 @@ def newest_backup(clinic: Clinic) -> Backup | None:
     A safety backup holds what a restore then replaced (data someone chose to discard), so
     the newest ordinary backup is the truer picture of the clinic.
     """
-    usable = Backup.objects.filter(clinic=clinic, status=JobStatus.SUCCEEDED, expired_at__isnull=True).exclude(
-        storage_name=""
-    )
+    usable = Backup.objects.stored().filter(clinic=clinic)
     ordered = ("-requested_at", "-pk")
     return usable.exclude(kind=Backup.Kind.PRE_RESTORE).order_by(*ordered).first() or usable.order_by(*ordered).first()
 

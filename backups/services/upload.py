@@ -181,18 +181,7 @@ def upload_accept(
 
 def _same_file(target: Clinic, sha256: str, size: int) -> Backup | None:
     """The clinic's stored backup holding exactly these bytes, if the catalog has one."""
-    return (
-        Backup.objects.filter(
-            clinic=target,
-            sha256=sha256,
-            size=size,
-            status=Backup.Status.SUCCEEDED,
-            expired_at__isnull=True,
-        )
-        .exclude(storage_name="")
-        .order_by("pk")
-        .first()
-    )
+    return Backup.objects.stored().filter(clinic=target, sha256=sha256, size=size).order_by("pk").first()
 
 
 def upload_refused(

@@ -25,7 +25,7 @@ class Command(RespaldoCommand):
             raise CommandError(f"There is no clinic '{schema}'.")
         if not reason.strip():
             raise CommandError("Give a reason (--reason): it is kept in the audit trail.")
-        stored = clinic.backups.filter(expired_at__isnull=True).exclude(storage_name="").count()
+        stored = clinic.backups.in_storage().count()
         if not yes:
             self.stdout.write(
                 f"Would erase the archive key of {schema} and delete its {stored} stored backups. "

@@ -25,9 +25,9 @@ from psycopg import sql
 
 from backups import jobs, storage
 from backups.audit import SYSTEM, audit
-from backups.clinic_keys import erase_clinic_key
 from backups.conf import conf
 from backups.exceptions import BackupRefused, ClinicBusy, RespaldoError, RestoreRefused
+from backups.keys.clinic import erase_clinic_key
 from backups.models import ACTIVE_STATUSES, AuditEntry, Backup, BackupPolicy, ClinicKey, JobStatus, Restore
 from backups.services.backup import backup_request, backup_run, clinic_get
 from clinics.models import Clinic, Domain

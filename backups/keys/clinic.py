@@ -44,7 +44,7 @@ from pyrage import x25519
 from backups import archive, storage
 from backups.archive import KeyConfigError, generate_identity, identity_public_key
 from backups.audit import audit
-from backups.keys import encryption_identity, old_identities
+from backups.keys.deployment import encryption_identity, old_identities
 from backups.models import AuditEntry, ClinicKey
 from backups.storage_errors import StorageError, StoredObjectNotFound
 from clinics.models import Clinic

@@ -64,7 +64,7 @@ _cache_lock = threading.Lock()
 
 def key_id(public_key: str) -> str:
     """The short id of a public key, as the archive's authentication record names it."""
-    return archive.common._key_id(public_key)
+    return archive.key_id(public_key)
 
 
 def deployment_identities() -> list[str]:

@@ -29,7 +29,7 @@ def _private_backup_storage(tmp_path_factory):
     root = tmp_path_factory.mktemp("respaldo")
     storages = {**settings.STORAGES}
     storages["backups"] = {
-        "BACKEND": "django.core.files.storage.FileSystemStorage",
+        "BACKEND": "backups.storage.local.BackupLocalStorage",
         "OPTIONS": {
             "location": str(root / "backups"),
             "file_permissions_mode": 0o600,

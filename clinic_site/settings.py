@@ -165,7 +165,7 @@ BACKUPS_LOCAL_DIR = Path(env_str("BACKUPS_LOCAL_DIR", str(LOCAL_DIR / "backups")
 BACKUPS_STORAGE = env_choice("BACKUPS_STORAGE", "local", ["local", "s3"])
 if BACKUPS_STORAGE == "local":
     _backups_storage = {
-        "BACKEND": "django.core.files.storage.FileSystemStorage",
+        "BACKEND": "backups.storage.local.BackupLocalStorage",
         "OPTIONS": {
             "location": str(BACKUPS_LOCAL_DIR),
             "base_url": None,

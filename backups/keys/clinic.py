@@ -46,7 +46,7 @@ from backups.archive import KeyConfigError, generate_identity, identity_public_k
 from backups.audit import audit
 from backups.keys.deployment import encryption_identity, old_identities
 from backups.models import AuditEntry, ClinicKey
-from backups.storage_errors import StorageError, StoredObjectNotFound
+from backups.storage import StorageError, StoredObjectNotFound
 from clinics.models import Clinic
 
 logger = logging.getLogger(__name__)

@@ -7,8 +7,8 @@ the bucket as the check, pre-signed download links, and botocore's errors in an 
 words. A plain ``S3Storage`` in settings gets them too (``backups.storage`` rebuilds it).
 
 ``BackupS3Storage`` is django-storages' ``S3Storage`` with those operations and the settings
-a backup store needs made the defaults, and with an upload path that streams a non-seekable source in
-bounded memory:
+a backup store needs made the defaults, and with an upload path that streams a non-seekable
+source in bounded memory:
 
 * boto3's default ``TransferConfig`` keeps up to 10 parts of a non-seekable upload in
   memory (and 10 threads); here: 8 MiB parts, ``max_concurrency=2`` and

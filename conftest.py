@@ -29,7 +29,7 @@ def _private_backup_storage(tmp_path_factory):
     root = tmp_path_factory.mktemp("respaldo")
     storages = {**settings.STORAGES}
     storages["backups"] = {
-        "BACKEND": "django.core.files.storage.FileSystemStorage",
+        "BACKEND": "backups.storage.local.BackupLocalStorage",
         "OPTIONS": {
             "location": str(root / "backups"),
             "file_permissions_mode": 0o600,
@@ -68,7 +68,7 @@ def django_db_setup(request, django_test_environment, django_db_blocker):
 def _give_demo_clinics_their_keys() -> None:
     """Each demo clinic's archive key, committed once: archives a test makes (and caches for the
     session) stay readable after that test's transaction is rolled back."""
-    from backups.clinic_keys import writing_identity
+    from backups.keys.clinic import writing_identity
     from clinics.models import Clinic
 
     for clinic in Clinic.objects.exclude(schema_name="public"):

@@ -53,8 +53,8 @@ from django.test.utils import CaptureQueriesContext  # noqa: E402
 from django_tenants.utils import schema_context  # noqa: E402
 
 from backups import archive, services, storage  # noqa: E402
-from backups.clinic_keys import reading_identities  # noqa: E402
 from backups.formats.json.payload import payload_models  # noqa: E402
+from backups.keys.clinic import reading_identities  # noqa: E402
 from backups.models import (  # noqa: E402
     Backup,
     BackupPolicy,

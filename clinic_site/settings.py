@@ -165,7 +165,7 @@ BACKUPS_LOCAL_DIR = Path(env_str("BACKUPS_LOCAL_DIR", str(LOCAL_DIR / "backups")
 BACKUPS_STORAGE = env_choice("BACKUPS_STORAGE", "local", ["local", "s3"])
 if BACKUPS_STORAGE == "local":
     _backups_storage = {
-        "BACKEND": "django.core.files.storage.FileSystemStorage",
+        "BACKEND": "backups.storage.local.BackupLocalStorage",
         "OPTIONS": {
             "location": str(BACKUPS_LOCAL_DIR),
             "base_url": None,
@@ -203,7 +203,7 @@ elif BACKUPS_STORAGE == "s3":
 else:
     raise ConfigurationError(f"BACKUPS_STORAGE={BACKUPS_STORAGE!r}: use local or s3.")
 
-# Archive keys (age identities), see backups/keys.py. One key encrypts and authenticates new
+# Archive keys (age identities), see backups/keys/deployment.py. One key encrypts and authenticates new
 # archives: BACKUPS_AGE_IDENTITY or the one key in BACKUPS_AGE_IDENTITY_FILE, never both. Old
 # keys only open older archives. Development generates a key file into the local folder (when
 # no key is set); production must set one (`manage.py check --deploy` says so: backups.E001).

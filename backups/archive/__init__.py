@@ -25,6 +25,10 @@ pyrage notes (checked by experiment with pyrage 1.4.0):
   fill whole buffer" -- the last also for an empty file) and a plain ``OSError``
   ("decryption error") for a damaged/truncated/extended body, after having written the
   chunks that did verify.
+
+Modules: ``common`` (constants, errors, keys, tar helpers: what the others share),
+``writer``, ``reader`` (with ``decrypt``, its decrypting thread) and ``media`` (the media
+members). Nothing here imports any other module of Respaldo.
 """
 
 from backups.archive.common import (
@@ -39,6 +43,7 @@ from backups.archive.common import (
     KeyConfigError,
     generate_identity,
     identity_public_key,
+    key_id,
 )
 from backups.archive.reader import ArchiveReader, open_archive, verify_archive
 from backups.archive.writer import write_archive
@@ -56,6 +61,7 @@ __all__ = [
     "KeyConfigError",
     "generate_identity",
     "identity_public_key",
+    "key_id",
     "open_archive",
     "verify_archive",
     "write_archive",

@@ -1,4 +1,5 @@
-"""What the archive writer and reader share: format constants, errors, keys, tar helpers (see ``backups.archive``)."""
+"""What the archive writer, reader and media modules share: format constants, errors, keys, tar helpers
+(see ``backups.archive``)."""
 
 from __future__ import annotations
 
@@ -31,14 +32,14 @@ MAX_WINDOW_SIZE = 8 << 20  # largest window zstd uses at levels <= 19
 MAX_MANIFEST_BYTES = 16 << 20
 MAX_AUTH_BYTES = 64 << 10
 
-_BLOCK = tarfile.BLOCKSIZE  # 512
-_RECORD = tarfile.RECORDSIZE  # 10240: tar streams are padded to whole records
-_MAX_TAIL = 2 * _BLOCK + _RECORD  # end-of-archive blocks plus record padding
-_PIECE = 256 << 10  # granularity fed to the compressor
-_PAYLOAD_READ = 1 << 20  # largest single read() asked of the payload
-_COPY = 1 << 20
-_AGE_MAGICS = (b"age-encryption.org/", b"-----BEGIN AGE ENCRYPTED FILE-----")
-_PIPE_SIZE = 1 << 20
+BLOCK = tarfile.BLOCKSIZE  # 512
+RECORD = tarfile.RECORDSIZE  # 10240: tar streams are padded to whole records
+MAX_TAIL = 2 * BLOCK + RECORD  # end-of-archive blocks plus record padding
+PIECE = 256 << 10  # granularity fed to the compressor
+PAYLOAD_READ = 1 << 20  # largest single read() asked of the payload
+COPY = 1 << 20
+AGE_MAGICS = (b"age-encryption.org/", b"-----BEGIN AGE ENCRYPTED FILE-----")
+PIPE_SIZE = 1 << 20
 
 
 # --------------------------------------------------------------------------- errors
@@ -110,26 +111,25 @@ class KeyConfigError(ArchiveError):
     message = "Backup encryption is not configured correctly."
 
 
-class _Cancelled(Exception):
-    """Raised inside the decrypt thread's writer when the reader is closed early."""
-
-
 # --------------------------------------------------------------------------- keys
 
 
 @dataclass(frozen=True)
-class _Key:
+class ArchiveKey:
+    """A parsed identity: its public key, short id and the key its archives are authenticated with."""
+
     identity: Any  # pyrage.x25519.Identity
     public: str
     key_id: str
     auth_key: bytes
 
 
-def _key_id(public_key: str) -> str:
+def key_id(public_key: str) -> str:
+    """The short id of a public key, as the authentication record names it (16 hex digits)."""
     return hashlib.sha256(public_key.encode()).hexdigest()[:16]
 
 
-def _parse_identity(value: object, position: int) -> _Key:
+def _parse_identity(value: object, position: int) -> ArchiveKey:
     if not isinstance(value, str):
         raise KeyConfigError(f"identity #{position} is not a string")
     try:
@@ -140,10 +140,11 @@ def _parse_identity(value: object, position: int) -> _Key:
     canonical = str(identity)  # upper case; the auth key is derived from this form
     public = str(identity.to_public())
     auth_key = hmac.new(canonical.encode(), AUTH_KEY_LABEL, hashlib.sha256).digest()
-    return _Key(identity=identity, public=public, key_id=_key_id(public), auth_key=auth_key)
+    return ArchiveKey(identity=identity, public=public, key_id=key_id(public), auth_key=auth_key)
 
 
-def _load_keys(identities: Sequence[str]) -> list[_Key]:
+def load_keys(identities: Sequence[str]) -> list[ArchiveKey]:
+    """The parsed keys of a list of identity strings; ``KeyConfigError`` if empty or malformed."""
     if isinstance(identities, str | bytes):
         raise TypeError("identities must be a list of identity strings, not a single string")
     keys = [_parse_identity(value, n) for n, value in enumerate(identities, 1)]
@@ -152,7 +153,8 @@ def _load_keys(identities: Sequence[str]) -> list[_Key]:
     return keys
 
 
-def _parse_recipient(value: object, position: int) -> Any:
+def parse_recipient(value: object, position: int) -> Any:
+    """An extra (escrow) recipient, ``age1...``; ``KeyConfigError`` if malformed."""
     if not isinstance(value, str):
         raise KeyConfigError(f"extra recipient #{position} is not a string")
     try:
@@ -193,7 +195,8 @@ class ArchiveSummary:
 # --------------------------------------------------------------------------- tar helpers
 
 
-def _tar_header(name: str, size: int, mtime: int) -> bytes:
+def tar_header(name: str, size: int, mtime: int) -> bytes:
+    """The ustar header block of a regular member (mode 0600, no owner names)."""
     info = tarfile.TarInfo(name)
     info.size = size
     info.mtime = mtime
@@ -203,19 +206,24 @@ def _tar_header(name: str, size: int, mtime: int) -> bytes:
     return info.tobuf(format=tarfile.USTAR_FORMAT, encoding="utf-8", errors="strict")
 
 
-def _padding(size: int) -> int:
-    return -size % _BLOCK
+def padding(size: int) -> int:
+    """How many zero bytes follow a member of ``size`` bytes, up to a whole tar block."""
+    return -size % BLOCK
 
 
-def _mac_frame(name: str, size: int) -> bytes:
+def mac_frame(name: str, size: int) -> bytes:
+    """What the MAC covers before each member's bytes: its name and size."""
     return name.encode() + b"\0" + str(size).encode() + b"\0"
 
 
-def _chunk_name(index: int) -> str:
+def chunk_name(index: int) -> str:
+    """The member name of payload chunk ``index`` (from 1): ``payload/000001``."""
     return f"{PAYLOAD_PREFIX}{index:06d}"
 
 
-def _strict_json(data: bytes, what: str) -> Any:
+def strict_json(data: bytes, what: str) -> Any:
+    """Parse JSON refusing duplicate keys and NaN/Infinity; ``ArchiveCorrupt`` naming ``what`` otherwise."""
+
     def no_duplicates(pairs: list[tuple[str, Any]]) -> dict:
         result = dict(pairs)
         if len(result) != len(pairs):

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
-from backups.archive.common import _COPY, _PAYLOAD_READ, MEDIA_PREFIX, ArchiveCorrupt, ArchiveError
+from backups.archive.common import COPY, MEDIA_PREFIX, PAYLOAD_READ, ArchiveCorrupt, ArchiveError
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 # The tar name must fit a ustar header: at most 255 bytes (prefix/name split at a slash).
@@ -80,7 +80,7 @@ def stream_media_file(media: MediaFile, mac: Any) -> Iterator[bytes]:
     left = media.size
     with media.open() as handle:
         while left:
-            data = handle.read(min(left, _PAYLOAD_READ))
+            data = handle.read(min(left, PAYLOAD_READ))
             if not data:
                 raise MediaChanged(f"{media.path} is shorter than listed")
             data = bytes(data)
@@ -105,8 +105,8 @@ class MemberStream:
     def read(self, size: int = -1) -> bytes:
         """Up to ``size`` bytes of the member (all that is left when negative); ``b""`` at its end."""
         if size is None or size < 0:
-            return b"".join(iter(lambda: self.read(_COPY), b""))
-        wanted = min(size, self.left, _COPY)
+            return b"".join(iter(lambda: self.read(COPY), b""))
+        wanted = min(size, self.left, COPY)
         if not wanted:
             return b""
         data = self._read_exact(wanted)
@@ -116,5 +116,5 @@ class MemberStream:
 
     def drain(self) -> None:
         """Read whatever the sink left unread."""
-        while self.read(_COPY):
+        while self.read(COPY):
             pass

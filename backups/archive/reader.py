@@ -1,164 +1,50 @@
 """Reading an archive: age → zstd → tar members, checked member by member and authenticated at the end
-(see ``backups.archive``)."""
+(see ``backups.archive``). The age layer is decrypted in a background thread (``decrypt.DecryptWorker``)."""
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import hmac
 import io
-import os
 import tarfile
-import threading
 from collections.abc import Callable, Sequence
 from typing import Any, BinaryIO
 
-import pyrage
 import zstandard
 
 from backups.archive.common import (
-    _AGE_MAGICS,
-    _BLOCK,
-    _COPY,
-    _MAX_TAIL,
-    _PIPE_SIZE,
-    _RECORD,
     ARCHIVE_VERSIONS,
     AUTH_ALG,
     AUTH_NAME,
+    BLOCK,
+    COPY,
     MANIFEST_NAME,
     MAX_AUTH_BYTES,
     MAX_MANIFEST_BYTES,
+    MAX_TAIL,
     MAX_WINDOW_SIZE,
     MEDIA_PREFIX,
+    RECORD,
     ArchiveAuthError,
     ArchiveCorrupt,
     ArchiveError,
-    ArchiveNotRecognized,
+    ArchiveKey,
     ArchiveSummary,
     ArchiveTooLarge,
-    ArchiveWrongKey,
-    _Cancelled,
-    _chunk_name,
-    _Key,
-    _load_keys,
-    _mac_frame,
-    _padding,
-    _strict_json,
+    chunk_name,
+    load_keys,
+    mac_frame,
+    padding,
+    strict_json,
 )
+from backups.archive.decrypt import DecryptWorker
 from backups.archive.media import MemberStream, media_entries
 
 # Called with each media file's path and a stream of its bytes (the reader checks its SHA-256 after).
 MediaSink = Callable[[str, MemberStream], None]
 
 # --------------------------------------------------------------------------- reading
-
-
-class _Tap:
-    """Wraps the archive stream for ``decrypt_io``: counts, hashes, keeps the first bytes and errors."""
-
-    def __init__(self, stream: BinaryIO) -> None:
-        self._stream = stream
-        self.error: BaseException | None = None
-        self.bytes = 0
-        self.sha256 = hashlib.sha256()
-        self.head = b""
-        self._pending = b""
-
-    def read(self, size: int = -1) -> bytes:
-        try:
-            if size is None or size < 0:
-                size = _COPY
-            if self._pending:
-                data, self._pending = self._pending[:size], self._pending[size:]
-                return data
-            data = self._stream.read(size)
-            if data is None:
-                raise TypeError("the archive stream returned None (non-blocking streams are not supported)")
-            data = bytes(data)
-        except BaseException as exc:
-            self.error = exc
-            raise
-        self.bytes += len(data)
-        self.sha256.update(data)
-        if len(self.head) < 64:
-            self.head += data[: 64 - len(self.head)]
-        if len(data) > size:  # a misbehaving stream; pyrage would fail on it
-            data, self._pending = data[:size], data[size:]
-        return data
-
-
-class _DecryptWorker:
-    """Runs ``pyrage.decrypt_io(stream -> pipe)`` in a thread; the reader reads the pipe's other end.
-
-    Holds no reference to the ``ArchiveReader`` so that an abandoned reader can be collected
-    (its ``close()`` then stops this thread).
-    """
-
-    def __init__(self, stream: BinaryIO, identities: list[Any]) -> None:
-        self.tap = _Tap(stream)
-        self.error: BaseException | None = None
-        self._cancelled = False
-        read_fd, self._write_fd = os.pipe()
-        with contextlib.suppress(AttributeError, OSError):
-            fcntl.fcntl(self._write_fd, fcntl.F_SETPIPE_SZ, _PIPE_SIZE)
-        self.pipe = open(read_fd, "rb", buffering=0)  # noqa: SIM115 -- closed in shutdown()
-        self._thread = threading.Thread(
-            target=self._run, args=(identities,), name="respaldo-archive-decrypt", daemon=True
-        )
-        self._thread.start()
-
-    def _run(self, identities: list[Any]) -> None:
-        try:
-            pyrage.decrypt_io(self.tap, self, identities)
-        except BaseException as exc:
-            self.error = exc
-        finally:
-            os.close(self._write_fd)
-
-    # The writer side, called by pyrage from the thread.
-    def write(self, data: bytes) -> int:
-        if self._cancelled:
-            raise _Cancelled()
-        return os.write(self._write_fd, data)
-
-    def flush(self) -> None:
-        return None
-
-    def finish(self) -> None:
-        """Wait for the thread (it has closed the pipe: the reader saw EOF)."""
-        self._thread.join()
-
-    def shutdown(self) -> None:
-        """Stop the thread and close the pipe; safe to call more than once."""
-        if self._thread.is_alive():
-            self._cancelled = True
-            # Drain until the thread closes its end: it is blocked in at most one write.
-            with contextlib.suppress(OSError, ValueError):
-                while self.pipe.read(_COPY):
-                    pass
-            self._thread.join()
-        self.pipe.close()
-
-    def failure(self) -> BaseException | None:
-        """The thread's error as an ``ArchiveError`` (or the stream's own error), if any."""
-        if self.tap.error is not None:
-            return self.tap.error
-        error = self.error
-        if error is None or isinstance(error, _Cancelled):
-            return None
-        text = str(error)
-        if isinstance(error, pyrage.DecryptError):
-            head = self.tap.head.lstrip()
-            if not head or not (head.startswith(_AGE_MAGICS) or any(m.startswith(head) for m in _AGE_MAGICS)):
-                return ArchiveNotRecognized()
-            if "No matching keys" in text:
-                return ArchiveWrongKey()
-            return ArchiveCorrupt(f"encryption header: {text}")
-        if isinstance(error, OSError):
-            return ArchiveCorrupt(f"encrypted data: {text}")
-        return error
 
 
 class ArchiveReader(io.RawIOBase):
@@ -177,7 +63,7 @@ class ArchiveReader(io.RawIOBase):
     def __init__(
         self,
         stream: BinaryIO,
-        keys: list[_Key],
+        keys: list[ArchiveKey],
         max_payload_bytes: int | None,
         media_sink: MediaSink | None = None,
         verified: ArchiveSummary | None = None,
@@ -205,10 +91,10 @@ class ArchiveReader(io.RawIOBase):
         self._next_chunk = 1
         self._eof = False
         self._failed: BaseException | None = None
-        self._worker: _DecryptWorker | None = None
+        self._worker: DecryptWorker | None = None
         self._zstd: Any = None
         try:
-            self._worker = _DecryptWorker(stream, [key.identity for key in keys])
+            self._worker = DecryptWorker(stream, [key.identity for key in keys])
             self._zstd = zstandard.ZstdDecompressor(max_window_size=MAX_WINDOW_SIZE).stream_reader(
                 self._worker.pipe, read_size=128 << 10, read_across_frames=True, closefd=False
             )
@@ -226,13 +112,13 @@ class ArchiveReader(io.RawIOBase):
         self._checkClosed()
         if size is None or size < 0:
             return self.readall()
-        buffer = bytearray(min(size, _COPY))
+        buffer = bytearray(min(size, COPY))
         count = self.readinto(buffer)
         return bytes(memoryview(buffer)[:count])
 
     def readall(self) -> bytes:
         parts = []
-        while part := self.read(_COPY):
+        while part := self.read(COPY):
             parts.append(part)
         return b"".join(parts)
 
@@ -279,7 +165,7 @@ class ArchiveReader(io.RawIOBase):
         parts = []
         wanted = size
         while wanted:
-            data = self._zstd.read(min(wanted, _COPY))
+            data = self._zstd.read(min(wanted, COPY))
             if not data:
                 raise ArchiveCorrupt("the archive ends too early")
             parts.append(data)
@@ -288,7 +174,7 @@ class ArchiveReader(io.RawIOBase):
         return b"".join(parts)
 
     def _read_header(self) -> tarfile.TarInfo:
-        block = self._read_exact(_BLOCK)
+        block = self._read_exact(BLOCK)
         try:
             info = tarfile.TarInfo.frombuf(block, "utf-8", "strict")
         except tarfile.EOFHeaderError:
@@ -309,7 +195,7 @@ class ArchiveReader(io.RawIOBase):
         if info.size > limit:
             raise ArchiveCorrupt(f"{info.name} is larger than {limit} bytes")
         data = self._read_exact(info.size)
-        self._read_exact(_padding(info.size))
+        self._read_exact(padding(info.size))
         return data
 
     def _read_manifest(self) -> None:
@@ -317,9 +203,9 @@ class ArchiveReader(io.RawIOBase):
         if info.name != MANIFEST_NAME:
             raise ArchiveCorrupt(f"the first member is {info.name[:80]!r}, expected {MANIFEST_NAME!r}")
         data = self._read_small_member(info, MAX_MANIFEST_BYTES)
-        self._mac_update(_mac_frame(MANIFEST_NAME, len(data)))
+        self._mac_update(mac_frame(MANIFEST_NAME, len(data)))
         self._mac_update(data)
-        manifest = _strict_json(data, MANIFEST_NAME)
+        manifest = strict_json(data, MANIFEST_NAME)
         if not isinstance(manifest, dict):
             raise ArchiveCorrupt(f"{MANIFEST_NAME} is not a JSON object")
         version = manifest.get("archive_version")
@@ -352,7 +238,7 @@ class ArchiveReader(io.RawIOBase):
 
     def _next_member(self) -> None:
         info = self._read_header()
-        expected = _chunk_name(self._next_chunk)
+        expected = chunk_name(self._next_chunk)
         if info.name.startswith(MEDIA_PREFIX) or (self._next_chunk == 0 and info.name != AUTH_NAME):
             self._read_media(info)
             return
@@ -364,14 +250,14 @@ class ArchiveReader(io.RawIOBase):
             self._next_chunk += 1
             self._payload_bytes += info.size
             self._remaining = info.size
-            self._padding = _padding(info.size)
-            self._mac_update(_mac_frame(info.name, info.size))
+            self._padding = padding(info.size)
+            self._mac_update(mac_frame(info.name, info.size))
             return
         if info.name != AUTH_NAME:
             raise ArchiveCorrupt(f"unexpected member {info.name[:80]!r} where {expected!r} or {AUTH_NAME!r} belongs")
         if self._media:
             raise ArchiveCorrupt(f"media file {self._media[0]['path'][:80]!r} is missing")
-        auth = _strict_json(self._read_small_member(info, MAX_AUTH_BYTES), AUTH_NAME)
+        auth = strict_json(self._read_small_member(info, MAX_AUTH_BYTES), AUTH_NAME)
         self._read_tail()
         self._check_auth(auth)
         self._eof = True
@@ -388,7 +274,7 @@ class ArchiveReader(io.RawIOBase):
         self._media_bytes += info.size
         if self._max is not None and self._payload_bytes + self._media_bytes > self._max:
             raise ArchiveTooLarge(f"limit {self._max} bytes")
-        self._mac_update(_mac_frame(info.name, info.size))
+        self._mac_update(mac_frame(info.name, info.size))
 
         def read_exact(size: int) -> bytes:
             data = self._read_exact(size)
@@ -399,20 +285,20 @@ class ArchiveReader(io.RawIOBase):
         if self._media_sink is not None:
             self._media_sink(entry["path"], member)
         member.drain()
-        self._read_exact(_padding(info.size))
+        self._read_exact(padding(info.size))
         if member.sha256.hexdigest() != entry["sha256"]:
             raise ArchiveAuthError(f"media file {entry['path'][:80]!r} does not match its checksum")
 
     def _read_tail(self) -> None:
         """After auth.json: only zero blocks to a whole record, then the end of every layer."""
         tail = 0
-        while data := self._zstd.read(_COPY):
+        while data := self._zstd.read(COPY):
             if data.count(0) != len(data):
                 raise ArchiveCorrupt(f"data after {AUTH_NAME}")
             tail += len(data)
-            if tail > _MAX_TAIL:
+            if tail > MAX_TAIL:
                 raise ArchiveCorrupt(f"too much data after {AUTH_NAME}")
-        if tail < 2 * _BLOCK or (self._offset + tail) % _RECORD:
+        if tail < 2 * BLOCK or (self._offset + tail) % RECORD:
             raise ArchiveCorrupt("the tar stream does not end properly")
         assert self._worker is not None
         if self._worker.pipe.read(1):
@@ -489,7 +375,7 @@ def open_archive(
     background thread until the reader is closed; do not use it meanwhile. Errors raised by
     ``stream.read`` itself propagate unchanged.
     """
-    keys = _load_keys(identities)
+    keys = load_keys(identities)
     if max_payload_bytes is not None and (
         isinstance(max_payload_bytes, bool) or not isinstance(max_payload_bytes, int) or max_payload_bytes < 0
     ):
@@ -502,7 +388,7 @@ def verify_archive(
 ) -> ArchiveSummary:
     """Read a whole archive, discarding the payload; return its summary or raise ``ArchiveError``."""
     with open_archive(stream, identities=identities, max_payload_bytes=max_payload_bytes) as reader:
-        buffer = bytearray(_COPY)
+        buffer = bytearray(COPY)
         while reader.readinto(buffer):
             pass
         assert reader.summary is not None

@@ -13,15 +13,12 @@ import pyrage
 import zstandard
 
 from backups.archive.common import (
-    _BLOCK,
-    _COPY,
-    _PAYLOAD_READ,
-    _PIECE,
-    _RECORD,
     ARCHIVE_VERSION,
     ARCHIVE_VERSION_NO_MEDIA,
     AUTH_ALG,
     AUTH_NAME,
+    BLOCK,
+    COPY,
     DEFAULT_CHUNK_SIZE,
     MANIFEST_NAME,
     MAX_CHUNK_SIZE,
@@ -29,15 +26,18 @@ from backups.archive.common import (
     MAX_MANIFEST_BYTES,
     MEDIA_PREFIX,
     MIN_LEVEL,
+    PAYLOAD_READ,
+    PIECE,
+    RECORD,
     ArchiveError,
+    ArchiveKey,
     ArchiveSummary,
-    _chunk_name,
-    _Key,
-    _load_keys,
-    _mac_frame,
-    _padding,
-    _parse_recipient,
-    _tar_header,
+    chunk_name,
+    load_keys,
+    mac_frame,
+    padding,
+    parse_recipient,
+    tar_header,
 )
 from backups.archive.media import MediaFile, media_path_ok, stream_media_file
 
@@ -95,7 +95,7 @@ class _Source:
         self,
         payload: BinaryIO,
         manifest_bytes: bytes,
-        key: _Key,
+        key: ArchiveKey,
         level: int,
         chunk_size: int,
         media: Sequence[MediaFile] = (),
@@ -120,7 +120,7 @@ class _Source:
         if self.error is not None:
             raise self.error
         try:
-            return self._read(size if size is not None and size > 0 else _COPY)
+            return self._read(size if size is not None and size > 0 else COPY)
         except BaseException as exc:
             self.error = exc
             raise
@@ -145,7 +145,7 @@ class _Source:
         view = memoryview(buffer)
         filled = 0
         while filled < len(buffer):
-            data = self._payload.read(min(len(buffer) - filled, _PAYLOAD_READ))
+            data = self._payload.read(min(len(buffer) - filled, PAYLOAD_READ))
             if data is None:
                 raise TypeError("the payload stream returned None (non-blocking streams are not supported)")
             if not isinstance(data, bytes | bytearray | memoryview):
@@ -165,13 +165,13 @@ class _Source:
 
         def member(name: str, size: int) -> bytes:
             nonlocal offset
-            offset += _BLOCK + size + _padding(size)
-            return _tar_header(name, size, mtime)
+            offset += BLOCK + size + padding(size)
+            return tar_header(name, size, mtime)
 
         manifest = self._manifest_bytes
-        mac.update(_mac_frame(MANIFEST_NAME, len(manifest)))
+        mac.update(mac_frame(MANIFEST_NAME, len(manifest)))
         mac.update(manifest)
-        yield member(MANIFEST_NAME, len(manifest)) + manifest + bytes(_padding(len(manifest)))
+        yield member(MANIFEST_NAME, len(manifest)) + manifest + bytes(padding(len(manifest)))
 
         buffer = bytearray(self._chunk_size)
         index = 0
@@ -181,27 +181,27 @@ class _Source:
                 break
             index += 1
             chunk = memoryview(buffer)[:size]
-            name = _chunk_name(index)
-            mac.update(_mac_frame(name, size))
+            name = chunk_name(index)
+            mac.update(mac_frame(name, size))
             mac.update(chunk)
             self.payload_sha256.update(chunk)
             self.payload_bytes += size
             yield member(name, size)
-            for start in range(0, size, _PIECE):
-                yield chunk[start : start + _PIECE]
-            if _padding(size):
-                yield bytes(_padding(size))
+            for start in range(0, size, PIECE):
+                yield chunk[start : start + PIECE]
+            if padding(size):
+                yield bytes(padding(size))
             if size < len(buffer):
                 break  # short chunk: the payload hit EOF; do not read it again
         del buffer
 
         for media in self._media:
             name = MEDIA_PREFIX + media.path
-            mac.update(_mac_frame(name, media.size))
+            mac.update(mac_frame(name, media.size))
             yield member(name, media.size)
             yield from stream_media_file(media, mac)
-            if _padding(media.size):
-                yield bytes(_padding(media.size))
+            if padding(media.size):
+                yield bytes(padding(media.size))
 
         auth = {
             "alg": AUTH_ALG,
@@ -211,9 +211,9 @@ class _Source:
             "mac": mac.hexdigest(),
         }
         auth_bytes = json.dumps(auth, sort_keys=True).encode()
-        yield member(AUTH_NAME, len(auth_bytes)) + auth_bytes + bytes(_padding(len(auth_bytes)))
+        yield member(AUTH_NAME, len(auth_bytes)) + auth_bytes + bytes(padding(len(auth_bytes)))
         # End of archive: two zero blocks, then zeros up to a whole record (as tarfile does).
-        tail = 2 * _BLOCK + (-(offset + 2 * _BLOCK) % _RECORD)
+        tail = 2 * BLOCK + (-(offset + 2 * BLOCK) % RECORD)
         yield bytes(tail)
         self.done = True
 
@@ -238,14 +238,14 @@ def _manifest_bytes(manifest: dict, media: Sequence[MediaFile] | None) -> bytes:
     return data
 
 
-def _recipients(key: _Key, extra_recipients: Sequence[str]) -> list[Any]:
+def _recipients(key: ArchiveKey, extra_recipients: Sequence[str]) -> list[Any]:
     """The deployment's public key, then each escrow key once."""
     if isinstance(extra_recipients, str | bytes):
         raise TypeError("extra_recipients must be a list of public keys, not a single string")
     recipients = [key.identity.to_public()]
     seen = {key.public}
     for n, value in enumerate(extra_recipients, 1):
-        recipient = _parse_recipient(value, n)
+        recipient = parse_recipient(value, n)
         if str(recipient) not in seen:
             seen.add(str(recipient))
             recipients.append(recipient)
@@ -282,7 +282,7 @@ def write_archive(
     if no identity is configured or a key string is malformed; ``ValueError`` for a bad
     manifest/level/chunk_size.
     """
-    keys = _load_keys(identities)
+    keys = load_keys(identities)
     recipients = _recipients(keys[0], extra_recipients)
     if isinstance(level, bool) or not isinstance(level, int) or not MIN_LEVEL <= level <= MAX_LEVEL:
         raise ValueError(f"level must be an integer from {MIN_LEVEL} to {MAX_LEVEL}")

@@ -35,7 +35,7 @@ def wrapped_keys_to_storage(apps, schema_editor) -> None:
 
     backend = storage.backup_storage()
     for row in rows:
-        key_id = archive.common._key_id(row.public_key)
+        key_id = archive.key_id(row.public_key)
         name = f"keys/{row.clinic.schema_name}/{row.clinic_id}-{key_id}.age"
         if not backend.exists(name):
             storage.store_bytes(name, base64.b64decode(row.wrapped))

@@ -13,7 +13,7 @@ class ClinicKey(models.Model):
 
     The row holds public metadata only: the age identity itself lives wrapped (age-encrypted to
     the deployment's archive key) in one place, the backup storage object
-    ``keys/<schema>/<clinic id>-<key id>.age`` (see ``backups.clinic_keys``). Never here: what
+    ``keys/<schema>/<clinic id>-<key id>.age`` (see ``backups.keys.clinic``). Never here: what
     a row once held survives in PostgreSQL's dead tuples, WAL, replicas and database backups.
     Erasing the key deletes that object in every version: every archive encrypted to it,
     wherever a copy of it is, can no longer be opened. The row stays (public key, when and why

@@ -34,10 +34,10 @@ from psycopg import sql
 
 from backups import archive, postgres
 from backups.audit import audit
-from backups.clinic_keys import reading_identities
 from backups.exceptions import RespaldoError, RestoreRefused, as_respaldo_error, failure_reason
 from backups.formats.restore_into import RestoreIntoError, restore_into_json
 from backups.jobs import LOCK_NAMESPACE
+from backups.keys.clinic import reading_identities
 from backups.models import AuditEntry, Backup, JobStatus
 from backups.services.scratch import check_read_to_the_end, scratch_pg
 from backups.services.verification import check_migrations, verified_copy, verify_stored

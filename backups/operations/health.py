@@ -44,7 +44,7 @@ def _storage() -> Check:
 
 
 def _archive_key() -> Check:
-    from backups.clinic_keys import deployment_identities, keys_needing_rewrap, keys_unopenable
+    from backups.keys.clinic import deployment_identities, keys_needing_rewrap, keys_unopenable
 
     deployment_identities()
     lost = keys_unopenable()

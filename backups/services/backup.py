@@ -21,7 +21,6 @@ from psycopg import sql
 
 from backups import archive, formats, jobs, media, postgres, storage
 from backups.audit import audit
-from backups.clinic_keys import writing_identity
 from backups.conf import conf
 from backups.exceptions import (
     BackupRefused,
@@ -31,6 +30,7 @@ from backups.exceptions import (
     as_respaldo_error,
     failure_reason,
 )
+from backups.keys.clinic import writing_identity
 from backups.manifest import manifest_build, manifest_summary
 from backups.models import ACTIVE_STATUSES, AuditEntry, Backup, JobStatus, Restore
 from clinics.models import Clinic

@@ -43,12 +43,12 @@ from psycopg import sql
 
 from backups import archive, jobs, postgres
 from backups.audit import audit
-from backups.clinic_keys import reading_identities
 from backups.exceptions import RespaldoError, RestoreRefused, as_respaldo_error, failure_reason
 from backups.formats import pg
 from backups.formats.json.load import load_json_payload
 from backups.formats.pg_script import ScriptError
 from backups.formats.restore_into import RestoreIntoError, restore_into_pg
+from backups.keys.clinic import reading_identities
 from backups.manifest import manifest_has_media
 from backups.media import MediaStaging, missing_files_note
 from backups.models import ACTIVE_STATUSES, AuditEntry, Backup, CloneJob, JobStatus

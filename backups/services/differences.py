@@ -31,12 +31,12 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from backups import archive, jobs
-from backups.clinic_keys import reading_identities
 from backups.conf import conf
 from backups.exceptions import ClinicBusy, RespaldoError, RestoreRefused, failure_reason
 from backups.formats.json.payload import payload_models
 from backups.formats.pg_rewrite import quote_ident
 from backups.formats.restore_into import RestoreIntoError, restore_into_json
+from backups.keys.clinic import reading_identities
 from backups.models import ACTIVE_STATUSES, Backup, JobStatus, Restore, RestoreComparison
 from backups.services.scratch import check_read_to_the_end, scratch_pg
 from backups.services.selective_rows import picks, read_settings, table_name

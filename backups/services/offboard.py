@@ -7,7 +7,7 @@ bring the clinic back.
 
 Erasure (:func:`erase_clinic_backups`, also used on its own for a data-protection request) is
 crypto-erasure: the clinic's archive key, which lives only in the backup storage (never in this
-database: ``backups.clinic_keys``), is destroyed, then every stored backup deleted. It holds the
+database: ``backups.keys.clinic``), is destroyed, then every stored backup deleted. It holds the
 clinic's job lock and locks its backup rows against a concurrent legal hold.
 """
 
@@ -25,9 +25,9 @@ from psycopg import sql
 
 from backups import jobs, storage
 from backups.audit import SYSTEM, audit
-from backups.clinic_keys import erase_clinic_key
 from backups.conf import conf
 from backups.exceptions import BackupRefused, ClinicBusy, RespaldoError, RestoreRefused
+from backups.keys.clinic import erase_clinic_key
 from backups.models import ACTIVE_STATUSES, AuditEntry, Backup, BackupPolicy, ClinicKey, JobStatus, Restore
 from backups.services.backup import backup_request, backup_run, clinic_get
 from clinics.models import Clinic, Domain
@@ -104,7 +104,7 @@ def erase_clinic_backups(
     """Crypto-erasure of a clinic's backups: its archive key destroyed, then every stored object deleted.
 
     Runs holding the clinic's job lock (no backup or restore starts meanwhile). The key goes
-    first (``backups.clinic_keys.erase_clinic_key``), with the clinic's backup rows locked, so a
+    first (``backups.keys.clinic.erase_clinic_key``), with the clinic's backup rows locked, so a
     legal hold cannot slip in between the check and the key's destruction: a held backup
     refuses the whole erasure (its key must survive) and nothing changes. From then on no key
     this deployment holds opens any of the clinic's archives, wherever a copy is. Then each

@@ -38,9 +38,9 @@ from django_tenants.utils import get_public_schema_name
 from psycopg import sql
 
 from backups import archive, storage
-from backups.clinic_keys import UnwrappedKey, adopt_key, deployment_identities, stored_keys
 from backups.conf import conf
 from backups.exceptions import RespaldoError, failure_reason
+from backups.keys.clinic import UnwrappedKey, adopt_key, deployment_identities, stored_keys
 from backups.manifest import MANIFEST_FORMAT_VERSION, MANIFEST_FORMAT_VERSIONS, PAYLOAD_FORMATS, manifest_summary
 from backups.models import Backup, JobStatus, Restore
 from backups.postgres import schema_exists

@@ -23,7 +23,6 @@ from psycopg import sql
 
 from backups import archive, jobs, media, postgres
 from backups.audit import audit
-from backups.clinic_keys import reading_identities
 from backups.conf import conf
 from backups.exceptions import RespaldoError, RestoreRefused, as_respaldo_error, failure_reason
 from backups.formats import pg
@@ -36,6 +35,7 @@ from backups.formats.restore_into import (
     restore_into_pg,
     swap_schema,
 )
+from backups.keys.clinic import reading_identities
 from backups.manifest import manifest_has_media
 from backups.models import ACTIVE_STATUSES, AuditEntry, Backup, JobStatus, Restore
 from backups.postgres import PgTools

@@ -17,10 +17,10 @@ from django.db import connection, transaction
 from django.db.models import Model
 
 from backups import archive
-from backups.clinic_keys import reading_identities
 from backups.exceptions import RespaldoError, RestoreRefused
 from backups.formats.pg_rewrite import quote_ident
 from backups.formats.restore_into import RestoreIntoError, restore_into_json
+from backups.keys.clinic import reading_identities
 from backups.models import Backup, JobStatus
 from backups.services.scratch import check_read_to_the_end, scratch_pg
 from backups.services.verification import check_migrations, verified_copy

@@ -35,11 +35,11 @@ from django.utils import timezone, translation
 
 from backups import archive, jobs, postgres, storage
 from backups.audit import audit
-from backups.clinic_keys import manifest_of_other_clinic, reading_identities, writing_identity
 from backups.conf import conf
 from backups.exceptions import ClinicBusy, RespaldoError, UploadRefused
 from backups.formats.json.fixture import FixtureConverter
 from backups.formats.json.parser import COPY_BYTES, human_size, not_recognized
+from backups.keys.clinic import manifest_of_other_clinic, reading_identities, writing_identity
 from backups.manifest import manifest_build, manifest_check, manifest_summary, schema_migrations
 from backups.models import AuditEntry, Backup
 from backups.services.backup import ARCHIVE_EXTENSION, check_not_busy, clinic_get

@@ -16,9 +16,9 @@ from django.db.migrations.loader import MigrationLoader
 
 from backups import archive, storage
 from backups.archive.reader import MediaSink
-from backups.clinic_keys import manifest_of_other_clinic, reading_identities
 from backups.conf import conf, tenant_app_configs
 from backups.exceptions import RestoreRefused
+from backups.keys.clinic import manifest_of_other_clinic, reading_identities
 from backups.manifest import manifest_check
 from backups.models import Backup
 from clinics.models import Clinic

@@ -178,7 +178,7 @@ def free_port() -> int:
 
 def clinic_identity(schema: str) -> str:
     """The live archive key of a clinic (created if it has none yet)."""
-    from backups.clinic_keys import writing_identity
+    from backups.keys.clinic import writing_identity
     from clinics.models import Clinic
 
     return writing_identity(Clinic.objects.get(schema_name=schema))

@@ -26,10 +26,11 @@ from django.db import IntegrityError, connection
 from django.db.models import JSONField, Value
 from django_tenants.utils import schema_context
 
-from backups import archive, clinic_keys, services
-from backups.clinic_keys import identities_held
+from backups import archive, services
 from backups.formats.json.payload import JSON_NULL, payload_models, read_json_payload
 from backups.keys import archive_identities
+from backups.keys import clinic as clinic_keys
+from backups.keys.clinic import identities_held
 from backups.models import Backup, ClinicKey, JobStatus
 from backups.postgres import find_pg_tools
 from backups.tests.helpers import damage_clinic, sha256_of, stored_path, table_checksums

@@ -10,9 +10,10 @@ from django.core.management import CommandError, call_command
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from backups import archive, clinic_keys, selectors, services
-from backups.clinic_keys import identities_held
+from backups import archive, selectors, services
 from backups.exceptions import ClinicBusy
+from backups.keys import clinic as clinic_keys
+from backups.keys.clinic import identities_held
 from backups.models import Backup, ClinicKey, JobStatus
 from backups.postgres import find_pg_tools
 from backups.tests.helpers import other_connection, sha256_of, storage_files, stored_path, untar_plaintext

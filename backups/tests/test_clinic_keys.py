@@ -15,10 +15,11 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.utils import timezone
 
-from backups import archive, clinic_keys, jobs, services, storage
+from backups import archive, jobs, services, storage
 from backups.archive import KeyConfigError
 from backups.exceptions import BackupRefused
 from backups.keys import archive_identities
+from backups.keys import clinic as clinic_keys
 from backups.models import AuditEntry, Backup, ClinicKey, JobStatus
 from backups.services import restore as restores
 from backups.services.offboard import erase_clinic_backups, erase_offboarded, offboard_clinic

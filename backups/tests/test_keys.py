@@ -15,8 +15,9 @@ from django.core import checks
 from django.core.management import CommandError, call_command
 from django.test import override_settings
 
-from backups import archive, clinic_keys, keys, services
+from backups import archive, keys, services
 from backups.archive import KeyConfigError, generate_identity
+from backups.keys import clinic as clinic_keys
 from backups.models import Backup, ClinicKey, JobStatus
 from backups.services import verification
 from backups.tests.helpers import storage_files, stored_path

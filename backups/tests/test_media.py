@@ -13,7 +13,7 @@ from django.db import connection
 from django_tenants.utils import schema_context
 
 from backups import archive
-from backups.clinic_keys import identities_held
+from backups.keys.clinic import identities_held
 from backups.models import JobStatus, Restore
 from backups.services import restore as restores
 from backups.tests.helpers import SCHEMA, make_backup, stored_path

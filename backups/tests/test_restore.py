@@ -9,9 +9,9 @@ from django.db import connection
 from django.utils import timezone
 
 from backups import archive, jobs, services, storage
-from backups.clinic_keys import identities_held
 from backups.exceptions import ClinicBusy, RespaldoError
 from backups.keys import archive_identities
+from backups.keys.clinic import identities_held
 from backups.models import Backup, JobStatus, Restore
 from backups.services import restore as restores
 from backups.tests.helpers import (

@@ -18,10 +18,10 @@ from django.db import connection, transaction
 from django_tenants.utils import schema_context
 
 from backups import archive, services, storage
-from backups.clinic_keys import identities_held
 from backups.formats import pg_rewrite, restore_into
 from backups.formats.json.payload import JsonPayloadError
 from backups.formats.restore_into import RestoreIntoError, rewrite_schema
+from backups.keys.clinic import identities_held
 from backups.models import Backup, JobStatus
 from backups.postgres import connect_separately, find_pg_tools
 from backups.tests.helpers import add_filler, other_connection, table_checksums, wait_for

@@ -15,9 +15,9 @@ from django.db import connection
 from django_tenants.utils import schema_context
 
 from backups import archive, storage
-from backups.clinic_keys import identities_held
 from backups.formats import pg_script
 from backups.keys import archive_identities
+from backups.keys.clinic import identities_held
 from backups.models import Backup, JobStatus, Restore
 from backups.services import restore as restores
 from backups.tests.helpers import (

@@ -40,7 +40,7 @@ from backups.storage import (
     store_stream,
     stored_sha256,
 )
-from backups.storage_backends import BackupS3Storage
+from backups.storage.s3 import BackupS3Storage
 from backups.tests.helpers import BUCKET, PREFIX, free_port, s3_config, use_backups_storage
 
 MiB = 1024 * 1024

@@ -37,11 +37,11 @@ from pyrage import x25519
 
 from backups import archive, exceptions, services
 from backups.archive import KeyConfigError
-from backups.clinic_keys import identities_held
 from backups.formats.json.load import load_json_payload
 from backups.formats.json.parser import JsonArray
 from backups.formats.json.payload import payload_models, read_json_payload, write_json_payload
 from backups.keys import archive_identities
+from backups.keys.clinic import identities_held
 from backups.messages_upload import UPLOAD_MESSAGES
 from backups.models import Backup, JobStatus
 from backups.postgres import find_pg_tools, libpq_environment

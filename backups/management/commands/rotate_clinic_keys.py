@@ -1,4 +1,4 @@
-from backups.clinic_keys import rewrap_clinic_keys
+from backups.keys.clinic import rewrap_clinic_keys
 from backups.management.base import RespaldoCommand
 
 

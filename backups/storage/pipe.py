@@ -1,7 +1,8 @@
-"""The pipe between a backup's producer thread and the storage's ``save()`` (see ``storage.store_stream``).
+"""The pipe between a backup's producer thread and the backend's ``save_stream()`` (see
+``backups.storage.store_stream``).
 
 The producer writes into an ``os.pipe`` through ``PipeWriter`` (gathering small writes);
-the storage reads the other end through ``_PipeReader``, which counts and hashes what it
+the storage reads the other end through ``HashingPipeReader``, which counts and hashes what it
 hands over and raises at end-of-file if the producer failed, so that a truncated object is
 never saved as if complete.
 """

@@ -44,9 +44,9 @@ from pyrage import x25519
 from backups import archive, storage
 from backups.archive import KeyConfigError, generate_identity, identity_public_key
 from backups.audit import audit
-from backups.keys import encryption_identity, old_identities
+from backups.keys.deployment import encryption_identity, old_identities
 from backups.models import AuditEntry, ClinicKey
-from backups.storage_errors import StorageError, StoredObjectNotFound
+from backups.storage import StorageError, StoredObjectNotFound
 from clinics.models import Clinic
 
 logger = logging.getLogger(__name__)
@@ -64,7 +64,7 @@ _cache_lock = threading.Lock()
 
 def key_id(public_key: str) -> str:
     """The short id of a public key, as the archive's authentication record names it."""
-    return archive.common._key_id(public_key)
+    return archive.key_id(public_key)
 
 
 def deployment_identities() -> list[str]:

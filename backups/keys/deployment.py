@@ -1,4 +1,4 @@
-"""The deployment's archive keys, read from configuration at call time.
+"""The deployment's archive keys, read from configuration at call time (``backups.keys`` re-exports them).
 
 Keys are age identities (``AGE-SECRET-KEY-1…``). Exactly one key encrypts and
 authenticates new archives: ``BACKUPS_AGE_IDENTITY``, or the single key in the file

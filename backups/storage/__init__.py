@@ -1,10 +1,17 @@
 """Where backup files live: ``STORAGES["backups"]``, read through ``backup_storage()``.
 
+This is the public API of the backup storage: other modules import from here only. The
+package: ``base.py`` (``BackupStorage``: the operations each backend provides), ``local.py``
+(``BackupLocalStorage``), ``s3.py`` (``BackupS3Storage``; imported only for an S3 storage,
+as it loads boto3), ``pipe.py`` (the producer's pipe), ``errors.py`` (``StorageError``).
+The functions here call the backend's operations (``backend()``) and never ask which backend
+they have; a storage configured with Django's own class gets them too (``as_backup_storage``).
+
 Everything streams. ``store_stream()`` runs a producer (pg_dump -> compressor -> encryptor)
 in a background thread that writes into an ``os.pipe``; the calling thread hands the read
-end to ``Storage.save()`` (a local folder is written by ``_save_local()`` instead, so that
-the file is 0600 from its creation). Neither side ever holds the whole backup, in memory or
-in a temporary file. The bytes the storage actually consumed are counted and hashed on the way.
+end to the backend's ``save_stream()`` (a local folder creates the file 0600 from its first
+byte). Neither side ever holds the whole backup, in memory or in a temporary file. The bytes
+the storage actually consumed are counted and hashed on the way.
 
 Failure rules of ``store_stream()``:
 
@@ -24,7 +31,6 @@ storage may add a suffix.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import io
 import logging
@@ -32,18 +38,19 @@ import os
 import re
 import sys
 import threading
+import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, BinaryIO, TypeVar
 
-from django.core.files import File
 from django.core.files.storage import FileSystemStorage, Storage, storages
-from django.utils._os import safe_makedirs
 
-from backups.storage_errors import StorageError, is_s3, storage_error
-from backups.storage_errors import StoredObjectNotFound as StoredObjectNotFound  # re-exported: callers catch it here
-from backups.storage_pipe import (
+from backups.storage.base import BackupStorage, PlainStorage, adopt
+from backups.storage.errors import StorageError, storage_error
+from backups.storage.errors import StoredObjectNotFound as StoredObjectNotFound  # re-exported: callers catch it here
+from backups.storage.local import BackupLocalStorage
+from backups.storage.pipe import (
     READ_CHUNK,
     HashingPipeReader,
     PipeWriter,
@@ -59,7 +66,6 @@ T = TypeVar("T")
 STORAGE_ALIAS = "backups"
 KEY_PREFIX = "clinics"
 
-_FILE_MODE = 0o600  # local backup files, from their creation (see _save_local)
 PRODUCER_STOP_TIMEOUT = 60.0  # seconds, see _join_producer()
 
 _SCHEMA_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]{0,62}\Z")
@@ -67,7 +73,7 @@ _KIND_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,39}\Z")
 _EXT_RE = re.compile(r"[a-z0-9]{1,16}(?:\.[a-z0-9]{1,16}){0,2}\Z")
 
 
-# --- results (errors: storage_errors.py) ---------------------------------------------
+# --- results (errors: errors.py) -----------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -90,6 +96,50 @@ def backup_storage() -> Storage:
     return storages[STORAGE_ALIAS]
 
 
+def is_s3(storage: Storage) -> bool:
+    """Whether ``storage`` is django-storages' S3 storage (or a subclass); never imports boto3.
+
+    An S3 storage object exists only once its module is loaded, so a process on the local disk
+    answers without loading boto3 (about 25 MB).
+    """
+    module = sys.modules.get("storages.backends.s3")
+    return module is not None and isinstance(storage, module.S3Storage)
+
+
+_adopted: weakref.WeakKeyDictionary[Storage, BackupStorage] = weakref.WeakKeyDictionary()
+_adopted_lock = threading.Lock()
+
+
+def as_backup_storage(storage: Storage) -> BackupStorage:
+    """``storage`` with the backup operations of its kind.
+
+    ``BackupLocalStorage`` and ``BackupS3Storage`` have them. A storage configured with Django's
+    or django-storages' own class (``FileSystemStorage`` in a test's ``override_settings``,
+    ``S3Storage``) is rebuilt with the same options as a subclass that has them; any other
+    storage is wrapped with the defaults. Made once per storage object (``storages`` caches it).
+    """
+    if isinstance(storage, BackupStorage):
+        return storage
+    if not isinstance(storage, FileSystemStorage) and not is_s3(storage):
+        return PlainStorage(storage)  # a wrapper: not kept (it would keep its storage alive)
+    with _adopted_lock:
+        adopted = _adopted.get(storage)
+        if adopted is None:
+            if isinstance(storage, FileSystemStorage):
+                adopted = adopt(storage, BackupLocalStorage)
+            else:
+                from backups.storage.s3 import S3BackupMethods
+
+                adopted = adopt(storage, S3BackupMethods)
+            _adopted[storage] = adopted
+    return adopted
+
+
+def backend() -> BackupStorage:
+    """The backups storage with its backup operations (``as_backup_storage(backup_storage())``)."""
+    return as_backup_storage(backup_storage())
+
+
 def backup_key(*, schema: str, kind: str, created_at: datetime, ext: str = "respaldo") -> str:
     """``clinics/<schema>/<yyyy>/<mm>/<yyyymmddTHHMMSSffffffZ>-<kind>.<ext>``, in UTC."""
     if not isinstance(schema, str) or not _SCHEMA_RE.match(schema):
@@ -105,9 +155,6 @@ def backup_key(*, schema: str, kind: str, created_at: datetime, ext: str = "resp
     return f"{KEY_PREFIX}/{schema}/{utc:%Y}/{utc:%m}/{stamp}-{kind}.{ext}"
 
 
-# --- error translation ---------------------------------------------------------------
-
-
 # --- storing --------------------------------------------------------------------------
 
 
@@ -116,7 +163,7 @@ def store_stream(name: str, produce: Callable[[BinaryIO], T]) -> tuple[StoredObj
 
     See the module docstring for the failure rules.
     """
-    storage = backup_storage()
+    storage = backend()
     try:
         final_name = storage.get_available_name(name)
     except Exception as exc:
@@ -140,10 +187,7 @@ def store_stream(name: str, produce: Callable[[BinaryIO], T]) -> tuple[StoredObj
     storage_exc: BaseException | None = None
     producer_failed_first = False
     try:
-        if isinstance(storage, FileSystemStorage):
-            saved_name = _save_local(storage, final_name, reader)
-        else:
-            saved_name = storage.save(final_name, File(reader, name=final_name))
+        saved_name = storage.save_stream(final_name, reader)
     except BaseException as exc:
         storage_exc = exc
         producer_failed_first = state.error is not None  # before closing our end (-> BrokenPipeError)
@@ -165,7 +209,7 @@ def store_stream(name: str, produce: Callable[[BinaryIO], T]) -> tuple[StoredObj
     return stored, state.result  # type: ignore[return-value]
 
 
-def _keep_if_complete(storage: Storage, saved_name: str, reader: HashingPipeReader, state: ProducerState) -> None:
+def _keep_if_complete(storage: BackupStorage, saved_name: str, reader: HashingPipeReader, state: ProducerState) -> None:
     """Keep a saved object only if the producer finished and the storage read it all; then make it durable."""
     if state.error is not None or not reader.eof:
         # The storage returned without reading to the end: never keep such an object.
@@ -174,42 +218,10 @@ def _keep_if_complete(storage: Storage, saved_name: str, reader: HashingPipeRead
             raise state.error
         raise StorageError(f"backup storage stopped reading before the end of {saved_name!r}; nothing was kept.")
     try:
-        _make_durable(storage, saved_name)
+        storage.make_durable(saved_name)
     except OSError as exc:
         _discard(storage, saved_name, exc)
         raise storage_error(exc, storage=storage, action="upload", name=saved_name) from exc
-
-
-def _save_local(storage: FileSystemStorage, name: str, source: BinaryIO) -> str:
-    """Write ``source`` into a new file of a local storage, 0600 from its first byte; return its name.
-
-    ``FileSystemStorage.save()`` creates its file 0666 minus the umask and applies
-    ``file_permissions_mode`` only after the last byte: a backup being written would be
-    readable by other accounts meanwhile. Here the file is created 0600 (folders: the
-    storage's directory mode, else 0700), whatever the storage's options or the umask.
-    """
-    path = storage.path(name)
-    safe_makedirs(os.path.dirname(path), storage.directory_permissions_mode or 0o700, exist_ok=True)
-    while True:
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, _FILE_MODE)
-            break
-        except FileExistsError:
-            name = storage.get_available_name(name)
-            path = storage.path(name)
-    try:
-        os.fchmod(fd, _FILE_MODE)  # a umask like 0277 would have left it read-only
-        while data := source.read(READ_CHUNK):
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-    except BaseException:
-        os.close(fd)
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(path)
-        raise
-    os.close(fd)
-    return os.path.relpath(path, storage.location).replace(os.sep, "/")
 
 
 def _join_producer(thread: threading.Thread, *, finished: bool) -> None:
@@ -229,59 +241,25 @@ def _join_producer(thread: threading.Thread, *, finished: bool) -> None:
         )
 
 
-def _discard(storage: Storage, name: str, cause: BaseException | None) -> None:
+def _discard(storage: BackupStorage, name: str, cause: BaseException | None) -> None:
     """Best effort: leave nothing behind under ``name`` after a failed store."""
-    if cause is not None and _unreachable(cause):
+    if cause is not None and storage.unreachable(cause):
         logger.warning(
             "Backup storage unreachable: could not remove what may remain of %r (for S3 a lifecycle rule "
             "'AbortIncompleteMultipartUpload' cleans up).",
             name,
         )
         return
-    if is_s3(storage):
-        from backups.storage_backends import s3_abort_incomplete_uploads
-
-        try:
-            if aborted := s3_abort_incomplete_uploads(storage, name):
-                logger.info("Aborted %d pending multipart upload(s) of %r.", aborted, name)
-        except Exception as exc:
-            logger.warning("Could not abort pending multipart uploads of %r: %s", name, exc)
+    try:
+        if aborted := storage.abort_partial(name):
+            logger.info("Aborted %d pending multipart upload(s) of %r.", aborted, name)
+    except Exception as exc:
+        logger.warning("Could not abort pending multipart uploads of %r: %s", name, exc)
     try:
         if storage.exists(name):
             storage.delete(name)
     except Exception as exc:
         logger.warning("Could not delete the partial backup file %r: %s", name, exc)
-
-
-def _unreachable(exc: BaseException) -> bool:
-    if "botocore" not in sys.modules:  # boto3 never loaded (local disk): only the OS's own errors
-        return isinstance(exc, ConnectionError)
-    from botocore import exceptions as boto
-
-    return isinstance(exc, ConnectionError | boto.ConnectionError | boto.ReadTimeoutError)
-
-
-def _make_durable(storage: Storage, name: str) -> None:
-    """fsync a locally stored file and its directories (FileSystemStorage does not)."""
-    if not isinstance(storage, FileSystemStorage):
-        return
-    path = storage.path(name)
-    root = os.path.realpath(storage.location)
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    directory = os.path.dirname(path)
-    while True:
-        dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-        if os.path.realpath(directory) == root or os.path.dirname(directory) == directory:
-            break
-        directory = os.path.dirname(directory)
 
 
 # --- reading, verifying, deleting ----------------------------------------------------
@@ -290,7 +268,7 @@ def _make_durable(storage: Storage, name: str) -> None:
 class _StoredReader(io.RawIOBase):
     """Streaming read of a stored object; storage errors become StorageError."""
 
-    def __init__(self, raw: Any, storage: Storage, name: str):
+    def __init__(self, raw: Any, storage: BackupStorage, name: str):
         super().__init__()
         self._raw = raw
         self._storage = storage
@@ -318,14 +296,9 @@ class _StoredReader(io.RawIOBase):
 
 def open_stored(name: str) -> BinaryIO:
     """Open a stored backup for a streaming read (S3: a GET stream, not a temporary copy)."""
-    storage = backup_storage()
+    storage = backend()
     try:
-        if is_s3(storage):
-            from backups.storage_backends import s3_open_stream
-
-            raw = s3_open_stream(storage, name)
-        else:
-            raw = storage.open(name, "rb")
+        raw = storage.open_stream(name)
     except Exception as exc:
         raise storage_error(exc, storage=storage, action="download", name=name) from exc
     return io.BufferedReader(_StoredReader(raw, storage, name), buffer_size=READ_CHUNK)  # type: ignore[return-value]
@@ -349,52 +322,41 @@ def list_stored(prefix: str = "") -> Iterator[str]:
     The Storage API's ``listdir``, recursively: a local folder and django-storages' S3 (which lists
     by prefix and delimiter) both answer it.
     """
-    backend = backup_storage()
+    storage = backend()
     try:
-        yield from _walk(backend, prefix)
+        yield from _walk(storage, prefix)
     except FileNotFoundError:
         return
     except Exception as exc:
-        raise storage_error(exc, storage=backend, action="list") from exc
+        raise storage_error(exc, storage=storage, action="list") from exc
 
 
-def _walk(backend: Storage, path: str) -> Iterator[str]:
-    folders, files = backend.listdir(path)
+def _walk(storage: BackupStorage, path: str) -> Iterator[str]:
+    folders, files = storage.listdir(path)  # type: ignore[attr-defined]
     for name in sorted(files):
         yield f"{path}/{name}" if path else name
     for folder in sorted(folders):
-        yield from _walk(backend, f"{path}/{folder}" if path else folder)
+        yield from _walk(storage, f"{path}/{folder}" if path else folder)
 
 
 def delete_stored(name: str) -> bool:
     """Delete a stored backup, or what a dead writer left of it (a partial file, an
     unfinished S3 multipart upload); returns whether there was something to delete."""
-    storage = backup_storage()
+    storage = backend()
     try:
-        if is_s3(storage):
-            from backups.storage_backends import s3_abort_incomplete_uploads
-
-            s3_abort_incomplete_uploads(storage, name)
-        if not storage.exists(name):
-            return False
-        storage.delete(name)
+        return storage.remove(name)
     except Exception as exc:
         raise storage_error(exc, storage=storage, action="delete", name=name) from exc
-    return True
 
 
 def purge_stored(name: str) -> bool:
     """Delete an object for good: on S3 every version of it too (a versioned bucket keeps
     deleted objects otherwise); returns whether there was something to delete."""
-    backend = backup_storage()
-    if not is_s3(backend):
-        return delete_stored(name)
-    from backups.storage_backends import s3_delete_all_versions
-
+    storage = backend()
     try:
-        return s3_delete_all_versions(backend, name) > 0
+        return storage.purge(name)
     except Exception as exc:
-        raise storage_error(exc, storage=backend, action="delete", name=name) from exc
+        raise storage_error(exc, storage=storage, action="delete", name=name) from exc
 
 
 def store_bytes(name: str, data: bytes) -> StoredObject:
@@ -417,49 +379,18 @@ def read_stored_bytes(name: str, limit: int = 1 << 20) -> bytes:
 
 def check_storage() -> None:
     """Cheap reachability check; raises StorageError saying what is wrong."""
-    storage = backup_storage()
+    storage = backend()
     try:
-        if isinstance(storage, FileSystemStorage):
-            _check_local(storage)
-        elif is_s3(storage):
-            from backups.storage_backends import s3_check_bucket
-
-            s3_check_bucket(storage)
-        else:
-            storage.exists(".respaldo-check")
+        storage.check()
     except Exception as exc:
         raise storage_error(exc, storage=storage, action="check") from exc
-
-
-def _check_local(storage: FileSystemStorage) -> None:
-    location = storage.location
-    if os.path.exists(location) and not os.path.isdir(location):
-        raise StorageError(f"backup storage folder {location} is not a folder.")
-    mode = storage.directory_permissions_mode or 0o700
-    safe_makedirs(location, mode, exist_ok=True)
-    probe = os.path.join(location, f".respaldo-check-{os.getpid()}-{threading.get_ident()}")
-    fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, b"ok")
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(probe)
 
 
 def download_link(name: str, *, filename: str, seconds: int) -> str | None:
     """A pre-signed URL that downloads ``name`` as ``filename`` for ``seconds`` (S3), or None
     when the storage cannot hand out links (a local folder: stream it with ``open_stored``)."""
-    storage = backup_storage()
-    if not is_s3(storage):
-        return None
-    disposition = f'attachment; filename="{filename}"'
+    storage = backend()
     try:
-        return storage.url(
-            name,
-            parameters={"ResponseContentDisposition": disposition, "ResponseContentType": "application/octet-stream"},
-            expire=seconds,
-        )
+        return storage.link(name, filename=filename, seconds=seconds)
     except Exception as exc:
         raise storage_error(exc, storage=storage, action="download", name=name) from exc

@@ -37,11 +37,11 @@ from backups.admin.clinic_holds import hold_text, hold_view
 from backups.admin.clinic_selective import selective_view
 from backups.admin.guards import refusal, require
 from backups.admin.readonly import CatalogAdmin
+from backups.admin.trends import trend_context
 from backups.admin.uploads import upload_view
 from backups.humanize import human_actor, human_note, human_time
 from backups.models import ACTIVE_STATUSES, Backup, JobStatus, Restore
 from backups.operations.schedule import next_scheduled_run
-from backups.operations.trends import trend_context
 from backups.selectors.upload_origin import upload_origin
 from backups.services.backup import fair_use_status
 from backups.services.differences import latest_comparison, request_comparison

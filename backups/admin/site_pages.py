@@ -19,9 +19,9 @@ from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.translation import gettext as _
 
+from backups.admin.trends import trend_context
 from backups.models import Backup, Restore
 from backups.operations.overview import platform_overview
-from backups.operations.trends import trend_context
 from backups.services.sessions import forget_signed_out, signed_out_by_restore
 from clinic_site.admin_sites import clinic_site, platform_site
 from clinics.models import Clinic

@@ -76,7 +76,7 @@ class Backup(Job):
         ordering = ["-requested_at", "-id"]
         indexes = [
             models.Index(fields=["clinic", "-requested_at"], name="backup_clinic_newest"),
-            # the platform's pages (backups/operations/overview.py, trends.py): the newest successes
+            # the platform's pages (backups/operations/overview.py, selectors/trends.py): the newest successes
             # of all clinics, each clinic's stored bytes, its newest drill
             models.Index(fields=["-succeeded_at"], name="backup_succeeded_newest", condition=Q(status="succeeded")),
             models.Index(

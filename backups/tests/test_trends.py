@@ -9,9 +9,9 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
+from backups.admin.trends import HEIGHT, LAST, TOP, WIDTH, bar_chart, last_samples, scale_top
 from backups.humanize import human_bytes
 from backups.models import Backup, JobStatus
-from backups.operations.trends import HEIGHT, LAST, TOP, WIDTH, bar_chart, last_samples, scale_top
 from backups.tests.test_console import fake_backup, logged_in
 
 pytestmark = pytest.mark.django_db

@@ -1,4 +1,5 @@
-"""Trends of the last backups (size and duration), drawn as server-side SVG bar charts.
+"""Trends of the last backups (size and duration), drawn as server-side SVG bar charts (the
+console's and the platform index's; the samples are read by ``backups.selectors.trends``).
 
 No JavaScript and no CDN: each chart is an ``<svg role="img">`` with a title and a description
 (its range in words), one bar per backup with its own ``<title>``, and the same numbers in a
@@ -8,20 +9,18 @@ nothing is told by colour alone).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from django.db.models import QuerySet
-from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 from django.utils.translation import gettext as _
 from django.utils.translation import ngettext
 
 from backups.humanize import human_bytes, human_duration
-from backups.models import Backup, JobStatus
+from backups.models import Backup
+from backups.selectors.trends import LAST, Sample, last_samples  # noqa: F401 - the charts' samples
 
-LAST = 60  # backups per chart
 WIDTH, HEIGHT, LEFT, BOTTOM, TOP = 640, 140, 70, 22, 10
 MIN_SLOTS = 20  # bars are at most (WIDTH - LEFT) / MIN_SLOTS wide
 LABEL_WIDTH = 120  # about the width of "2026-12-07 03:45" under the axis, and a gap
@@ -30,41 +29,6 @@ MIN_SIZE = 1024 * 1024.0  # a chart of sizes goes at least up to 1 MiB
 MIN_SECONDS = 10.0  # and one of durations to 10 s
 _NICE = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
 _NICE_SECONDS = (10, 20, 30, 60, 120, 300, 600, 900, 1200, 1800, 3600, 7200, 10800, 21600, 43200, 86400)
-
-
-@dataclass(frozen=True)
-class Sample:
-    """One successful backup: when (in the viewer's time zone), its stored size and how long it took."""
-
-    at: datetime
-    size: int
-    seconds: float
-
-    @property
-    def size_text(self) -> str:
-        return human_bytes(self.size)
-
-    @property
-    def duration_text(self) -> str:
-        return human_duration(timedelta(seconds=self.seconds))
-
-
-def last_samples(backups: QuerySet[Backup], *, count: int = LAST, zone=None) -> list[Sample]:
-    """The newest ``count`` successful backups of ``backups``, oldest first (one query)."""
-    rows = (
-        backups.filter(status=JobStatus.SUCCEEDED, started_at__isnull=False, succeeded_at__isnull=False)
-        .order_by("-succeeded_at")
-        .values_list("succeeded_at", "size", "started_at")[:count]
-    )
-    samples = [
-        Sample(
-            at=timezone.localtime(done, zone) if zone else timezone.localtime(done),
-            size=size or 0,
-            seconds=(done - started).total_seconds(),
-        )
-        for done, size, started in rows
-    ]
-    return samples[::-1]
 
 
 def scale_top(measure: str, highest: float) -> float:

@@ -36,7 +36,7 @@ def human_bytes(value: int | None, *, plain_space: bool = False) -> str:
     return text.replace("\xa0", " ") if plain_space else text
 
 
-# Who asked, when no person did: the names the services store (operations/schedule.py, operations/audit.py).
+# Who asked, when no person did: the names the services store (operations/schedule.py, backups/audit.py).
 _ACTORS = {"schedule": gettext_lazy("the daily schedule"), "system": gettext_lazy("the system")}
 # Notes the services store in English on backups they make themselves; shown in the reader's language.
 _SELECTIVE_NOTE = re.compile(r"selective restore from #(\d+)")

@@ -191,11 +191,6 @@ def local(moment: datetime | None) -> datetime | None:
     return timezone.localtime(moment) if moment else None
 
 
-def human_bytes(size: int | None) -> str:
-    """A size in human units with a plain space: it goes in subjects."""
-    return humanize.human_bytes(size, plain_space=True)
-
-
 def job_event(job: Job) -> str:
     """Which email a finished job's row calls for (a failed drill outranks the backup's own)."""
     if isinstance(job, Restore):
@@ -221,7 +216,7 @@ def backup_facts(backup: Backup) -> list[tuple[str, Any]]:
         (gettext("Backup"), f"#{backup.pk}"),
         (gettext("Kind"), backup.get_kind_display()),
         (gettext("Format"), backup.get_payload_format_display()),
-        (gettext("Size"), human_bytes(backup.size)),
+        (gettext("Size"), humanize.human_bytes(backup.size, plain_space=True)),
         (gettext("Duration"), humanize.human_duration(backup.duration)),
         (gettext("Requested at"), local(backup.requested_at)),
         (gettext("Finished at"), local(backup.finished_at)),
@@ -244,7 +239,7 @@ def restore_facts(restore: Restore) -> list[tuple[str, Any]]:
         (gettext("From backup"), f"#{source.pk} · {source.get_kind_display()}"),
         (gettext("Backup taken at"), local(source.succeeded_at or source.requested_at)),
         (gettext("Format"), source.get_payload_format_display()),
-        (gettext("Size"), human_bytes(source.size)),
+        (gettext("Size"), humanize.human_bytes(source.size, plain_space=True)),
         (gettext("Duration"), humanize.human_duration(restore.duration)),
         (gettext("Finished at"), local(restore.finished_at)),
     ]
@@ -260,10 +255,10 @@ def job_context(job: Job, event: str) -> dict[str, Any]:
     clinic = job.clinic
     if isinstance(job, Restore):
         facts, link = restore_facts(job), console_link(clinic, "backups_restore_progress", job.pk)
-        size = human_bytes(job.backup.size)
+        size = humanize.human_bytes(job.backup.size, plain_space=True)
     else:
         facts, link = backup_facts(job), console_link(clinic, "backups_backup_change", job.pk)
-        size = human_bytes(job.size)
+        size = humanize.human_bytes(job.size, plain_space=True)
     failed = event.endswith("_failed")
     reason = (drill_reason(job) if event == "drill_failed" else job.error_message()) if failed else ""
     return {

@@ -54,7 +54,7 @@ from django.utils import timezone
 from backups import exact_json
 from backups.audit import audit
 from backups.exceptions import RespaldoError, RestoreRefused, render
-from backups.formats.pg_rewrite import quote_ident
+from backups.formats.base import quote_ident
 from backups.models import AuditEntry, Backup, JobStatus, Restore
 from backups.services import backup as backup_services
 from backups.services.selective_rows import Pick, Rows, picks, read_backup, read_settings, select_rows, table_name

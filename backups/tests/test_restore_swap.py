@@ -16,7 +16,7 @@ from django_tenants.utils import schema_context
 
 from backups import archive, storage
 from backups.clinic_keys import identities_held
-from backups.formats import pg_script
+from backups.formats.pg import script as pg_script
 from backups.keys import archive_identities
 from backups.models import Backup, JobStatus, Restore
 from backups.services import restore as restores

@@ -4,7 +4,8 @@ A format (:class:`~backups.formats.base.Format`) is a package: ``pg`` (pg_dump c
 and ``json`` (``json/``). It writes a payload (``dumper()``) and reads one back over the live
 clinic (``replace_live``), into a scratch schema (``into_scratch``) or as a new clinic
 (``into_new_clinic``). :func:`format_for` gives the format of a backup's ``payload_format``.
-A new format is its own package, one entry in :data:`FORMATS` and one ``Backup.Format`` choice.
+A new format is its own package, one entry in :data:`FORMATS`, its ``Backup.Format`` choice and
+its name in ``backups.manifest.PAYLOAD_FORMATS``.
 """
 
 from __future__ import annotations

@@ -25,7 +25,7 @@ from clinics.models import Clinic
 MANIFEST_FORMAT_VERSION = 2
 MANIFEST_FORMAT_VERSIONS = (1, 2)
 PAYLOAD_FORMATS = ("pg", "json")
-# kind, backup_id, note and source say where an uploaded archive came from (backups/upload_origin.py).
+# kind, backup_id, note and source say where an uploaded archive came from (backups/selectors/upload_origin.py).
 SUMMARY_KEYS = (
     "format_version",
     "payload_format",

@@ -39,6 +39,7 @@ from backups.admin.guards import refusal, require
 from backups.admin.readonly import CatalogAdmin
 from backups.admin.trends import trend_context
 from backups.admin.uploads import upload_view
+from backups.formats import format_for
 from backups.humanize import human_actor, human_note, human_time
 from backups.models import ACTIVE_STATUSES, Backup, JobStatus, Restore
 from backups.operations.schedule import next_scheduled_run
@@ -146,7 +147,7 @@ class ClinicBackupAdmin(CatalogAdmin):
 
     @admin.display(description=gettext_lazy("format"), ordering="payload_format")
     def format_short(self, backup: Backup) -> str:
-        return "PostgreSQL" if backup.payload_format == Backup.Format.PG else "JSON"
+        return format_for(backup.payload_format).label
 
     @admin.display(description=gettext_lazy("status"), ordering="status")
     def status_badge(self, backup: Backup) -> str:

@@ -11,6 +11,7 @@ from django.utils.safestring import mark_safe
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
+from backups.formats import format_for
 from backups.humanize import human_bytes, human_duration  # noqa: F401 - the console's names for them
 from backups.models import BACKUP_STATUS_LABELS, Backup, Job, JobStatus, Restore
 from backups.services.restore import PHASE_MIGRATING, PHASE_SWAPPING
@@ -73,7 +74,7 @@ def restore_phase_strip(restore: Restore) -> list[PhaseStep]:
     keys = list(RESTORE_PHASES)
     if restore.status == JobStatus.SUCCEEDED:
         skipped = set()
-        if restore.backup.payload_format != Backup.Format.PG:
+        if format_for(restore.backup.payload_format).in_place:  # loaded in place: nothing to switch
             skipped.add(PHASE_SWAPPING)
         if not restore.migrated:
             skipped.add(PHASE_MIGRATING)

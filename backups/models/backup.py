@@ -61,7 +61,7 @@ class Backup(Job):
         _("drill"), max_length=20, blank=True, choices=[("succeeded", _("Succeeded")), ("failed", _("Failed"))]
     )
     drill_error = models.JSONField(_("drill error"), default=dict, blank=True)
-    # Legal hold (backups/operations/legal_hold.py): retention and erasure never remove a held backup.
+    # Legal hold (backups/services/legal_hold.py): retention and erasure never remove a held backup.
     held_at = models.DateTimeField(_("on legal hold since"), null=True, blank=True)
     held_by = models.CharField(_("held by"), max_length=254, blank=True)
     hold_reason = models.CharField(_("reason for the hold"), max_length=200, blank=True)

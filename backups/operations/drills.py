@@ -4,7 +4,7 @@
   deployment's authentication of the archive, the manifest naming the clinic. Success sets
   ``verified_at``.
 * :func:`drill` restores the backup into a scratch schema ``<clinic>__drill_<backup id>``
-  (``backups.formats.restore_into``), compares every table's row count with the manifest,
+  (its format's ``into_scratch``), compares every table's row count with the manifest,
   runs the tenant migrations check, and ROLLS BACK: nothing is ever committed, so the
   scratch schema never becomes visible to anyone and is gone at the end whatever happens.
   The live clinic is never locked nor touched (restore_into checks, before the end, that the
@@ -32,14 +32,13 @@ from django.utils import timezone
 from django_tenants.utils import get_public_schema_name
 from psycopg import sql
 
-from backups import archive, postgres
+from backups import postgres
 from backups.audit import audit
-from backups.exceptions import RespaldoError, RestoreRefused, as_respaldo_error, failure_reason
-from backups.formats.restore_into import RestoreIntoError, restore_into_json
+from backups.exceptions import RestoreRefused, as_respaldo_error, failure_reason
+from backups.formats import format_for
 from backups.jobs import LOCK_NAMESPACE
 from backups.keys.clinic import reading_identities
 from backups.models import AuditEntry, Backup, JobStatus
-from backups.services.scratch import check_read_to_the_end, scratch_pg
 from backups.services.verification import check_migrations, verified_copy, verify_stored
 from backups.signals import drill_finished
 from clinics.models import Clinic
@@ -121,43 +120,18 @@ def drop_leftover(schema: str) -> None:
         conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
 
 
-def _drill_pg(backup: Backup, payload: archive.ArchiveReader, manifest: dict) -> None:
-    """pg payload: restored into the scratch schema on a connection of its own, rolled back."""
-    with scratch_pg(backup, payload, manifest, schema=scratch_schema(backup), app_name=f"respaldo-drill-{backup.pk}"):
-        pass
-
-
-def _drill_json(backup: Backup, payload: archive.ArchiveReader, manifest: dict) -> None:
-    """json payload: restore_into_json in a transaction of Django's connection, rolled back."""
-    try:
-        with transaction.atomic():
-            restore_into_json(
-                payload,
-                schema=scratch_schema(backup),
-                expected_counts=manifest["tables"],
-                source_schema=backup.clinic.schema_name,
-            )
-            check_read_to_the_end(payload, backup)
-            transaction.set_rollback(True)  # a drill keeps nothing
-    except RestoreIntoError as exc:
-        raise RestoreRefused("restore_into", detail=str(exc)) from exc
-    finally:
-        connection.set_schema_to_public()
-
-
-_DRILLERS = {Backup.Format.PG: _drill_pg, Backup.Format.JSON: _drill_json}
-
-
 def run_drill(backup: Backup) -> None:
     """Verified copy → scratch restore → counts and migrations check → rolled back. Raises on failure."""
     drop_leftover(scratch_schema(backup))
     with verified_copy(backup, backup.clinic) as (manifest, copy):
         check_migrations(manifest.get("migrations") or {})
-        driller = _DRILLERS.get(manifest["payload_format"])
-        if driller is None:
-            raise RespaldoError("unknown_backup_format", format=str(manifest["payload_format"]))
-        with copy.open(reading_identities(backup.clinic)) as p:
-            driller(backup, p, manifest)
+        payload_format = format_for(manifest["payload_format"])
+        schema, app_name = scratch_schema(backup), f"respaldo-drill-{backup.pk}"
+        with (
+            copy.open(reading_identities(backup.clinic)) as payload,
+            payload_format.into_scratch(backup, payload, manifest, schema=schema, app_name=app_name),
+        ):
+            pass  # restored, counted and read to its end: a drill keeps nothing
 
 
 def drill(backup: Backup | int) -> Backup:

@@ -32,29 +32,24 @@ import contextlib
 import logging
 import re
 import shutil
-import tempfile
 from collections.abc import Iterator
+from typing import Any
 
-import psycopg
 from django.core.management import call_command
 from django.db import IntegrityError, connection, transaction
-from django_tenants.utils import get_public_schema_name, schema_context
+from django_tenants.utils import get_public_schema_name
 from psycopg import sql
 
 from backups import archive, jobs, postgres
 from backups.audit import audit
 from backups.exceptions import RespaldoError, RestoreRefused, as_respaldo_error, failure_reason
-from backups.formats import pg
-from backups.formats.json.load import load_json_payload
-from backups.formats.pg_script import ScriptError
-from backups.formats.restore_into import RestoreIntoError, restore_into_pg
+from backups.formats import format_for
+from backups.formats.scratch import check_read_to_the_end
 from backups.keys.clinic import reading_identities
 from backups.manifest import manifest_has_media
 from backups.media import MediaStaging, missing_files_note
 from backups.models import ACTIVE_STATUSES, AuditEntry, Backup, CloneJob, JobStatus
-from backups.postgres import PgTools
 from backups.services.recover import clinic_domain
-from backups.services.scratch import check_read_to_the_end, tools_for
 from backups.services.verification import VerifiedCopy, check_migrations, verified_copy
 from clinics.models import Clinic, Domain
 
@@ -306,7 +301,7 @@ def _execute(clone: CloneJob) -> None:
     check_target(clone.target_schema, clone.target_domain, clone_id=clone.pk)  # still free?
     with verified_copy(backup, backup.clinic) as (manifest, verified):
         needs_migrate = check_migrations(manifest.get("migrations") or {})
-        tools = tools_for(manifest)
+        tools = format_for(manifest["payload_format"]).tools_for(manifest)
         files = _media_staging(clone.target_schema) if manifest_has_media(manifest) else None
         if manifest_has_media(manifest) and files is None:
             raise RespaldoError("clone_media_storage")
@@ -338,7 +333,7 @@ def _create_in_one_transaction(
     clone: CloneJob,
     manifest: dict,
     verified: VerifiedCopy,
-    tools: PgTools | None,
+    tools: Any,
     files: MediaStaging | None,
     *,
     needs_migrate: bool,
@@ -348,10 +343,7 @@ def _create_in_one_transaction(
     with transaction.atomic():
         clinic = _create_clinic(clone)
         with verified.open(clone_identities(backup), media_sink=files.sink if files is not None else None) as payload:
-            if manifest["payload_format"] == Backup.Format.PG:
-                _fill_pg(clone, clinic, payload, manifest, tools, needs_migrate=needs_migrate)
-            else:
-                _fill_json(clone, clinic, payload, manifest)
+            _fill(clone, clinic, payload, manifest, tools, needs_migrate=needs_migrate)
         CloneJob.objects.filter(pk=clone.pk).update(clinic=clinic, migrated=needs_migrate)
 
 
@@ -372,54 +364,38 @@ def _create_clinic(clone: CloneJob) -> Clinic:
     return clinic
 
 
-def _fill_pg(
+def _fill(
     clone: CloneJob,
     clinic: Clinic,
     payload: archive.ArchiveReader,
     manifest: dict,
-    tools: PgTools | None,
+    tools: Any,
     *,
     needs_migrate: bool,
 ) -> None:
-    """The source schema's dump restored as the new schema, on Django's connection (its transaction)."""
+    """The new clinic's schema and data, from the payload, in the clone's transaction on Django's connection;
+    migrated forward when the payload carries a schema older than the code."""
     backup = clone.source_backup
-    connection.ensure_connection()
-    with tempfile.TemporaryFile() as errors:
-        try:
-            with psycopg.Cursor(connection.connection) as cursor:
-                restore_into_pg(
-                    payload,
-                    source_schema=backup.clinic.schema_name,
-                    schema=clinic.schema_name,
-                    expected_counts=manifest["tables"],
-                    tools=tools,
-                    cursor=cursor,
-                    stderr=errors,
-                    count_check=pg.check_counts,
-                    app_name=f"respaldo-clone-{clone.pk}",
-                )
-            check_read_to_the_end(payload, backup)
-        except RestoreIntoError as exc:
-            raise RestoreRefused("restore_into", detail=str(exc)) from exc
-        except (psycopg.Error, ScriptError) as exc:
-            raise pg.rolled_back("the database", errors, text=str(exc)) from exc
-    if needs_migrate:
+    payload_format = format_for(manifest["payload_format"])
+    payload_format.into_new_clinic(
+        payload,
+        manifest,
+        source_schema=backup.clinic.schema_name,
+        schema=clinic.schema_name,
+        tools=tools,
+        app_name=f"respaldo-clone-{clone.pk}",
+        create_schema=lambda: clinic.create_schema(check_if_exists=False, verbosity=0),
+        read_to_the_end=lambda: check_read_to_the_end(payload, backup),
+    )
+    if needs_migrate and payload_format.carries_schema:
         _phase(clone.pk, PHASE_MIGRATING)
         call_command("migrate_schemas", schema_name=clinic.schema_name, interactive=False, verbosity=0)
-
-
-def _fill_json(clone: CloneJob, clinic: Clinic, payload: archive.ArchiveReader, manifest: dict) -> None:
-    """A schema made by the tenant migrations (as a new clinic's), then the payload loaded in place."""
-    clinic.create_schema(check_if_exists=False, verbosity=0)
-    with schema_context(clinic.schema_name):
-        load_json_payload(payload, expected_counts=manifest["tables"])
-    check_read_to_the_end(payload, clone.source_backup)
 
 
 def _media_note(manifest: dict, schema: str = "") -> RespaldoError | None:
     """What the clone's page says about what the new clinic lacks: user accounts (a json backup
     holds records, not accounts), files (a version-1 archive), or files already missing."""
-    if manifest.get("payload_format") == "json":
+    if not format_for(manifest["payload_format"]).holds_accounts:
         return RespaldoError("clone_without_users", schema=schema)
     if not manifest_has_media(manifest):
         return RespaldoError("media_not_in_backup", "clone_media_not_in_backup")

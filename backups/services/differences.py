@@ -10,7 +10,7 @@ by primary key instead:
 
 How. The backup is verified and restored into a scratch schema ``<clinic>__diff_<id>`` inside
 a transaction that is always rolled back (as drills and the selective restore do, see
-:mod:`backups.services.scratch`); then, per table, in that same transaction, one
+:meth:`backups.formats.base.Format.into_scratch`); then, per table, in that same transaction, one
 ``FULL OUTER JOIN`` of the scratch table and the live table on the primary key, comparing
 the columns both have as one text value (``ROW(...)::text``, same session so same settings:
 exact, no hash). Tables only in the backup are brought back whole, tables only in the
@@ -27,18 +27,17 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.db import connection, transaction
+from django.db import transaction
 from django.utils import timezone
 
-from backups import archive, jobs
+from backups import jobs
 from backups.conf import conf
 from backups.exceptions import ClinicBusy, RespaldoError, RestoreRefused, failure_reason
+from backups.formats import format_for
+from backups.formats.base import quote_ident
 from backups.formats.json.payload import payload_models
-from backups.formats.pg_rewrite import quote_ident
-from backups.formats.restore_into import RestoreIntoError, restore_into_json
 from backups.keys.clinic import reading_identities
 from backups.models import ACTIVE_STATUSES, Backup, JobStatus, Restore, RestoreComparison
-from backups.services.scratch import check_read_to_the_end, scratch_pg
 from backups.services.selective_rows import picks, read_settings, table_name
 from backups.services.verification import check_migrations, verified_copy
 
@@ -218,32 +217,6 @@ def _summary(cursor: Any, backup_schema: str, live_schema: str, *, whole_schema:
     }
 
 
-def _compare_pg(backup: Backup, payload: archive.ArchiveReader, manifest: dict, schema: str) -> dict[str, Any]:
-    app_name = f"respaldo-diff-{backup.pk}"
-    with scratch_pg(backup, payload, manifest, schema=schema, app_name=app_name) as cursor:
-        return _summary(cursor, schema, backup.clinic.schema_name, whole_schema=True)
-
-
-def _compare_json(backup: Backup, payload: archive.ArchiveReader, manifest: dict, schema: str) -> dict[str, Any]:
-    try:
-        with transaction.atomic():
-            restore_into_json(
-                payload, schema=schema, expected_counts=manifest["tables"], source_schema=backup.clinic.schema_name
-            )
-            check_read_to_the_end(payload, backup)
-            with connection.cursor() as cursor:
-                found = _summary(cursor, schema, backup.clinic.schema_name, whole_schema=False)
-            transaction.set_rollback(True)  # the scratch schema is never kept
-            return found
-    except RestoreIntoError as exc:
-        raise RestoreRefused("restore_into", detail=str(exc)) from exc
-    finally:
-        connection.set_schema_to_public()
-
-
-_COMPARERS = {Backup.Format.PG: _compare_pg, Backup.Format.JSON: _compare_json}
-
-
 def compute_differences(backup: Backup, *, scratch: str | None = None) -> dict[str, Any]:
     """What restoring ``backup`` now would remove, bring back and change, per table (see the module).
 
@@ -257,11 +230,14 @@ def compute_differences(backup: Backup, *, scratch: str | None = None) -> dict[s
     schema = scratch or f"{backup.clinic.schema_name}{SCRATCH_INFIX}{backup.pk}"
     with verified_copy(backup, backup.clinic) as (manifest, copy):
         check_migrations(manifest.get("migrations") or {})
-        comparer = _COMPARERS.get(manifest["payload_format"])
-        if comparer is None:
-            raise RespaldoError("unknown_backup_format", format=str(manifest["payload_format"]))
-        with copy.open(reading_identities(backup.clinic)) as payload:
-            found = comparer(backup, payload, manifest, schema)
+        payload_format = format_for(manifest["payload_format"])
+        live, app_name = backup.clinic.schema_name, f"respaldo-diff-{backup.pk}"
+        with (
+            copy.open(reading_identities(backup.clinic)) as payload,
+            payload_format.into_scratch(backup, payload, manifest, schema=schema, app_name=app_name) as cursor,
+        ):
+            # a pg restore replaces the whole schema; a json one only the tables the backup holds
+            found = _summary(cursor, schema, live, whole_schema=payload_format.carries_schema)
     found["seconds"] = round(time.monotonic() - started, 3)
     return found
 

@@ -11,37 +11,25 @@ transaction, so after a crash the catalog still says truthfully whether the data
 from __future__ import annotations
 
 import logging
-import tempfile
-from collections.abc import Callable
+from typing import Any
 
-import psycopg
 from django.core.management import call_command
-from django.db import connection, transaction
+from django.db import transaction
 from django.utils.translation import pgettext_lazy
-from django_tenants.utils import schema_context
 from psycopg import sql
 
 from backups import archive, jobs, media, postgres
 from backups.audit import audit
 from backups.conf import conf
 from backups.exceptions import RespaldoError, RestoreRefused, as_respaldo_error, failure_reason
-from backups.formats import pg
-from backups.formats.json.load import load_json_payload
-from backups.formats.pg import OLD_SCHEMA_SUFFIX
-from backups.formats.pg_script import ScriptError
-from backups.formats.restore_into import (
-    STAGING_SUFFIX,
-    RestoreIntoError,
-    restore_into_pg,
-    swap_schema,
-)
+from backups.formats import format_for
+from backups.formats.pg import OLD_SCHEMA_SUFFIX  # noqa: F401 - the crash recovery and its tests name it
+from backups.formats.scratch import STAGING_SUFFIX, check_read_to_the_end  # noqa: F401 - STAGING_SUFFIX: as above
 from backups.keys.clinic import reading_identities
 from backups.manifest import manifest_has_media
 from backups.models import ACTIVE_STATUSES, AuditEntry, Backup, JobStatus, Restore
-from backups.postgres import PgTools
 from backups.services import backup as backup_services
 from backups.services import sessions
-from backups.services.scratch import check_read_to_the_end, tools_for
 from backups.services.verification import VerifiedCopy, check_migrations, verified_copy
 from clinics.models import Clinic
 
@@ -147,7 +135,7 @@ def restore_blocks_readers(restore: Restore) -> bool:
     """
     if restore.progress_phase == PHASE_SWAPPING:
         return True
-    in_place = restore.backup.payload_format == Backup.Format.JSON
+    in_place = format_for(restore.backup.payload_format).in_place
     return in_place and restore.progress_phase in (PHASE_RESTORING, PHASE_CHECKING)
 
 
@@ -247,7 +235,7 @@ def _execute(restore: Restore) -> None:
     clinic, backup = restore.clinic, restore.backup
     with verified_copy(backup, clinic) as (manifest, verified):
         needs_migrate = check_migrations(manifest.get("migrations") or {})
-        tools = tools_for(manifest)
+        tools = format_for(manifest["payload_format"]).tools_for(manifest)
         if not postgres.schema_exists(clinic.schema_name):
             raise RestoreRefused("schema_missing", schema=clinic.schema_name)
         _take_safety_backup(restore)
@@ -263,7 +251,7 @@ def _execute(restore: Restore) -> None:
 
 
 def _restore_data_and_files(
-    restore: Restore, manifest: dict, verified: VerifiedCopy, tools: PgTools | None, files: media.Staging | None
+    restore: Restore, manifest: dict, verified: VerifiedCopy, tools: Any, files: media.Staging | None
 ) -> None:
     """The payload restored in its transaction while the files (if the archive has them) are staged;
     the files are switched in only once the data has committed. On failure the staged files go."""
@@ -273,8 +261,13 @@ def _restore_data_and_files(
         with verified.open(
             reading_identities(restore.clinic), media_sink=files.sink if files is not None else None
         ) as payload:
-            restore_payload = _RESTORERS[manifest["payload_format"]]
-            restore_payload(restore, restore.clinic.schema_name, payload, manifest["tables"], tools, files)
+            format_for(manifest["payload_format"]).replace_live(
+                payload,
+                manifest,
+                schema=restore.clinic.schema_name,
+                tools=tools,
+                hooks=_Replacing(restore, payload, files),
+            )
     except BaseException:
         if files is not None:
             files.discard()
@@ -310,119 +303,48 @@ def _migrate_forward(restore: Restore) -> None:
     _update(restore.pk, migrated=True)
 
 
-def _restore_json(
-    restore: Restore,
-    schema: str,
-    payload: archive.ArchiveReader,
-    tables: dict[str, int],
-    tools: None = None,
-    files: media.Staging | None = None,
-) -> None:
-    """The clinic's payload tables emptied and loaded with COPY in one transaction that records the outcome.
-
-    In place rather than through ``restore_into_json`` + ``replace_tables``: tables made by the
-    schema editor have the model's column order, not the order the migrations left, and a
-    restored clinic must stay exactly as its migrations describe it.
-    """
-    with schema_context(schema), transaction.atomic():
-        touches_sessions = _json_payload_holds_sessions()
-        live_sessions = None
-        if touches_sessions:
-            with connection.cursor() as cursor:
-                live_sessions = sessions.take_live_sessions(cursor, schema)
-        load_json_payload(payload, expected_counts=tables)
-        check_read_to_the_end(payload, restore.backup)
-        if touches_sessions:
-            with connection.cursor() as cursor:
-                sessions.put_sessions(cursor, schema, live_sessions, restore_id=restore.pk, backup_id=restore.backup_id)
-        Restore.objects.filter(pk=restore.pk).update(outcome=Restore.Outcome.RESTORED)
-        if files is not None:
-            files.record()  # S3: the clinic's files switch with this commit
+_UNTOUCHED = object()  # the restore replaces neither the sessions nor the users: nothing to carry
 
 
-def _json_payload_holds_sessions() -> bool:
-    """Whether a json restore replaces the clinic's sessions or users (not with the default payload apps)."""
-    from backups.formats.json.payload import payload_models
+class _Replacing:
+    """What the restore records while its format replaces the clinic's data (``formats.base.Replacing``)."""
 
-    return bool({model._meta.db_table for model in payload_models()} & sessions.sign_in_tables())
+    def __init__(self, restore: Restore, payload: archive.ArchiveReader, files: media.Staging | None) -> None:
+        self.restore, self.payload, self.files = restore, payload, files
+        self.app_name = f"respaldo-restore-{restore.pk}"
+        self.lock_timeout_ms = conf.restore_lock_timeout_ms
 
+    def read_to_the_end(self) -> None:
+        check_read_to_the_end(self.payload, self.restore.backup)
 
-def _restore_pg(
-    restore: Restore,
-    schema: str,
-    payload: archive.ArchiveReader,
-    tables: dict[str, int],
-    tools: PgTools,
-    files: media.Staging | None = None,
-) -> None:
-    """The payload restored as ``<clinic>__restoring`` (the live clinic keeps working), then swapped in.
+    def checking(self) -> None:
+        _update(self.restore.pk, progress_phase=PHASE_CHECKING)  # on Django's own, autocommit connection
 
-    One transaction: restore into the staging schema (``restore_into``: the schema name
-    rewritten in pg_restore's script, counts checked), the payload's end authenticated, the
-    outcome written, then the live schema renamed aside, the staging one renamed in and the
-    old one dropped. The clinic's tables are locked only for that last swap.
-    """
-    staging = schema + STAGING_SUFFIX
-    app_name = f"respaldo-restore-{restore.pk}"
-    with tempfile.TemporaryFile() as restore_err:
-        try:
-            with (
-                postgres.connect_separately(autocommit=False, application_name=app_name) as conn,
-                conn.cursor() as cursor,
-            ):
-                cursor.execute("SET client_connection_check_interval = '1s'")
-                restore_into_pg(
-                    payload,
-                    source_schema=schema,
-                    schema=staging,
-                    expected_counts=tables,
-                    tools=tools,
-                    cursor=cursor,
-                    lock_timeout_ms=conf.restore_lock_timeout_ms,
-                    stderr=restore_err,
-                    count_check=_checking_phase(restore.pk, pg.check_counts),
-                    app_name=app_name,
-                )
-                check_read_to_the_end(payload, restore.backup)
-                # Before this transaction touches the restore's row: written on Django's own
-                # connection, it would otherwise wait on this transaction's row lock forever.
-                _update(restore.pk, progress_phase=PHASE_SWAPPING)  # the clinic's pages close (503) from here
-                cursor.execute(
-                    sql.SQL("UPDATE public.{} SET outcome = %s WHERE id = %s").format(
-                        sql.Identifier(Restore._meta.db_table)
-                    ),
-                    [Restore.Outcome.RESTORED, restore.pk],
-                )
-                cursor.execute("SELECT set_config('lock_timeout', %s, true)", [f"{conf.restore_lock_timeout_ms}ms"])
-                # Whoever is signed in now stays signed in if the restored data still knows them
-                # (the backup's own sessions are of another time).
-                sessions.put_sessions(
-                    cursor,
-                    staging,
-                    sessions.take_live_sessions(cursor, schema),
-                    restore_id=restore.pk,
-                    backup_id=restore.backup_id,
-                )
-                swap_schema(cursor, live=schema, replacement=staging, old_suffix=OLD_SCHEMA_SUFFIX)
-                if files is not None:
-                    files.record(cursor)  # S3: the clinic's files switch with this commit
-                conn.commit()
-        except (psycopg.Error, ScriptError, RestoreIntoError) as exc:
-            raise pg.rolled_back("the database", restore_err, text=str(exc)) from exc
+    def closing(self) -> None:
+        # Before the restoring transaction touches the restore's row: written on Django's own
+        # connection, it would otherwise wait on that transaction's row lock forever.
+        _update(self.restore.pk, progress_phase=PHASE_SWAPPING)  # the clinic's pages close (503) from here
 
+    def take_sessions(self, cursor: Any, schema: str, replaced: set[str] | None) -> Any:
+        if replaced is not None and not replaced & sessions.sign_in_tables():
+            return _UNTOUCHED
+        return sessions.take_live_sessions(cursor, schema)
 
-_CountCheck = Callable[..., None]  # (cursor, schema, tables, *, loaded) -> None: pg.check_counts
+    def put_sessions(self, cursor: Any, schema: str, taken: Any) -> None:
+        if taken is not _UNTOUCHED:
+            restore = self.restore
+            sessions.put_sessions(cursor, schema, taken, restore_id=restore.pk, backup_id=restore.backup_id)
 
-
-def _checking_phase(restore_id: int, count_check: _CountCheck) -> _CountCheck:
-    """``count_check`` that first records the "checking" phase (on Django's own, autocommit connection)."""
-
-    def check(cursor: psycopg.Cursor, schema: str, tables: dict[str, int], *, loaded: dict[str, int]) -> None:
-        _update(restore_id, progress_phase=PHASE_CHECKING)
-        count_check(cursor, schema, tables, loaded=loaded)
-
-    return check
-
-
-# The payload format decides how a verified payload replaces the clinic's data.
-_RESTORERS = {Backup.Format.PG: _restore_pg, Backup.Format.JSON: _restore_json}
+    def restored(self, cursor: Any | None) -> None:
+        """The outcome written in the restoring transaction (``cursor``'s, or Django's), the files with it."""
+        if cursor is None:
+            Restore.objects.filter(pk=self.restore.pk).update(outcome=Restore.Outcome.RESTORED)
+        else:
+            cursor.execute(
+                sql.SQL("UPDATE public.{} SET outcome = %s WHERE id = %s").format(
+                    sql.Identifier(Restore._meta.db_table)
+                ),
+                [Restore.Outcome.RESTORED, self.restore.pk],
+            )
+        if self.files is not None:
+            self.files.record(cursor)  # S3: the clinic's files switch with this commit

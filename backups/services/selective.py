@@ -53,7 +53,7 @@ from django.utils import timezone
 
 from backups.audit import audit
 from backups.exceptions import RespaldoError, RestoreRefused, render
-from backups.formats.pg_rewrite import quote_ident
+from backups.formats.base import quote_ident
 from backups.models import AuditEntry, Backup, JobStatus, Restore, exact_json
 from backups.services import backup as backup_services
 from backups.services.selective_rows import Pick, Rows, picks, read_backup, read_settings, select_rows, table_name

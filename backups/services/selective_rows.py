@@ -13,16 +13,13 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, TypeVar
 
-from django.db import connection, transaction
 from django.db.models import Model
 
-from backups import archive
-from backups.exceptions import RespaldoError, RestoreRefused
-from backups.formats.pg_rewrite import quote_ident
-from backups.formats.restore_into import RestoreIntoError, restore_into_json
+from backups.exceptions import RestoreRefused
+from backups.formats import format_for
+from backups.formats.base import quote_ident
 from backups.keys.clinic import reading_identities
 from backups.models import Backup, JobStatus
-from backups.services.scratch import check_read_to_the_end, scratch_pg
 from backups.services.verification import check_migrations, verified_copy
 from dental.models import Appointment, Invoice, Patient, Payment, Treatment
 
@@ -112,44 +109,19 @@ def scratch_schema(backup: Backup) -> str:
 Reader = Callable[[Any, str], T]  # (cursor, scratch schema) -> what is read out of the backup
 
 
-def _read_pg(backup: Backup, payload: archive.ArchiveReader, manifest: dict, read: Reader) -> T:
-    schema = scratch_schema(backup)
-    with scratch_pg(backup, payload, manifest, schema=schema, app_name=f"respaldo-pick-{backup.pk}") as cursor:
-        return read(cursor, schema)
-
-
-def _read_json(backup: Backup, payload: archive.ArchiveReader, manifest: dict, read: Reader) -> T:
-    schema = scratch_schema(backup)
-    try:
-        with transaction.atomic():
-            restore_into_json(
-                payload, schema=schema, expected_counts=manifest["tables"], source_schema=backup.clinic.schema_name
-            )
-            check_read_to_the_end(payload, backup)
-            with connection.cursor() as cursor:
-                found = read(cursor, schema)
-            transaction.set_rollback(True)  # the scratch schema is never kept
-            return found
-    except RestoreIntoError as exc:
-        raise RestoreRefused("restore_into", detail=str(exc)) from exc
-    finally:
-        connection.set_schema_to_public()
-
-
-_READERS = {Backup.Format.PG: _read_pg, Backup.Format.JSON: _read_json}
-
-
 def read_from_backup(backup: Backup, read: Reader) -> T:
     """``read(cursor, schema)`` run on ``backup`` restored into a scratch schema (verified copy, rolled back)."""
     if backup.status != JobStatus.SUCCEEDED or backup.expired_at or not backup.storage_name:
         raise RestoreRefused("backup_not_restorable", backup=backup.pk, status=backup.get_status_display())
     with verified_copy(backup, backup.clinic) as (manifest, copy):
         check_migrations(manifest.get("migrations") or {})
-        reader = _READERS.get(manifest["payload_format"])
-        if reader is None:
-            raise RespaldoError("unknown_backup_format", format=str(manifest["payload_format"]))
-        with copy.open(reading_identities(backup.clinic)) as p:
-            return reader(backup, p, manifest, read)
+        payload_format = format_for(manifest["payload_format"])
+        schema, app_name = scratch_schema(backup), f"respaldo-pick-{backup.pk}"
+        with (
+            copy.open(reading_identities(backup.clinic)) as payload,
+            payload_format.into_scratch(backup, payload, manifest, schema=schema, app_name=app_name) as cursor,
+        ):
+            return read(cursor, schema)
 
 
 def read_backup(backup: Backup, national_id: str) -> Rows:

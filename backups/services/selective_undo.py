@@ -30,7 +30,7 @@ from django.utils import timezone
 
 from backups.audit import audit
 from backups.exceptions import RestoreRefused
-from backups.formats.pg_rewrite import quote_ident
+from backups.formats.base import quote_ident
 from backups.models import AuditEntry, JobStatus, Restore
 from backups.services.selective import CHANGE, FieldDiff, RowChange, dump_values
 from backups.services.selective_rows import picks, read_settings, select_rows, table_name

@@ -34,7 +34,7 @@ from django.contrib.sessions.backends.db import SessionStore as DatabaseSessionS
 from django.http import HttpRequest
 from django.utils.crypto import constant_time_compare
 
-from backups.formats.pg_rewrite import quote_ident
+from backups.formats.base import quote_ident
 
 SIGNED_OUT_KEY = "respaldo_signed_out_by_restore"  # {"restore": id, "backup": id} in a session signed out by one
 

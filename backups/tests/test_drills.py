@@ -110,7 +110,7 @@ def test_the_live_clinic_is_neither_touched_nor_locked_during_a_drill(scratch_cl
     (lock_timeout 2s) reads, writes, locks rows, creates a table and renames the live schema."""
     add_filler()
     backup = make_backup()
-    from backups.services import scratch
+    from backups.formats import pg as scratch  # the pg format restores into the scratch schema
 
     real_restore = scratch.restore_into_pg
     gates: list[Gate] = []

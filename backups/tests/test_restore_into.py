@@ -18,9 +18,12 @@ from django.db import connection, transaction
 from django_tenants.utils import schema_context
 
 from backups import archive, services, storage
-from backups.formats import pg_rewrite, restore_into
+from backups.formats.base import RestoreIntoError
+from backups.formats.json import into as json_into
 from backups.formats.json.payload import JsonPayloadError
-from backups.formats.restore_into import RestoreIntoError, rewrite_schema
+from backups.formats.pg import into as restore_into
+from backups.formats.pg import rewrite as pg_rewrite
+from backups.formats.pg.rewrite import rewrite_schema
 from backups.keys.clinic import identities_held
 from backups.models import Backup, JobStatus
 from backups.postgres import connect_separately, find_pg_tools
@@ -206,7 +209,7 @@ def test_json_backup_restored_into_a_scratch_schema(scratch_clinic):
     damaged = table_checksums(SCHEMA)
     try:
         with opened_payload(backup) as payload, transaction.atomic():
-            counts = restore_into.restore_into_json(
+            counts = json_into.restore_into_json(
                 payload, schema=SCRATCH, expected_counts=payload.manifest["tables"], source_schema=SCHEMA
             )
             assert counts == payload.manifest["tables"]
@@ -260,7 +263,7 @@ def test_the_live_clinic_keeps_working_while_a_backup_is_restored_into_a_scratch
                     connection.ensure_connection()
                     outcome["pid"] = connection.connection.info.backend_pid
                     with transaction.atomic():
-                        outcome["counts"] = restore_into.restore_into_json(
+                        outcome["counts"] = json_into.restore_into_json(
                             gate, schema=SCRATCH, expected_counts=expected, source_schema=SCHEMA
                         )
                 except BaseException as exc:
@@ -348,7 +351,7 @@ def test_an_existing_schema_is_refused(scratch_clinic, payload_format):
                 restore_pg_into(payload, SCRATCH)
             else:
                 with transaction.atomic():
-                    restore_into.restore_into_json(payload, schema=SCRATCH, expected_counts={})
+                    json_into.restore_into_json(payload, schema=SCRATCH, expected_counts={})
         assert table_checksums(SCRATCH) == {}
     finally:
         drop_schema(SCRATCH)
@@ -365,7 +368,7 @@ def test_wrong_row_counts_roll_everything_back(scratch_clinic, payload_format):
                 restore_pg_into(payload, SCRATCH, expected_counts=wrong)
         else:
             with pytest.raises(JsonPayloadError, match="dental_patient"), transaction.atomic():
-                restore_into.restore_into_json(payload, schema=SCRATCH, expected_counts=wrong)
+                json_into.restore_into_json(payload, schema=SCRATCH, expected_counts=wrong)
     assert SCRATCH not in schemas()
     assert table_checksums(SCHEMA) == before
 

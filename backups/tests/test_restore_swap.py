@@ -15,7 +15,7 @@ from django.db import connection
 from django_tenants.utils import schema_context
 
 from backups import archive, storage
-from backups.formats import pg_script
+from backups.formats.pg import script as pg_script
 from backups.keys import archive_identities
 from backups.keys.clinic import identities_held
 from backups.models import Backup, JobStatus, Restore

@@ -4,7 +4,8 @@ A column's kind (``"int"``, ``"datetime"``, ``"json"``...) follows from its Djan
 (``payload.payload_table``). Per kind, a :class:`Kind` says which fields have it, how the
 payload writer spells a value (``payload``), how a restore checks a payload value and hands
 it to COPY (``load``), and how an uploaded fixture's value is checked and normalised to what
-the writer would have written (``values``). Adding a kind is one entry in :data:`KINDS`.
+the writer would have written (``values``, with the checkers of ``normalizers``). Adding a
+kind is one entry in :data:`KINDS`.
 """
 
 from __future__ import annotations
@@ -14,26 +15,39 @@ import binascii
 import json
 import math
 import re
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time, timedelta, tzinfo
-from decimal import Decimal, localcontext
+from datetime import date, datetime, time, tzinfo
+from decimal import Decimal
 from json.encoder import encode_basestring
 from typing import Any
 
 from django.conf import settings
-from django.core.exceptions import ValidationError
 from django.db import connection, models
 from django.utils import timezone
 from django.utils.dateparse import parse_duration
 from django.utils.duration import duration_string
 
-from backups.formats.json.reasons import BadValue, expect, expect_digits, reason_text, to_python, validation_reason
+from backups.formats.json.normalizers import (
+    Converter,
+    WrongValue,
+    binary_normalizer,
+    bool_normalizer,
+    date_normalizer,
+    datetime_normalizer,
+    decimal_normalizer,
+    duration_normalizer,
+    float_normalizer,
+    inet_normalizer,
+    int_normalizer,
+    json_normalizer,
+    json_text,
+    text_normalizer,
+    time_normalizer,
+    uuid_normalizer,
+)
 
 __all__ = ["JSON_DECODER", "JSON_NULL", "KINDS", "Kind", "LoadContext", "json_text"]
-
-Converter = Callable[[Any], Any]
 
 
 @dataclass(frozen=True)
@@ -94,38 +108,6 @@ JSON_DECODER = json.JSONDecoder(parse_float=Decimal)
 """Parses payload JSON: numbers with a fraction or exponent as Decimals, so that no digit is lost."""
 
 
-class _BadValue(ValueError):
-    """A value of the wrong type or form for its column."""
-
-
-class _HasDecimal(Exception):
-    pass
-
-
-def _refuse_decimal(value: Any) -> Any:
-    if isinstance(value, Decimal):
-        raise _HasDecimal
-    raise _BadValue(f"{type(value).__name__} is not JSON")
-
-
-_ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, default=_refuse_decimal)
-
-
-def json_text(value: Any) -> str:
-    """JSON text for a JSON field's value; Decimals (parsed JSON numbers) keep all their digits."""
-    try:
-        return _ENCODER.encode(value)
-    except _HasDecimal:
-        pass
-    if isinstance(value, Decimal):
-        if not value.is_finite():
-            raise _BadValue("NaN and infinities are not JSON")
-        return str(value)
-    if isinstance(value, dict):
-        return "{" + ", ".join(f"{encode_basestring(k)}: {json_text(v)}" for k, v in value.items()) + "}"
-    return "[" + ", ".join(json_text(v) for v in value) + "]"
-
-
 # --- Writing: encode -------------------------------------------------------------------
 
 
@@ -156,25 +138,25 @@ def _fixed(converter: Converter) -> Callable[[LoadContext], Converter]:
 
 def _text(value: Any) -> str:
     if value.__class__ is not str:
-        raise _BadValue("expected text")
+        raise WrongValue("expected text")
     return value
 
 
 def _integer(value: Any) -> int | str:
     if value.__class__ is not int and value.__class__ is not str:
-        raise _BadValue("expected a whole number")
+        raise WrongValue("expected a whole number")
     return value  # PostgreSQL checks the digits and the range
 
 
 def _boolean(value: Any) -> bool:
     if value.__class__ is not bool:
-        raise _BadValue("expected true or false")
+        raise WrongValue("expected true or false")
     return value
 
 
 def _decimal(value: Any) -> str | int | Decimal:
     if value.__class__ not in (str, int, Decimal):
-        raise _BadValue("expected a decimal number")
+        raise WrongValue("expected a decimal number")
     return value  # PostgreSQL checks the digits
 
 
@@ -185,7 +167,7 @@ def _date(value: Any) -> date:
 def _time(value: Any) -> time:
     result = time.fromisoformat(_text(value))
     if result.tzinfo is not None:
-        raise _BadValue("a time of day cannot carry a time zone")
+        raise WrongValue("a time of day cannot carry a time zone")
     return result
 
 
@@ -193,7 +175,7 @@ def _binary(value: Any) -> bytes:
     try:
         return base64.b64decode(_text(value), validate=True)
     except binascii.Error as exc:
-        raise _BadValue("not base64") from exc
+        raise WrongValue("not base64") from exc
 
 
 def _json(value: Any) -> str:
@@ -202,9 +184,9 @@ def _json(value: Any) -> str:
 
 def _float(value: Any) -> float:
     if value.__class__ is str and value not in ("NaN", "Infinity", "-Infinity"):
-        raise _BadValue("not a number")
+        raise WrongValue("not a number")
     if value.__class__ not in (str, int, Decimal):
-        raise _BadValue("expected a number")
+        raise WrongValue("expected a number")
     return float(value)
 
 
@@ -235,176 +217,10 @@ def _duration_loader(context: LoadContext) -> Converter:
             return value
         result = parse_duration(_text(value))
         if result is None:
-            raise _BadValue("not a duration")
+            raise WrongValue("not a duration")
         return result
 
     return to_duration
-
-
-# --- Checking uploaded values: checker -------------------------------------------------
-
-
-def _int_normalizer(model_field: models.Field, target: models.Field) -> Converter:
-    low, high = connection.ops.integer_field_ranges.get(target.get_internal_type(), (None, None))
-
-    def integer(value: Any) -> int:
-        expect(value, (int, str), "whole_number")
-        expect_digits(value)
-        result = to_python(model_field, value)
-        if low is not None and not low <= result <= high:
-            raise BadValue("upload.invalid_value.out_of_range", value=result, low=low, high=high)
-        return result
-
-    return integer
-
-
-def _text_normalizer(model_field: models.Field, target: models.Field) -> Converter:
-    max_length = getattr(target, "max_length", None)
-
-    def text(value: Any) -> str:
-        expect(value, (str, int, Decimal), "text")
-        result = to_python(model_field, value)
-        result = result if isinstance(result, str) else str(result)
-        if "\x00" in result:
-            raise BadValue("upload.invalid_value.nul")
-        if max_length is not None and len(result) > max_length:
-            raise BadValue("upload.invalid_value.too_long", length=len(result), max_length=max_length)
-        return result
-
-    return text
-
-
-def _bool_normalizer(model_field: models.Field, target: models.Field) -> Converter:
-    def boolean(value: Any) -> bool:
-        expect(value, (bool, int, str), "true_or_false")
-        return to_python(model_field, value)
-
-    return boolean
-
-
-def _uuid_normalizer(model_field: models.Field, target: models.Field) -> Converter:
-    def uuid_text(value: Any) -> str:
-        expect(value, (str, int, uuid.UUID), "uuid")
-        return str(to_python(model_field, value))
-
-    return uuid_text
-
-
-def _inet_normalizer(model_field: models.Field, target: models.Field) -> Converter:
-    def address(value: Any) -> str:
-        expect(value, (str,), "ip_address")
-        result = to_python(model_field, value)
-        try:
-            target.run_validators(result)
-        except ValidationError as exc:
-            raise BadValue.of(validation_reason(exc)) from None
-        return result
-
-    return address
-
-
-def _date_normalizer(model_field: models.Field, target: models.Field) -> Converter:
-    def day(value: Any) -> date:
-        expect(value, (str, date), "date")
-        return to_python(model_field, value)
-
-    return day
-
-
-def _time_normalizer(model_field: models.Field, target: models.Field) -> Converter:
-    def time_of_day(value: Any) -> time:
-        expect(value, (str, time), "time")
-        return to_python(model_field, value).replace(tzinfo=None)
-
-    return time_of_day
-
-
-def _datetime_normalizer(model_field: models.Field, target: models.Field) -> Converter:
-    use_tz = settings.USE_TZ
-    default_tz = timezone.get_default_timezone()
-
-    def moment(value: Any) -> datetime:
-        expect(value, (str, date), "date_time")
-        result = to_python(model_field, value)
-        try:
-            if use_tz:
-                if timezone.is_naive(result):
-                    result = timezone.make_aware(result, default_tz)  # as loaddata does
-                return result.astimezone(UTC)
-            return timezone.make_naive(result, default_tz) if timezone.is_aware(result) else result
-        except (ValueError, OverflowError) as exc:
-            raise reason_text(str(exc) or type(exc).__name__) from None
-
-    return moment
-
-
-def _duration_normalizer(model_field: models.Field, target: models.Field) -> Converter:
-    def duration(value: Any) -> timedelta:
-        expect(value, (str, timedelta), "duration")
-        return to_python(model_field, value)
-
-    return duration
-
-
-def _binary_normalizer(model_field: models.Field, target: models.Field) -> Converter:
-    def binary(value: Any) -> bytes:
-        if isinstance(value, bytes | bytearray | memoryview):
-            return bytes(value)
-        expect(value, (str,), "base64")
-        try:
-            return base64.b64decode(value, validate=True)
-        except (binascii.Error, ValueError):
-            raise BadValue("upload.invalid_value.base64") from None
-
-    return binary
-
-
-_JSON_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
-
-
-def _json_normalizer(model_field: models.Field, target: models.Field) -> Converter:
-    def json_value(value: Any) -> str:
-        try:
-            result = json_text(value)
-        except (ValueError, TypeError, RecursionError):
-            raise BadValue("upload.invalid_value.json_not_storable") from None
-        if _JSON_NUL.search(result):
-            raise BadValue("upload.invalid_value.json_nul")
-        return result
-
-    return json_value
-
-
-def _float_normalizer(model_field: models.Field, target: models.Field) -> Converter:
-    def number(value: Any) -> float:
-        expect(value, (int, float, Decimal, str), "number")
-        expect_digits(value)
-        return to_python(model_field, value)
-
-    return number
-
-
-def _decimal_normalizer(model_field: models.Field, target: models.Field) -> Callable[[Any], str]:
-    max_digits, places = target.max_digits, target.decimal_places
-
-    def decimal_text(value: Any) -> str:
-        expect(value, (str, int, Decimal), "decimal_number")
-        expect_digits(value)
-        result = to_python(model_field, value)
-        if not result.is_finite():
-            raise BadValue("upload.invalid_value.not_a_number")
-        if max_digits is None or places is None:
-            return str(result)
-        if not result.is_zero() and result.adjusted() + 1 > max_digits - places:
-            raise BadValue("upload.invalid_value.too_large", value=result, digits=max_digits - places)
-        with localcontext() as context:
-            context.prec = max_digits + 2
-            exact = result.quantize(Decimal(1).scaleb(-places))
-        if exact != result:
-            raise BadValue("upload.invalid_value.decimal_places", value=result, places=places)
-        return str(exact.copy_abs() if exact.is_zero() else exact)
-
-    return decimal_text
 
 
 # --- The table -------------------------------------------------------------------------
@@ -470,28 +286,28 @@ KINDS: dict[str, Kind] = {
         ),
         encode=str,
         loader=_fixed(_integer),
-        checker=_int_normalizer,
+        checker=int_normalizer,
         sql=lambda c: f"{c}::text",
     ),
     "text": Kind(
         ("CharField", "TextField", "SlugField", "FileField", "FilePathField"),
         encode=encode_basestring,
         loader=_fixed(_text),
-        checker=_text_normalizer,
+        checker=text_normalizer,
         sql=lambda c: f"to_json({c})::text",
     ),
     "bool": Kind(
         ("BooleanField",),
         encode={True: "true", False: "false"}.__getitem__,
         loader=_fixed(_boolean),
-        checker=_bool_normalizer,
+        checker=bool_normalizer,
         sql=lambda c: f"CASE WHEN {c} THEN 'true' ELSE 'false' END",
     ),
     "decimal": Kind(
         ("DecimalField",),
         encode=encode_basestring,
         loader=_fixed(_decimal),
-        checker=_decimal_normalizer,
+        checker=decimal_normalizer,
         selected_as_text=True,
         sql=lambda c: f"to_json({c}::text)::text",
     ),
@@ -499,7 +315,7 @@ KINDS: dict[str, Kind] = {
         ("UUIDField",),
         encode=encode_basestring,
         loader=_fixed(_text),
-        checker=_uuid_normalizer,
+        checker=uuid_normalizer,
         selected_as_text=True,
         sql=lambda c: f"to_json({c}::text)::text",
     ),
@@ -507,7 +323,7 @@ KINDS: dict[str, Kind] = {
         ("GenericIPAddressField", "IPAddressField"),
         encode=encode_basestring,
         loader=_fixed(_text),
-        checker=_inet_normalizer,
+        checker=inet_normalizer,
         selected_as_text=True,
         sql=lambda c: f"to_json({c}::text)::text",
     ),
@@ -515,42 +331,42 @@ KINDS: dict[str, Kind] = {
         ("DateField",),
         encode=lambda v: _quoted(v.isoformat()),
         loader=_fixed(_date),
-        checker=_date_normalizer,
+        checker=date_normalizer,
         sql=_date_sql,
     ),
     "time": Kind(
         ("TimeField",),
         encode=lambda v: _quoted(v.isoformat(timespec="microseconds")),
         loader=_fixed(_time),
-        checker=_time_normalizer,
+        checker=time_normalizer,
         sql=_time_sql,
     ),
     "datetime": Kind(
         ("DateTimeField",),
         encode=lambda v: _quoted(v.isoformat(timespec="microseconds")),
         loader=_datetime_loader,
-        checker=_datetime_normalizer,
+        checker=datetime_normalizer,
         sql=_datetime_sql,
     ),
     "duration": Kind(
         ("DurationField",),
         encode=lambda v: _quoted(duration_string(v)),
         loader=_duration_loader,
-        checker=_duration_normalizer,
+        checker=duration_normalizer,
         sql=_duration_sql,
     ),
     "binary": Kind(
         ("BinaryField",),
         encode=lambda v: _quoted(base64.b64encode(v).decode("ascii")),
         loader=_fixed(_binary),
-        checker=_binary_normalizer,
+        checker=binary_normalizer,
         sql=lambda c: f"""'"' || translate(encode({c}, 'base64'), E'\\n', '') || '"'""",
     ),
     "json": Kind(
         ("JSONField",),
         encode=_jsonb_text,
         loader=_fixed(_json),
-        checker=_json_normalizer,
+        checker=json_normalizer,
         selected_as_text=True,
         sql=lambda c: f"{c}::text",
     ),
@@ -558,7 +374,7 @@ KINDS: dict[str, Kind] = {
         ("FloatField",),
         encode=_float_json,
         loader=_fixed(_float),
-        checker=_float_normalizer,
+        checker=float_normalizer,
     ),
 }
 """Every column kind of the json format, by name: a column's ``kind`` is a key here."""

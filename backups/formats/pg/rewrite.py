@@ -1,9 +1,9 @@
-"""Rewriting a schema's name in the plain script pg_restore writes, token by token (see ``restore_into``).
+"""Rewriting a schema's name in the plain script pg_restore writes, token by token.
 
 pg_dump schema-qualifies every reference and sets ``search_path`` to ``''``, so the schema
 name appears only as the first part of a dotted name, after the keyword SCHEMA, or as the
 qualifier inside a string cast to a reg* type or given to a sequence function. Only those
-tokens change; COPY data never reaches this module (``pg_script`` sends it apart). What
+tokens change; COPY data never reaches this module (``pg.script`` sends it apart). What
 cannot be moved safely is refused (``RestoreIntoError``) before it runs.
 """
 
@@ -16,18 +16,16 @@ from dataclasses import dataclass, field
 
 import psycopg
 
-DEFAULT_LOCK_TIMEOUT_MS = 10_000
+from backups.formats.base import DEFAULT_LOCK_TIMEOUT_MS, RestoreIntoError, quote_ident
 
-
-class RestoreIntoError(Exception):
-    """The backup cannot be restored into that schema, or what was restored is not the backup."""
-
-    code = "restore_into"  # backups.exceptions renders it, with this text as the detail
-
-
-def quote_ident(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
+__all__ = [
+    "DEFAULT_LOCK_TIMEOUT_MS",
+    "RestoreIntoError",
+    "RewritingCursor",
+    "SchemaRewriter",
+    "quote_ident",
+    "rewrite_schema",
+]
 
 # --- Rewriting the schema name in pg_restore's script -----------------------------------
 

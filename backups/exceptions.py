@@ -16,6 +16,8 @@ own errors with a ``code``; the services turn them into a RespaldoError at their
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from backups.messages import MESSAGES, render
@@ -31,6 +33,7 @@ __all__ = [
     "as_respaldo_error",
     "failure_reason",
     "render",
+    "translated",
 ]
 
 
@@ -102,8 +105,10 @@ def as_respaldo_error(exc: BaseException) -> RespaldoError | None:
     """An error of the pipeline as a RespaldoError, or None for an unexpected one.
 
     The modules below the services (archive, storage, dumps, client tools, json payload)
-    raise their own errors with a ``code`` class attribute and an English ``detail``: the
-    code picks the translated sentence, the detail (a tool's own words) goes in as it is.
+    raise their own errors with a ``code`` class attribute: the code picks the translated
+    sentence; their detail goes in as it is (a tool's own words, in English), or, for an
+    error holding a ``message_id`` and ``params`` (the json format's), as that message,
+    rendered in the reader's language when shown.
     """
     if isinstance(exc, RespaldoError):
         return exc
@@ -116,7 +121,48 @@ def as_respaldo_error(exc: BaseException) -> RespaldoError | None:
             if detail and detail.startswith(prefix):  # the age library's words, in the reader's language
                 return RespaldoError(code, detail=RespaldoError("detail", message_id))
         return RespaldoError(code, detail=f" ({detail})" if detail else "")
+    message_id = getattr(exc, "message_id", None)
+    if isinstance(message_id, str):  # a sentence of the catalogue (the json format's): rendered when shown
+        return RespaldoError(code, detail={"message_id": message_id, "params": getattr(exc, "params", None) or {}})
     return RespaldoError(code, detail=str(exc))
+
+
+@contextmanager
+def translated() -> Iterator[None]:
+    """A service's boundary: an error of the modules below it leaves as a RespaldoError.
+
+    Used as ``@translated()`` on a service's public function (or ``with translated():``), so
+    that its callers (the console, the API, the commands) only ever catch ``RespaldoError``.
+    An error that carries a ``code`` (storage, archive, client tools, formats) is converted
+    by :func:`as_respaldo_error`, chained to the original; anything else passes unchanged.
+    The error raised is still an instance of the original class too (see :func:`_both`), so
+    that a caller catching ``StorageError`` or ``KeyConfigError`` keeps working.
+    """
+    try:
+        yield
+    except RespaldoError:
+        raise
+    except Exception as exc:
+        error = as_respaldo_error(exc)
+        if error is None:
+            raise
+        raise _both(exc, error) from exc
+
+
+_TRANSLATED_CLASSES: dict[type[Exception], type[RespaldoError]] = {}
+
+
+def _both(original: Exception, error: RespaldoError) -> RespaldoError:
+    """``error`` (its code, message and parameters) as an instance of ``original``'s class as well."""
+    cls = type(original)
+    both_class = _TRANSLATED_CLASSES.get(cls)
+    if both_class is None:
+        namespace = {"__module__": cls.__module__, "__qualname__": cls.__qualname__, "__doc__": cls.__doc__}
+        both_class = _TRANSLATED_CLASSES[cls] = type(cls.__name__, (RespaldoError, cls), namespace)
+    both = both_class.__new__(both_class, *error.args)
+    both.__dict__.update(original.__dict__)
+    both.__dict__.update(error.__dict__)
+    return both
 
 
 def failure_reason(exc: Exception) -> RespaldoError:

@@ -37,7 +37,7 @@ from backups.admin.clinic_holds import hold_text, hold_view
 from backups.admin.clinic_selective import selective_view
 from backups.admin.readonly import CatalogAdmin
 from backups.admin.uploads import upload_view
-from backups.exceptions import as_respaldo_error
+from backups.exceptions import RespaldoError
 from backups.humanize import human_actor, human_note, human_time
 from backups.models import ACTIVE_STATUSES, Backup, JobStatus, Restore
 from backups.operations.schedule import next_scheduled_run
@@ -56,14 +56,6 @@ def require(request: HttpRequest, codename: str) -> None:
     """403 unless the user holds ``backups.<codename>`` in this clinic."""
     if not request.user.has_perm(f"backups.{codename}"):
         raise PermissionDenied
-
-
-def refusal(exc: Exception) -> str:
-    """What to tell the admin about an expected failure, in their language; re-raise anything else."""
-    error = as_respaldo_error(exc)
-    if error is None:
-        raise exc
-    return str(error)
 
 
 def job_status_json(job, *, message: str = "", actions_html: str = "") -> JsonResponse:
@@ -343,8 +335,8 @@ class ClinicBackupAdmin(CatalogAdmin):
                     requested_by=request.user.get_username(),
                     address=client_address(request),
                 )
-            except Exception as exc:
-                self.message_user(request, refusal(exc), messages.ERROR)
+            except RespaldoError as exc:
+                self.message_user(request, str(exc), messages.ERROR)
             else:
                 self.message_user(
                     request,
@@ -388,8 +380,8 @@ class ClinicBackupAdmin(CatalogAdmin):
             download = backup_download(
                 backup=backup, downloaded_by=request.user.get_username(), address=client_address(request)
             )
-        except Exception as exc:
-            self.message_user(request, refusal(exc), messages.ERROR)
+        except RespaldoError as exc:
+            self.message_user(request, str(exc), messages.ERROR)
             return HttpResponseRedirect(reverse(f"{self.admin_site.name}:backups_backup_changelist"))
         if download.link:
             return HttpResponseRedirect(download.link)
@@ -423,8 +415,8 @@ class ClinicBackupAdmin(CatalogAdmin):
                     requested_by=request.user.get_username(),
                     address=client_address(request),
                 )
-            except Exception as exc:
-                form.add_error(None, refusal(exc))
+            except RespaldoError as exc:
+                form.add_error(None, str(exc))
             else:
                 self.message_user(
                     request,

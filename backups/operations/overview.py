@@ -45,7 +45,7 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 from django_tenants.utils import get_public_schema_name
 
-from backups.exceptions import RespaldoError
+from backups.exceptions import RespaldoError, translated
 from backups.models import Backup, JobStatus, Restore
 from backups.operations.drills import DRILL_EVERY, FAILED, _enqueue_drill, newest_restorable
 from clinics.models import Clinic
@@ -224,7 +224,7 @@ class DrillRefused(RespaldoError):
     """A drill the platform asked for that cannot be queued."""
 
 
-
+@translated()
 def request_drill(clinic: Clinic, *, enqueue: bool = True) -> Backup:
     """Queue a drill of the clinic's newest stored backup now; returns that backup.
 

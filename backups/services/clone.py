@@ -44,7 +44,7 @@ from psycopg import sql
 from backups import archive, jobs, postgres
 from backups.audit import audit
 from backups.clinic_keys import reading_identities
-from backups.exceptions import RespaldoError, RestoreRefused, as_respaldo_error, failure_reason
+from backups.exceptions import RespaldoError, RestoreRefused, as_respaldo_error, failure_reason, translated
 from backups.formats import pg
 from backups.formats.json.load import load_json_payload
 from backups.formats.pg_script import ScriptError
@@ -183,6 +183,7 @@ def _check_source(backup: Backup | None, backup_id: int) -> Backup:
 # --- Requesting ----------------------------------------------------------------------------
 
 
+@translated()
 def clone_request(
     *,
     source_backup_id: int,

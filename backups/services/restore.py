@@ -25,7 +25,7 @@ from backups import archive, jobs, media, postgres
 from backups.audit import audit
 from backups.clinic_keys import reading_identities
 from backups.conf import conf
-from backups.exceptions import RespaldoError, RestoreRefused, as_respaldo_error, failure_reason
+from backups.exceptions import RespaldoError, RestoreRefused, as_respaldo_error, failure_reason, translated
 from backups.formats import pg
 from backups.formats.json.load import load_json_payload
 from backups.formats.pg import OLD_SCHEMA_SUFFIX
@@ -67,6 +67,7 @@ PHASE_LABELS = {
 # --- Requesting ------------------------------------------------------------------------
 
 
+@translated()
 def restore_request(
     *,
     clinic: Clinic | int | str,

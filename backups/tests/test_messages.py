@@ -19,6 +19,7 @@ import pytest
 from django.utils import translation
 
 from backups import messages
+from backups.exceptions import RespaldoError, translated
 from backups.messages import FAMILIES, MESSAGES, render
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -207,3 +208,42 @@ def test_a_json_complaint_is_rendered_in_the_readers_language():
         assert render("json.nothing_restored", record["params"]) == (
             "Los datos del respaldo están vacíos. No se restauró nada."
         )
+
+
+class _DiskFull(Exception):
+    """Like the storage's error: a code, and a tool's detail in English."""
+
+    code = "storage_failed"
+
+
+class _BadLine(Exception):
+    """Like the json format's error: a code, and a message of the catalogue."""
+
+    code = "json_payload"
+
+    def __init__(self, message_id: str, /, **params) -> None:
+        super().__init__(message_id)
+        self.message_id, self.params = message_id, params
+
+
+def test_a_service_boundary_translates_an_error_with_a_code():
+    """translated(): an error with a code leaves as a RespaldoError that is still of its own class."""
+    with pytest.raises(RespaldoError) as storage, translated():
+        raise _DiskFull("disk full")
+    assert isinstance(storage.value, _DiskFull) and isinstance(storage.value.__cause__, _DiskFull)
+    assert storage.value.record == {
+        "code": "storage_failed",
+        "message_id": "storage_failed",
+        "params": {"detail": "disk full"},
+    }
+    with translation.override("en"):
+        assert str(storage.value) == "The backup storage failed: disk full"
+
+    with pytest.raises(RespaldoError) as payload, translated():
+        raise _BadLine("json.line_not_utf8", line=3)
+    assert payload.value.params == {"detail": {"message_id": "json.line_not_utf8", "params": {"line": 3}}}
+    with translation.override("es"):
+        assert str(payload.value).endswith("La línea 3 del respaldo no es texto UTF-8.")
+
+    with pytest.raises(KeyError), translated():  # no code: not a refusal, it passes unchanged
+        raise KeyError("x")

@@ -35,10 +35,11 @@ from backups import selectors, services
 from backups.admin import display
 from backups.admin.clinic_holds import hold_text, hold_view
 from backups.admin.clinic_selective import selective_view
-from backups.admin.guards import refusal, require
+from backups.admin.guards import require
 from backups.admin.readonly import CatalogAdmin
 from backups.admin.trends import trend_context
 from backups.admin.uploads import upload_view
+from backups.exceptions import RespaldoError
 from backups.formats import format_for
 from backups.humanize import human_actor, human_note, human_time
 from backups.models import ACTIVE_STATUSES, Backup, JobStatus, Restore
@@ -330,8 +331,8 @@ class ClinicBackupAdmin(CatalogAdmin):
                     requested_by=request.user.get_username(),
                     address=client_address(request),
                 )
-            except Exception as exc:
-                self.message_user(request, refusal(exc), messages.ERROR)
+            except RespaldoError as exc:
+                self.message_user(request, str(exc), messages.ERROR)
             else:
                 self.message_user(
                     request,
@@ -375,8 +376,8 @@ class ClinicBackupAdmin(CatalogAdmin):
             download = backup_download(
                 backup=backup, downloaded_by=request.user.get_username(), address=client_address(request)
             )
-        except Exception as exc:
-            self.message_user(request, refusal(exc), messages.ERROR)
+        except RespaldoError as exc:
+            self.message_user(request, str(exc), messages.ERROR)
             return HttpResponseRedirect(reverse(f"{self.admin_site.name}:backups_backup_changelist"))
         if download.link:
             return HttpResponseRedirect(download.link)
@@ -410,8 +411,8 @@ class ClinicBackupAdmin(CatalogAdmin):
                     requested_by=request.user.get_username(),
                     address=client_address(request),
                 )
-            except Exception as exc:
-                form.add_error(None, refusal(exc))
+            except RespaldoError as exc:
+                form.add_error(None, str(exc))
             else:
                 self.message_user(
                     request,

@@ -15,7 +15,7 @@ from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.translation import gettext as _
 
-from backups.exceptions import as_respaldo_error
+from backups.exceptions import RespaldoError
 from backups.models import Backup
 from backups.services.legal_hold import hold_backup, release_backup
 from backups.web.http import client_address
@@ -41,10 +41,7 @@ def hold_view(model_admin, *, release: bool) -> Callable[..., HttpResponse]:
                 reason=request.POST.get("reason", ""),
                 address=client_address(request),
             )
-        except Exception as exc:
-            error = as_respaldo_error(exc)
-            if error is None:
-                raise
+        except RespaldoError as error:
             messages.error(request, str(error))
         else:
             done = _("The legal hold was released.") if release else _("This backup is now kept on legal hold.")

@@ -16,9 +16,9 @@ from django.utils.translation import gettext_lazy
 
 from backups.admin import display
 from backups.admin.clinic_backups import job_status_json
-from backups.admin.guards import refusal
 from backups.admin.readonly import CatalogAdmin
 from backups.admin.selective_display import readable_undo
+from backups.exceptions import RespaldoError
 from backups.humanize import human_actor
 from backups.models import JobStatus, Restore
 from backups.services.selective_undo import UndoPreview, selective_undo, undo_preview
@@ -150,15 +150,15 @@ class ClinicRestoreAdmin(CatalogAdmin):
                 done = selective_undo(
                     restore, requested_by=request.user.get_username(), address=client_address(request)
                 )
-            except Exception as exc:
-                self.message_user(request, refusal(exc), messages.ERROR)
+            except RespaldoError as exc:
+                self.message_user(request, str(exc), messages.ERROR)
                 return HttpResponseRedirect(request.path)
             self.message_user(request, _undone(done), messages.SUCCESS)
             return progress
         try:
             shown = undo_preview(restore)
-        except Exception as exc:
-            self.message_user(request, refusal(exc), messages.ERROR)
+        except RespaldoError as exc:
+            self.message_user(request, str(exc), messages.ERROR)
             return progress
         zone = request.tenant.time_zone
         context = {

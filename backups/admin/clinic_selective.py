@@ -26,7 +26,7 @@ from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
 from backups.admin.selective_display import patient_name, readable_tables
-from backups.exceptions import as_respaldo_error
+from backups.exceptions import RespaldoError
 from backups.models import Backup
 from backups.services.selective import SelectivePreview, SelectiveResult, selective_apply, selective_preview
 from backups.services.selective_search import backup_patients, missing_now, search_patients
@@ -73,13 +73,6 @@ class PatientConfirmForm(forms.Form):
         return cleaned
 
 
-def _refusal(exc: Exception) -> str:
-    error = as_respaldo_error(exc)
-    if error is None:
-        raise exc
-    return str(error)
-
-
 def _restorable(backup: Backup) -> bool:
     return backup.has_stored_file
 
@@ -114,8 +107,8 @@ class SelectiveView:
         query = search.cleaned_data["q"] if search.is_valid() else ""
         try:
             patients = backup_patients(backup)
-        except Exception as exc:
-            return self.page(request, backup, "selective_pick.html", search=search, unreadable=_refusal(exc), **context)
+        except RespaldoError as exc:
+            return self.page(request, backup, "selective_pick.html", search=search, unreadable=str(exc), **context)
         found = search_patients(patients, query) if query else None
         missing = missing_now(patients)
         return self.page(
@@ -137,8 +130,8 @@ class SelectiveView:
         national_id = pick.cleaned_data["national_id"]
         try:
             found = selective_preview(backup, national_id=national_id)
-        except Exception as exc:
-            return self.pick(request, backup, PatientSearchForm(), refusal=_refusal(exc))
+        except RespaldoError as exc:
+            return self.pick(request, backup, PatientSearchForm(), refusal=str(exc))
         confirm = PatientConfirmForm(initial={"national_id": national_id, "fingerprint": found.fingerprint})
         return self.preview_page(request, backup, found, confirm)
 
@@ -169,8 +162,8 @@ class SelectiveView:
                     address=client_address(request),
                     expected=form.cleaned_data["fingerprint"],
                 )
-            except Exception as exc:
-                form.add_error(None, _refusal(exc))
+            except RespaldoError as exc:
+                form.add_error(None, str(exc))
             else:
                 self.model_admin.message_user(request, _done(result), messages.SUCCESS)
                 # its result page, where it can be undone (exactly those rows)

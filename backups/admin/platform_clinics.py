@@ -20,7 +20,7 @@ from backups import services
 from backups.admin.display import status_badge
 from backups.admin.readonly import QuickRowCheckbox
 from backups.conf import conf
-from backups.exceptions import as_respaldo_error
+from backups.exceptions import RespaldoError
 from backups.humanize import human_ago, human_bytes, human_time
 from backups.models import BACKUP_STATUS_LABELS, Backup, JobStatus
 from backups.operations.overview import clinics_with_health, request_drill
@@ -181,10 +181,7 @@ class ClinicAdmin(QuickRowCheckbox, admin.ModelAdmin):
         for clinic, _source in ready:
             try:
                 backup = bring_back(clinic=clinic, requested_by=request.user.get_username())
-            except Exception as exc:
-                error = as_respaldo_error(exc)
-                if error is None:
-                    raise
+            except RespaldoError as error:
                 self.message_user(request, str(error), messages.ERROR)
             else:
                 done = _("%(clinic)s is back, with the data of backup #%(backup)s.")
@@ -225,10 +222,7 @@ class ClinicAdmin(QuickRowCheckbox, admin.ModelAdmin):
                 final = offboard_clinic(
                     clinic=clinic, requested_by=request.user.get_username(), address=client_address(request)
                 )
-            except Exception as exc:
-                error = as_respaldo_error(exc)
-                if error is None:
-                    raise
+            except RespaldoError as error:
                 self.message_user(request, str(error), messages.ERROR)
             else:
                 self.message_user(
@@ -261,10 +255,7 @@ class ClinicAdmin(QuickRowCheckbox, admin.ModelAdmin):
                 erasure = erase_clinic_backups(
                     clinic, actor=request.user.get_username(), reason=reason, address=client_address(request)
                 )
-            except Exception as exc:
-                error = as_respaldo_error(exc)
-                if error is None:
-                    raise
+            except RespaldoError as error:
                 self.message_user(request, str(error), messages.ERROR)
             else:
                 done = _("The archive key of %(clinic)s is destroyed and %(count)s stored backups deleted.")
@@ -381,10 +372,7 @@ class ClinicAdmin(QuickRowCheckbox, admin.ModelAdmin):
         for clinic in clinics:
             try:
                 run(clinic)
-            except Exception as exc:
-                error = as_respaldo_error(exc)
-                if error is None:
-                    raise
+            except RespaldoError as error:
                 refused = _("%(clinic)s: %(reason)s") % {"clinic": clinic.name, "reason": error}
                 self.message_user(request, refused, messages.WARNING)
             else:

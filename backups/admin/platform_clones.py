@@ -15,7 +15,7 @@ from django.utils.translation import gettext_lazy, pgettext_lazy
 
 from backups.admin.display import status_badge
 from backups.admin.readonly import CatalogAdmin
-from backups.exceptions import as_respaldo_error
+from backups.exceptions import RespaldoError
 from backups.models import Backup, CloneJob, JobStatus
 from backups.services import clone as clones
 from clinic_site.admin_sites import platform_site
@@ -130,10 +130,7 @@ class PlatformCloneAdmin(CatalogAdmin):
                     domain=data["domain"].strip() or None,
                     requested_by=request.user.get_username(),
                 )
-            except Exception as exc:
-                error = as_respaldo_error(exc)
-                if error is None:
-                    raise
+            except RespaldoError as error:
                 form.add_error(None, str(error))
             else:
                 messages.success(request, _("Clone #%(clone)s asked: a worker creates the clinic.") % {"clone": job.pk})

@@ -21,7 +21,7 @@ from django.views.decorators.csrf import csrf_exempt, csrf_protect
 
 from backups import services
 from backups.conf import conf
-from backups.exceptions import as_respaldo_error
+from backups.exceptions import RespaldoError
 from backups.services.upload import too_large_refusal, upload_refused
 from backups.web.forms import UploadForm, posted
 from backups.web.http import client_address
@@ -58,10 +58,7 @@ def upload_view(model_admin) -> Callable[[HttpRequest], HttpResponse]:
                         requested_by=request.user.get_username(),
                         address=client_address(request),
                     )
-                except Exception as exc:
-                    error = as_respaldo_error(exc)
-                    if error is None:
-                        raise
+                except RespaldoError as error:
                     form.add_error("file", str(error))
                 else:
                     backup = accepted.backup

@@ -31,7 +31,7 @@ from django.views.decorators.csrf import csrf_exempt
 
 from backups.api.errors import BadParameter, api_error, error_response
 from backups.exceptions import RespaldoError
-from backups.messages_api import API_ACTIONS
+from backups.messages.api import API_ACTIONS
 from backups.services.api_tokens import TokenRefused, token_authenticate
 from backups.services.api_usage import count_api_request
 from backups.web.http import client_address

@@ -6,7 +6,7 @@ from typing import Any
 
 from django.http import JsonResponse
 
-from backups.exceptions import RespaldoError, as_respaldo_error
+from backups.exceptions import RespaldoError
 
 NO_STORE = {"Cache-Control": "no-store"}
 
@@ -60,14 +60,6 @@ def error_response(error: RespaldoError, *, status: int | None = None, **extra: 
     if isinstance(retry_after, int):
         response["Retry-After"] = str(retry_after)
     return response
-
-
-def refusal_response(exc: Exception) -> JsonResponse:
-    """The answer for what a service raised: an expected refusal as JSON; anything else is re-raised."""
-    error = as_respaldo_error(exc)
-    if error is None:
-        raise exc
-    return error_response(error)
 
 
 def api_error(code: str, message_id: str | None = None, **params: Any) -> JsonResponse:

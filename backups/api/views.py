@@ -21,7 +21,7 @@ from django.utils.dateparse import parse_date, parse_datetime
 
 from backups import selectors, services
 from backups.api.access import Method, acting_token, check_csrf, endpoint
-from backups.api.errors import NO_STORE, BadParameter, api_error, error_response, field_errors, refusal_response
+from backups.api.errors import NO_STORE, BadParameter, api_error, error_response, field_errors
 from backups.api.serialize import absolute, backup_json, preview_json, restore_json
 from backups.conf import conf
 from backups.exceptions import RespaldoError
@@ -218,8 +218,8 @@ def create_backup(request: HttpRequest) -> HttpResponse:
             address=client_address(request),
             token=acting_token(request),
         )
-    except Exception as exc:
-        return refusal_response(exc)
+    except RespaldoError as exc:
+        return error_response(exc)
     return answer(
         backup_json(request, backup, detail=True), status=202, location=absolute(request, "backup", backup.pk)
     )
@@ -240,8 +240,8 @@ def download_backup(request: HttpRequest, backup_id: int) -> HttpResponse:
             address=client_address(request),
             token=acting_token(request),
         )
-    except Exception as exc:
-        return refusal_response(exc)
+    except RespaldoError as exc:
+        return error_response(exc)
     if result.link:
         return HttpResponseRedirect(result.link)
     return file_response(result, sha256=target.sha256)
@@ -262,8 +262,8 @@ def make_link(request: HttpRequest, backup_id: int) -> HttpResponse:
             token=acting_token(request),
             as_link=True,
         )
-    except Exception as exc:
-        return refusal_response(exc)
+    except RespaldoError as exc:
+        return error_response(exc)
     url = result.link or f"{absolute(request, 'backup_file', target.pk)}?sig={result.signed}"
     body = {
         "url": url,
@@ -281,8 +281,8 @@ def signed_file(request: HttpRequest, backup_id: int) -> HttpResponse:
         result = open_signed_download(_text_param(request, "sig"), clinic_id=request.tenant.pk, backup_id=backup_id)
     except BadParameter:
         return api_error("api_link_expired")
-    except Exception as exc:
-        return refusal_response(exc)
+    except RespaldoError as exc:
+        return error_response(exc)
     return file_response(result)
 
 
@@ -336,8 +336,8 @@ def start_restore(request: HttpRequest, backup_id: int) -> HttpResponse:
             address=client_address(request),
             token=acting_token(request),
         )
-    except Exception as exc:
-        return refusal_response(exc)
+    except RespaldoError as exc:
+        return error_response(exc)
     return answer(restore_json(request, started), status=202, location=absolute(request, "restore", started.pk))
 
 
@@ -372,8 +372,8 @@ def upload_backup(request: HttpRequest) -> HttpResponse:
             address=client_address(request),
             token=acting_token(request),
         )
-    except Exception as exc:
-        return refusal_response(exc)
+    except RespaldoError as exc:
+        return error_response(exc)
     backup = accepted.backup  # 200: the catalog already had this very file (not stored twice); 201: a new backup
     return answer(
         backup_json(request, backup, detail=True),

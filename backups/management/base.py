@@ -14,7 +14,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError
 from django.template.defaultfilters import filesizeformat
 
-from backups.exceptions import as_respaldo_error
+from backups.exceptions import RespaldoError, translated
 from backups.models import Backup
 
 
@@ -34,20 +34,18 @@ class RespaldoCommand(BaseCommand):
 
     def execute(self, *args: Any, **options: Any) -> Any:
         try:
-            if self.needs_archive_keys:
-                from backups.keys import check_key_configuration
+            with translated():  # a command also calls below the services (the keys, verification...)
+                if self.needs_archive_keys:
+                    from backups.keys import check_key_configuration
 
-                check_key_configuration()
-            return super().execute(*args, **options)
+                    check_key_configuration()
+                return super().execute(*args, **options)
         except CommandError as exc:
             if "\n" not in str(exc):
                 raise
             raise CommandError(one_line(str(exc)), returncode=exc.returncode) from None
-        except Exception as exc:
-            error = as_respaldo_error(exc)
-            if error is None:
-                raise
-            raise CommandError(one_line(str(error))) from exc
+        except RespaldoError as exc:
+            raise CommandError(one_line(str(exc))) from exc
 
 
 def backup_line(backup: Backup) -> str:

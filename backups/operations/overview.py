@@ -43,10 +43,9 @@ from django.db.models import (
 )
 from django.db.models.functions import Coalesce
 from django.utils import timezone
-from django.utils.translation import gettext_noop
 from django_tenants.utils import get_public_schema_name
 
-from backups.exceptions import MESSAGES, RespaldoError
+from backups.exceptions import RespaldoError, translated
 from backups.models import Backup, JobStatus, Restore
 from backups.operations.drills import DRILL_EVERY, FAILED, _enqueue_drill, newest_restorable
 from clinics.models import Clinic
@@ -225,15 +224,7 @@ class DrillRefused(RespaldoError):
     """A drill the platform asked for that cannot be queued."""
 
 
-MESSAGES.update(
-    {
-        "drill_offboarded": gettext_noop("%(clinic)s is offboarded: there is nothing to drill."),
-        "drill_no_backup": gettext_noop("%(clinic)s has no stored backup to drill yet: back it up first."),
-        "drill_waiting": gettext_noop("A drill of %(clinic)s is already waiting for a worker."),
-    }
-)
-
-
+@translated()
 def request_drill(clinic: Clinic, *, enqueue: bool = True) -> Backup:
     """Queue a drill of the clinic's newest stored backup now; returns that backup.
 

@@ -29,6 +29,7 @@ from backups.exceptions import (
     RespaldoError,
     as_respaldo_error,
     failure_reason,
+    translated,
 )
 from backups.keys.clinic import writing_identity
 from backups.manifest import manifest_build, manifest_summary
@@ -80,6 +81,7 @@ def check_not_busy(clinic: Clinic, *, restoring_ok: bool = False) -> None:
         raise ClinicBusy("clinic_busy", "clinic_busy_restore", clinic=clinic.schema_name, restore=restoring.pk)
 
 
+@translated()
 def backup_request(
     *,
     clinic: Clinic | int | str,

@@ -42,7 +42,7 @@ from psycopg import sql
 
 from backups import archive, jobs, postgres
 from backups.audit import audit
-from backups.exceptions import RespaldoError, RestoreRefused, as_respaldo_error, failure_reason
+from backups.exceptions import RespaldoError, RestoreRefused, as_respaldo_error, failure_reason, translated
 from backups.formats import format_for
 from backups.formats.scratch import check_read_to_the_end
 from backups.keys.clinic import reading_identities
@@ -177,6 +177,7 @@ def _check_source(backup: Backup | None, backup_id: int) -> Backup:
 # --- Requesting ----------------------------------------------------------------------------
 
 
+@translated()
 def clone_request(
     *,
     source_backup_id: int,

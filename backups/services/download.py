@@ -18,7 +18,7 @@ from django.utils import timezone
 from backups import storage
 from backups.audit import audit
 from backups.conf import conf
-from backups.exceptions import RespaldoError
+from backups.exceptions import RespaldoError, translated
 from backups.models import ApiToken, AuditEntry, Backup, Download
 from backups.services.backup import ARCHIVE_EXTENSION
 
@@ -45,6 +45,7 @@ def download_filename(backup: Backup) -> str:
     return f"{backup.clinic.schema_name}-{when}-{backup.pk}.{ARCHIVE_EXTENSION}"
 
 
+@translated()
 def backup_download(
     *,
     backup: Backup,
@@ -99,6 +100,7 @@ def backup_download(
     return result
 
 
+@translated()
 def open_signed_download(signed: str, *, clinic_id: int, backup_id: int) -> BackupDownload:
     """The download behind one of our own signed links for ``backup_id`` (recorded when the link was made).
 

@@ -15,10 +15,11 @@ from django.db import transaction
 from django.utils import timezone
 
 from backups.audit import audit
-from backups.exceptions import RespaldoError
+from backups.exceptions import RespaldoError, translated
 from backups.models import AuditEntry, Backup
 
 
+@translated()
 def hold_backup(backup: Backup, *, actor: str, reason: str, address: str | None = None) -> Backup:
     """Put a stored backup on legal hold; refused for one that is not stored, already held, or without a reason."""
     reason = reason.strip()[:200]
@@ -43,6 +44,7 @@ def hold_backup(backup: Backup, *, actor: str, reason: str, address: str | None 
     return row
 
 
+@translated()
 def release_backup(backup: Backup, *, actor: str, reason: str, address: str | None = None) -> Backup:
     """Release a backup from legal hold (retention applies to it again); the release is audited with its reason."""
     reason = reason.strip()[:200]

@@ -26,7 +26,7 @@ from psycopg import sql
 from backups import jobs, storage
 from backups.audit import SYSTEM, audit
 from backups.conf import conf
-from backups.exceptions import BackupRefused, ClinicBusy, RespaldoError, RestoreRefused
+from backups.exceptions import BackupRefused, ClinicBusy, RespaldoError, RestoreRefused, translated
 from backups.keys.clinic import erase_clinic_key
 from backups.models import ACTIVE_STATUSES, AuditEntry, Backup, BackupPolicy, ClinicKey, JobStatus, Restore
 from backups.services.backup import backup_request, backup_run, clinic_get
@@ -35,6 +35,7 @@ from clinics.models import Clinic, Domain
 logger = logging.getLogger(__name__)
 
 
+@translated()
 def offboard_clinic(*, clinic: Clinic | int | str, requested_by: str, address: str | None = None) -> Backup:
     """Take a last backup of the clinic, then drop its schema and domains; return that backup.
 
@@ -98,6 +99,7 @@ class Erasure:
     kept_held: list[int] = field(default_factory=list)
 
 
+@translated()
 def erase_clinic_backups(
     clinic: Clinic, *, actor: str, reason: str, address: str | None = None, now: datetime | None = None
 ) -> Erasure:
@@ -168,6 +170,7 @@ def _busy(clinic: Clinic) -> bool:
     return Backup.objects.filter(**active).exists() or Restore.objects.filter(**active).exists()
 
 
+@translated()
 def bring_back(
     *, clinic: Clinic | int, requested_by: str, backup_id: int | None = None, schema_name: str | None = None
 ) -> Backup:

@@ -21,7 +21,7 @@ from psycopg import sql
 from backups import archive, jobs, media, postgres
 from backups.audit import audit
 from backups.conf import conf
-from backups.exceptions import RespaldoError, RestoreRefused, as_respaldo_error, failure_reason
+from backups.exceptions import RespaldoError, RestoreRefused, as_respaldo_error, failure_reason, translated
 from backups.formats import format_for
 from backups.formats.pg import OLD_SCHEMA_SUFFIX  # noqa: F401 - the crash recovery and its tests name it
 from backups.formats.scratch import STAGING_SUFFIX, check_read_to_the_end  # noqa: F401 - STAGING_SUFFIX: as above
@@ -55,6 +55,7 @@ PHASE_LABELS = {
 # --- Requesting ------------------------------------------------------------------------
 
 
+@translated()
 def restore_request(
     *,
     clinic: Clinic | int | str,

@@ -52,7 +52,7 @@ from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
 from backups.audit import audit
-from backups.exceptions import RespaldoError, RestoreRefused, render
+from backups.exceptions import RespaldoError, RestoreRefused, render, translated
 from backups.formats.base import quote_ident
 from backups.models import AuditEntry, Backup, JobStatus, Restore, exact_json
 from backups.services import backup as backup_services
@@ -286,6 +286,7 @@ def dump_values(values: dict[str, Any]) -> str:
 # --- The services -------------------------------------------------------------------------
 
 
+@translated()
 def selective_preview(backup: Backup, *, national_id: str) -> SelectivePreview:
     """What restoring the patient ``national_id`` (and its records) from ``backup`` would do.
 
@@ -402,6 +403,7 @@ def _record(backup: Backup, national_id: str, safety: Backup, requested_by: str,
     )
 
 
+@translated()
 def selective_apply(
     backup: Backup,
     *,

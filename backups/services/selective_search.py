@@ -21,6 +21,7 @@ from datetime import date
 
 from django.db import connection, transaction
 
+from backups.exceptions import translated
 from backups.models import Backup
 from backups.services.selective_rows import read_from_backup, read_patient_list, table_name
 from dental.models import Patient
@@ -52,6 +53,7 @@ def fold(text: str) -> str:
     return "".join(c for c in decomposed if not unicodedata.combining(c)).casefold()
 
 
+@translated()
 def backup_patients(backup: Backup) -> list[BackupPatient]:
     """Every patient of ``backup`` (by last name, first name), each marked missing now or not."""
     rows = read_from_backup(backup, read_patient_list)

@@ -29,7 +29,7 @@ from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.utils import timezone
 
 from backups.audit import audit
-from backups.exceptions import RestoreRefused
+from backups.exceptions import RestoreRefused, translated
 from backups.formats.base import quote_ident
 from backups.models import AuditEntry, JobStatus, Restore
 from backups.services.selective import CHANGE, FieldDiff, RowChange, dump_values
@@ -112,6 +112,7 @@ def _refuse_unless_undoable(restore: Restore) -> None:
         raise RestoreRefused("selective_undo_not_selective", **where)
 
 
+@translated()
 def undo_preview(restore: Restore) -> UndoPreview:
     """What undoing the selective ``restore`` would remove and put back (reads the live rows, no locks).
 
@@ -156,6 +157,7 @@ def _write(cursor: Any, schema: str, tables: list[UndoTable]) -> None:
     cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")  # a row created since that refers to a removed one: now
 
 
+@translated()
 def selective_undo(restore: Restore, *, requested_by: str, address: str | None = None) -> UndoPreview:
     """Undo the selective ``restore``: remove the rows it added, put back the columns it changed.
 

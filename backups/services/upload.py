@@ -36,7 +36,7 @@ from django.utils import timezone, translation
 from backups import archive, jobs, postgres, storage
 from backups.audit import audit
 from backups.conf import conf
-from backups.exceptions import ClinicBusy, RespaldoError, UploadRefused
+from backups.exceptions import ClinicBusy, RespaldoError, UploadRefused, translated
 from backups.formats.json.fixture import FixtureConverter
 from backups.formats.json.parser import COPY_BYTES, human_size, not_recognized
 from backups.keys.clinic import manifest_of_other_clinic, reading_identities, writing_identity
@@ -95,6 +95,7 @@ def backup_from_upload(
     ).backup
 
 
+@translated()
 def upload_accept(
     *,
     clinic: Clinic | int | str,

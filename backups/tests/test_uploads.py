@@ -42,7 +42,7 @@ from backups.formats.json.parser import JsonArray
 from backups.formats.json.payload import payload_models, read_json_payload, write_json_payload
 from backups.keys import archive_identities
 from backups.keys.clinic import identities_held
-from backups.messages_upload import UPLOAD_MESSAGES
+from backups.messages.upload import UPLOAD_MESSAGES
 from backups.models import Backup, JobStatus
 from backups.postgres import find_pg_tools, libpq_environment
 from backups.services.upload import UploadRefused, backup_from_upload

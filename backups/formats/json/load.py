@@ -10,7 +10,6 @@ import psycopg
 from django.apps import apps
 from django.db import DatabaseError, connection, transaction
 from django.db.models import Model
-from django.utils.translation import gettext as _
 
 from backups.formats.json.kinds import KINDS, LoadContext
 from backups.formats.json.payload import (
@@ -42,7 +41,7 @@ class _TableLoader:
 
     def row(self, pk: Any, fields: dict) -> list[Any]:
         if pk is None:
-            raise self._error(pk, None, _("a record without a primary key cannot be restored"))
+            raise self._error(pk, None, {"message_id": "json.reason.no_pk", "params": {}})
         if fields.keys() != self.names:
             return self._row_with_defaults(pk, fields)
         name = self.pk.name
@@ -52,13 +51,14 @@ class _TableLoader:
                 value = fields[name]
                 row.append(None if value is None else converter(value))
         except (ValueError, TypeError, OverflowError) as exc:
-            raise self._error(pk, name, exc) from exc
+            raise self._error(pk, name, str(exc)) from exc  # Python's own words, kept as they are
         return row
 
     def _row_with_defaults(self, pk: Any, fields: dict) -> list[Any]:
         """A record with fields missing: they get their model default, as with loaddata."""
         if unknown := fields.keys() - self.names:
-            raise self._error(pk, None, _("unknown fields: %(fields)s") % {"fields": ", ".join(sorted(unknown))})
+            fields_list = ", ".join(sorted(unknown))
+            raise self._error(pk, None, {"message_id": "json.reason.unknown_fields", "params": {"fields": fields_list}})
         present = dict(fields)
         defaults = {}
         for column in self.table.fields:
@@ -66,7 +66,7 @@ class _TableLoader:
                 present[column.name] = None
                 default = column.field.get_default()
                 if default is None and not column.field.null:
-                    raise self._error(pk, column.name, _("the field is missing"))
+                    raise self._error(pk, column.name, {"message_id": "json.reason.field_missing", "params": {}})
                 defaults[column.name] = column.field.get_db_prep_save(default, connection)
         row = self.row(pk, present)
         for position, column in enumerate(self.table.fields, start=1):
@@ -74,22 +74,18 @@ class _TableLoader:
                 row[position] = defaults[column.name]
         return row
 
-    def _error(self, pk: Any, name: str | None, reason: Any) -> JsonPayloadError:
+    def _error(self, pk: Any, name: str | None, reason: str | dict) -> JsonPayloadError:
+        """``reason``: a tool's own words, or a message record ``{"message_id": ..., "params": ...}``."""
         where = f"{self.table.label} pk={pk!r}" + (f", field “{name}”" if name else "")
-        return JsonPayloadError(
-            _("The backup has an invalid record (%(where)s): %(reason)s.") % {"where": where, "reason": reason}
-        )
+        return JsonPayloadError("json.invalid_record", where=where, reason=reason)
 
 
 def _refused_model(label: str, app_labels: set[str]) -> JsonPayloadError:
     try:
         apps.get_model(label)
     except (LookupError, ValueError):
-        return JsonPayloadError(_("The backup holds records of an unknown model “%(model)s”.") % {"model": label})
-    return JsonPayloadError(
-        _("The backup holds records of “%(model)s”: a json restore replaces only the clinic's records (%(apps)s).")
-        % {"model": label, "apps": ", ".join(sorted(app_labels))}
-    )
+        return JsonPayloadError("json.unknown_model", model=label)
+    return JsonPayloadError("json.not_clinic_model", model=label, apps=", ".join(sorted(app_labels)))
 
 
 def _database_refusal(exc: BaseException) -> JsonPayloadError:
@@ -101,7 +97,7 @@ def _database_refusal(exc: BaseException) -> JsonPayloadError:
         reason += f" ({detail})"
     if context := getattr(diag, "context", None):
         reason += f" [{context.splitlines()[0]}]"
-    return JsonPayloadError(_("The database refused the backup's data: %(reason)s.") % {"reason": reason})
+    return JsonPayloadError("json.database_refused", reason=reason)
 
 
 def load_json_payload(
@@ -127,7 +123,7 @@ def load_json_payload(
         with transaction.atomic(), connection.cursor() as cursor:
             schema = _current_schema(cursor)
             if schema in (None, get_public_schema_name()):
-                raise JsonPayloadError(_("A json backup is restored into a clinic's schema, never the public one."))
+                raise JsonPayloadError("json.public_schema")
             context = LoadContext.current()
             converters = {name: kind.loader(context) for name, kind in KINDS.items()}
             loaders = {table.label: _TableLoader(table, schema, converters) for table in tables}
@@ -159,10 +155,8 @@ def load_json_payload(
 
 
 def _nothing_restored(reason: JsonPayloadError) -> JsonPayloadError:
-    text = str(reason)
-    return JsonPayloadError(
-        _("%(reason)s Nothing was restored.") % {"reason": text if text.endswith(".") else text + "."}
-    )
+    # every sentence of backups.messages.formats ends with a full stop (checked by test_messages)
+    return JsonPayloadError("json.nothing_restored", reason=reason.record)
 
 
 def _reset_sequences(cursor, schema: str, table: PayloadTable) -> None:
@@ -182,6 +176,4 @@ def _check_counts(counts: dict[str, int], expected: dict[str, int]) -> None:
         if counts.get(name, 0) != expected.get(name, 0)
     ]
     if wrong:
-        raise JsonPayloadError(
-            _("The restored row counts differ from the backup's manifest (%(tables)s).") % {"tables": "; ".join(wrong)}
-        )
+        raise JsonPayloadError("json.row_counts", tables="; ".join(wrong))

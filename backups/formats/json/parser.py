@@ -16,7 +16,7 @@ from typing import Any, BinaryIO
 from django.utils import translation
 
 from backups.exceptions import UploadRefused, render
-from backups.messages_upload import UPLOAD_MESSAGES
+from backups.messages.upload import UPLOAD_MESSAGES
 
 MAX_RECORD_CHARS = 64 * 1024**2  # one record of a JSON file (a large X-ray in base64...)
 MAX_NUMBER_DIGITS = 4300  # Python's default limit for int(text); longer numbers are refused

@@ -46,10 +46,10 @@ from typing import Any, BinaryIO
 from django.conf import settings
 from django.db import connection, models
 from django.db.models import Model
-from django.utils.translation import gettext as _
 
 from backups.conf import app_config, conf
 from backups.formats.json.kinds import JSON_DECODER, JSON_NULL, KINDS
+from backups.messages import render
 
 __all__ = [
     "JSON_NULL",
@@ -67,9 +67,27 @@ JSON_NULLS_KEY = "json_nulls"
 
 
 class JsonPayloadError(Exception):
-    """A json payload cannot be written, read or restored; the message is meant for a clinic admin."""
+    """A json payload cannot be written, read or restored; the message is meant for a clinic admin.
 
-    code = "json_payload"  # backups.exceptions renders it, with this text as the detail
+    It holds a message id of ``backups.messages.formats`` and its parameters, rendered in the
+    reader's language when shown (``str()``); a service turns it into the RespaldoError
+    "json_payload" with this message as its detail.
+    """
+
+    code = "json_payload"
+
+    def __init__(self, message_id: str, /, **params: Any) -> None:
+        super().__init__(message_id)
+        self.message_id = message_id
+        self.params = params
+
+    def __str__(self) -> str:
+        return render(self.message_id, self.params)
+
+    @property
+    def record(self) -> dict[str, Any]:
+        """The message as a parameter of another one (rendered when shown)."""
+        return {"message_id": self.message_id, "params": self.params}
 
 
 # --- Which models, in which order -------------------------------------------------------
@@ -152,8 +170,7 @@ def _kind(model: type[Model], field: models.Field) -> str:
     kind = _KIND_BY_INTERNAL_TYPE.get(target.get_internal_type())
     if kind is None:
         raise JsonPayloadError(
-            _("%(field)s: fields of type %(type)s cannot be kept in the json backup format.")
-            % {"field": f"{model._meta.label_lower}.{field.name}", "type": target.get_internal_type()}
+            "json.field_type", field=f"{model._meta.label_lower}.{field.name}", type=target.get_internal_type()
         )
     return kind
 
@@ -302,13 +319,11 @@ _JSON_WHITESPACE = " \t\r\n"
 
 
 def _too_long(line: int, limit: int) -> JsonPayloadError:
-    return JsonPayloadError(
-        _("Line %(line)d of the backup is longer than %(limit)d bytes.") % {"line": line, "limit": limit}
-    )
+    return JsonPayloadError("json.line_too_long", line=line, limit=limit)
 
 
 def _truncated() -> JsonPayloadError:
-    return JsonPayloadError(_("The backup's data ends too early: the file is incomplete (truncated or damaged)."))
+    return JsonPayloadError("json.truncated")
 
 
 def _lines(stream: BinaryIO, max_line_bytes: int) -> Iterator[tuple[int, bytes, bool]]:
@@ -347,9 +362,7 @@ def _record(number: int, text: str, complete: bool) -> tuple[str, Any, dict]:
         if not complete:
             raise _truncated() from exc
         error = f"{exc.msg} at column {exc.colno}" if isinstance(exc, json.JSONDecodeError) else str(exc)
-        raise JsonPayloadError(
-            _("Line %(line)d of the backup is not valid JSON: %(error)s.") % {"line": number, "error": error}
-        ) from exc
+        raise JsonPayloadError("json.line_not_json", line=number, error=error) from exc
     if not (
         obj.__class__ is dict
         and obj.keys() <= _RECORD_KEYS
@@ -357,18 +370,12 @@ def _record(number: int, text: str, complete: bool) -> tuple[str, Any, dict]:
         and isinstance(obj.get("model"), str)
         and isinstance(obj.get("fields"), dict)
     ):
-        raise JsonPayloadError(
-            _('Line %(line)d of the backup is not a record {"model": ..., "pk": ..., "fields": {...}}.')
-            % {"line": number}
-        )
+        raise JsonPayloadError("json.line_not_record", line=number)
     fields = obj["fields"]
     if JSON_NULLS_KEY in obj:
         nulls = obj[JSON_NULLS_KEY]
         if not isinstance(nulls, list) or any(not isinstance(n, str) or fields.get(n, 0) is not None for n in nulls):
-            raise JsonPayloadError(
-                _("Line %(line)d of the backup has an invalid “%(key)s” list.")
-                % {"line": number, "key": JSON_NULLS_KEY}
-            )
+            raise JsonPayloadError("json.line_bad_list", line=number, key=JSON_NULLS_KEY)
         for name in nulls:
             fields[name] = JSON_NULL
     return obj["model"], obj["pk"], fields
@@ -378,7 +385,7 @@ def _record_line(state: str, number: int, text: str, complete: bool) -> tuple[st
     """A line where a record (or the closing "]") is expected: the next state and the record, if any."""
     if text == "]":
         if state == "records":
-            raise JsonPayloadError(_("Line %(line)d: a record was expected after the comma.") % {"line": number})
+            raise JsonPayloadError("json.record_after_comma", line=number)
         return "end", None
     if text[-1] == ",":
         return "records", _record(number, text[:-1], complete)
@@ -389,17 +396,15 @@ def _frame_line(state: str, number: int, text: str) -> str:
     """A line before the first record or after the last one: the next state."""
     if state == "start":
         if text.startswith("{"):
-            raise JsonPayloadError(_("The backup's data is a single JSON object, not a list of records."))
+            raise JsonPayloadError("json.single_object")
         if text not in ("[", "[]"):
-            raise JsonPayloadError(_("The backup's data does not start with a list of records (“[”)."))
+            raise JsonPayloadError("json.not_a_list")
         return "end" if text == "[]" else "first_record"
     if state == "after_record" and text != "]":
-        raise JsonPayloadError(
-            _("Line %(line)d: records must be separated by commas (the record before has none).") % {"line": number}
-        )
+        raise JsonPayloadError("json.missing_comma", line=number)
     if state == "after_record":
         return "end"
-    raise JsonPayloadError(_("Line %(line)d: unexpected data after the end of the records.") % {"line": number})
+    raise JsonPayloadError("json.data_after_end", line=number)
 
 
 def read_json_payload(stream: BinaryIO, *, max_line_bytes: int = 64 << 20) -> Iterator[tuple[str, Any, dict]]:
@@ -418,7 +423,7 @@ def read_json_payload(stream: BinaryIO, *, max_line_bytes: int = 64 << 20) -> It
         except UnicodeDecodeError as exc:
             if not complete and state != "start":
                 raise _truncated() from exc
-            raise JsonPayloadError(_("Line %(line)d of the backup is not UTF-8 text.") % {"line": number}) from exc
+            raise JsonPayloadError("json.line_not_utf8", line=number) from exc
         text = text.strip(_JSON_WHITESPACE)
         if number == 1:
             text = text.removeprefix("\ufeff")
@@ -431,6 +436,6 @@ def read_json_payload(stream: BinaryIO, *, max_line_bytes: int = 64 << 20) -> It
         else:
             state = _frame_line(state, number, text)
     if state == "start":
-        raise JsonPayloadError(_("The backup's data is empty."))
+        raise JsonPayloadError("json.empty")
     if state != "end":
         raise _truncated()

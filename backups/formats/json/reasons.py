@@ -16,7 +16,7 @@ from django.utils.functional import Promise
 
 from backups.exceptions import render
 from backups.formats.json.parser import MAX_NUMBER_DIGITS, message_param
-from backups.messages_upload import UPLOAD_MESSAGES
+from backups.messages.upload import UPLOAD_MESSAGES
 
 
 class BadValue(ValueError):

@@ -1,6 +1,6 @@
-"""The sentences of upload refusals (backups/services/upload.py), by message id, for ``exceptions.MESSAGES``.
+"""The sentences of upload refusals (backups/services/upload.py), by message id, for ``backups.messages.MESSAGES``.
 
-Marked for makemessages, translated only by ``exceptions.render()``. A refusal keeps its
+Marked for makemessages, translated only by ``backups.messages.render()``. A refusal keeps its
 message id and parameters; a parameter may itself be a message (``{"message_id": ...,
 "params": ...}``): the reason inside "field “x”: ...", the JSON parser's complaint, the kind
 of value expected or found.

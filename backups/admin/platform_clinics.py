@@ -1,6 +1,6 @@
 """The platform's clinics page: every clinic with its backup health, and what the platform does to a clinic.
 
-The list is annotated with each clinic's health (``backups.operations.overview.clinics_with_health``)
+The list is annotated with each clinic's health (``backups.selectors.platform.clinics_with_health``)
 and filters on it; the clinic's page offers offboarding, crypto-erasure and bringing a clinic
 back, and the list's actions back up or drill the selected clinics now. Registered for
 ``clinics.Clinic`` on the platform's site (the tenancy app itself knows nothing of backups);
@@ -23,7 +23,8 @@ from backups.conf import conf
 from backups.exceptions import RespaldoError
 from backups.humanize import human_ago, human_bytes, human_time
 from backups.models import BACKUP_STATUS_LABELS, Backup, JobStatus
-from backups.operations.overview import clinics_with_health, request_drill
+from backups.operations.drills import request_drill
+from backups.selectors.platform import clinics_with_health
 from backups.services.offboard import bring_back, bring_back_source, erase_clinic_backups, offboard_clinic
 from backups.services.recover import clinic_domain
 from backups.web.http import client_address
@@ -31,7 +32,7 @@ from clinic_site.admin_sites import platform_site
 from clinics.admin import DomainInline
 from clinics.models import Clinic
 
-# --- Filters on the backup health annotations (backups.operations.overview.clinics_with_health) ---
+# --- Filters on the backup health annotations (backups.selectors.platform.clinics_with_health) ---
 
 
 class _FlagFilter(admin.SimpleListFilter):
@@ -291,7 +292,7 @@ class ClinicAdmin(QuickRowCheckbox, admin.ModelAdmin):
         primary = next((d for d in obj.domains.all() if d.is_primary), None)
         return primary.domain if primary else "—"
 
-    # --- Backup health (annotations of backups.operations.overview.clinics_with_health) ---
+    # --- Backup health (annotations of backups.selectors.platform.clinics_with_health) ---
 
     def sort_query(self, column: str, *, descending: bool = True) -> str:
         """The changelist's query string sorting by ``column`` (the admin's ``o`` counts the checkbox)."""

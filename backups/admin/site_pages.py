@@ -1,7 +1,7 @@
 """What the backup product adds to the two admin sites' own pages (``clinic_site.admin_sites``).
 
 * The platform's index: every clinic's backup health summed up above the app list
-  (``backups.operations.overview``), with the trend of the last 60 backups.
+  (``backups.selectors.platform``), with the trend of the last 60 backups.
 * A clinic's login page: when a restore signed this browser out, it says so and leads back to
   that restore. A restore keeps everyone the restored data still knows signed in
   (``backups.services.sessions``); a session it had to sign out names the restore.
@@ -21,7 +21,7 @@ from django.utils.translation import gettext as _
 
 from backups.admin.trends import trend_context
 from backups.models import Backup, Restore
-from backups.operations.overview import platform_overview
+from backups.selectors.platform import platform_overview
 from backups.services.sessions import forget_signed_out, signed_out_by_restore
 from clinic_site.admin_sites import clinic_site, platform_site
 from clinics.models import Clinic

@@ -1,4 +1,4 @@
-"""The sentences of a drill the platform asks for (backups/operations/overview.py), by message id."""
+"""The sentences of a drill the platform asks for (backups/operations/drills.py request_drill), by message id."""
 
 from django.utils.translation import gettext_noop as _
 

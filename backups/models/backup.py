@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
@@ -9,6 +11,11 @@ from django.utils.translation import gettext_lazy as _
 from django.utils.translation import pgettext_lazy
 
 from backups.models.jobs import BACKUP_STATUS_LABELS, Job, JobStatus
+
+# A backup's drill (``drill_status``): how the last verification or restore drill ended. A clinic
+# whose newest backup was not drilled within DRILL_EVERY is due one (the platform shows it overdue).
+DRILL_SUCCEEDED, DRILL_FAILED = "succeeded", "failed"
+DRILL_EVERY = timedelta(days=7)
 
 
 class BackupQuerySet(models.QuerySet):
@@ -76,7 +83,7 @@ class Backup(Job):
         ordering = ["-requested_at", "-id"]
         indexes = [
             models.Index(fields=["clinic", "-requested_at"], name="backup_clinic_newest"),
-            # the platform's pages (backups/operations/overview.py, selectors/trends.py): the newest successes
+            # the platform's pages (backups/selectors/platform.py, selectors/trends.py): the newest successes
             # of all clinics, each clinic's stored bytes, its newest drill
             models.Index(fields=["-succeeded_at"], name="backup_succeeded_newest", condition=Q(status="succeeded")),
             models.Index(

@@ -16,7 +16,8 @@ code, message id, parameters): a failed drill counts as a failed backup (see
 :func:`failed_drills`). Both write an audit entry and send ``drill_finished``.
 
 :func:`dispatch_drills` (called by the dispatcher every minute) enqueues a drill of each
-clinic's newest successful backup when the clinic's newest drill is older than a week.
+clinic's newest successful backup when the clinic's newest drill is older than a week;
+:func:`request_drill` queues one now for a clinic the platform picked ("drill selected now").
 """
 
 from __future__ import annotations
@@ -34,21 +35,21 @@ from psycopg import sql
 
 from backups import postgres
 from backups.audit import audit
-from backups.exceptions import RestoreRefused, as_respaldo_error, failure_reason
+from backups.exceptions import RespaldoError, RestoreRefused, as_respaldo_error, failure_reason, translated
 from backups.formats import format_for
 from backups.jobs import LOCK_NAMESPACE
 from backups.keys.clinic import reading_identities
 from backups.models import AuditEntry, Backup, JobStatus
+from backups.models.backup import DRILL_EVERY, DRILL_FAILED, DRILL_SUCCEEDED
 from backups.services.verification import check_migrations, verified_copy, verify_stored
 from backups.signals import drill_finished
 from clinics.models import Clinic
 
 logger = logging.getLogger(__name__)
 
-DRILL_EVERY = timedelta(days=7)
 DRILLS_PER_MINUTE = 3
 SCRATCH_INFIX = "__drill_"
-SUCCEEDED, FAILED = "succeeded", "failed"
+SUCCEEDED, FAILED = DRILL_SUCCEEDED, DRILL_FAILED
 # Only one dispatcher at a time picks drills (a transaction-level advisory lock on this key).
 _DISPATCH_LOCK_KEY = 0x44524C  # "DRL"
 
@@ -153,11 +154,7 @@ def drill(backup: Backup | int) -> Backup:
 
 def newest_restorable(clinic_ref: OuterRef | int) -> QuerySet[Backup]:
     """A clinic's successful, still stored backups, newest first."""
-    return (
-        Backup.objects.filter(clinic_id=clinic_ref, status=JobStatus.SUCCEEDED, expired_at__isnull=True)
-        .exclude(storage_name="")
-        .order_by("-succeeded_at", "-id")
-    )
+    return Backup.objects.stored().filter(clinic_id=clinic_ref).order_by("-succeeded_at", "-id")
 
 
 def drills_due(now: datetime, *, limit: int = DRILLS_PER_MINUTE) -> list[int]:
@@ -224,3 +221,32 @@ def latest_to_check(schema: str | None = None) -> list[tuple[Clinic, Backup | No
     if schema:
         clinics = clinics.filter(schema_name=schema)
     return [(clinic, newest_restorable(clinic.pk).select_related("clinic").first()) for clinic in clinics]
+
+
+class DrillRefused(RespaldoError):
+    """A drill the platform asked for that cannot be queued."""
+
+
+@translated()
+def request_drill(clinic: Clinic, *, enqueue: bool = True) -> Backup:
+    """Queue a drill of the clinic's newest stored backup now; returns that backup.
+
+    Refused (:class:`DrillRefused`) for an offboarded clinic, one without a stored backup, or one
+    with a drill asked for in the last day that has not run yet (the dispatcher's own rule). The
+    drill writes its audit entry when it runs, as the dispatcher's drills do.
+    """
+    now = timezone.now()
+    if clinic.offboarded_at is not None:
+        raise DrillRefused("drill_refused", "drill_offboarded", clinic=clinic.name)
+    with transaction.atomic():
+        backup = newest_restorable(clinic.pk).select_for_update().first()
+        if backup is None:
+            raise DrillRefused("drill_refused", "drill_no_backup", clinic=clinic.name)
+        waiting = Backup.objects.filter(clinic_id=clinic.pk, drill_requested_at__gte=now - timedelta(days=1))
+        waiting = waiting.filter(Q(drilled_at__isnull=True) | Q(drilled_at__lt=F("drill_requested_at")))
+        if waiting.exists():
+            raise DrillRefused("drill_refused", "drill_waiting", clinic=clinic.name)
+        Backup.objects.filter(pk=backup.pk).update(drill_requested_at=now)
+        if enqueue:
+            transaction.on_commit(lambda: _enqueue_drill(backup.pk))
+    return backup

@@ -14,7 +14,7 @@ from django_tenants.utils import schema_context
 
 from backups.exceptions import BackupRefused, RespaldoError
 from backups.models import AuditEntry, Backup, ClinicKey, JobStatus
-from backups.operations.overview import platform_overview
+from backups.selectors.platform import platform_overview
 from backups.services.legal_hold import hold_backup, release_backup
 from backups.services.offboard import erase_clinic_backups, erase_offboarded, offboard_clinic
 from backups.services.policy import policy_for

@@ -14,7 +14,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from backups.models import Backup, BackupPolicy, JobStatus, Restore
-from backups.operations.overview import clinics_with_health, platform_clinics, platform_overview
+from backups.selectors.platform import clinics_with_health, platform_clinics, platform_overview
 from backups.tests import catalog_fill
 from clinics.models import Clinic
 from conftest import host_client

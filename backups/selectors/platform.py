@@ -1,4 +1,4 @@
-"""The platform console's numbers: every clinic's backup health, in a bounded number of queries.
+"""The platform console's numbers (reads only): every clinic's backup health, in a bounded number of queries.
 
 * :func:`clinics_with_health` annotates a queryset of clinics with what the clinics list
   shows and filters on (last usable backup, last status, last verification, stored size and
@@ -7,8 +7,6 @@
   one query for a page of clinics, however many there are.
 * :func:`platform_overview` is the index page's summary: five small queries whatever the
   number of clinics and catalog rows.
-* :func:`request_drill` asks for a drill of a clinic's newest stored backup now (the
-  platform's "drill selected now").
 
 "Past the threshold" is the missed-backup alert's rule (``alerts.is_stale``) in SQL: daily
 backups on, and no usable backup (succeeded, not failed its drill, not uploaded) within the
@@ -20,7 +18,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from django.db import transaction
 from django.db.models import (
     BigIntegerField,
     BooleanField,
@@ -45,9 +42,9 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 from django_tenants.utils import get_public_schema_name
 
-from backups.exceptions import RespaldoError, translated
 from backups.models import Backup, JobStatus, Restore
-from backups.operations.drills import DRILL_EVERY, FAILED, _enqueue_drill, newest_restorable
+from backups.models.backup import DRILL_EVERY
+from backups.models.backup import DRILL_FAILED as FAILED
 from clinics.models import Clinic
 
 RECENT = timedelta(hours=24)
@@ -218,32 +215,3 @@ def platform_overview(now: datetime | None = None) -> Overview:
         held_size=totals["held_size"] or 0,
         biggest=biggest_clinics(stored=stored),
     )
-
-
-class DrillRefused(RespaldoError):
-    """A drill the platform asked for that cannot be queued."""
-
-
-@translated()
-def request_drill(clinic: Clinic, *, enqueue: bool = True) -> Backup:
-    """Queue a drill of the clinic's newest stored backup now; returns that backup.
-
-    Refused (:class:`DrillRefused`) for an offboarded clinic, one without a stored backup, or one
-    with a drill asked for in the last day that has not run yet (the dispatcher's own rule). The
-    drill writes its audit entry when it runs, as the dispatcher's drills do.
-    """
-    now = timezone.now()
-    if clinic.offboarded_at is not None:
-        raise DrillRefused("drill_refused", "drill_offboarded", clinic=clinic.name)
-    with transaction.atomic():
-        backup = newest_restorable(clinic.pk).select_for_update().first()
-        if backup is None:
-            raise DrillRefused("drill_refused", "drill_no_backup", clinic=clinic.name)
-        waiting = Backup.objects.filter(clinic_id=clinic.pk, drill_requested_at__gte=now - timedelta(days=1))
-        waiting = waiting.filter(Q(drilled_at__isnull=True) | Q(drilled_at__lt=F("drill_requested_at")))
-        if waiting.exists():
-            raise DrillRefused("drill_refused", "drill_waiting", clinic=clinic.name)
-        Backup.objects.filter(pk=backup.pk).update(drill_requested_at=now)
-        if enqueue:
-            transaction.on_commit(lambda: _enqueue_drill(backup.pk))
-    return backup

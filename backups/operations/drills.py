@@ -37,7 +37,7 @@ from backups.audit import audit
 from backups.clinic_keys import reading_identities
 from backups.exceptions import RespaldoError, RestoreRefused, as_respaldo_error, failure_reason
 from backups.formats.restore_into import RestoreIntoError, restore_into_json
-from backups.jobs import LOCK_NAMESPACE
+from backups.jobs.locks import CLINIC_JOBS, advisory_xact_lock
 from backups.models import AuditEntry, Backup, JobStatus
 from backups.services.scratch import check_read_to_the_end, scratch_pg
 from backups.services.verification import check_migrations, verified_copy, verify_stored
@@ -209,9 +209,8 @@ def recently_requested(now: datetime) -> QuerySet:
 @contextlib.contextmanager
 def _dispatch_lock() -> Iterator[bool]:
     """One dispatcher at a time picks drills; the others skip (a transaction-level advisory lock)."""
-    with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute("SELECT pg_try_advisory_xact_lock(%s, %s)", [LOCK_NAMESPACE, _DISPATCH_LOCK_KEY])
-        yield bool(cursor.fetchone()[0])
+    with transaction.atomic():
+        yield advisory_xact_lock(CLINIC_JOBS, _DISPATCH_LOCK_KEY)
 
 
 def dispatch_drills(now: datetime | None = None, *, enqueue: bool = True) -> list[int]:

@@ -28,8 +28,6 @@ from backups.exceptions import (
     ClinicBusy,
     ClinicNotFound,
     RespaldoError,
-    as_respaldo_error,
-    failure_reason,
 )
 from backups.manifest import manifest_build, manifest_summary
 from backups.models import ACTIVE_STATUSES, AuditEntry, Backup, JobStatus, Restore
@@ -199,19 +197,17 @@ def backup_run(*, backup_id: int) -> Backup:
         return backup_run(backup_id=retry.pk) if retry else Backup.objects.get(pk=backup_id)
     if backup.status != JobStatus.PENDING:
         return backup
-    try:
-        with jobs.clinic_job_lock(backup.clinic_id):
-            if not jobs.claim(Backup, backup_id, phase="starting"):
-                return Backup.objects.get(pk=backup_id)
-            try:
-                _execute(Backup.objects.select_related("clinic").get(pk=backup_id))
-            except Exception as exc:
-                if as_respaldo_error(exc) is None:
-                    logger.exception("Backup #%s failed unexpectedly", backup_id)
-                backup_fail(backup_id, failure_reason(exc))
-    except ClinicBusy as exc:
-        backup_fail(backup_id, exc)
-    return Backup.objects.get(pk=backup_id)
+    return jobs.run(
+        Backup,
+        backup_id,
+        lock=jobs.clinic_lock(backup.clinic_id),
+        busy=ClinicBusy("clinic_busy", "clinic_locked"),
+        phase="starting",
+        execute=lambda: _execute(Backup.objects.select_related("clinic").get(pk=backup_id)),
+        on_failure=lambda reason: backup_fail(backup_id, reason),
+        label="Backup",
+        log=logger,
+    )
 
 
 def backup_recover_crashed(backup: Backup) -> Backup | None:

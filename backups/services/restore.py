@@ -25,7 +25,7 @@ from backups import archive, jobs, media, postgres
 from backups.audit import audit
 from backups.clinic_keys import reading_identities
 from backups.conf import conf
-from backups.exceptions import RespaldoError, RestoreRefused, as_respaldo_error, failure_reason
+from backups.exceptions import RespaldoError, RestoreRefused
 from backups.formats import pg
 from backups.formats.json.load import load_json_payload
 from backups.formats.pg import OLD_SCHEMA_SUFFIX
@@ -181,19 +181,17 @@ def restore_run(*, restore_id: int) -> Restore:
         return Restore.objects.get(pk=restore_id)
     if restore.status != JobStatus.PENDING:
         return restore
-    try:
-        with jobs.clinic_job_lock(restore.clinic_id):
-            if not jobs.claim(Restore, restore_id, phase=PHASE_VERIFYING):
-                return Restore.objects.get(pk=restore_id)
-            try:
-                _execute(restore)
-            except Exception as exc:
-                if as_respaldo_error(exc) is None:
-                    logger.exception("Restore #%s failed unexpectedly", restore_id)
-                _settle_failure(restore_id, failure_reason(exc))
-    except jobs.ClinicBusy as exc:
-        _fail(restore_id, exc)
-    return Restore.objects.get(pk=restore_id)
+    return jobs.run(
+        Restore,
+        restore_id,
+        lock=jobs.clinic_lock(restore.clinic_id),
+        busy=jobs.ClinicBusy("clinic_busy", "clinic_locked"),
+        phase=PHASE_VERIFYING,
+        execute=lambda: _execute(restore),
+        on_failure=lambda reason: _settle_failure(restore_id, reason),
+        label="Restore",
+        log=logger,
+    )
 
 
 def _settle_failure(restore_id: int, reason: RespaldoError) -> None:

@@ -43,6 +43,7 @@ from backups.services import backup as backup_services
 from backups.services import sessions
 from backups.services.scratch import check_read_to_the_end, tools_for
 from backups.services.verification import VerifiedCopy, check_migrations, verified_copy
+from backups.signals import restore_finished
 from clinics.models import Clinic
 
 logger = logging.getLogger(__name__)
@@ -172,13 +173,17 @@ def restore_run(*, restore_id: int) -> Restore:
     """Run a pending restore to the end and return its final row. Never runs one twice.
 
     A restore found already running lost its worker: it is settled by
-    ``restore_recover_crashed`` from what its transaction left, and never run again.
+    ``restore_recover_crashed`` from what its transaction left, and never run again. The end
+    of a restore this call settled is announced (``restore_finished``) once committed.
     """
     restore = Restore.objects.select_related("clinic", "backup").get(pk=restore_id)
     if restore.status == JobStatus.RUNNING:
-        if not jobs.clinic_lock_is_held(restore.clinic_id):
-            restore_recover_crashed(restore)
-        return Restore.objects.get(pk=restore_id)
+        if jobs.clinic_lock_is_held(restore.clinic_id):
+            return Restore.objects.get(pk=restore_id)
+        restore_recover_crashed(restore)
+        settled = Restore.objects.get(pk=restore_id)
+        _announce(settled)
+        return settled
     if restore.status != JobStatus.PENDING:
         return restore
     return jobs.run(
@@ -191,7 +196,14 @@ def restore_run(*, restore_id: int) -> Restore:
         on_failure=lambda reason: _settle_failure(restore_id, reason),
         label="Restore",
         log=logger,
+        finished=_announce,
     )
+
+
+def _announce(restore: Restore) -> None:
+    """Tell who listens (email, webhooks) that ``restore`` ended, once committed."""
+    if restore.status in jobs.FINAL_STATUSES:
+        jobs.announce(restore_finished, Restore, restore=restore)
 
 
 def _settle_failure(restore_id: int, reason: RespaldoError) -> None:

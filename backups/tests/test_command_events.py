@@ -13,7 +13,7 @@ from django.contrib.auth.models import User
 from django.core.management import call_command
 from django_tenants.utils import schema_context
 
-from backups import tasks
+from backups import services, tasks
 from backups.models import Backup, BackupPolicy, JobStatus, Restore
 from backups.models_webhooks import WebhookDelivery, WebhookEndpoint
 from backups.operations import webhooks
@@ -78,6 +78,21 @@ def test_a_backup_run_by_the_command_emails_and_fires_its_webhook(
     assert events(receiver) == ["backup.succeeded"]
     delivery = WebhookDelivery.objects.get(endpoint=hook)
     assert (delivery.event, delivery.status) == ("backup.succeeded", "delivered")
+
+
+def test_a_worker_given_the_same_backup_twice_announces_it_once(db, smtp, receiver, django_capture_on_commit_callbacks):
+    Clinic.objects.filter(schema_name="clinica").update(language="en")
+    clinic = Clinic.objects.get(schema_name="clinica")
+    BackupPolicy.objects.filter(clinic=clinic).update(notify_emails=POLICY_ADDRESS)
+    WebhookEndpoint.objects.create(clinic=clinic, url=receiver.url)
+    requested = services.backup_request(clinic="clinica", kind=Backup.Kind.SCHEDULED, enqueue=False)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        assert tasks.run_backup(requested.pk) == JobStatus.SUCCEEDED
+        assert tasks.run_backup(requested.pk) == JobStatus.SUCCEEDED  # the queue delivered it again
+
+    assert len(smtp.envelopes) == 1 and f"Backup #{requested.pk} succeeded" in subjects(smtp)[0]
+    assert events(receiver) == ["backup.succeeded"]
 
 
 @pytest.fixture

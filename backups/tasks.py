@@ -8,44 +8,26 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from django.dispatch import Signal
 from django.utils import timezone
 
 from backups import services
 from backups.jobs import reset_schema
-from backups.models import Backup, JobStatus, Restore
-from backups.signals import backup_finished, restore_finished
 
 logger = logging.getLogger(__name__)
 
-_FINAL = {JobStatus.SUCCEEDED, JobStatus.FAILED}
-
-
-def _announce(signal: Signal, sender: type, **kwargs) -> None:
-    """Send ``signal``; a failing receiver (a mail server down) is logged, never fails the job."""
-    for receiver, result in signal.send_robust(sender=sender, **kwargs):
-        if isinstance(result, Exception):
-            logger.error("%r failed: %r", receiver, result, exc_info=result)
-
 
 def run_backup(backup_id: int) -> str:
-    """Run one requested backup; returns its final status."""
+    """Run one requested backup (its end is announced by the service); returns its final status."""
     reset_schema()
-    backup = services.backup_run(backup_id=backup_id)
-    if backup.status in _FINAL:
-        _announce(backup_finished, Backup, backup=backup)
-    return backup.status
+    return services.backup_run(backup_id=backup_id).status
 
 
 def run_restore(restore_id: int) -> str:
-    """Run one requested restore (never twice); returns its final status."""
+    """Run one requested restore (never twice; its end is announced by the service); returns its final status."""
     from backups.services import restore as restores
 
     reset_schema()
-    restore = restores.restore_run(restore_id=restore_id)
-    if restore.status in _FINAL:
-        _announce(restore_finished, Restore, restore=restore)
-    return restore.status
+    return restores.restore_run(restore_id=restore_id).status
 
 
 def compare_backup(comparison_id: int) -> str:

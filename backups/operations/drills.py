@@ -27,7 +27,7 @@ import logging
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 
-from django.db import connection, transaction
+from django.db import transaction
 from django.db.models import F, Max, OuterRef, Q, QuerySet, Subquery
 from django.utils import timezone
 from django_tenants.utils import get_public_schema_name
@@ -37,7 +37,7 @@ from backups import postgres
 from backups.audit import audit
 from backups.exceptions import RespaldoError, RestoreRefused, as_respaldo_error, failure_reason, translated
 from backups.formats import format_for
-from backups.jobs import LOCK_NAMESPACE
+from backups.jobs.locks import CLINIC_JOBS, advisory_xact_lock
 from backups.keys.clinic import reading_identities
 from backups.models import AuditEntry, Backup, JobStatus
 from backups.models.backup import DRILL_EVERY, DRILL_FAILED, DRILL_SUCCEEDED
@@ -180,9 +180,8 @@ def recently_requested(now: datetime) -> QuerySet:
 @contextlib.contextmanager
 def _dispatch_lock() -> Iterator[bool]:
     """One dispatcher at a time picks drills; the others skip (a transaction-level advisory lock)."""
-    with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute("SELECT pg_try_advisory_xact_lock(%s, %s)", [LOCK_NAMESPACE, _DISPATCH_LOCK_KEY])
-        yield bool(cursor.fetchone()[0])
+    with transaction.atomic():
+        yield advisory_xact_lock(CLINIC_JOBS, _DISPATCH_LOCK_KEY)
 
 
 def dispatch_drills(now: datetime | None = None, *, enqueue: bool = True) -> list[int]:

@@ -33,7 +33,6 @@ from django.core.mail import EmailMultiAlternatives, get_connection
 from django.db import transaction
 from django.db.models import Q
 from django.template.loader import render_to_string
-from django.urls import reverse
 from django.utils import timezone, translation
 from django.utils.translation import gettext, gettext_noop
 from django_tenants.utils import get_public_schema_name, schema_context
@@ -48,7 +47,15 @@ logger = logging.getLogger(__name__)
 
 RETRY_WINDOW = timedelta(hours=24)  # how long a notification the mail server refused is tried again
 SMTP_TIMEOUT = 30  # seconds, when EMAIL_TIMEOUT is not set: a silent server must not hold a worker forever
-TENANT_URLCONF = "clinic_site.urls_tenant"
+# The console pages an email links to, as paths on the clinic's host. Written out rather than
+# reversed: reversing loads the clinic's admin URLconf, hence the whole admin, and a backup or
+# restore run from the command line sends its email without serving any page (test_notify checks
+# each path against the admin's own URL of that name).
+CONSOLE_PATHS = {
+    "backups_backup_changelist": "/admin/backups/backup/",
+    "backups_backup_change": "/admin/backups/backup/{}/change/",
+    "backups_restore_progress": "/admin/backups/restore/{}/progress/",
+}
 PUBLIC_URLCONF = "clinic_site.urls_public"
 
 # Subject lines, translated when the email is rendered (in the reader's language).
@@ -182,8 +189,8 @@ def render_email(template: str, subject: str, context: dict[str, Any]) -> Email:
 
 
 def console_link(clinic: Clinic, view: str, *args: Any) -> str:
-    """Absolute link to a page of the clinic's console (``admin:<view>``)."""
-    return conf.console_url(clinic, reverse(f"admin:{view}", args=args, urlconf=TENANT_URLCONF))
+    """Absolute link to a page of the clinic's console (the page the admin names ``admin:<view>``)."""
+    return conf.console_url(clinic, CONSOLE_PATHS[view].format(*args))
 
 
 def local(moment: datetime | None) -> datetime | None:

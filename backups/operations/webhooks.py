@@ -64,12 +64,13 @@ from urllib.parse import urlsplit
 
 from django.core.exceptions import ValidationError
 from django.core.serializers.json import DjangoJSONEncoder
-from django.db import connection, transaction
+from django.db import transaction
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from backups import signals
 from backups.conf import conf
+from backups.jobs.locks import WEBHOOK_ENDPOINTS, advisory_xact_lock
 from backups.models import Backup, JobStatus, Restore
 from backups.models.webhooks import WebhookDelivery, WebhookEndpoint, is_loopback_host, validate_webhook_url
 from backups.operations.webhook_payloads import backup_fields, drill_fields, envelope, restore_fields
@@ -85,7 +86,6 @@ DUE_PER_RUN = 20  # deliveries one dispatcher run tries at most
 DUE_BUDGET = 40.0  # seconds one dispatcher run spends on deliveries at most
 KINDS = ("backup", "restore", "drill")
 TEST_EVENT = "test"
-LOCK_NAMESPACE = 0x5748  # "WH": an advisory lock per endpoint while a delivery to it is attempted
 
 
 class Refused(Exception):
@@ -369,9 +369,7 @@ def attempt(delivery: WebhookDelivery, *, now: datetime) -> None:
 
 def endpoint_free(endpoint_id: int) -> bool:
     """Take the endpoint's lock for the current transaction, if no other delivery holds it."""
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_try_advisory_xact_lock(%s, %s)", [LOCK_NAMESPACE, endpoint_id])
-        return bool(cursor.fetchone()[0])
+    return advisory_xact_lock(WEBHOOK_ENDPOINTS, endpoint_id)
 
 
 def deliver(delivery_id: int, now: datetime | None = None) -> WebhookDelivery | None:

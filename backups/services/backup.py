@@ -27,13 +27,12 @@ from backups.exceptions import (
     ClinicBusy,
     ClinicNotFound,
     RespaldoError,
-    as_respaldo_error,
-    failure_reason,
     translated,
 )
 from backups.keys.clinic import writing_identity
 from backups.manifest import manifest_build, manifest_summary
 from backups.models import ACTIVE_STATUSES, AuditEntry, Backup, JobStatus, Restore
+from backups.signals import backup_finished
 from clinics.models import Clinic
 
 logger = logging.getLogger(__name__)
@@ -191,29 +190,39 @@ def backup_run(*, backup_id: int) -> Backup:
 
     A backup found already running was interrupted (its worker died and the queue gave
     the job out again): it is marked failed and a fresh attempt is run instead, up to
-    ``BACKUPS_MAX_ATTEMPTS``. A finished backup is left alone.
+    ``BACKUPS_MAX_ATTEMPTS``. A finished backup is left alone. The end of a backup this call
+    settled is announced (``backup_finished``) once committed.
     """
     backup = Backup.objects.select_related("clinic").get(pk=backup_id)
     if backup.status == JobStatus.RUNNING:
         if jobs.clinic_lock_is_held(backup.clinic_id):
             return backup  # still running elsewhere: a duplicate delivery, not a crash
         retry = backup_recover_crashed(backup)
-        return backup_run(backup_id=retry.pk) if retry else Backup.objects.get(pk=backup_id)
+        if retry is not None:
+            return backup_run(backup_id=retry.pk)
+        failed = Backup.objects.get(pk=backup_id)
+        _announce(failed)
+        return failed
     if backup.status != JobStatus.PENDING:
         return backup
-    try:
-        with jobs.clinic_job_lock(backup.clinic_id):
-            if not jobs.claim(Backup, backup_id, phase="starting"):
-                return Backup.objects.get(pk=backup_id)
-            try:
-                _execute(Backup.objects.select_related("clinic").get(pk=backup_id))
-            except Exception as exc:
-                if as_respaldo_error(exc) is None:
-                    logger.exception("Backup #%s failed unexpectedly", backup_id)
-                backup_fail(backup_id, failure_reason(exc))
-    except ClinicBusy as exc:
-        backup_fail(backup_id, exc)
-    return Backup.objects.get(pk=backup_id)
+    return jobs.run(
+        Backup,
+        backup_id,
+        lock=jobs.clinic_lock(backup.clinic_id),
+        busy=ClinicBusy("clinic_busy", "clinic_locked"),
+        phase="starting",
+        execute=lambda: _execute(Backup.objects.select_related("clinic").get(pk=backup_id)),
+        on_failure=lambda reason: backup_fail(backup_id, reason),
+        label="Backup",
+        log=logger,
+        finished=_announce,
+    )
+
+
+def _announce(backup: Backup) -> None:
+    """Tell who listens (email, webhooks) that ``backup`` ended, once committed."""
+    if backup.status in jobs.FINAL_STATUSES:
+        jobs.announce(backup_finished, Backup, backup=backup)
 
 
 def backup_recover_crashed(backup: Backup) -> Backup | None:

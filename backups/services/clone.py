@@ -28,11 +28,9 @@ clinic committed) or removes the staged files (it did not).
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import re
 import shutil
-from collections.abc import Iterator
 from typing import Any
 
 from django.core.management import call_command
@@ -42,9 +40,10 @@ from psycopg import sql
 
 from backups import archive, jobs, postgres
 from backups.audit import audit
-from backups.exceptions import RespaldoError, RestoreRefused, as_respaldo_error, failure_reason, translated
+from backups.exceptions import RespaldoError, RestoreRefused, translated
 from backups.formats import format_for
 from backups.formats.scratch import check_read_to_the_end
+from backups.jobs.locks import CLONE_JOBS, advisory_lock, advisory_lock_held
 from backups.keys.clinic import reading_identities
 from backups.manifest import manifest_has_media
 from backups.media import MediaStaging, missing_files_note
@@ -65,7 +64,6 @@ PHASE_FILES = "files"  # the staged files renamed into the clinic's folder
 MAX_SCHEMA_LENGTH = 40
 _SCHEMA_NAME = re.compile(r"[a-z][a-z0-9]*(?:_[a-z0-9]+)*")
 _DOMAIN_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
-_LOCK_NAMESPACE = 0x434C  # "CL": a session advisory lock per clone job while it runs
 
 
 def clone_identities(backup: Backup) -> list[str]:
@@ -226,62 +224,42 @@ def _enqueue(clone_id: int) -> None:
 # --- Running -------------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def _job_lock(clone_id: int) -> Iterator[bool]:
-    """This session holds the clone's lock for the block (yields False if another one has it)."""
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_try_advisory_lock(%s, %s)", [_LOCK_NAMESPACE, clone_id])
-        locked = bool(cursor.fetchone()[0])
-    try:
-        yield locked
-    finally:
-        if locked:
-            with contextlib.suppress(Exception), connection.cursor() as cursor:
-                cursor.execute("SELECT pg_advisory_unlock(%s, %s)", [_LOCK_NAMESPACE, clone_id])
-
-
-def _lock_is_held(clone_id: int) -> bool:
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted "
-            "AND classid = %s AND objid = %s AND objsubid = 2 AND database = "
-            "(SELECT oid FROM pg_database WHERE datname = current_database()))",
-            [_LOCK_NAMESPACE, clone_id],
-        )
-        return bool(cursor.fetchone()[0])
-
-
 def clone_run(*, clone_id: int) -> CloneJob:
     """Run a pending clone to its end and return its final row. Never runs one twice.
 
     A clone found running whose worker is gone is settled by ``clone_recover_crashed``.
     """
     clone = CloneJob.objects.get(pk=clone_id)
-    if clone.status == JobStatus.RUNNING and not _lock_is_held(clone_id):
+    if clone.status == JobStatus.RUNNING and not advisory_lock_held(CLONE_JOBS, clone_id):
         clone_recover_crashed(clone)
     if clone.status != JobStatus.PENDING:
         return CloneJob.objects.get(pk=clone_id)
-    with _job_lock(clone_id) as locked:
-        if not locked or not jobs.claim(CloneJob, clone_id, phase=PHASE_VERIFYING):
-            return CloneJob.objects.get(pk=clone_id)
+
+    def on_failure(reason: RespaldoError) -> None:
+        try:
+            _undo(CloneJob.objects.get(pk=clone_id))
+        except Exception:  # the job still fails (and says why); what is left is in the log
+            logger.exception("Clone #%s: could not remove the new clinic %s", clone_id, clone.target_schema)
+        jobs.fail(
+            CloneJob, clone_id, RespaldoError(reason.code, "clone_failed", schema=clone.target_schema, reason=reason)
+        )
+
+    def execute() -> None:
         try:
             _execute(CloneJob.objects.select_related("source_backup__clinic").get(pk=clone_id))
-        except Exception as exc:
-            if as_respaldo_error(exc) is None:
-                logger.exception("Clone #%s failed unexpectedly", clone_id)
-            try:
-                _undo(CloneJob.objects.get(pk=clone_id))
-            except Exception:  # the job still fails (and says why); what is left is in the log
-                logger.exception("Clone #%s: could not remove the new clinic %s", clone_id, clone.target_schema)
-            reason = failure_reason(exc)
-            jobs.fail(
-                CloneJob,
-                clone_id,
-                RespaldoError(reason.code, "clone_failed", schema=clone.target_schema, reason=reason),
-            )
         finally:
             connection.set_schema_to_public()
-    return CloneJob.objects.get(pk=clone_id)
+
+    return jobs.run(
+        CloneJob,
+        clone_id,
+        lock=advisory_lock(CLONE_JOBS, clone_id),
+        phase=PHASE_VERIFYING,
+        execute=execute,
+        on_failure=on_failure,
+        label="Clone",
+        log=logger,
+    )
 
 
 def _phase(clone_id: int, phase: str) -> None:
@@ -451,7 +429,7 @@ def clone_sweep_stale() -> list[CloneJob]:
     """Settle running clones whose worker is gone; returns them."""
     settled = []
     for clone in CloneJob.objects.filter(status=JobStatus.RUNNING):
-        if not _lock_is_held(clone.pk):
+        if not advisory_lock_held(CLONE_JOBS, clone.pk):
             clone_recover_crashed(clone)
             settled.append(clone)
     return settled

@@ -21,7 +21,7 @@ from psycopg import sql
 from backups import archive, jobs, media, postgres
 from backups.audit import audit
 from backups.conf import conf
-from backups.exceptions import RespaldoError, RestoreRefused, as_respaldo_error, failure_reason, translated
+from backups.exceptions import RespaldoError, RestoreRefused, translated
 from backups.formats import format_for
 from backups.formats.pg import OLD_SCHEMA_SUFFIX  # noqa: F401 - the crash recovery and its tests name it
 from backups.formats.scratch import STAGING_SUFFIX, check_read_to_the_end  # noqa: F401 - STAGING_SUFFIX: as above
@@ -31,6 +31,7 @@ from backups.models import ACTIVE_STATUSES, AuditEntry, Backup, JobStatus, Resto
 from backups.services import backup as backup_services
 from backups.services import sessions
 from backups.services.verification import VerifiedCopy, check_migrations, verified_copy
+from backups.signals import restore_finished
 from clinics.models import Clinic
 
 logger = logging.getLogger(__name__)
@@ -161,28 +162,37 @@ def restore_run(*, restore_id: int) -> Restore:
     """Run a pending restore to the end and return its final row. Never runs one twice.
 
     A restore found already running lost its worker: it is settled by
-    ``restore_recover_crashed`` from what its transaction left, and never run again.
+    ``restore_recover_crashed`` from what its transaction left, and never run again. The end
+    of a restore this call settled is announced (``restore_finished``) once committed.
     """
     restore = Restore.objects.select_related("clinic", "backup").get(pk=restore_id)
     if restore.status == JobStatus.RUNNING:
-        if not jobs.clinic_lock_is_held(restore.clinic_id):
-            restore_recover_crashed(restore)
-        return Restore.objects.get(pk=restore_id)
+        if jobs.clinic_lock_is_held(restore.clinic_id):
+            return Restore.objects.get(pk=restore_id)
+        restore_recover_crashed(restore)
+        settled = Restore.objects.get(pk=restore_id)
+        _announce(settled)
+        return settled
     if restore.status != JobStatus.PENDING:
         return restore
-    try:
-        with jobs.clinic_job_lock(restore.clinic_id):
-            if not jobs.claim(Restore, restore_id, phase=PHASE_VERIFYING):
-                return Restore.objects.get(pk=restore_id)
-            try:
-                _execute(restore)
-            except Exception as exc:
-                if as_respaldo_error(exc) is None:
-                    logger.exception("Restore #%s failed unexpectedly", restore_id)
-                _settle_failure(restore_id, failure_reason(exc))
-    except jobs.ClinicBusy as exc:
-        _fail(restore_id, exc)
-    return Restore.objects.get(pk=restore_id)
+    return jobs.run(
+        Restore,
+        restore_id,
+        lock=jobs.clinic_lock(restore.clinic_id),
+        busy=jobs.ClinicBusy("clinic_busy", "clinic_locked"),
+        phase=PHASE_VERIFYING,
+        execute=lambda: _execute(restore),
+        on_failure=lambda reason: _settle_failure(restore_id, reason),
+        label="Restore",
+        log=logger,
+        finished=_announce,
+    )
+
+
+def _announce(restore: Restore) -> None:
+    """Tell who listens (email, webhooks) that ``restore`` ended, once committed."""
+    if restore.status in jobs.FINAL_STATUSES:
+        jobs.announce(restore_finished, Restore, restore=restore)
 
 
 def _settle_failure(restore_id: int, reason: RespaldoError) -> None:

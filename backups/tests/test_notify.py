@@ -221,6 +221,18 @@ def test_console_links_follow_scheme_and_port_settings(clinic, policy, mailoutbo
     assert f"https://clinica.localhost:8443/admin/backups/backup/{backup.pk}/change/" in only_message().body
 
 
+
+@pytest.mark.parametrize("view", sorted(notify.CONSOLE_PATHS))
+def test_every_console_link_an_email_gives_is_the_admins_own_url_of_that_page(clinic, view):
+    """Emails write their links out (a command-line run must not load the admin to send one):
+    each is exactly what the clinic's admin reverses for that page."""
+    from django.urls import reverse
+
+    args = (41,) if "{}" in notify.CONSOLE_PATHS[view] else ()
+    admin_path = reverse(f"admin:{view}", args=args, urlconf="clinic_site.urls_tenant")
+    assert notify.console_link(clinic, view, *args).endswith(admin_path)
+    assert notify.console_link(clinic, view, *args).startswith("http://clinica.localhost")
+
 # --- a real SMTP server --------------------------------------------------------------------
 
 

@@ -1,73 +1,20 @@
-"""What every job (backup or restore) shares: one job per clinic, enforced in PostgreSQL.
+"""The job state machine every job row (backup, restore, clone, comparison) goes through.
 
-While a job runs, its worker holds a session-level advisory lock keyed on the clinic.
-PostgreSQL releases it when the worker's connection ends, crash or SIGKILL included, so
-a job marked running whose lock is free has lost its worker: that is how crashes are
-told apart from long jobs, without clocks or heartbeats.
+pending -> running (``claim``) -> succeeded (``succeed``) or failed (``fail``); every change
+goes through ``transition``, so a job never leaves a final state.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import socket
-import time
-from collections.abc import Iterator
 
-from django.db import connection, models
+from django.db import models
 from django.utils import timezone, translation
 
-from backups.exceptions import ClinicBusy, RespaldoError
+from backups.exceptions import RespaldoError
 
-LOCK_NAMESPACE = 0x5245  # "RE": keeps our advisory locks apart from anyone else's
-
-
-def _try_lock(clinic_id: int) -> bool:
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_try_advisory_lock(%s, %s)", [LOCK_NAMESPACE, clinic_id])
-        return bool(cursor.fetchone()[0])
-
-
-def _unlock(clinic_id: int) -> None:
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_advisory_unlock(%s, %s)", [LOCK_NAMESPACE, clinic_id])
-
-
-@contextlib.contextmanager
-def clinic_job_lock(clinic_id: int, *, wait_seconds: float = 5.0) -> Iterator[None]:
-    """Hold the clinic's job lock for the duration of the block, or raise ClinicBusy."""
-    deadline = time.monotonic() + wait_seconds
-    while not _try_lock(clinic_id):
-        if time.monotonic() >= deadline:
-            raise ClinicBusy("clinic_busy", "clinic_locked")
-        time.sleep(0.2)
-    try:
-        yield
-    finally:
-        # A lost connection has already released the lock along with itself.
-        with contextlib.suppress(Exception):
-            _unlock(clinic_id)
-
-
-def clinic_lock_is_held(clinic_id: int) -> bool:
-    """True while some worker holds the clinic's job lock."""
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted "
-            "AND classid = %s AND objid = %s AND objsubid = 2 AND database = "
-            "(SELECT oid FROM pg_database WHERE datname = current_database()))",
-            [LOCK_NAMESPACE, clinic_id],
-        )
-        return bool(cursor.fetchone()[0])
-
-
-def reset_schema(sender=None, **kwargs) -> None:
-    """Before every task (django-q2's ``pre_execute``): back to the public schema.
-
-    A task that switched schema without switching back would otherwise leak that schema
-    into the next task run by the same worker.
-    """
-    connection.set_schema_to_public()
+FINAL_STATUSES = ("succeeded", "failed")  # a job in one of these never changes state again
 
 
 def worker_name() -> str:

@@ -15,7 +15,7 @@ from django_tenants.utils import schema_context
 
 from backups import services, tasks
 from backups.models import Backup, BackupPolicy, JobStatus, Restore
-from backups.models_webhooks import WebhookDelivery, WebhookEndpoint
+from backups.models.webhooks import WebhookDelivery, WebhookEndpoint
 from backups.operations import webhooks
 from backups.tests.helpers import SCHEMA, free_port, make_backup
 from backups.tests.test_notify import smtp_server

@@ -70,7 +70,7 @@ def test_the_safety_backup_undoes_a_restore(scratch_clinic):
     assert table_checksums(SCHEMA) == damaged
 
 
-def refused(backup_id: int, match: str) -> None:
+def assert_refused(backup_id: int, match: str) -> None:
     """Restoring must fail with ``match`` in its message and leave the clinic untouched."""
     before = table_checksums(SCHEMA)
     try:
@@ -87,12 +87,12 @@ def refused(backup_id: int, match: str) -> None:
 
 
 def test_another_clinics_backup_is_refused(scratch_clinic):
-    refused(make_backup("bienestar").pk, "belongs to another clinic")
+    assert_refused(make_backup("bienestar").pk, "belongs to another clinic")
 
 
 def test_a_failed_backup_is_refused(scratch_clinic):
     failed = Backup.objects.create(clinic=scratch_clinic, status=JobStatus.FAILED, error="boom")
-    refused(failed.pk, "is failed: it cannot be restored")
+    assert_refused(failed.pk, "is failed: it cannot be restored")
 
 
 def test_a_stored_file_changed_since_the_backup_is_refused(scratch_clinic):
@@ -102,14 +102,14 @@ def test_a_stored_file_changed_since_the_backup_is_refused(scratch_clinic):
     data = bytearray(path.read_bytes())
     data[len(data) // 2] ^= 0x01
     path.write_bytes(bytes(data))
-    refused(backup.pk, "")
+    assert_refused(backup.pk, "")
     assert "damaged" in Restore.objects.get().error.lower() or "changed" in Restore.objects.get().error.lower()
 
 
 def test_a_catalog_row_pointing_at_another_clinics_file_is_refused(scratch_clinic):
     mine, theirs = make_backup(), make_backup("bienestar")
     Backup.objects.filter(pk=mine.pk).update(storage_name=theirs.storage_name, sha256=theirs.sha256)
-    refused(mine.pk, "This backup belongs to another clinic (bienestar)")
+    assert_refused(mine.pk, "This backup belongs to another clinic (bienestar)")
 
 
 def forged(scratch_clinic, backup: Backup, change_manifest) -> Backup:
@@ -138,7 +138,7 @@ def test_a_backup_from_a_newer_release_is_refused(scratch_clinic):
     backup = make_backup()
     damage_clinic()
     newer = forged(scratch_clinic, backup, lambda m: m["migrations"]["dental"].append("9999_from_the_future"))
-    refused(newer.pk, "made by a newer release")
+    assert_refused(newer.pk, "made by a newer release")
 
 
 def test_a_row_count_mismatch_rolls_the_whole_restore_back(scratch_clinic):
@@ -147,13 +147,13 @@ def test_a_row_count_mismatch_rolls_the_whole_restore_back(scratch_clinic):
     wrong = forged(
         scratch_clinic, backup, lambda m: m["tables"].update(dental_patient=m["tables"]["dental_patient"] + 1)
     )
-    refused(wrong.pk, "Table dental_patient has 30 rows after the restore but the backup says 31")
+    assert_refused(wrong.pk, "Table dental_patient has 30 rows after the restore but the backup says 31")
 
 
 def test_an_unknown_payload_format_is_refused(scratch_clinic):
     backup = make_backup()
     xml = forged(scratch_clinic, backup, lambda m: m.update(payload_format="xml"))
-    refused(xml.pk, 'in a format this installation does not know ("xml")')
+    assert_refused(xml.pk, 'in a format this installation does not know ("xml")')
 
 
 def test_a_clinic_with_a_job_running_is_refused(scratch_clinic):
@@ -211,7 +211,7 @@ def test_archive_files_of_failed_restores_are_untouched(scratch_clinic):
     backup = make_backup()
     files = storage_files()
     digest = sha256_of(stored_path(backup.storage_name))
-    refused(make_backup("bienestar").pk, "belongs to another clinic")
+    assert_refused(make_backup("bienestar").pk, "belongs to another clinic")
     assert sha256_of(stored_path(backup.storage_name)) == digest
     assert files <= storage_files()
     assert json.loads(json.dumps(backup.manifest))["tables"]
@@ -286,7 +286,7 @@ def test_restore_command_can_hand_the_job_to_a_worker(scratch_clinic, capsys):
 def test_a_backup_made_with_newer_client_tools_is_refused_before_the_safety_backup(scratch_clinic):
     backup = make_backup()
     newer = forged(scratch_clinic, backup, lambda m: m["postgresql"].update(dump_tool="99.1"))
-    refused(newer.pk, "This backup was made with pg_dump 99.1, which pg_restore ")
+    assert_refused(newer.pk, "This backup was made with pg_dump 99.1, which pg_restore ")
     error = Restore.objects.get().error
     assert "set BACKUPS_PG_BIN_DIR to PostgreSQL 99 (or newer) client tools" in error
     assert not Backup.objects.filter(clinic=scratch_clinic, kind=Backup.Kind.PRE_RESTORE).exists()
@@ -295,4 +295,4 @@ def test_a_backup_made_with_newer_client_tools_is_refused_before_the_safety_back
 def test_table_names_in_the_manifest_reach_the_message_quoted(scratch_clinic):
     backup = make_backup()
     odd = forged(scratch_clinic, backup, lambda m: m["tables"].update({"it's'; DROP TABLE x; --": 0}))
-    refused(odd.pk, "missing: it's'; DROP TABLE x; --")
+    assert_refused(odd.pk, "missing: it's'; DROP TABLE x; --")

@@ -81,6 +81,7 @@ def media_root(settings, tmp_path):
 
 @pytest.fixture(scope="module")
 def moto_server():
+    """A moto S3 server over real HTTP for the module; its endpoint URL."""
     port = free_port()
     exe = Path(sys.executable).with_name("moto_server")
     command = [str(exe)] if exe.exists() else [sys.executable, "-m", "moto.server"]
@@ -150,6 +151,7 @@ def created(scratch_clinic):
 
 @pytest.fixture
 def jefa(scratch_clinic):
+    """The scratch clinic, with a superuser ``jefa`` (password ``jefa-pass-1``)."""
     with schema_context(SCHEMA):
         User.objects.create_superuser("jefa", password="jefa-pass-1")
     connection.set_schema_to_public()

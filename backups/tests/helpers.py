@@ -1,4 +1,6 @@
-"""Helpers shared by the backup tests."""
+"""Helpers shared by the backup tests of more than one folder: the stored files, a second
+connection, the scratch clinic and its backups, S3 (moto), the consoles' and the API's test
+clients, the live clinic worked on during a restore, SMTP, uploads, and one patient's rows."""
 
 from __future__ import annotations
 
@@ -46,10 +48,12 @@ def storage_files() -> set[str]:
 
 
 def stored_path(name: str) -> Path:
+    """The path of a stored backup object under the test session's backup folder."""
     return Path(settings.BACKUPS_LOCAL_DIR) / name
 
 
 def sha256_of(path: Path) -> str:
+    """The sha256 of a file, read in blocks."""
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
@@ -133,6 +137,7 @@ def add_filler(rows: int = FILLER_ROWS) -> None:
 
 
 def make_backup(clinic: str = SCHEMA, payload_format: str = "pg") -> Backup:
+    """A succeeded backup of ``clinic``, run here (no worker)."""
     backup = services.backup_run(
         backup_id=services.backup_request(clinic=clinic, payload_format=payload_format, enqueue=False).pk
     )
@@ -153,6 +158,7 @@ def damage_clinic() -> None:
 
 
 def schemas() -> set[str]:
+    """Every schema of the test database."""
     with connection.cursor() as cursor:
         cursor.execute("SELECT nspname FROM pg_namespace")
         return {row[0] for row in cursor.fetchall()}
@@ -165,6 +171,7 @@ PREFIX = "respaldo"
 
 
 def s3_config(**options) -> dict:
+    """The ``backups`` storage on the moto bucket, with ``options``."""
     return {
         "BACKEND": "backups.storage_backends.BackupS3Storage",
         "OPTIONS": {
@@ -180,10 +187,12 @@ def s3_config(**options) -> dict:
 
 def use_backups_storage(settings, config: dict) -> None:
     # Assign a new dict: that fires setting_changed, which resets `storages`' cache.
+    """Make ``config`` the ``backups`` storage for this test."""
     settings.STORAGES = {**settings.STORAGES, "backups": config}
 
 
 def free_port() -> int:
+    """A TCP port nothing listens on (yet) on 127.0.0.1."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
@@ -201,6 +210,7 @@ LIST = "/admin/backups/backup/"
 
 
 def logged_in(username: str, password: str, *, host: str = "clinica.localhost", language: str = "en") -> Client:
+    """A test client logged in to the clinic console of ``host``."""
     client = Client(HTTP_HOST=host, HTTP_ACCEPT_LANGUAGE=language)
     response = client.post("/admin/login/?next=/admin/", {"username": username, "password": password})
     assert response.status_code == 302, f"{username} could not log in at {host}"
@@ -229,6 +239,7 @@ def clinica_tables(**changes: int) -> dict[str, int]:
 
 
 def platform_admin():
+    """A test client logged in to the platform's admin (``localhost``) as the superadmin."""
     client = host_client("localhost")
     assert client.post("/admin/login/", {"username": "superadmin", "password": "superadmin"}).status_code == 302
     return client
@@ -238,6 +249,7 @@ API = "/api/v1"
 
 
 def make_token(schema: str = "clinica", username: str = "admin", **options) -> str:
+    """The secret of a new API token of ``username`` in ``schema``."""
     clinic = Clinic.objects.get(schema_name=schema)
     with schema_context(schema):
         user = User.objects.get(username=username)
@@ -245,6 +257,7 @@ def make_token(schema: str = "clinica", username: str = "admin", **options) -> s
 
 
 def api(token: str | None, host: str = "clinica.localhost", language: str = "en") -> Client:
+    """A test client for the JSON API of ``host``, with ``token`` as its bearer token."""
     headers = {"HTTP_HOST": host, "HTTP_ACCEPT_LANGUAGE": language}
     if token:
         headers["HTTP_AUTHORIZATION"] = f"Bearer {token}"
@@ -252,6 +265,7 @@ def api(token: str | None, host: str = "clinica.localhost", language: str = "en"
 
 
 def error_of(response) -> tuple[int, str]:
+    """(HTTP status, error code) of a JSON API error answer."""
     return response.status_code, response.json()["error"]["code"]
 
 
@@ -310,6 +324,7 @@ def work_on_the_live_clinic(conn: psycopg.Connection, round_: int) -> None:
 
 
 def locks_on_live(observer: psycopg.Connection, pid: int) -> list[tuple]:
+    """The locks session ``pid`` holds on the scratch clinic's tables and schema: [(mode, relation)]."""
     return observer.execute(
         "SELECT l.mode, coalesce(c.relname, l.locktype) FROM pg_locks l "
         "LEFT JOIN pg_class c ON l.locktype = 'relation' AND c.oid = l.relation "
@@ -339,6 +354,7 @@ class Inbox:
 
 
 def smtp_server(port: int) -> tuple[Controller, Inbox]:
+    """A real SMTP server on 127.0.0.1:``port``, started, and the inbox it fills."""
     inbox = Inbox()
     controller = Controller(inbox, hostname="127.0.0.1", port=port)
     controller.start()
@@ -359,6 +375,7 @@ def temp_files_open(folder: Path) -> list[tuple[str, int]]:
 
 
 def dumpdata(*labels: str, schema: str = "clinica", **options) -> str:
+    """Django's ``dumpdata`` of ``labels`` in ``schema``, as text."""
     out = io.StringIO()
     with schema_context(schema):
         call_command("dumpdata", *labels, stdout=out, **options)
@@ -416,12 +433,14 @@ def delete_patient(patient: Patient) -> None:
 
 
 def edit_patient(pk: int, **fields) -> None:
+    """Update fields of a patient of the scratch clinic."""
     with schema_context(SCHEMA):
         Patient.objects.filter(pk=pk).update(**fields)
     connection.set_schema_to_public()
 
 
 def another_patient(patient: Patient) -> Patient:
+    """A patient of the scratch clinic other than ``patient``."""
     with schema_context(SCHEMA):
         other = Patient.objects.exclude(pk=patient.pk).order_by("-pk").first()
     connection.set_schema_to_public()

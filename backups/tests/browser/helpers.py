@@ -40,4 +40,5 @@ def wait_for_badge(page, job_id: int, status: str, *, timeout: float = 120_000) 
 
 
 def copy_shot(shots: Shots, name: str, target: str) -> None:
+    """Copy the last screenshot named ``name`` to docs/screenshots/``target``."""
     shutil.copy(sorted(shots.folder.glob(f"*-{name}.png"))[-1], Path(settings.BASE_DIR) / "docs/screenshots" / target)

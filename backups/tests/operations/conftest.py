@@ -10,6 +10,7 @@ from backups.tests.operations.helpers import Receiver
 
 @pytest.fixture
 def receiver(settings):
+    """A real HTTP receiver of webhooks on 127.0.0.1, allowed as a destination for this test."""
     settings.BACKUPS_WEBHOOKS_ALLOW_HTTP_LOCALHOST = True
     server = Receiver()
     yield server

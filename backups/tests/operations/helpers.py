@@ -73,6 +73,7 @@ def verified(request: dict, secret: str, *, tolerance: int = 300) -> dict:
 
 
 def endpoint(url: str, schema: str | None = "clinica", **fields) -> WebhookEndpoint:
+    """A webhook endpoint of ``schema`` (of the platform when None) to ``url``."""
     clinic = Clinic.objects.get(schema_name=schema) if schema else None
     return WebhookEndpoint.objects.create(clinic=clinic, url=url, **fields)
 

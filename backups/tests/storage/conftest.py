@@ -13,6 +13,7 @@ from backups.tests.helpers import BUCKET, s3_config, use_backups_storage
 
 @pytest.fixture
 def s3(settings):
+    """The backups storage on a moto S3 bucket (in-process), created empty."""
     with mock_aws():
         client = boto3.client("s3", region_name="us-east-1", aws_access_key_id="k", aws_secret_access_key="s")
         client.create_bucket(Bucket=BUCKET)

@@ -153,7 +153,7 @@ def load(data: bytes, schema: str = "clinica", **kwargs) -> dict[str, int]:
         return load_json_payload(io.BytesIO(data), **kwargs)
 
 
-def _sub_in_line(data: bytes, model: str, pattern: str, new: str, occurrence: int = 0) -> bytes:
+def sub_in_line(data: bytes, model: str, pattern: str, new: str, occurrence: int = 0) -> bytes:
     """The payload with ``pattern`` replaced once in the ``occurrence``-th record of ``model``."""
     lines = data.decode().split("\n")
     target = [i for i, line in enumerate(lines) if f'"model": "{model}"' in line][occurrence]

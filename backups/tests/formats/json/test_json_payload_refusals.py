@@ -18,11 +18,11 @@ from backups.formats.json.payload import (
     read_json_payload,
 )
 from backups.tests.formats.json.helpers import (
-    _sub_in_line,
     checksums,
     dump,
     load,
     mutate_clinic,
+    sub_in_line,
 )
 
 pytestmark = pytest.mark.django_db
@@ -62,7 +62,7 @@ BAD_PAYLOADS = {
     "sessions.session": (lambda d: _with_line(d, _foreign("sessions.session")), r"“sessions\.session”"),
     "unknown model": (lambda d: _with_line(d, _foreign("dental.xray")), r"unknown model “dental\.xray”"),
     "invalid json": (
-        lambda d: _sub_in_line(d, "dental.patient", r'"national_id": "', '"national_id": ', 3),
+        lambda d: sub_in_line(d, "dental.patient", r'"national_id": "', '"national_id": ', 3),
         r"Line \d+ of the backup is not valid JSON",
     ),
     "not utf-8": (
@@ -75,37 +75,37 @@ BAD_PAYLOADS = {
     "missing comma": (lambda d: d.replace(b"},\n", b"}\n", 1), r"separated by commas"),
     "trailing comma": (lambda d: d.replace(b"}\n]", b"},\n]"), r"a record was expected after the comma"),
     "duplicate national_id": (
-        lambda d: _sub_in_line(
+        lambda d: sub_in_line(
             d, "dental.patient", r'"national_id": "[^"]*"', f'"national_id": "{_national_id(d, 0)}"', 1
         ),
         r"duplicate key value violates unique constraint.*\(national_id\)=",
     ),
     "dangling foreign key": (
-        lambda d: _sub_in_line(d, "dental.appointment", r'"patient": \d+', '"patient": 999999'),
+        lambda d: sub_in_line(d, "dental.appointment", r'"patient": \d+', '"patient": 999999'),
         r"violates foreign key constraint.*\(patient_id\)=\(999999\)",
     ),
     "bad datetime": (
-        lambda d: _sub_in_line(d, "dental.payment", r'"paid_at": "', '"paid_at": "yesterday '),
+        lambda d: sub_in_line(d, "dental.payment", r'"paid_at": "', '"paid_at": "yesterday '),
         r"invalid record \(dental\.payment pk=\d+, field “paid_at”\)",
     ),
     "text where a number belongs": (
-        lambda d: _sub_in_line(d, "dental.treatment", r'"tooth_number": \d+', '"tooth_number": "once"'),
+        lambda d: sub_in_line(d, "dental.treatment", r'"tooth_number": \d+', '"tooth_number": "once"'),
         r'invalid input syntax for type smallint: "once"',
     ),
     "list for a text field": (
-        lambda d: _sub_in_line(d, "dental.dentist", r'"phone": "[^"]*"', '"phone": ["+34"]'),
+        lambda d: sub_in_line(d, "dental.dentist", r'"phone": "[^"]*"', '"phone": ["+34"]'),
         r"invalid record \(dental\.dentist pk=\d+, field “phone”\): expected text\. Nothing was restored\.$",
     ),
     "unknown field": (
-        lambda d: _sub_in_line(d, "dental.dentist", r'"phone": ', '"fax": 1, "phone": '),
+        lambda d: sub_in_line(d, "dental.dentist", r'"phone": ', '"fax": 1, "phone": '),
         r"invalid record \(dental\.dentist pk=\d+\): unknown fields: fax",
     ),
     "missing required field": (
-        lambda d: _sub_in_line(d, "dental.invoice", r'"issued_on": "[^"]*", ', ""),
+        lambda d: sub_in_line(d, "dental.invoice", r'"issued_on": "[^"]*", ', ""),
         r"invalid record \(dental\.invoice pk=\d+, field “issued_on”\): the field is missing",
     ),
     "value too long": (
-        lambda d: _sub_in_line(d, "dental.invoice", r'"number": "', '"number": "' + "9" * 40),
+        lambda d: sub_in_line(d, "dental.invoice", r'"number": "', '"number": "' + "9" * 40),
         r"value too long for type character varying\(30\)",
     ),
 }

@@ -22,12 +22,12 @@ from backups.formats.json.payload import (
     payload_models,
 )
 from backups.tests.formats.json.helpers import (
-    _sub_in_line,
     add_hard_rows,
     checksums,
     dump,
     load,
     mutate_clinic,
+    sub_in_line,
 )
 from dental.models import InventoryItem, Patient, Treatment
 
@@ -106,7 +106,7 @@ def test_restoring_one_clinic_leaves_the_other_untouched():
 
 
 def test_fields_missing_from_a_record_take_the_model_default_as_with_loaddata():
-    data = _sub_in_line(dump(), "dental.patient", r'"allergies": \[[^\]]*\], "notes": "[^"]*", ', "")
+    data = sub_in_line(dump(), "dental.patient", r'"allergies": \[[^\]]*\], "notes": "[^"]*", ', "")
     pk = json.loads([line for line in data.decode().split("\n") if '"dental.patient"' in line][0].rstrip(","))["pk"]
     load(data)
     with schema_context("clinica"):

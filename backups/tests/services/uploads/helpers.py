@@ -109,12 +109,13 @@ class Endless(io.RawIOBase):
         return len(view)
 
 
-def _forged_with_our_public_key() -> bytes:
+def forged_with_our_public_key() -> bytes:
     """A well-formed archive for this clinic, encrypted to our public key, signed with another key."""
     ours = archive.identity_public_key(clinic_identity("clinica"))
     return make_archive(io.BytesIO(b"PGDMP forged"), identities=[archive.generate_identity()], extra_recipients=[ours])
 
 
-def _record(records: list, label: str) -> tuple[int, dict]:
+def record_of(records: list, label: str) -> tuple[int, dict]:
+    """(index, record) of the first record of model ``label`` in ``records``."""
     index = next(i for i, r in enumerate(records) if r["model"] == label)
     return index, records[index]

@@ -33,8 +33,8 @@ from backups.tests.helpers import (
     temp_files_open,
 )
 from backups.tests.services.uploads.helpers import (
-    _forged_with_our_public_key,
     clinic_manifest,
+    forged_with_our_public_key,
     make_archive,
     real_backup,
     refused,
@@ -197,7 +197,7 @@ def _tampered_real_archive() -> bytes:
     return pyrage.encrypt(compressed, [x25519.Recipient.from_str(archive.identity_public_key(identity))])
 
 
-@pytest.mark.parametrize("forge", [_tampered_real_archive, _forged_with_our_public_key], ids=["tampered", "forged"])
+@pytest.mark.parametrize("forge", [_tampered_real_archive, forged_with_our_public_key], ids=["tampered", "forged"])
 def test_an_archive_altered_and_reencrypted_to_our_public_key_is_refused(upload_tmp, forge):
     data = forge()
     assert data.startswith(b"age-encryption.org/")

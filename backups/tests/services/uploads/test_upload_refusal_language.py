@@ -16,11 +16,11 @@ from backups.tests.helpers import (
 )
 from backups.tests.services.uploads.helpers import (
     Endless,
-    _forged_with_our_public_key,
-    _record,
     clinic_manifest,
+    forged_with_our_public_key,
     make_archive,
     one_per_line,
+    record_of,
     refused,
 )
 
@@ -38,7 +38,7 @@ def test_a_refusal_raised_in_english_reads_in_spanish_when_shown_later(upload_tm
     manifest = clinic_manifest(payload_format="json")
     manifest["clinic"]["id"] = None
     records = json.loads(dumpdata("dental"))
-    index, appointment = _record(records, "dental.appointment")
+    index, appointment = record_of(records, "dental.appointment")
     appointment["fields"]["status"] = "hacked"
     where = f"(línea {index + 2}, dental.appointment id {appointment['pk']})"
     with translation.override("en"):
@@ -46,7 +46,7 @@ def test_a_refusal_raised_in_english_reads_in_spanish_when_shown_later(upload_tm
             "too_large": refused(Endless(prefix=b"["), upload_tmp),
             "sql": refused(b"SELECT 1;\n", upload_tmp),
             "other_clinic": refused(make_archive(io.BytesIO(b"[\n]\n"), manifest=manifest), upload_tmp),
-            "altered": refused(_forged_with_our_public_key(), upload_tmp),
+            "altered": refused(forged_with_our_public_key(), upload_tmp),
             "invalid_value": refused(one_per_line(records), upload_tmp),
         }
     spanish = {
@@ -92,7 +92,7 @@ def test_a_refusal_raised_in_english_reads_in_spanish_when_shown_later(upload_tm
 
 def test_djangos_own_reason_for_a_bad_value_is_rendered_in_the_readers_language(upload_tmp):
     records = json.loads(dumpdata("dental"))
-    index, patient = _record(records, "dental.patient")
+    index, patient = record_of(records, "dental.patient")
     patient["fields"]["birth_date"] = "1990-13-45"
     with translation.override("es"):  # raised while another language is active: nothing of it is kept
         error = refused(one_per_line(records), upload_tmp)

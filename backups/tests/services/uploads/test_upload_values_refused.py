@@ -15,9 +15,9 @@ from backups.tests.helpers import (
     dumpdata,
 )
 from backups.tests.services.uploads.helpers import (
-    _record,
     one_per_line,
     payload_of,
+    record_of,
     refused,
 )
 
@@ -62,7 +62,7 @@ pytestmark = pytest.mark.django_db
 )
 def test_a_record_with_a_bad_value_is_refused_naming_record_and_field(upload_tmp, label, change, code, phrase):
     records = json.loads(dumpdata("dental"))
-    index, record = _record(records, label)
+    index, record = record_of(records, label)
     record["fields"].update(change)
     error = refused(one_per_line(records), upload_tmp)
     where = f"Record {index + 1} of the file (line {index + 2}"
@@ -85,7 +85,7 @@ def test_a_record_with_a_bad_value_is_refused_naming_record_and_field(upload_tmp
 )
 def test_a_malformed_record_is_refused(upload_tmp, edit, code, phrase):
     records = json.loads(dumpdata("dental"))
-    index, record = _record(records, "dental.patient")
+    index, record = record_of(records, "dental.patient")
     edit(record)
     error = refused(one_per_line(records), upload_tmp)
     assert error.code == code and phrase in str(error), str(error)
@@ -113,7 +113,7 @@ def test_a_malformed_record_is_refused(upload_tmp, edit, code, phrase):
 )
 def test_a_file_name_outside_the_clinics_media_folder_is_refused(upload_tmp, name):
     records = json.loads(dumpdata("dental"))
-    index, record = _record(records, "dental.patient")
+    index, record = record_of(records, "dental.patient")
     record["fields"]["xray"] = name
     error = refused(one_per_line(records), upload_tmp)
     assert str(error) == (
@@ -126,8 +126,8 @@ def test_a_file_name_outside_the_clinics_media_folder_is_refused(upload_tmp, nam
 
 def test_allowed_choices_and_file_names_inside_the_clinics_folder_are_accepted(upload_tmp):
     records = json.loads(dumpdata("dental"))
-    _index, patient = _record(records, "dental.patient")
-    _index, appointment = _record(records, "dental.appointment")
+    _index, patient = record_of(records, "dental.patient")
+    _index, appointment = record_of(records, "dental.appointment")
     patient["fields"]["xray"] = "xrays/2024/02/radiografía niño ñ (1).png"
     appointment["fields"]["status"] = "no_show"
     backup = backup_from_upload(clinic="clinica", source=io.BytesIO(one_per_line(records)))
@@ -159,7 +159,7 @@ BIG = "1" * 5000
 )
 def test_a_number_too_long_to_read_is_refused(upload_tmp, label, edit, number):
     records = json.loads(dumpdata("dental"))
-    index, record = _record(records, label)
+    index, record = record_of(records, label)
     edit(record)
     data = one_per_line(records).replace(b'"@N@"', number.encode())
     error = refused(data, upload_tmp)
@@ -176,7 +176,7 @@ def test_a_number_too_long_to_read_is_refused(upload_tmp, label, edit, number):
 )
 def test_a_number_too_long_to_read_given_as_text_is_refused(upload_tmp, label, name):
     records = json.loads(dumpdata("dental"))
-    index, record = _record(records, label)
+    index, record = record_of(records, label)
     where = f"{label} id {record['pk']}"
     if name == "pk":
         record["pk"] = BIG
@@ -193,7 +193,7 @@ def test_a_number_too_long_to_read_given_as_text_is_refused(upload_tmp, label, n
 
 def test_a_repeated_record_is_refused(upload_tmp):
     records = json.loads(dumpdata("dental"))
-    index, record = _record(records, "dental.patient")
+    index, record = record_of(records, "dental.patient")
     records.append(record)
     error = refused(one_per_line(records), upload_tmp)
     assert str(error) == (

@@ -63,7 +63,7 @@ def test_the_whole_demo_clinic_survives_a_round_trip():
 
 def test_loaddata_reads_a_payload_without_json_nulls(tmp_path):
     """The records have the serializer's shape; with a JSON null in a JSON field it is no fixture
-    (test_archive_doc shows loaddata failing on one), which is why restores use load_json_payload."""
+    (archive/test_archive_doc_json shows loaddata failing on one), which is why restores use load_json_payload."""
     with schema_context("clinica"):
         add_hard_rows(extreme=False)
     before = checksums("clinica")

@@ -10,8 +10,15 @@ from pathlib import Path
 
 import pytest
 from django.conf import settings
+from django.contrib.auth.models import User
+from django.db import connection
+from django.utils import timezone
+from django_tenants.utils import schema_context
 
-from backups.tests.helpers import free_port
+from backups.jobs import LOCK_NAMESPACE
+from backups.models import Backup, CloneJob, JobStatus, Restore
+from backups.tests.helpers import SCHEMA, free_port, other_connection
+from clinics.models import Clinic, Domain
 from conftest import subprocess_env
 
 
@@ -74,6 +81,7 @@ def media_root(settings, tmp_path):
 
 @pytest.fixture(scope="module")
 def moto_server():
+    """A moto S3 server over real HTTP for the module; its endpoint URL."""
     port = free_port()
     exe = Path(sys.executable).with_name("moto_server")
     command = [str(exe)] if exe.exists() else [sys.executable, "-m", "moto.server"]
@@ -99,3 +107,52 @@ def moto_server():
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+@pytest.fixture
+def running_restore(db):
+    """Start (as a row) a restore of clinica in a given phase; its job lock is really held meanwhile."""
+    clinic = Clinic.objects.get(schema_name="clinica")
+    with other_connection() as worker:  # the restore's worker holds the clinic's job lock
+        worker.execute("SELECT pg_advisory_lock(%s, %s)", [LOCK_NAMESPACE, clinic.pk])
+
+        def start(phase: str = "restoring", payload_format: str = "pg") -> Restore:
+            backup = Backup.objects.create(
+                clinic=clinic,
+                status=JobStatus.SUCCEEDED,
+                storage_name="x",
+                sha256="0" * 64,
+                payload_format=payload_format,
+            )
+            return Restore.objects.create(
+                clinic=clinic,
+                backup=backup,
+                status=JobStatus.RUNNING,
+                started_at=timezone.now(),
+                progress_phase=phase,
+            )
+
+        yield start
+
+
+@pytest.fixture
+def created(scratch_clinic):
+    """Removes, after the test, the clones and every clinic they made (before the backups go)."""
+    yield
+    connection.set_schema_to_public()
+    made = list(CloneJob.objects.exclude(clinic=None).values_list("clinic_id", "target_schema"))
+    CloneJob.objects.all().delete()
+    for clinic_id, schema in made:
+        with connection.cursor() as cursor:
+            cursor.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        Domain.objects.filter(tenant_id=clinic_id).delete()
+        Clinic.objects.filter(pk=clinic_id).delete()
+
+
+@pytest.fixture
+def jefa(scratch_clinic):
+    """The scratch clinic, with a superuser ``jefa`` (password ``jefa-pass-1``)."""
+    with schema_context(SCHEMA):
+        User.objects.create_superuser("jefa", password="jefa-pass-1")
+    connection.set_schema_to_public()
+    return scratch_clinic

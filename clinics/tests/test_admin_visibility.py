@@ -2,6 +2,7 @@
 
 import pytest
 
+from clinics.tests.helpers import logged_in
 from conftest import host_client
 
 pytestmark = pytest.mark.django_db
@@ -13,13 +14,6 @@ SHARED_APP_URLS = [
     "/admin/django_q/schedule/",
     "/admin/django_q/success/",
 ]
-
-
-def logged_in(host: str, username: str, password: str):
-    client = host_client(host)
-    response = client.post("/admin/login/?next=/admin/", {"username": username, "password": password})
-    assert response.status_code == 302, f"{username} could not log in at {host}"
-    return client
 
 
 def test_clinic_admin_sees_the_clinic_records_and_no_shared_apps():

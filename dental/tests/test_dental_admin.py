@@ -8,7 +8,7 @@ from django.db import connection
 from django_tenants.utils import schema_context
 from openpyxl import load_workbook
 
-from clinics.tests.test_admin_visibility import logged_in
+from clinics.tests.helpers import logged_in
 from conftest import DEMO_PATIENTS
 from dental.models import Patient
 

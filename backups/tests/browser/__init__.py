@@ -1,0 +1,1 @@
+"""Tests of the pages in a real browser (Chromium driven by Playwright), and the helpers they share."""

@@ -28,12 +28,14 @@ test: install system-deps
 	$(PY) manage.py compilemessages -l es -v 0
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/lint-imports --no-cache
+	$(PY) scripts/check_structure.py
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/lint-imports --no-cache
+	$(PY) scripts/check_structure.py
 
 format: install
 	$(VENV)/bin/ruff format .

@@ -1,6 +1,6 @@
 """The OpenAPI 3.1 description of ``/api/v1/``, served at ``/api/v1/schema``.
 
-Written by hand, next to the views it describes; ``backups/tests/test_api.py`` validates the
+Written by hand, next to the views it describes; ``backups/tests/api/test_api.py`` validates the
 document and checks real responses of every operation against it.
 """
 

@@ -1,1 +1,1 @@
-"""Tests of the archive keys: the platform's (backups/keys.py) and each clinic's (backups/clinic_keys.py)."""
+"""Tests of the archive keys: the deployment's (backups/keys/deployment.py) and each clinic's (backups/keys/clinic.py)."""

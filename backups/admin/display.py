@@ -14,7 +14,6 @@ from django.utils.translation import gettext_lazy
 from backups.formats import format_for
 from backups.humanize import human_bytes, human_duration  # noqa: F401 - the console's names for them
 from backups.models import BACKUP_STATUS_LABELS, Backup, Job, JobStatus, Restore
-from backups.services.restore import PHASE_MIGRATING, PHASE_SWAPPING
 from backups.web.labels import BACKUP_PHASES, RESTORE_PHASES, phase_label, status_key, status_label  # noqa: F401
 
 # A symbol with every status, so that no status is told by colour alone.
@@ -75,9 +74,9 @@ def restore_phase_strip(restore: Restore) -> list[PhaseStep]:
     if restore.status == JobStatus.SUCCEEDED:
         skipped = set()
         if format_for(restore.backup.payload_format).in_place:  # loaded in place: nothing to switch
-            skipped.add(PHASE_SWAPPING)
+            skipped.add(Restore.Phase.SWAPPING)
         if not restore.migrated:
-            skipped.add(PHASE_MIGRATING)
+            skipped.add(Restore.Phase.MIGRATING)
         states = {key: "skipped" if key in skipped else "done" for key in keys}
     elif restore.status == JobStatus.RUNNING and restore.progress_phase in keys:
         current = keys.index(restore.progress_phase)

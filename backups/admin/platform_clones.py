@@ -11,7 +11,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.translation import gettext as _
-from django.utils.translation import gettext_lazy, pgettext_lazy
+from django.utils.translation import gettext_lazy
 
 from backups.admin.display import status_badge
 from backups.admin.readonly import CatalogAdmin
@@ -20,13 +20,6 @@ from backups.models import Backup, CloneJob, JobStatus
 from backups.services import clone as clones
 from clinic_site.admin_sites import platform_site
 from clinics.models import Clinic
-
-PHASES = {
-    clones.PHASE_VERIFYING: pgettext_lazy("clone phase", "verifying the backup"),
-    clones.PHASE_RESTORING: pgettext_lazy("clone phase", "creating the clinic and its data"),
-    clones.PHASE_MIGRATING: pgettext_lazy("clone phase", "migrating forward"),
-    clones.PHASE_FILES: pgettext_lazy("clone phase", "putting its files in place"),
-}
 
 
 class CloneForm(forms.Form):
@@ -156,7 +149,7 @@ class PlatformCloneAdmin(CatalogAdmin):
     def phase(self, job: CloneJob) -> str:
         if job.status not in (JobStatus.PENDING, JobStatus.RUNNING):
             return "—"
-        return str(PHASES.get(job.progress_phase, job.progress_phase or _("waiting for a worker")))
+        return job.phase_label() if job.progress_phase else str(_("waiting for a worker"))
 
     @admin.display(description=gettext_lazy("copied from"))
     def source(self, job: CloneJob) -> str:

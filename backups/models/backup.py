@@ -36,6 +36,14 @@ class Backup(Job):
 
     objects = BackupQuerySet.as_manager()
 
+    class Phase(models.TextChoices):
+        """What a running backup is doing (``progress_phase``), in order."""
+
+        STARTING = "starting", _("starting")
+        SNAPSHOT = "snapshot", _("taking a consistent snapshot")
+        DUMPING = "dumping", _("dumping, compressing and encrypting")
+        STORING = "storing", _("storing")
+
     class Kind(models.TextChoices):
         # "a backup" is masculine in Spanish, "an appointment" or "an upload" are not: their own context
         SCHEDULED = "scheduled", pgettext_lazy("backup kind", "Scheduled")

@@ -8,6 +8,7 @@ from __future__ import annotations
 from django.db import models
 from django.db.models import Q
 from django.utils.translation import gettext_lazy as _
+from django.utils.translation import pgettext_lazy
 
 from backups.models.backup import Backup
 from backups.models.jobs import Job
@@ -20,6 +21,14 @@ class CloneJob(Job):
     after a crash the row says truthfully whether the clinic was created. A failed clone leaves
     no clinic (the column is then empty).
     """
+
+    class Phase(models.TextChoices):
+        """What a running clone is doing (``progress_phase``), in order."""
+
+        VERIFYING = "verifying", pgettext_lazy("clone phase", "verifying the backup")
+        RESTORING = "restoring", pgettext_lazy("clone phase", "creating the clinic and its data")
+        MIGRATING = "migrating", pgettext_lazy("clone phase", "migrating forward")
+        FILES = "files", pgettext_lazy("clone phase", "putting its files in place")
 
     source_backup = models.ForeignKey(
         Backup, on_delete=models.PROTECT, related_name="clones", verbose_name=_("source backup")

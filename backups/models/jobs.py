@@ -66,6 +66,14 @@ class Job(models.Model):
         """When the job ended, whichever way."""
         return self.succeeded_at or self.failed_at
 
+    def phase_label(self) -> str:
+        """The current phase in words, translated: the label of the job type's ``Phase`` choice
+        (the key itself for a phase its type does not declare)."""
+        phases = getattr(type(self), "Phase", None)
+        if phases is None or self.progress_phase not in phases.values:
+            return self.progress_phase
+        return str(phases(self.progress_phase).label)
+
     @property
     def duration(self) -> timedelta | None:
         """Time from start to end of the job, once it has ended."""

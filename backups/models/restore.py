@@ -5,6 +5,7 @@ from __future__ import annotations
 from django.db import models
 from django.db.models import Q
 from django.utils.translation import gettext_lazy as _
+from django.utils.translation import pgettext_lazy
 
 from backups.models.backup import Backup
 from backups.models.exact_json import ExactJSONDecoder, ExactJSONEncoder
@@ -13,6 +14,16 @@ from backups.models.jobs import Job
 
 class Restore(Job):
     """One restore of one clinic from one of its backups."""
+
+    class Phase(models.TextChoices):
+        """What a running restore is doing (``progress_phase``), in order (the console's phase strip)."""
+
+        VERIFYING = "verifying", pgettext_lazy("restore phase", "verifying")
+        SAFETY_BACKUP = "safety backup", pgettext_lazy("restore phase", "safety backup")
+        RESTORING = "restoring", pgettext_lazy("restore phase", "restoring")
+        CHECKING = "checking", pgettext_lazy("restore phase", "checking")  # row counts against the manifest
+        SWAPPING = "swapping", pgettext_lazy("restore phase", "switching to the restored data")  # pg: renames
+        MIGRATING = "migrating", pgettext_lazy("restore phase", "migrating")
 
     class Outcome(models.TextChoices):
         UNKNOWN = "", _("Not yet known")

@@ -210,7 +210,7 @@ def backup_run(*, backup_id: int) -> Backup:
         backup_id,
         lock=jobs.clinic_lock(backup.clinic_id),
         busy=ClinicBusy("clinic_busy", "clinic_locked"),
-        phase="starting",
+        phase=Backup.Phase.STARTING,
         execute=lambda: _execute(Backup.objects.select_related("clinic").get(pk=backup_id)),
         on_failure=lambda reason: backup_fail(backup_id, reason),
         label="Backup",
@@ -322,7 +322,7 @@ def _execute(backup: Backup) -> None:
     dumper = formats.dumper_for(backup.payload_format)
     storage.check_storage()
     name = storage.backup_key(schema=schema, kind=backup.kind, created_at=timezone.now(), ext=ARCHIVE_EXTENSION)
-    _set_phase(backup.pk, "snapshot")
+    _set_phase(backup.pk, Backup.Phase.SNAPSHOT)
     with postgres.schema_snapshot(schema) as snap:
         tables = dumper.tables(snap)
         assert snap.conn is not None
@@ -359,7 +359,7 @@ def _execute(backup: Backup) -> None:
 
         # Recorded before writing, so that whoever finds this job crashed can remove what
         # the dead worker left behind (a partial file, an unfinished multipart upload).
-        Backup.objects.filter(pk=backup.pk).update(progress_phase="dumping", storage_name=name)
+        Backup.objects.filter(pk=backup.pk).update(progress_phase=Backup.Phase.DUMPING, storage_name=name)
         stored, summary = storage.store_stream(name, produce)
     try:
         dumper.check(tables)

@@ -54,10 +54,13 @@ from clinics.models import Clinic, Domain
 
 logger = logging.getLogger(__name__)
 
-PHASE_VERIFYING = "verifying"
-PHASE_RESTORING = "restoring"  # the clinic's row, schema, data (and migrations) in one transaction
-PHASE_MIGRATING = "migrating"  # an older backup's schema migrated forward (still in that transaction)
-PHASE_FILES = "files"  # the staged files renamed into the clinic's folder
+# A clone's phases are the model's (``CloneJob.Phase``): restoring = the clinic's row, schema, data
+# (and migrations) in one transaction; migrating = an older backup's schema migrated forward (still
+# in that transaction); files = the staged files renamed into the clinic's folder.
+PHASE_VERIFYING = CloneJob.Phase.VERIFYING
+PHASE_RESTORING = CloneJob.Phase.RESTORING
+PHASE_MIGRATING = CloneJob.Phase.MIGRATING
+PHASE_FILES = CloneJob.Phase.FILES
 
 # Room is left for the schemas a restore or a drill of the new clinic makes beside it
 # (``<schema>__before_restore``, ``<schema>__drill_<backup id>``: PostgreSQL names stop at 63).

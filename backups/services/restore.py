@@ -15,7 +15,6 @@ from typing import Any
 
 from django.core.management import call_command
 from django.db import transaction
-from django.utils.translation import pgettext_lazy
 from psycopg import sql
 
 from backups import archive, jobs, media, postgres
@@ -37,20 +36,14 @@ from clinics.models import Clinic
 logger = logging.getLogger(__name__)
 
 # The phases of a restore, in order, as written to ``Restore.progress_phase``.
-PHASE_VERIFYING = "verifying"
-PHASE_SAFETY_BACKUP = "safety backup"
-PHASE_RESTORING = "restoring"
-PHASE_CHECKING = "checking"  # the row counts of the restored tables against the manifest
-PHASE_SWAPPING = "swapping"  # pg: the live schema renamed aside, the restored one renamed in
-PHASE_MIGRATING = "migrating"
-PHASE_LABELS = {
-    PHASE_VERIFYING: pgettext_lazy("restore phase", "verifying"),
-    PHASE_SAFETY_BACKUP: pgettext_lazy("restore phase", "safety backup"),
-    PHASE_RESTORING: pgettext_lazy("restore phase", "restoring"),
-    PHASE_CHECKING: pgettext_lazy("restore phase", "checking"),
-    PHASE_SWAPPING: pgettext_lazy("restore phase", "switching to the restored data"),
-    PHASE_MIGRATING: pgettext_lazy("restore phase", "migrating"),
-}
+# A restore's phases are the model's (``Restore.Phase``); these names stay for their callers.
+PHASE_VERIFYING = Restore.Phase.VERIFYING
+PHASE_SAFETY_BACKUP = Restore.Phase.SAFETY_BACKUP
+PHASE_RESTORING = Restore.Phase.RESTORING
+PHASE_CHECKING = Restore.Phase.CHECKING
+PHASE_SWAPPING = Restore.Phase.SWAPPING
+PHASE_MIGRATING = Restore.Phase.MIGRATING
+PHASE_LABELS = dict(Restore.Phase.choices)
 
 
 # --- Requesting ------------------------------------------------------------------------
@@ -143,7 +136,7 @@ def restore_blocks_readers(restore: Restore) -> bool:
 
 def phase_label(phase: str) -> str:
     """A restore phase as shown to people, in the active language (unknown phases as they are)."""
-    return str(PHASE_LABELS.get(phase, phase))
+    return Restore(progress_phase=phase).phase_label()
 
 
 # --- Running ---------------------------------------------------------------------------

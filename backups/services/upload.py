@@ -341,7 +341,7 @@ def _create_backup(
                 requested_by=requested_by[:254],
                 requested_at=started_at,
             )
-        jobs.claim(Backup, backup.pk, phase="storing")
+        jobs.claim(Backup, backup.pk, phase=Backup.Phase.STORING)
         jobs.succeed(
             Backup,
             backup.pk,

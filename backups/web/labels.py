@@ -2,19 +2,13 @@
 
 from __future__ import annotations
 
-from django.utils.translation import gettext_lazy, pgettext
+from django.utils.translation import pgettext
 
-from backups.models import Backup, Job, JobStatus
-from backups.services.restore import PHASE_LABELS
+from backups.models import Backup, Job, JobStatus, Restore
 
 # Phases a job goes through, in order, as people read them (the row keeps the key).
-BACKUP_PHASES = {
-    "starting": gettext_lazy("starting"),
-    "snapshot": gettext_lazy("taking a consistent snapshot"),
-    "dumping": gettext_lazy("dumping, compressing and encrypting"),
-    "storing": gettext_lazy("storing"),
-}
-RESTORE_PHASES = PHASE_LABELS  # the restore service's phases, in order
+BACKUP_PHASES = dict(Backup.Phase.choices)  # a backup's phases, in order
+RESTORE_PHASES = dict(Restore.Phase.choices)  # a restore's phases, in order
 
 
 def status_key(job: Job) -> str:
@@ -36,6 +30,5 @@ def status_label(job: Job) -> str:
 
 
 def phase_label(job: Job) -> str:
-    """The job's current phase, translated."""
-    phases = BACKUP_PHASES if isinstance(job, Backup) else RESTORE_PHASES
-    return str(phases.get(job.progress_phase, job.progress_phase))
+    """The job's current phase, translated (its model's ``Phase`` label)."""
+    return job.phase_label()

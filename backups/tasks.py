@@ -1,6 +1,8 @@
 """django-q2 entry points. Thin: each loads by id and calls one service.
 
-Tasks take ids, never objects, and start from the public schema (see ``reset_schema``).
+Tasks take ids, never objects, and start from the public schema (see ``reset_schema``). Their
+dotted names (``backups.tasks.run_backup``...) live in queued tasks and in django-q2's schedule
+rows (migrations 0002, 0008): they never change.
 """
 
 from __future__ import annotations
@@ -10,8 +12,13 @@ from collections.abc import Callable
 
 from django.utils import timezone
 
-from backups import services
 from backups.jobs import reset_schema
+from backups.operations import alerts, drills, notify, retention, schedule, webhooks
+from backups.services.backup import backup_run, backup_sweep_stale
+from backups.services.clone import clone_run, clone_sweep_stale
+from backups.services.differences import comparison_sweep_stale, run_comparison
+from backups.services.offboard import erase_offboarded
+from backups.services.restore import restore_run, restore_sweep_stale
 
 logger = logging.getLogger(__name__)
 
@@ -19,21 +26,17 @@ logger = logging.getLogger(__name__)
 def run_backup(backup_id: int) -> str:
     """Run one requested backup (its end is announced by the service); returns its final status."""
     reset_schema()
-    return services.backup_run(backup_id=backup_id).status
+    return backup_run(backup_id=backup_id).status
 
 
 def run_restore(restore_id: int) -> str:
     """Run one requested restore (never twice; its end is announced by the service); returns its final status."""
-    from backups.services import restore as restores
-
     reset_schema()
-    return restores.restore_run(restore_id=restore_id).status
+    return restore_run(restore_id=restore_id).status
 
 
 def compare_backup(comparison_id: int) -> str:
     """Compare a backup with its clinic now (what a restore would remove, bring back, change)."""
-    from backups.services.differences import run_comparison
-
     reset_schema()
     comparison = run_comparison(comparison_id)
     return comparison.status if comparison is not None else "gone"
@@ -41,8 +44,6 @@ def compare_backup(comparison_id: int) -> str:
 
 def run_drill(backup_id: int, verify_only: bool = False) -> str:
     """Drill (or only verify) one backup; returns its drill status."""
-    from backups.operations import drills
-
     reset_schema()
     backup = drills.verify(backup_id) if verify_only else drills.drill(backup_id)
     return backup.drill_status or "verified"
@@ -50,16 +51,12 @@ def run_drill(backup_id: int, verify_only: bool = False) -> str:
 
 def clone(clone_id: int) -> str:
     """Run one requested clone (a new clinic from a backup, never twice); returns its final status."""
-    from backups.services import clone as clones
-
     reset_schema()
-    return clones.clone_run(clone_id=clone_id).status
+    return clone_run(clone_id=clone_id).status
 
 
 def deliver_webhook(delivery_id: int) -> str:
     """Attempt one webhook delivery (if still pending and not held by another worker); returns its status."""
-    from backups.operations import webhooks
-
     reset_schema()
     delivery = webhooks.deliver(delivery_id)
     return delivery.status if delivery is not None else "skipped"
@@ -70,13 +67,9 @@ def sweep_stale_jobs() -> int:
 
     Returns how many jobs were found dead.
     """
-    from backups.services import clone as clones
-    from backups.services import differences
-    from backups.services import restore as restores
-
     reset_schema()
-    dead = services.backup_sweep_stale() + restores.restore_sweep_stale() + clones.clone_sweep_stale()
-    return len(dead) + len(differences.comparison_sweep_stale())
+    dead = backup_sweep_stale() + restore_sweep_stale() + clone_sweep_stale()
+    return len(dead) + len(comparison_sweep_stale())
 
 
 # --- The dispatcher: ONE django-q2 schedule runs this every minute (migration 0008) ------
@@ -102,9 +95,6 @@ def dispatch() -> int:
 
     Returns how many steps failed (each is logged; one failing step never stops the others).
     """
-    from backups.operations import alerts, drills, notify, retention, schedule, webhooks
-    from backups.services import offboard
-
     now = timezone.now()
     steps: list[tuple[str, Callable[[], object]]] = [
         ("schedule", lambda: schedule.dispatch(now)),
@@ -116,5 +106,5 @@ def dispatch() -> int:
     ]
     if now.minute == 0:
         steps.insert(2, ("retention", lambda: retention.prune_all(now)))
-        steps.insert(3, ("offboarded clinics", lambda: offboard.erase_offboarded(now)))
+        steps.insert(3, ("offboarded clinics", lambda: erase_offboarded(now)))
     return sum(not _step(name, func) for name, func in steps)

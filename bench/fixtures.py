@@ -14,9 +14,10 @@ from pathlib import Path
 from django.conf import settings
 from django.db import connection
 
-from backups import archive, services, storage
+from backups import archive, storage
 from backups.keys.clinic import reading_identities
 from backups.models import Backup, BackupPolicy, CloneJob, JobStatus, Restore
+from backups.services.backup import backup_request, backup_run
 from clinics.models import Clinic, Domain
 
 
@@ -59,9 +60,7 @@ def drop_leftover_schemas(schema: str) -> None:
 
 def make_backup(schema: str, payload_format: str = "pg") -> Backup:
     """A backup of the clinic, run in this process (untimed: what the steps restore or clone)."""
-    row = services.backup_run(
-        backup_id=services.backup_request(clinic=schema, payload_format=payload_format, enqueue=False).pk
-    )
+    row = backup_run(backup_id=backup_request(clinic=schema, payload_format=payload_format, enqueue=False).pk)
     if row.status != JobStatus.SUCCEEDED:
         raise RuntimeError(f"backup of {schema} failed: {row.error}")
     return row

@@ -17,9 +17,10 @@ from fixtures import drop_clinic
 from sampling import Sample, TreeSampler, run_tree, timed
 from startup import ROOT, TMP
 
-from backups import services, storage
+from backups import storage
 from backups.models import Backup, JobStatus
-from backups.services import clone as clones
+from backups.services.backup import backup_request
+from backups.services.clone import clone_request, clone_run, default_domain
 from clinics.models import Clinic, Domain
 
 
@@ -35,7 +36,7 @@ class CloneSteps:
         def run() -> None:
             clinic = Clinic(schema_name="benchnew", name="benchnew")
             clinic.save(verbosity=0)
-            Domain.objects.create(domain=clones.default_domain("benchnew"), tenant=clinic, is_primary=True)
+            Domain.objects.create(domain=default_domain("benchnew"), tenant=clinic, is_primary=True)
 
         sample = timed(run)
         drop_clinic("benchnew")
@@ -45,14 +46,14 @@ class CloneSteps:
         drop_clinic("benchclone")
 
         def run() -> None:
-            job = clones.clone_request(
+            job = clone_request(
                 source_backup_id=self.tiny_backup.pk,
                 schema_name="benchclone",
                 name="benchclone",
                 requested_by="bench",
                 enqueue=False,
             )
-            job = clones.clone_run(clone_id=job.pk)
+            job = clone_run(clone_id=job.pk)
             if job.status != "succeeded":
                 raise RuntimeError(f"clone failed: {job.error}")
 
@@ -78,7 +79,7 @@ class ManySteps:
 
     def many_q2(self, workers: int) -> dict[str, Sample]:
         ids = [
-            services.backup_request(clinic=s, payload_format="pg", requested_by="bench", enqueue=True).pk
+            backup_request(clinic=s, payload_format="pg", requested_by="bench", enqueue=True).pk
             for s in self.many_schemas
         ]
         env = {**os.environ, "Q_WORKERS": str(workers)}

@@ -31,7 +31,7 @@ from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 from django.views.decorators.csrf import csrf_exempt
 
-from backups import selectors, services
+from backups import selectors
 from backups.admin import display
 from backups.admin.clinic_holds import hold_text, hold_view
 from backups.admin.clinic_selective import selective_view
@@ -45,10 +45,11 @@ from backups.humanize import human_actor, human_note, human_time
 from backups.models import ACTIVE_STATUSES, Backup, JobStatus, Restore
 from backups.operations.schedule import next_scheduled_run
 from backups.selectors.upload_origin import upload_origin
-from backups.services.backup import fair_use_status
+from backups.services.backup import active_job, backup_request, fair_use_status
 from backups.services.differences import latest_comparison, request_comparison
 from backups.services.download import backup_download
 from backups.services.preview import restore_preview
+from backups.services.restore import restore_request
 from backups.web.forms import BackupNowForm, RestoreConfirmForm, posted
 from backups.web.http import client_address
 from clinic_site.admin_sites import clinic_site
@@ -278,7 +279,7 @@ class ClinicBackupAdmin(CatalogAdmin):
         ]
 
     def changelist_view(self, request: HttpRequest, extra_context: dict | None = None) -> HttpResponse:
-        running = services.active_job(request.tenant.pk)
+        running = active_job(request.tenant.pk)
         extra = {
             **trend_context(Backup.objects.filter(clinic_id=request.tenant.pk)),  # in the active (clinic's) time zone
             "can_back_up": request.user.has_perm("backups.add_backup"),
@@ -324,7 +325,7 @@ class ClinicBackupAdmin(CatalogAdmin):
         form = BackupNowForm(*posted(request)[:1])
         if request.method == "POST" and form.is_valid():
             try:
-                backup = services.backup_request(
+                backup = backup_request(
                     clinic=request.tenant.pk,
                     payload_format=form.cleaned_data["payload_format"],
                     note=form.cleaned_data["note"],
@@ -347,7 +348,7 @@ class ClinicBackupAdmin(CatalogAdmin):
             "backup_now.html",
             _("Back up now"),
             form=form,
-            running=services.active_job(request.tenant.pk),
+            running=active_job(request.tenant.pk),
             fair_use=fair_use,
             fair_use_frees=human_time(fair_use.frees_at),
         )
@@ -405,7 +406,7 @@ class ClinicBackupAdmin(CatalogAdmin):
         )
         if request.method == "POST" and form.is_valid():
             try:
-                restore = services.restore_request(
+                restore = restore_request(
                     clinic=request.tenant.pk,
                     backup_id=backup.pk,
                     requested_by=request.user.get_username(),
@@ -435,7 +436,7 @@ class ClinicBackupAdmin(CatalogAdmin):
             origin=upload_origin(backup),
             preview=preview,
             form=form,
-            running=services.active_job(request.tenant.pk),
+            running=active_job(request.tenant.pk),
             **self._differences_context(backup, preview, asked),
         )
 

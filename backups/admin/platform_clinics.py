@@ -16,7 +16,6 @@ from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import pgettext
 
-from backups import services
 from backups.admin.display import status_badge
 from backups.admin.readonly import QuickRowCheckbox
 from backups.conf import conf
@@ -25,6 +24,7 @@ from backups.humanize import human_ago, human_bytes, human_time
 from backups.models import BACKUP_STATUS_LABELS, Backup, JobStatus
 from backups.operations.drills import request_drill
 from backups.selectors.platform import clinics_with_health
+from backups.services.backup import backup_request
 from backups.services.offboard import bring_back, bring_back_source, erase_clinic_backups, offboard_clinic
 from backups.services.recover import clinic_domain
 from backups.web.http import client_address
@@ -391,7 +391,7 @@ class ClinicAdmin(QuickRowCheckbox, admin.ModelAdmin):
             action="backup_selected",
             title=_("Back up these clinics now?"),
             intro=_("Each clinic gets a manual backup, queued for the workers; its daily backup still runs."),
-            run=lambda clinic: services.backup_request(
+            run=lambda clinic: backup_request(
                 clinic=clinic, requested_by=request.user.get_username(), address=client_address(request)
             ),
             done=_("Backups queued for: %(clinics)s."),

@@ -19,10 +19,9 @@ from django.urls import reverse
 from django.utils.translation import gettext as _
 from django.views.decorators.csrf import csrf_exempt, csrf_protect
 
-from backups import services
 from backups.conf import conf
 from backups.exceptions import RespaldoError
-from backups.services.upload import too_large_refusal, upload_refused
+from backups.services.upload import too_large_refusal, upload_accept, upload_refused
 from backups.web.forms import UploadForm, posted
 from backups.web.http import client_address
 from backups.web.uploadhandlers import SizeLimitHandler
@@ -51,7 +50,7 @@ def upload_view(model_admin) -> Callable[[HttpRequest], HttpResponse]:
             elif form.is_valid():
                 upload = form.cleaned_data["file"]
                 try:
-                    accepted = services.upload_accept(
+                    accepted = upload_accept(
                         clinic=request.tenant.pk,
                         source=upload,
                         filename=upload.name,

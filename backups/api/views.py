@@ -19,17 +19,19 @@ from django.http import FileResponse, HttpRequest, HttpResponse, HttpResponseRed
 from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
 
-from backups import selectors, services
+from backups import selectors
 from backups.api.access import Method, acting_token, check_csrf, endpoint
 from backups.api.errors import NO_STORE, BadParameter, api_error, error_response, field_errors
 from backups.api.serialize import absolute, backup_json, preview_json, restore_json
 from backups.conf import conf
 from backups.exceptions import RespaldoError
 from backups.models import Backup, JobStatus, Restore
+from backups.services.backup import backup_request
 from backups.services.differences import comparison_for_api, latest_comparison
 from backups.services.download import BackupDownload, backup_download, open_signed_download
 from backups.services.preview import restore_preview
-from backups.services.upload import too_large_refusal, upload_refused
+from backups.services.restore import restore_request
+from backups.services.upload import too_large_refusal, upload_accept, upload_refused
 from backups.web.forms import BackupNowForm, RestoreConfirmForm
 from backups.web.http import client_address
 from backups.web.uploadhandlers import SizeLimitHandler
@@ -210,7 +212,7 @@ def create_backup(request: HttpRequest) -> HttpResponse:
     if not form.is_valid():
         return field_errors(form)
     try:
-        backup = services.backup_request(
+        backup = backup_request(
             clinic=request.tenant.pk,
             payload_format=form.cleaned_data["payload_format"],
             note=form.cleaned_data["note"],
@@ -329,7 +331,7 @@ def start_restore(request: HttpRequest, backup_id: int) -> HttpResponse:
     if not form.is_valid():
         return field_errors(form)
     try:
-        started = services.restore_request(
+        started = restore_request(
             clinic=request.tenant.pk,
             backup_id=target.pk,
             requested_by=request.user.get_username(),
@@ -364,7 +366,7 @@ def upload_backup(request: HttpRequest) -> HttpResponse:
     if uploaded is None:
         return api_error("api_no_file")
     try:
-        accepted = services.upload_accept(
+        accepted = upload_accept(
             clinic=request.tenant.pk,
             source=uploaded,
             filename=uploaded.name or "",

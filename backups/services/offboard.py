@@ -220,13 +220,13 @@ def bring_back(
 
 def _bring_back_as_new(old: Clinic, source: Backup, *, schema_name: str, requested_by: str) -> Clinic:
     """The offboarded clinic ``old`` cloned from ``source`` into a new clinic ``schema_name``; returns it."""
-    from backups.services import clone as clones
+    from backups.services.clone import clone_request, clone_run
     from backups.services.policy import POLICY_FIELDS
 
-    job = clones.clone_request(
+    job = clone_request(
         source_backup_id=source.pk, schema_name=schema_name, name=old.name, requested_by=requested_by, enqueue=False
     )
-    job = clones.clone_run(clone_id=job.pk)
+    job = clone_run(clone_id=job.pk)
     if job.status != JobStatus.SUCCEEDED or job.clinic is None:
         raise RestoreRefused("bring_back_failed", clinic=old.schema_name, reason=job.error_params or {})
     new = job.clinic

@@ -27,8 +27,8 @@ from backups.formats.scratch import STAGING_SUFFIX, check_read_to_the_end  # noq
 from backups.keys.clinic import reading_identities
 from backups.manifest import manifest_has_media
 from backups.models import ACTIVE_STATUSES, AuditEntry, Backup, JobStatus, Restore
-from backups.services import backup as backup_services
 from backups.services import sessions
+from backups.services.backup import backup_recover_crashed, backup_request, backup_run, check_not_busy, clinic_get
 from backups.services.verification import VerifiedCopy, check_migrations, verified_copy
 from backups.signals import restore_finished
 from clinics.models import Clinic
@@ -64,7 +64,7 @@ def restore_request(
     Refuses (RestoreRefused, ClinicBusy) a backup of another clinic, one that did not succeed or has
     expired, and a clinic that already has a backup or restore waiting or running.
     """
-    target = backup_services.clinic_get(clinic)
+    target = clinic_get(clinic)
     backup = Backup.objects.select_related("clinic").filter(pk=backup_id).first()
     if backup is None:
         raise RestoreRefused("backup_not_found", backup=backup_id)
@@ -75,7 +75,7 @@ def restore_request(
         Clinic.objects.select_for_update().get(pk=target.pk)
         backup.refresh_from_db()  # retention prunes under this same lock: read the row again
         _check_restorable(backup)
-        backup_services.check_not_busy(target)
+        check_not_busy(target)
         restore = Restore.objects.create(clinic=target, backup=backup, requested_by=requested_by)
         audit(
             AuditEntry.Action.RESTORE_REQUESTED,
@@ -208,7 +208,7 @@ def restore_recover_crashed(restore: Restore) -> None:
     if restore.safety_backup_id is not None:
         safety = Backup.objects.get(pk=restore.safety_backup_id)
         if safety.status in ACTIVE_STATUSES:
-            backup_services.backup_recover_crashed(safety)
+            backup_recover_crashed(safety)
     media.media_recover(restore.clinic.schema_name, restored=restore.outcome == Restore.Outcome.RESTORED)
     if restore.outcome == Restore.Outcome.RESTORED:
         try:
@@ -289,11 +289,11 @@ def _media_note(manifest: dict) -> RespaldoError | None:
 
 def _take_safety_backup(restore: Restore) -> None:
     _update(restore.pk, progress_phase=PHASE_SAFETY_BACKUP)
-    safety = backup_services.backup_request(
+    safety = backup_request(
         clinic=restore.clinic_id, kind=Backup.Kind.PRE_RESTORE, requested_by=restore.requested_by, enqueue=False
     )
     _update(restore.pk, safety_backup=safety)
-    safety = backup_services.backup_run(backup_id=safety.pk)
+    safety = backup_run(backup_id=safety.pk)
     if safety.status != JobStatus.SUCCEEDED:
         raise RestoreRefused(
             "safety_backup_failed",

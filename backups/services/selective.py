@@ -55,7 +55,7 @@ from backups.audit import audit
 from backups.exceptions import RespaldoError, RestoreRefused, render, translated
 from backups.formats.base import quote_ident
 from backups.models import AuditEntry, Backup, JobStatus, Restore, exact_json
-from backups.services import backup as backup_services
+from backups.services.backup import backup_request, backup_run
 from backups.services.selective_rows import Pick, Rows, picks, read_backup, read_settings, select_rows, table_name
 
 ADD, CHANGE, SAME = "add", "change", "same"
@@ -313,7 +313,7 @@ def _refuse(preview: SelectivePreview, expected: str) -> None:
 
 def _safety_backup(backup: Backup, requested_by: str, address: str | None) -> Backup:
     """A pre_restore backup of the clinic as it is now, run here, as the full restore does."""
-    safety = backup_services.backup_request(
+    safety = backup_request(
         clinic=backup.clinic_id,
         kind=Backup.Kind.PRE_RESTORE,
         requested_by=requested_by,
@@ -321,7 +321,7 @@ def _safety_backup(backup: Backup, requested_by: str, address: str | None) -> Ba
         address=address,
         note=f"selective restore from #{backup.pk}",
     )
-    safety = backup_services.backup_run(backup_id=safety.pk)
+    safety = backup_run(backup_id=safety.pk)
     if safety.status != JobStatus.SUCCEEDED:
         reason = safety.error_params or {"message_id": "unexpected", "params": {"detail": safety.error}}
         raise RestoreRefused("safety_backup_failed", backup=safety.pk, reason=reason)

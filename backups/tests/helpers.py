@@ -28,10 +28,10 @@ from django.test import Client
 from django.utils import timezone
 from django_tenants.utils import schema_context
 
-from backups import services
 from backups.models import Backup, JobStatus
 from backups.postgres import connect_separately
 from backups.services.api_tokens import token_create
+from backups.services.backup import backup_request, backup_run
 from backups.services.selective_rows import Rows, read_patient
 from clinics.models import Clinic
 from conftest import host_client
@@ -138,9 +138,7 @@ def add_filler(rows: int = FILLER_ROWS) -> None:
 
 def make_backup(clinic: str = SCHEMA, payload_format: str = "pg") -> Backup:
     """A succeeded backup of ``clinic``, run here (no worker)."""
-    backup = services.backup_run(
-        backup_id=services.backup_request(clinic=clinic, payload_format=payload_format, enqueue=False).pk
-    )
+    backup = backup_run(backup_id=backup_request(clinic=clinic, payload_format=payload_format, enqueue=False).pk)
     assert backup.status == JobStatus.SUCCEEDED, backup.error
     return backup
 

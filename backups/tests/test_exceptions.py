@@ -6,10 +6,10 @@ import pytest
 from django.test import override_settings
 from django.utils import translation
 
-from backups import services
 from backups.exceptions import ClinicBusy, RespaldoError, render
 from backups.models import Backup, JobStatus, Restore
 from backups.services import restore as restores
+from backups.services.backup import backup_request, backup_run
 from backups.tests.helpers import SCHEMA, make_backup, stored_path
 
 
@@ -19,9 +19,9 @@ def in_language(language: str, show) -> str:
 
 
 def test_a_busy_clinic_reads_in_the_readers_language(scratch_clinic):
-    services.backup_request(clinic=SCHEMA, enqueue=False)
+    backup_request(clinic=SCHEMA, enqueue=False)
     with pytest.raises(ClinicBusy) as busy:
-        services.backup_request(clinic=SCHEMA, enqueue=False)
+        backup_request(clinic=SCHEMA, enqueue=False)
     assert busy.value.code == "clinic_busy"
     assert in_language("es", lambda: str(busy.value)).startswith(f"La clínica {SCHEMA} ya tiene el respaldo n.º ")
     assert in_language("en", lambda: str(busy.value)).startswith(f"Clinic {SCHEMA} already has backup #")
@@ -63,7 +63,7 @@ def test_a_tampered_archive_is_stored_as_a_code_and_shown_in_each_readers_langua
 
 @override_settings(BACKUPS_AGE_IDENTITY_FILE=None, BACKUPS_AGE_IDENTITY="", BACKUPS_GENERATE_DEV_KEY=False)
 def test_a_missing_key_reads_in_spanish(scratch_clinic):
-    backup = services.backup_run(backup_id=services.backup_request(clinic=SCHEMA, enqueue=False).pk)
+    backup = backup_run(backup_id=backup_request(clinic=SCHEMA, enqueue=False).pk)
     assert backup.status == JobStatus.FAILED and backup.error_code == "key_config"
     assert in_language("es", backup.error_message).startswith("El cifrado de los respaldos no está bien configurado.")
 

@@ -1,9 +1,9 @@
 from django.core.management.base import CommandError, CommandParser
 
-from backups import services
 from backups.exceptions import RespaldoError
 from backups.management.base import RespaldoCommand, backup_line
 from backups.models import Backup, JobStatus
+from backups.services.backup import backup_request, backup_run, clinic_get
 from backups.services.policy import policy_for
 from clinics.models import Clinic
 
@@ -39,7 +39,7 @@ class Command(RespaldoCommand):
                 chosen = self.chosen_format(target, format, all)
                 if chosen is None:
                     continue
-                backup = services.backup_request(
+                backup = backup_request(
                     clinic=target, payload_format=chosen, requested_by=requested_by, enqueue=run_async
                 )
             except RespaldoError as exc:
@@ -49,7 +49,7 @@ class Command(RespaldoCommand):
                 failures += 1
                 continue
             if not run_async:
-                backup = services.backup_run(backup_id=backup.pk)
+                backup = backup_run(backup_id=backup.pk)
             self.stdout.write(backup_line(backup))
             if backup.status == JobStatus.FAILED:
                 failures += 1
@@ -60,7 +60,7 @@ class Command(RespaldoCommand):
 
     def chosen_format(self, target: Clinic | str, given: str | None, all_clinics: bool) -> str | None:
         """The format to back up ``target`` in: ``--format``, else its policy's; None to skip it (--all, policy off)."""
-        policy = policy_for(services.clinic_get(target))
+        policy = policy_for(clinic_get(target))
         if all_clinics and not policy.enabled:
             self.stdout.write(f"{policy.clinic.schema_name}: skipped, daily backups are off in its backup policy")
             return None

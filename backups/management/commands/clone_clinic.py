@@ -2,7 +2,7 @@ from django.core.management.base import CommandError, CommandParser
 
 from backups.management.base import RespaldoCommand
 from backups.models import JobStatus
-from backups.services import clone as clones
+from backups.services.clone import clone_request, clone_run
 
 
 class Command(RespaldoCommand):
@@ -23,7 +23,7 @@ class Command(RespaldoCommand):
         parser.add_argument("--requested-by", default="command line")
 
     def handle(self, *args, backup, schema, name, domain, run_async, requested_by, **options) -> None:
-        clone = clones.clone_request(
+        clone = clone_request(
             source_backup_id=backup,
             schema_name=schema,
             name=name,
@@ -34,7 +34,7 @@ class Command(RespaldoCommand):
         if run_async:
             self.stdout.write(f"Clone #{clone.pk} of backup #{backup} into {schema} queued.")
             return
-        clone = clones.clone_run(clone_id=clone.pk)
+        clone = clone_run(clone_id=clone.pk)
         if clone.status != JobStatus.SUCCEEDED:
             raise CommandError(f"Clone #{clone.pk} failed: {clone.error_message()}")
         migrated = " Migrated forward to this release." if clone.migrated else ""

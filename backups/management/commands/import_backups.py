@@ -12,7 +12,16 @@ from django.core.management.base import CommandError, CommandParser
 from backups.exceptions import RespaldoError
 from backups.management.base import RespaldoCommand
 from backups.models import JobStatus
-from backups.services import recover
+from backups.services.recover import (
+    IMPORTED,
+    KNOWN,
+    OUTCOMES,
+    UNREADABLE,
+    ImportedObject,
+    ImportReport,
+    import_backups,
+    restore_newest,
+)
 
 
 class Command(RespaldoCommand):
@@ -36,7 +45,7 @@ class Command(RespaldoCommand):
 
     def handle(self, *args, create_clinics: bool, restore: bool, **options) -> None:
         # keys not configured, storage unreachable: one clear line (RespaldoCommand)
-        report = recover.import_backups(create_clinics=create_clinics)
+        report = import_backups(create_clinics=create_clinics)
         for clinic in report.created_clinics:
             domain = clinic.domains.values_list("domain", flat=True).first() or "no domain"
             self.stdout.write(f"created clinic {clinic.schema_name} (id {clinic.pk}, {clinic.name!r}) at {domain}")
@@ -51,12 +60,12 @@ class Command(RespaldoCommand):
         if failed:
             raise CommandError(f"{failed} of {len(report.created_clinics)} restores failed.")
 
-    def _restore_all(self, report: recover.ImportReport) -> int:
+    def _restore_all(self, report: ImportReport) -> int:
         """Restore each recreated clinic from its newest backup; return how many failed."""
         failed = 0
         for clinic in report.created_clinics:
             try:
-                result = recover.restore_newest(clinic)
+                result = restore_newest(clinic)
             except RespaldoError as exc:
                 self.stdout.write(f"restore of {clinic.schema_name} refused: {exc}")
                 failed += 1
@@ -76,17 +85,17 @@ class Command(RespaldoCommand):
         return failed
 
 
-def _object_line(item: recover.ImportedObject) -> str:
+def _object_line(item: ImportedObject) -> str:
     """One line per stored object: what happened to it, and why when nothing was imported."""
-    if item.outcome == recover.IMPORTED:
+    if item.outcome == IMPORTED:
         return f"imported {item.name} -> backup #{item.backup_id} of {item.schema}"
-    if item.outcome == recover.KNOWN:
+    if item.outcome == KNOWN:
         return f"known {item.name} (backup #{item.backup_id})"
-    if item.outcome == recover.UNREADABLE:
+    if item.outcome == UNREADABLE:
         return f"unreadable {item.name}: {item.reason}"
     return f"{item.outcome} {item.name}: {item.detail}"
 
 
-def _summary(report: recover.ImportReport) -> str:
-    counts = ", ".join(f"{report.count(outcome)} {outcome}" for outcome in recover.OUTCOMES)
+def _summary(report: ImportReport) -> str:
+    counts = ", ".join(f"{report.count(outcome)} {outcome}" for outcome in OUTCOMES)
     return f"{len(report.objects)} stored objects: {counts}; {len(report.created_clinics)} clinics created."

@@ -2,7 +2,7 @@ from django.core.management.base import CommandParser
 
 from backups.management.base import RespaldoCommand, backup_line
 from backups.selectors import backup_list, platform_backup_list
-from backups.services import clinic_get
+from backups.services.backup import clinic_get
 
 
 class Command(RespaldoCommand):

@@ -8,7 +8,7 @@ from backups.exceptions import ClinicNotFound
 from backups.management.base import RespaldoCommand
 from backups.operations import retention
 from backups.operations.retention import Action, Decision
-from backups.services import clinic_get
+from backups.services.backup import clinic_get
 from backups.services.policy import policy_for
 from clinics.models import Clinic
 

@@ -6,10 +6,10 @@ from pathlib import Path
 
 from django.core.management.base import CommandError, CommandParser
 
-from backups import services
 from backups.management.base import RespaldoCommand
 from backups.models import Backup, JobStatus
-from backups.services import restore as restores
+from backups.services.backup import clinic_get
+from backups.services.restore import restore_request, restore_run
 
 
 class Command(RespaldoCommand):
@@ -33,7 +33,7 @@ class Command(RespaldoCommand):
         parser.add_argument("--requested-by", default="command line")
 
     def handle(self, *args, schema, backup, file, yes, run_async, requested_by, **options) -> None:
-        clinic = services.clinic_get(schema)
+        clinic = clinic_get(schema)
         if file is not None:
             backup_row = self._upload(clinic, file, requested_by, options["verbosity"])
         else:
@@ -42,13 +42,11 @@ class Command(RespaldoCommand):
                 raise CommandError(f"There is no backup #{backup}.")
         if not yes:
             self._confirm(clinic, backup_row)
-        restore = restores.restore_request(
-            clinic=clinic, backup_id=backup_row.pk, requested_by=requested_by, enqueue=run_async
-        )
+        restore = restore_request(clinic=clinic, backup_id=backup_row.pk, requested_by=requested_by, enqueue=run_async)
         if run_async:
             self.stdout.write(f"Restore #{restore.pk} of {clinic.schema_name} from backup #{backup_row.pk} queued.")
             return
-        restore = restores.restore_run(restore_id=restore.pk)
+        restore = restore_run(restore_id=restore.pk)
         safety = f" Safety backup: #{restore.safety_backup_id}." if restore.safety_backup_id else ""
         if restore.status != JobStatus.SUCCEEDED:
             raise CommandError(f"Restore #{restore.pk} failed: {restore.error_message()}{safety}")

@@ -14,8 +14,9 @@ from django.test import Client
 from django.utils import timezone
 from django_tenants.utils import schema_context
 
-from backups import services
 from backups.models import Backup, Download, JobStatus, Restore
+from backups.services.backup import backup_request
+from backups.services.restore import restore_request
 from backups.tests.helpers import LIST, clinica_tables, fake_backup, logged_in, make_backup, stored_path
 from clinics.models import Clinic
 
@@ -164,7 +165,7 @@ def test_a_partial_backup_is_flagged_and_needs_the_extra_tick(admin_client):
 
 def test_a_restore_while_a_backup_runs_is_refused_on_the_page(admin_client):
     backup = fake_backup(manifest={"tables": clinica_tables()})
-    services.backup_request(clinic="clinica", enqueue=False)
+    backup_request(clinic="clinica", enqueue=False)
     response = admin_client.post(f"{LIST}{backup.pk}/restore/", {"confirm": "clinica"})
     assert response.status_code == 200 and "already has backup" in response.content.decode()
     assert not Restore.objects.exists()
@@ -258,7 +259,7 @@ def test_an_expired_backup_cannot_be_restored_or_downloaded(admin_client):
     page = admin_client.get(f"{LIST}{expired.pk}/restore/", follow=True).content.decode()
     assert "cannot be restored" in page
     with pytest.raises(Exception, match="expired"):
-        services.restore_request(clinic="clinica", backup_id=expired.pk, enqueue=False)
+        restore_request(clinic="clinica", backup_id=expired.pk, enqueue=False)
     assert "(it is expired)" in admin_client.get(f"{LIST}{expired.pk}/download/", follow=True).content.decode()
     assert not Restore.objects.exists()
 

@@ -22,7 +22,7 @@ from django.conf import settings
 from django.db import connection
 from pyrage import x25519
 
-from backups import archive, services
+from backups import archive
 from backups.archive import (
     generate_identity,
     identity_public_key,
@@ -31,6 +31,7 @@ from backups.archive import (
 )
 from backups.keys import clinic as clinic_keys
 from backups.models import Backup, ClinicKey, JobStatus
+from backups.services.backup import backup_request, backup_run
 from backups.tests.helpers import stored_path
 
 CHUNK = 1000  # small chunks: many members from small payloads
@@ -214,9 +215,7 @@ def take_clinic_key(operator: dict[str, str], schema: str = SCHEMA) -> None:
 
 
 def make_backup(clinic: str = SCHEMA, payload_format: str = "pg") -> Backup:
-    backup = services.backup_run(
-        backup_id=services.backup_request(clinic=clinic, payload_format=payload_format, enqueue=False).pk
-    )
+    backup = backup_run(backup_id=backup_request(clinic=clinic, payload_format=payload_format, enqueue=False).pk)
     assert backup.status == JobStatus.SUCCEEDED, backup.error
     return backup
 

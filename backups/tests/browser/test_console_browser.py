@@ -227,7 +227,7 @@ def test_a_clinic_admin_backs_up_breaks_restores_and_undoes_in_the_browser(
 def test_reception_finds_no_backups_and_a_viewer_gets_403_on_download(web_server, browser, live_db):
     from django.contrib.auth.models import Permission, User
 
-    from backups import services
+    from backups.services.backup import backup_request, backup_run
 
     with schema_context(CLINIC):
         viewer, _ = User.objects.get_or_create(username="lectora", defaults={"is_staff": True})
@@ -235,7 +235,7 @@ def test_reception_finds_no_backups_and_a_viewer_gets_403_on_download(web_server
         viewer.save()
         viewer.user_permissions.set([Permission.objects.get(codename="view_backup")])
     connection.set_schema_to_public()
-    backup = services.backup_run(backup_id=services.backup_request(clinic=CLINIC, enqueue=False).pk)
+    backup = backup_run(backup_id=backup_request(clinic=CLINIC, enqueue=False).pk)
     base = f"http://{CLINIC}.localhost:{web_server}"
     try:
         page = browser.new_page()
@@ -305,10 +305,10 @@ def test_back_up_now_in_the_browser_sends_the_email_with_its_size_and_link(web_s
 
 
 def test_one_patient_comes_back_from_a_backup_and_later_changes_stay(web_server, browser, clinica_put_back):
-    from backups import services
+    from backups.services.backup import backup_request, backup_run
     from dental.models import Appointment
 
-    backup = services.backup_run(backup_id=services.backup_request(clinic=CLINIC, enqueue=False).pk)
+    backup = backup_run(backup_id=backup_request(clinic=CLINIC, enqueue=False).pk)
     with schema_context(CLINIC):
         patients = list(Patient.objects.order_by("pk")[:2])
         lost, other = patients

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 
-from backups import services
 from backups.models import JobStatus, Restore
+from backups.services.backup import backup_request, backup_run
 from backups.tests.browser.helpers import CLINIC, Shots
 from backups.tests.helpers import LIST, other_connection, wait_for
 from conftest import log_in
@@ -53,7 +53,7 @@ def test_the_admin_restores_and_stays_signed_in_with_every_phase_ticked(
     clinica_put_back,  # noqa: F811 - the fixture imported above
 ):
     words = WORDS[language]
-    backup = services.backup_run(backup_id=services.backup_request(clinic=CLINIC, enqueue=False).pk)
+    backup = backup_run(backup_id=backup_request(clinic=CLINIC, enqueue=False).pk)
     assert backup.status == JobStatus.SUCCEEDED  # before the admin signs in: it holds no session of theirs
     context = browser.new_context(locale=language, viewport={"width": 1280, "height": 900})
     page = context.new_page()

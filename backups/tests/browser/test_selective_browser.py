@@ -13,8 +13,8 @@ import pytest
 from django.db import connection
 from django_tenants.utils import schema_context
 
-from backups import services
 from backups.models import Backup, JobStatus
+from backups.services.backup import backup_request, backup_run
 from backups.services.selective_search import fold
 from backups.tests.browser.helpers import CLINIC, Shots, copy_shot
 from backups.tests.helpers import LIST
@@ -43,7 +43,7 @@ def accented_patient() -> Patient:
 @pytest.mark.parametrize("language", ["en-US", "es-ES"])
 def test_an_admin_finds_a_deleted_patient_by_part_of_the_name_and_brings_them_back(web_server, browser, language):
     words = WORDS[language]
-    backup = services.backup_run(backup_id=services.backup_request(clinic=CLINIC, enqueue=False).pk)
+    backup = backup_run(backup_id=backup_request(clinic=CLINIC, enqueue=False).pk)
     assert backup.status == JobStatus.SUCCEEDED
     lost = accented_patient()
     with schema_context(CLINIC):

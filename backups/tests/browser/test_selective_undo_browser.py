@@ -12,8 +12,8 @@ import pytest
 from django.db import connection
 from django_tenants.utils import schema_context
 
-from backups import services
 from backups.models import JobStatus, Restore
+from backups.services.backup import backup_request, backup_run
 from backups.services.selective import selective_apply, selective_preview
 from backups.tests.browser.helpers import CLINIC, Shots, copy_shot
 from conftest import log_in
@@ -44,7 +44,7 @@ WORDS = {
 @pytest.mark.parametrize("language", ["en-US", "es-ES"])
 def test_an_admin_undoes_a_restore_of_one_patient_and_keeps_a_later_edit(web_server, browser, language):
     words = WORDS[language]
-    backup = services.backup_run(backup_id=services.backup_request(clinic=CLINIC, enqueue=False).pk)
+    backup = backup_run(backup_id=backup_request(clinic=CLINIC, enqueue=False).pk)
     assert backup.status == JobStatus.SUCCEEDED
     with schema_context(CLINIC):
         patient = Patient.objects.filter(appointments__isnull=False).order_by("pk").first()

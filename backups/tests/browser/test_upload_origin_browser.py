@@ -19,8 +19,8 @@ import pytest
 from django.conf import settings
 from django.utils import timezone
 
-from backups import services
 from backups.models import Backup, JobStatus
+from backups.services.backup import backup_request, backup_run
 from backups.tests.browser.helpers import Shots
 from clinics.models import Clinic
 from conftest import log_in
@@ -55,8 +55,8 @@ def test_uploading_a_downloaded_backup_shows_its_original_date_and_the_same_file
     language, web_server, browser, live_db, tmp_path
 ):
     words = WORDS[language]
-    request = services.backup_request(clinic=CLINIC, note=NOTE, requested_by="admin", enqueue=False)
-    original = services.backup_run(backup_id=request.pk)
+    request = backup_request(clinic=CLINIC, note=NOTE, requested_by="admin", enqueue=False)
+    original = backup_run(backup_id=request.pk)
     assert original.status == JobStatus.SUCCEEDED, original.error
     backed_up = words["backed_up"].format(when=shown_date(original.manifest["created_at"], language))
     same = words["same"].format(id=original.pk)

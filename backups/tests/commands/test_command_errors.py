@@ -11,10 +11,10 @@ import pytest
 from django.conf import settings
 from django.utils import translation
 
-from backups import services
 from backups.archive import generate_identity
 from backups.exceptions import UploadRefused
 from backups.models import Backup, ClinicKey, CloneJob, JobStatus, Restore
+from backups.services.backup import backup_request, backup_run
 from backups.tests.helpers import storage_files, stored_path, table_checksums
 from clinics.models import Clinic
 from conftest import manage
@@ -69,7 +69,7 @@ def key_file(path, *identities: str) -> str:
 def test_a_refused_key_setting_is_one_line_and_a_failed_exit_for_every_command(live_db, tmp_path, refused):
     env_for, message = refused
     env = env_for(tmp_path)
-    backup = services.backup_run(backup_id=services.backup_request(clinic="clinica", enqueue=False).pk)
+    backup = backup_run(backup_id=backup_request(clinic="clinica", enqueue=False).pk)
     assert backup.status == JobStatus.SUCCEEDED
     values = {"backup": str(backup.pk), "file": str(stored_path(backup.storage_name))}
     files, data = storage_files(), {schema: table_checksums(schema) for schema in ("clinica", "bienestar")}
@@ -100,7 +100,7 @@ IMPORT_ADVICE = (
 def test_an_archive_whose_clinic_key_the_catalog_lost_names_import_backups(scratch_clinic, tmp_path):
     """A platform rebuilt without ``import_backups``: the bucket holds the clinic's archive and its
     wrapped key, the catalog has neither. The refusal tells the operator what to run."""
-    backup = services.backup_run(backup_id=services.backup_request(clinic="restaura", enqueue=False).pk)
+    backup = backup_run(backup_id=backup_request(clinic="restaura", enqueue=False).pk)
     assert backup.status == JobStatus.SUCCEEDED
     copy = tmp_path / "restaura.respaldo"
     copy.write_bytes(stored_path(backup.storage_name).read_bytes())

@@ -13,10 +13,11 @@ from django.contrib.auth.models import User
 from django.core.management import call_command
 from django_tenants.utils import schema_context
 
-from backups import services, tasks
+from backups import tasks
 from backups.models import Backup, BackupPolicy, JobStatus, Restore
 from backups.models.webhooks import WebhookDelivery, WebhookEndpoint
 from backups.operations import webhooks
+from backups.services.backup import backup_request
 from backups.tests.helpers import SCHEMA, free_port, make_backup, smtp_server
 from backups.tests.operations.helpers import Receiver
 from clinics.models import Clinic
@@ -84,7 +85,7 @@ def test_a_worker_given_the_same_backup_twice_announces_it_once(db, smtp, receiv
     clinic = Clinic.objects.get(schema_name="clinica")
     BackupPolicy.objects.filter(clinic=clinic).update(notify_emails=POLICY_ADDRESS)
     WebhookEndpoint.objects.create(clinic=clinic, url=receiver.url)
-    requested = services.backup_request(clinic="clinica", kind=Backup.Kind.SCHEDULED, enqueue=False)
+    requested = backup_request(clinic="clinica", kind=Backup.Kind.SCHEDULED, enqueue=False)
 
     with django_capture_on_commit_callbacks(execute=True):
         assert tasks.run_backup(requested.pk) == JobStatus.SUCCEEDED

@@ -17,7 +17,7 @@ import pytest
 from django.db import connection, transaction
 from django_tenants.utils import schema_context
 
-from backups import archive, services, storage
+from backups import archive, storage
 from backups.formats.base import RestoreIntoError
 from backups.formats.json import into as json_into
 from backups.formats.json.payload import JsonPayloadError
@@ -27,6 +27,7 @@ from backups.formats.pg.rewrite import rewrite_schema
 from backups.keys.clinic import identities_held
 from backups.models import Backup, JobStatus
 from backups.postgres import connect_separately, find_pg_tools
+from backups.services.backup import backup_request, backup_run
 from backups.tests.helpers import (
     Gate,
     add_filler,
@@ -47,9 +48,7 @@ STAGING = SCHEMA + restore_into.STAGING_SUFFIX
 
 
 def make_backup(payload_format: str) -> Backup:
-    backup = services.backup_run(
-        backup_id=services.backup_request(clinic=SCHEMA, payload_format=payload_format, enqueue=False).pk
-    )
+    backup = backup_run(backup_id=backup_request(clinic=SCHEMA, payload_format=payload_format, enqueue=False).pk)
     assert backup.status == JobStatus.SUCCEEDED, backup.error
     return backup
 

@@ -15,13 +15,14 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.utils import timezone
 
-from backups import archive, jobs, services, storage
+from backups import archive, jobs, storage
 from backups.archive import KeyConfigError
 from backups.exceptions import BackupRefused
 from backups.keys import archive_identities
 from backups.keys import clinic as clinic_keys
 from backups.models import AuditEntry, Backup, ClinicKey, JobStatus
 from backups.services import restore as restores
+from backups.services.backup import backup_request, backup_run
 from backups.services.offboard import erase_clinic_backups, erase_offboarded, offboard_clinic
 from backups.services.upload import UploadRefused, backup_from_upload
 from backups.tests.helpers import (
@@ -337,7 +338,7 @@ def test_the_key_lives_in_storage_and_a_memory_copy_serves_only_a_live_row(scrat
     clinic_keys.forget(row.public_key)
     with pytest.raises(KeyConfigError, match=r"missing from the backup storage \(keys/restaura/"):
         clinic_keys.reading_identities(scratch_clinic)
-    refused = services.backup_run(backup_id=services.backup_request(clinic=SCHEMA, enqueue=False).pk)
+    refused = backup_run(backup_id=backup_request(clinic=SCHEMA, enqueue=False).pk)
     assert refused.status == JobStatus.FAILED  # no archive is written to a key the storage lacks
     stored.write_bytes(saved)
     assert clinic_keys.identity_of(scratch_clinic) == identity

@@ -15,11 +15,12 @@ from django.core import checks
 from django.core.management import CommandError, call_command
 from django.test import override_settings
 
-from backups import archive, keys, services
+from backups import archive, keys
 from backups.archive import KeyConfigError, generate_identity
 from backups.keys import clinic as clinic_keys
 from backups.models import Backup, ClinicKey, JobStatus
 from backups.services import verification
+from backups.services.backup import backup_request, backup_run
 from backups.tests.helpers import storage_files, stored_path
 from clinics.models import Clinic
 from conftest import manage
@@ -29,7 +30,7 @@ MALFORMED = "AGE-SECRET-KEY-1" + "QPZRY9X8GF2TVDW0S3JN54KHCE6MUA7L" * 2
 
 
 def make_backup(clinic: str = "clinica") -> Backup:
-    return services.backup_run(backup_id=services.backup_request(clinic=clinic, enqueue=False).pk)
+    return backup_run(backup_id=backup_request(clinic=clinic, enqueue=False).pk)
 
 
 def opens_with(backup: Backup, identities: list[str]) -> bool:

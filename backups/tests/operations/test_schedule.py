@@ -16,9 +16,9 @@ from django.apps import apps as django_apps
 from django.db import connection
 from django_q.models import Schedule
 
-from backups import services
 from backups.models import Backup, BackupPolicy, JobStatus
 from backups.operations import schedule
+from backups.services.backup import backup_request
 from backups.services.policy import policy_for
 from backups.tests.helpers import wait_for
 from clinics.models import Clinic
@@ -108,7 +108,7 @@ def test_autumn_02_30_happens_twice_and_makes_one_backup(only_demo_clinics):
 def test_a_busy_clinic_is_tried_again_the_next_minute_and_a_disabled_one_never(only_demo_clinics):
     configure("clinica", "Europe/Madrid", time(2, 0))
     configure("bienestar", "Europe/Madrid", time(2, 0), enabled=False)
-    manual = services.backup_request(clinic="clinica", enqueue=False)  # a backup now in progress
+    manual = backup_request(clinic="clinica", enqueue=False)  # a backup now in progress
     due = utc(2025, 6, 10, 0, 0)  # 02:00 CEST
     assert schedule.dispatch(due - timedelta(minutes=1), enqueue=False) == []  # not yet
     assert schedule.dispatch(due, enqueue=False) == []  # busy: skipped, nothing queued twice

@@ -11,11 +11,12 @@ from django.core.exceptions import ValidationError
 from django.utils import timezone
 from django_tenants.utils import schema_context
 
-from backups import services, tasks
+from backups import tasks
 from backups.models import Backup, JobStatus
 from backups.models.webhooks import WebhookDelivery, WebhookEndpoint
 from backups.operations import drills, webhooks
 from backups.permissions import CLINIC_ADMINS_GROUP
+from backups.services.backup import backup_request
 from backups.signals import backup_finished
 from backups.tests.helpers import corrupt, free_port, logged_in, make_backup
 from backups.tests.operations.helpers import ENDPOINTS, attempted, endpoint, verified
@@ -122,7 +123,7 @@ def test_a_failing_endpoint_never_fails_the_job(receiver, monkeypatch, django_ca
     receiver.codes = [500]
     monkeypatch.setattr(webhooks, "enqueue", tasks.deliver_webhook)  # delivered right away, inside the job's path
     with django_capture_on_commit_callbacks(execute=True):
-        requested = services.backup_request(clinic="clinica", enqueue=False)
+        requested = backup_request(clinic="clinica", enqueue=False)
         assert tasks.run_backup(requested.pk) == JobStatus.SUCCEEDED
     assert Backup.objects.get(pk=requested.pk).status == JobStatus.SUCCEEDED
     outcomes = sorted((d.last_response_code or 0, d.status) for d in WebhookDelivery.objects.all())
@@ -136,7 +137,7 @@ def test_a_failing_endpoint_never_fails_the_job(receiver, monkeypatch, django_ca
     monkeypatch.setattr(webhooks, "endpoints_for", broken)
     monkeypatch.setattr(webhooks, "envelope", broken)
     with django_capture_on_commit_callbacks(execute=True):
-        requested = services.backup_request(clinic="clinica", enqueue=False)
+        requested = backup_request(clinic="clinica", enqueue=False)
         assert tasks.run_backup(requested.pk) == JobStatus.SUCCEEDED
 
 

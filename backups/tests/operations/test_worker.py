@@ -13,9 +13,9 @@ import pytest
 from django.db import connection
 from django_tenants.utils import schema_context
 
-from backups import services
 from backups.jobs import clinic_lock_is_held
 from backups.models import Backup, JobStatus
+from backups.services.backup import backup_request, backup_sweep_stale
 from backups.tests.helpers import sha256_of, storage_files, stored_path, wait_for
 from clinics.demo import ensure_clinic, ensure_records
 from clinics.models import Clinic
@@ -27,7 +27,7 @@ def status_of(pk: int) -> str:
 
 def test_a_worker_runs_a_requested_backup(cluster):
     before = storage_files()
-    backup = services.backup_request(clinic="clinica", requested_by="admin")
+    backup = backup_request(clinic="clinica", requested_by="admin")
     assert backup.status == JobStatus.PENDING
     cluster()
     wait_for(lambda: status_of(backup.pk) in {JobStatus.SUCCEEDED, JobStatus.FAILED}, what="the backup to end")
@@ -61,7 +61,7 @@ def dump_children() -> list[psutil.Process]:
 
 def test_a_worker_killed_mid_dump_leaves_a_failed_job_and_a_clean_retry(cluster, big_clinic):
     before = storage_files()
-    backup = services.backup_request(clinic="grande", requested_by="admin")
+    backup = backup_request(clinic="grande", requested_by="admin")
     cluster(BACKUPS_ZSTD_LEVEL="19", BACKUPS_ZSTD_THREADS="0")  # slow, and inline: output flows as it goes
     wait_for(
         lambda: Backup.objects.filter(pk=backup.pk, progress_phase="dumping", progress_bytes__gt=0).exists(),
@@ -75,7 +75,7 @@ def test_a_worker_killed_mid_dump_leaves_a_failed_job_and_a_clean_retry(cluster,
     wait_for(lambda: not dump_children(), timeout=30, what="the orphaned pg_dump to die with its worker")
     assert status_of(backup.pk) == JobStatus.RUNNING  # nobody has noticed yet: that is the sweeper's job
 
-    retries = services.backup_sweep_stale(older_than=timedelta(0))
+    retries = backup_sweep_stale(older_than=timedelta(0))
     assert [r.retry_of_id for r in retries] == [backup.pk]
     failed = Backup.objects.get(pk=backup.pk)
     assert failed.status == JobStatus.FAILED and failed.error.startswith("Interrupted")

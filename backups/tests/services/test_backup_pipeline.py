@@ -10,12 +10,13 @@ from django.core.management import CommandError, call_command
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from backups import archive, selectors, services
+from backups import archive, selectors
 from backups.exceptions import ClinicBusy
 from backups.keys import clinic as clinic_keys
 from backups.keys.clinic import identities_held
 from backups.models import Backup, ClinicKey, JobStatus
 from backups.postgres import find_pg_tools
+from backups.services.backup import backup_request, backup_run, backup_sweep_stale
 from backups.tests.helpers import other_connection, sha256_of, storage_files, stored_path, untar_plaintext
 from clinics.models import Clinic
 
@@ -61,7 +62,7 @@ def test_backup_clinic_command_makes_an_archive_the_age_tool_opens(capsys, setti
 
 
 def test_archive_verifies_with_the_deployment_key_and_matches_the_catalog():
-    backup = services.backup_run(backup_id=services.backup_request(clinic="bienestar", enqueue=False).pk)
+    backup = backup_run(backup_id=backup_request(clinic="bienestar", enqueue=False).pk)
     with open(stored_path(backup.storage_name), "rb") as handle:
         summary = archive.verify_archive(handle, identities=identities_held())
     assert summary.manifest["clinic"]["schema"] == "bienestar"
@@ -73,9 +74,7 @@ def test_json_backup_holds_every_value_exactly(django_db_blocker):
 
     from backups.formats.json.payload import payload_models, read_json_payload
 
-    backup = services.backup_run(
-        backup_id=services.backup_request(clinic="clinica", payload_format="json", enqueue=False).pk
-    )
+    backup = backup_run(backup_id=backup_request(clinic="clinica", payload_format="json", enqueue=False).pk)
     assert backup.status == JobStatus.SUCCEEDED, backup.error
     with (
         open(stored_path(backup.storage_name), "rb") as handle,
@@ -132,7 +131,7 @@ def test_missing_key_fails_closed(settings):
     with pytest.raises(CommandError, match="no archive key is configured"):
         call_command("backup_clinic", "clinica")
     assert not Backup.objects.exists()  # the command refuses before recording anything
-    backup = services.backup_run(backup_id=services.backup_request(clinic="clinica", enqueue=False).pk)
+    backup = backup_run(backup_id=backup_request(clinic="clinica", enqueue=False).pk)
     assert backup.status == JobStatus.FAILED and "no archive key is configured" in backup.error_message()
     assert storage_files() == before
 
@@ -167,25 +166,25 @@ def test_dump_blocked_by_a_lock_fails_and_leaves_nothing(settings):
     with other_connection() as locker:
         locker.execute("BEGIN")
         locker.execute("LOCK TABLE clinica.dental_invoice IN ACCESS EXCLUSIVE MODE")
-        backup = services.backup_run(backup_id=services.backup_request(clinic="clinica", enqueue=False).pk)
+        backup = backup_run(backup_id=backup_request(clinic="clinica", enqueue=False).pk)
         locker.execute("ROLLBACK")
     assert backup.status == JobStatus.FAILED and "lock" in backup.error.lower()
     assert storage_files() == before
 
 
 def test_one_active_job_per_clinic():
-    first = services.backup_request(clinic="clinica", enqueue=False)
+    first = backup_request(clinic="clinica", enqueue=False)
     with pytest.raises(ClinicBusy, match=f"already has backup #{first.pk} waiting or running"):
-        services.backup_request(clinic="clinica", enqueue=False)
-    services.backup_request(clinic="bienestar", enqueue=False)  # other clinics are not held up
+        backup_request(clinic="clinica", enqueue=False)
+    backup_request(clinic="bienestar", enqueue=False)  # other clinics are not held up
     with pytest.raises(IntegrityError), transaction.atomic():
         Backup.objects.create(clinic=first.clinic, status=JobStatus.RUNNING)
 
 
 def test_a_job_found_running_without_its_worker_is_failed_and_retried():
-    backup = services.backup_request(clinic="clinica", enqueue=False)
+    backup = backup_request(clinic="clinica", enqueue=False)
     Backup.objects.filter(pk=backup.pk).update(status=JobStatus.RUNNING, started_at=timezone.now())
-    retry = services.backup_run(backup_id=backup.pk)  # the queue delivered it again after a crash
+    retry = backup_run(backup_id=backup.pk)  # the queue delivered it again after a crash
     backup.refresh_from_db()
     assert backup.status == JobStatus.FAILED and backup.error.startswith("Interrupted")
     assert retry.pk != backup.pk and retry.retry_of_id == backup.pk and retry.attempt == 2
@@ -195,26 +194,26 @@ def test_a_job_found_running_without_its_worker_is_failed_and_retried():
 def test_a_job_whose_worker_still_holds_the_clinic_is_left_alone():
     from backups.jobs import LOCK_NAMESPACE
 
-    backup = services.backup_request(clinic="clinica", enqueue=False)
+    backup = backup_request(clinic="clinica", enqueue=False)
     Backup.objects.filter(pk=backup.pk).update(status=JobStatus.RUNNING, started_at=timezone.now())
     with other_connection() as worker:
         worker.execute("SELECT pg_advisory_lock(%s, %s)", [LOCK_NAMESPACE, backup.clinic_id])
-        assert services.backup_run(backup_id=backup.pk).status == JobStatus.RUNNING
-        assert services.backup_sweep_stale(older_than=timezone.timedelta(0)) == []
+        assert backup_run(backup_id=backup.pk).status == JobStatus.RUNNING
+        assert backup_sweep_stale(older_than=timezone.timedelta(0)) == []
     assert Backup.objects.get(pk=backup.pk).status == JobStatus.RUNNING
 
 
 def test_sweeper_fails_stale_jobs_and_queues_a_retry():
-    backup = services.backup_request(clinic="bienestar", enqueue=False)
+    backup = backup_request(clinic="bienestar", enqueue=False)
     Backup.objects.filter(pk=backup.pk).update(status=JobStatus.RUNNING, started_at=timezone.now())
-    assert services.backup_sweep_stale() == []  # too recent to call it stale
-    retries = services.backup_sweep_stale(older_than=timezone.timedelta(0))
+    assert backup_sweep_stale() == []  # too recent to call it stale
+    retries = backup_sweep_stale(older_than=timezone.timedelta(0))
     assert len(retries) == 1 and retries[0].status == JobStatus.PENDING
     assert Backup.objects.get(pk=backup.pk).status == JobStatus.FAILED
 
 
 def test_list_backups_command(capsys):
-    ok = services.backup_run(backup_id=services.backup_request(clinic="clinica", enqueue=False).pk)
+    ok = backup_run(backup_id=backup_request(clinic="clinica", enqueue=False).pk)
     call_command("list_backups", "clinica")
     assert f"#{ok.pk} clinica manual pg succeeded" in capsys.readouterr().out
     with pytest.raises(CommandError, match="There is no clinic 'nope'"):
@@ -222,7 +221,7 @@ def test_list_backups_command(capsys):
 
 
 def test_a_clinic_selector_without_its_clinic_lists_nothing_it_refuses():
-    mine = services.backup_request(clinic="clinica", enqueue=False)
+    mine = backup_request(clinic="clinica", enqueue=False)
     theirs = Backup.objects.create(clinic=Clinic.objects.get(schema_name="bienestar"), status=JobStatus.FAILED)
     assert list(selectors.backup_list(clinic_id=mine.clinic_id)) == [mine]
     with pytest.raises(TypeError):
@@ -235,7 +234,7 @@ def test_a_clinic_selector_without_its_clinic_lists_nothing_it_refuses():
 def test_a_clinic_escrow_key_opens_its_backups_with_the_age_tool(tmp_path):
     escrow = archive.generate_identity()
     Clinic.objects.filter(schema_name="bienestar").update(backup_recipient=archive.identity_public_key(escrow))
-    backup = services.backup_run(backup_id=services.backup_request(clinic="bienestar", enqueue=False).pk)
+    backup = backup_run(backup_id=backup_request(clinic="bienestar", enqueue=False).pk)
     assert backup.status == JobStatus.SUCCEEDED, backup.error
     key_file = tmp_path / "clinic-key.txt"
     key_file.write_text(escrow + "\n")
@@ -243,7 +242,7 @@ def test_a_clinic_escrow_key_opens_its_backups_with_the_age_tool(tmp_path):
         ["age", "-d", "-i", str(key_file), str(stored_path(backup.storage_name))], capture_output=True, check=True
     ).stdout
     assert json.loads(untar_plaintext(opened)["manifest.json"])["clinic"]["schema"] == "bienestar"
-    other = services.backup_run(backup_id=services.backup_request(clinic="clinica", enqueue=False).pk)
+    other = backup_run(backup_id=backup_request(clinic="clinica", enqueue=False).pk)
     refused = subprocess.run(
         ["age", "-d", "-i", str(key_file), str(stored_path(other.storage_name))], capture_output=True
     )

@@ -5,9 +5,9 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from backups import services
 from backups.exceptions import ClinicNotFound
 from backups.models import AuditEntry, Backup, BackupPolicy, JobStatus
+from backups.services.backup import backup_request
 from backups.services.offboard import erase_offboarded, offboard_clinic
 from backups.tests.helpers import SCHEMA, platform_admin, schemas, storage_files, stored_path
 from clinics.models import Clinic, Domain
@@ -41,7 +41,7 @@ def test_the_platform_offboards_a_clinic_after_a_confirmation_page(scratch_clini
     assert entry.actor == "superadmin" and entry.backup_id_ref == last.pk
     assert host_client(f"{SCHEMA}.localhost").get("/admin/").status_code == 404
     with pytest.raises(ClinicNotFound, match="offboarded"):
-        services.backup_request(clinic=SCHEMA, enqueue=False)
+        backup_request(clinic=SCHEMA, enqueue=False)
     assert client.get(f"/admin/clinics/clinic/{clinic.pk}/delete/").status_code == 403
 
 

@@ -8,12 +8,13 @@ from django.core.management import CommandError, call_command
 from django.db import connection
 from django.utils import timezone
 
-from backups import archive, jobs, services, storage
+from backups import archive, jobs, storage
 from backups.exceptions import ClinicBusy, RespaldoError
 from backups.keys import archive_identities
 from backups.keys.clinic import identities_held
 from backups.models import Backup, JobStatus, Restore
 from backups.services import restore as restores
+from backups.services.backup import backup_request
 from backups.tests.helpers import (
     SCHEMA,
     damage_clinic,
@@ -158,7 +159,7 @@ def test_an_unknown_payload_format_is_refused(scratch_clinic):
 
 def test_a_clinic_with_a_job_running_is_refused(scratch_clinic):
     backup = make_backup()
-    services.backup_request(clinic=SCHEMA, enqueue=False)
+    backup_request(clinic=SCHEMA, enqueue=False)
     with pytest.raises(ClinicBusy, match="already has backup #") as busy:
         restores.restore_request(clinic=SCHEMA, backup_id=backup.pk, enqueue=False)
     assert busy.value.code == "clinic_busy"

@@ -9,9 +9,10 @@ import psutil
 import pytest
 from django.db import connection
 
-from backups import jobs, services, tasks
+from backups import jobs, tasks
 from backups.models import Backup, JobStatus, Restore
 from backups.services import restore as restores
+from backups.services.backup import backup_request, backup_sweep_stale
 from backups.tests.helpers import (
     SCHEMA,
     damage_clinic,
@@ -146,7 +147,7 @@ def test_worker_killed_during_the_safety_backup(cluster, scratch_clinic):
     safety.refresh_from_db()
     assert restore.status == JobStatus.FAILED and restore.outcome == Restore.Outcome.UNCHANGED
     assert safety.status == JobStatus.FAILED and "Interrupted" in safety.error
-    assert services.backup_sweep_stale(older_than=timedelta(0)) == []
+    assert backup_sweep_stale(older_than=timedelta(0)) == []
     assert not Backup.objects.filter(retry_of=safety).exists()  # a safety backup is never retried
-    assert services.backup_request(clinic=SCHEMA, enqueue=False).status == JobStatus.PENDING  # not busy
+    assert backup_request(clinic=SCHEMA, enqueue=False).status == JobStatus.PENDING  # not busy
     assert table_checksums(SCHEMA) == before

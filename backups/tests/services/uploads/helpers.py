@@ -10,10 +10,11 @@ from pathlib import Path
 import pytest
 from django.utils import timezone
 
-from backups import archive, services
+from backups import archive
 from backups.keys import archive_identities
 from backups.keys.clinic import identities_held
 from backups.models import Backup, JobStatus
+from backups.services.backup import backup_request, backup_run
 from backups.services.upload import UploadRefused, backup_from_upload
 from backups.tests.helpers import (
     clinic_identity,
@@ -47,7 +48,7 @@ _ARCHIVES: dict[str, tuple[bytes, dict]] = {}
 def real_backup(schema: str) -> tuple[bytes, dict]:
     """(archive bytes, catalog manifest) of a real pg backup of a demo clinic, made once per session."""
     if schema not in _ARCHIVES:
-        backup = services.backup_run(backup_id=services.backup_request(clinic=schema, enqueue=False).pk)
+        backup = backup_run(backup_id=backup_request(clinic=schema, enqueue=False).pk)
         assert backup.status == JobStatus.SUCCEEDED, backup.error
         _ARCHIVES[schema] = (stored_path(backup.storage_name).read_bytes(), backup.manifest)
         # as retention leaves the row (the file stays here): an upload of these bytes is a new backup,

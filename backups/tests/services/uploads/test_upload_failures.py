@@ -8,8 +8,9 @@ import io
 
 import pytest
 
-from backups import exceptions, services
+from backups import exceptions
 from backups.archive import KeyConfigError
+from backups.services.backup import backup_request
 from backups.services.upload import backup_from_upload
 from backups.storage import StorageError
 from backups.tests.helpers import (
@@ -28,7 +29,7 @@ pytestmark = pytest.mark.django_db
 def test_an_upload_to_a_busy_clinic_is_refused_and_keeps_nothing(upload_tmp):
     """An uploaded file becomes a backup through the job states, so a busy clinic refuses it like a backup."""
     data, _original = real_backup("clinica")
-    waiting = services.backup_request(clinic="clinica", enqueue=False)
+    waiting = backup_request(clinic="clinica", enqueue=False)
     before = state("clinica")
     with pytest.raises(exceptions.ClinicBusy) as busy:
         backup_from_upload(clinic="clinica", source=io.BytesIO(data), filename="copia.respaldo")

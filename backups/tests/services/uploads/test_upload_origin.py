@@ -14,9 +14,9 @@ from zoneinfo import ZoneInfo
 import pytest
 from django.utils import timezone, translation
 
-from backups import services
 from backups.models import AuditEntry, Backup, JobStatus
-from backups.services.upload import UploadRefused, backup_from_upload
+from backups.services.backup import backup_request, backup_run
+from backups.services.upload import UploadRefused, backup_from_upload, upload_accept
 from backups.tests.helpers import LIST, dumpdata, logged_in, storage_files, stored_path, temp_files_open
 from clinics.models import Clinic
 
@@ -41,8 +41,8 @@ def clinica_zone():
 
 def backed_up(note: str = "antes de migrar") -> tuple[Backup, bytes]:
     """A real manual backup of clinica with ``note``, and its file's bytes (as a download gives them)."""
-    request = services.backup_request(clinic="clinica", note=note, requested_by="ana", enqueue=False)
-    backup = services.backup_run(backup_id=request.pk)
+    request = backup_request(clinic="clinica", note=note, requested_by="ana", enqueue=False)
+    backup = backup_run(backup_id=request.pk)
     assert backup.status == JobStatus.SUCCEEDED, backup.error
     return backup, stored_path(backup.storage_name).read_bytes()
 
@@ -79,7 +79,7 @@ def test_the_file_of_a_stored_backup_is_answered_with_that_backup_and_not_kept_t
     entry = AuditEntry.objects.get(action=AuditEntry.Action.UPLOADED)
     assert (entry.backup_id_ref, entry.actor, entry.address) == (original.pk, "ana", "10.1.2.3")
     assert entry.details["same_file"] is True and entry.details["bytes"] == len(data)
-    accepted = services.upload_accept(clinic="clinica", source=io.BytesIO(data), filename="otra.respaldo")
+    accepted = upload_accept(clinic="clinica", source=io.BytesIO(data), filename="otra.respaldo")
     assert (accepted.backup.pk, accepted.created) == (original.pk, False) and catalog() == before
 
 
@@ -89,7 +89,7 @@ def test_an_uploaded_copy_keeps_the_date_kind_note_and_clinic_of_its_original(up
     original, data = backed_up()
     expire(original)  # retention removed it: the uploaded copy is kept, as a new backup
 
-    accepted = services.upload_accept(clinic="clinica", source=io.BytesIO(data), filename="copia.respaldo")
+    accepted = upload_accept(clinic="clinica", source=io.BytesIO(data), filename="copia.respaldo")
 
     copy = accepted.backup
     assert accepted.created and copy.pk != original.pk and copy.kind == Backup.Kind.UPLOADED

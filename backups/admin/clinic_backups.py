@@ -437,6 +437,7 @@ class ClinicBackupAdmin(CatalogAdmin):
             preview=preview,
             form=form,
             running=active_job(request.tenant.pk),
+            holds_accounts=format_for(backup.payload_format).holds_accounts,
             **self._differences_context(backup, preview, asked),
         )
 

@@ -16,6 +16,7 @@ from django.utils.translation import gettext_lazy
 from backups.admin.display import status_badge
 from backups.admin.readonly import CatalogAdmin
 from backups.exceptions import RespaldoError
+from backups.formats import FORMATS
 from backups.models import Backup, CloneJob, JobStatus
 from backups.services import clone as clones
 from clinic_site.admin_sites import platform_site
@@ -59,8 +60,9 @@ class CloneForm(forms.Form):
             restorable = Backup.objects.stored().filter(clinic=source)
             if data.get("backup"):
                 backup = restorable.filter(pk=data["backup"]).first()
-            else:  # the newest pg backup (it carries the clinic's users), else the newest of any format
-                backup = restorable.filter(payload_format=Backup.Format.PG).first() or restorable.first()
+            else:  # the newest backup whose format carries the clinic's users (pg), else the newest of any
+                with_accounts = [name for name, fmt in FORMATS.items() if fmt.holds_accounts]
+                backup = restorable.filter(payload_format__in=with_accounts).first() or restorable.first()
             if backup is None:
                 field = "backup" if data.get("backup") else "source"
                 self.add_error(field, _("This clinic has no such backup to copy."))

@@ -23,7 +23,7 @@ def format_for(payload_format: str) -> Format:
     """The format of a backup's ``payload_format``; ``unknown_backup_format`` for any other name."""
     found = FORMATS.get(str(payload_format))
     if found is None:
-        raise RespaldoError("unknown_backup_format", format=str(payload_format))
+        raise RespaldoError("unknown_backup_format", format=str(payload_format), known=", ".join(FORMATS))
     return found
 
 

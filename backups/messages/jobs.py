@@ -34,7 +34,7 @@ MESSAGES: dict[str, str] = {
     "clinic_busy_erase": _(
         "Clinic %(clinic)s has a backup or restore waiting or running: its backups were not erased; try again later."
     ),
-    "unknown_backup_format": _("Unknown backup format %(format)s: use pg or json."),
+    "unknown_backup_format": _("Unknown backup format %(format)s: use %(known)s."),
     "schema_missing": _("The clinic's schema '%(schema)s' does not exist in the database."),
     "interrupted_backup": _(
         "Interrupted: the worker running this backup stopped (crash, kill or time-out) before it finished. "

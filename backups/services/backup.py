@@ -103,7 +103,7 @@ def backup_request(
     scheduled backup is for; a second one for that day raises IntegrityError (unique).
     """
     if payload_format not in Backup.Format.values:
-        raise BackupRefused("unknown_backup_format", format=str(payload_format))
+        raise BackupRefused("unknown_backup_format", format=str(payload_format), known=", ".join(Backup.Format.values))
     target = clinic_get(clinic)
     with transaction.atomic():
         Clinic.objects.select_for_update().get(pk=target.pk)

@@ -21,6 +21,11 @@ class RestoreComparison(Job):
     neither changed nor locked beyond the reads of one transaction.
     """
 
+    class Phase(models.TextChoices):
+        """What a running comparison is doing (``progress_phase``)."""
+
+        COMPARING = "comparing", _("comparing")
+
     clinic = models.ForeignKey("clinics.Clinic", on_delete=models.CASCADE, related_name="+")
     backup = models.ForeignKey(Backup, on_delete=models.CASCADE, related_name="comparisons", verbose_name=_("backup"))
     result = models.JSONField(_("differences"), default=dict, blank=True)

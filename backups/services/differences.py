@@ -22,6 +22,8 @@ it runs in a worker (``backups.tasks.compare_backup``) and the page shows it whe
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -32,7 +34,7 @@ from django.utils import timezone
 
 from backups import jobs
 from backups.conf import conf
-from backups.exceptions import ClinicBusy, RespaldoError, RestoreRefused, failure_reason
+from backups.exceptions import ClinicBusy, RespaldoError, RestoreRefused
 from backups.formats import format_for
 from backups.formats.base import quote_ident
 from backups.formats.json.payload import payload_models
@@ -40,6 +42,8 @@ from backups.keys.clinic import reading_identities
 from backups.models import ACTIVE_STATUSES, Backup, JobStatus, Restore, RestoreComparison
 from backups.services.selective_rows import picks, read_settings, table_name
 from backups.services.verification import check_migrations, verified_copy
+
+logger = logging.getLogger(__name__)
 
 SCRATCH_INFIX = "__diff_"
 LOCK_TIMEOUT_MS = 3000  # how long a comparison waits for a lock on a live table before it gives up
@@ -308,18 +312,26 @@ def run_comparison(comparison_id: int) -> RestoreComparison | None:
     """Run one requested comparison (the worker's side); a failure is recorded, never raised.
 
     None: the row is gone (its backup was deleted meanwhile)."""
-    if not jobs.claim(RestoreComparison, comparison_id, phase="comparing"):
-        return RestoreComparison.objects.filter(pk=comparison_id).first()
-    comparison = RestoreComparison.objects.select_related("backup__clinic").get(pk=comparison_id)
-    clinic = comparison.backup.clinic
-    scratch = f"{clinic.schema_name}{SCRATCH_INFIX}{comparison.pk}"
-    try:
+    if not RestoreComparison.objects.filter(pk=comparison_id).exists():
+        return None
+
+    def execute() -> None:
+        comparison = RestoreComparison.objects.select_related("backup__clinic").get(pk=comparison_id)
+        clinic = comparison.backup.clinic
         restoring = Restore.objects.filter(clinic_id=clinic.pk, status__in=ACTIVE_STATUSES).first()
         if restoring is not None:  # the restore goes first: its result makes this comparison moot
             raise ClinicBusy("clinic_busy", "clinic_busy_restore", clinic=clinic.schema_name, restore=restoring.pk)
-        result = compute_differences(comparison.backup, scratch=scratch)
-    except Exception as exc:  # recorded on the row: the page says why
-        jobs.fail(RestoreComparison, comparison_id, failure_reason(exc))
-    else:
-        jobs.succeed(RestoreComparison, comparison_id, result=result)
-    return RestoreComparison.objects.get(pk=comparison_id)
+        scratch = f"{clinic.schema_name}{SCRATCH_INFIX}{comparison.pk}"
+        jobs.succeed(RestoreComparison, comparison_id, result=compute_differences(comparison.backup, scratch=scratch))
+
+    # Read-only work: no lock (a comparison never waits for, nor blocks, a backup or a restore).
+    # A failure is recorded on the row (the page says why), never raised.
+    return jobs.run(
+        RestoreComparison,
+        comparison_id,
+        lock=contextlib.nullcontext(True),
+        phase=RestoreComparison.Phase.COMPARING,
+        execute=execute,
+        label="Comparison",
+        log=logger,
+    )

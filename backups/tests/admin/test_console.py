@@ -152,7 +152,6 @@ def test_the_restore_confirmation_shows_counts_and_needs_the_typed_name(admin_cl
     assert f"Restore #{restore.pk}" in progress and "safety backup" in progress
 
 
-
 @pytest.mark.parametrize(("payload_format", "warned"), [("pg", True), ("json", False)])
 def test_the_confirmation_says_who_may_be_signed_out_only_for_a_format_that_holds_accounts(
     admin_client, payload_format, warned
@@ -161,6 +160,7 @@ def test_the_confirmation_says_who_may_be_signed_out_only_for_a_format_that_hold
     backup = fake_backup(payload_format=payload_format, manifest={"tables": clinica_tables()})
     page = admin_client.get(f"{LIST}{backup.pk}/restore/").content.decode()
     assert ("This backup also holds the clinic" in page) is warned
+
 
 def test_a_partial_backup_is_flagged_and_needs_the_extra_tick(admin_client):
     backup = fake_backup(kind=Backup.Kind.UPLOADED, manifest={"tables": clinica_tables(dental_invoice=0)})

@@ -12,12 +12,10 @@ def restore_in_progress(request: HttpRequest) -> dict[str, object]:
     restore = getattr(request, "restore_in_progress", None)
     if restore is None:
         return {"restore_in_progress": None, "restore_phase": "", "restore_followable": False}
-    from backups.services.restore import phase_label
-
     user = getattr(request, "user", None)
     followable = bool(user is not None and user.is_active and user.is_staff and user.has_perm("backups.view_restore"))
     return {
         "restore_in_progress": restore,
-        "restore_phase": phase_label(restore.progress_phase),
+        "restore_phase": restore.phase_label(),
         "restore_followable": followable,
     }

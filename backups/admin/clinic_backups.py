@@ -44,8 +44,9 @@ from backups.formats import format_for
 from backups.humanize import human_actor, human_note, human_time
 from backups.models import ACTIVE_STATUSES, Backup, JobStatus, Restore
 from backups.operations.schedule import next_scheduled_run
+from backups.selectors.catalog import active_job
 from backups.selectors.upload_origin import upload_origin
-from backups.services.backup import active_job, backup_request, fair_use_status
+from backups.services.backup import backup_request, fair_use_status
 from backups.services.differences import latest_comparison, request_comparison
 from backups.services.download import backup_download
 from backups.services.preview import restore_preview

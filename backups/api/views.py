@@ -25,7 +25,8 @@ from backups.api.errors import NO_STORE, BadParameter, api_error, error_response
 from backups.api.serialize import absolute, backup_json, preview_json, restore_json
 from backups.conf import conf
 from backups.exceptions import RespaldoError
-from backups.models import Backup, JobStatus, Restore
+from backups.models import Backup, JobStatus
+from backups.selectors.catalog import restore_list
 from backups.services.backup import backup_request
 from backups.services.differences import comparison_for_api, latest_comparison
 from backups.services.download import BackupDownload, backup_download, open_signed_download
@@ -387,13 +388,9 @@ def upload_backup(request: HttpRequest) -> HttpResponse:
 # --- restores --------------------------------------------------------------------------
 
 
-def own_restores(request: HttpRequest) -> QuerySet[Restore]:
-    return Restore.objects.filter(clinic_id=request.tenant.pk).order_by("-requested_at", "-id")
-
-
 def list_restores(request: HttpRequest) -> HttpResponse:
     """The clinic's restores, newest first (``?status=``)."""
-    rows = own_restores(request)
+    rows = restore_list(clinic_id=request.tenant.pk)
     if status := _choice_param(request, "status", JobStatus.values):
         rows = rows.filter(status=status)
     return answer(paginate(request, rows, lambda row: restore_json(request, row)))
@@ -402,7 +399,7 @@ def list_restores(request: HttpRequest) -> HttpResponse:
 def get_restore(request: HttpRequest, restore_id: int) -> HttpResponse:
     """One restore: its phase while it runs, its outcome once it ended."""
     restore_id = int(restore_id)
-    row = own_restores(request).filter(pk=restore_id).first()
+    row = restore_list(clinic_id=request.tenant.pk).filter(pk=restore_id).first()
     if row is None:
         raise RespaldoError("api_restore_not_found", restore=restore_id)
     return answer(restore_json(request, row))

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from django.db.models import QuerySet
 
-from backups.models import Backup
+from backups.models import ACTIVE_STATUSES, Backup, Restore
 
 
 def backup_list(*, clinic_id: int) -> QuerySet[Backup]:
@@ -22,3 +22,13 @@ def platform_backup_list() -> QuerySet[Backup]:
 
 def _newest_first() -> QuerySet[Backup]:
     return Backup.objects.select_related("clinic").order_by("-requested_at", "-id")
+
+
+def active_job(clinic_id: int) -> Backup | None:
+    """The clinic's pending or running backup, if any."""
+    return Backup.objects.filter(clinic_id=clinic_id, status__in=ACTIVE_STATUSES).first()
+
+
+def restore_list(*, clinic_id: int) -> QuerySet[Restore]:
+    """One clinic's restores, newest first."""
+    return Restore.objects.filter(clinic_id=clinic_id).order_by("-requested_at", "-id")

@@ -32,6 +32,7 @@ from backups.exceptions import (
 from backups.keys.clinic import writing_identity
 from backups.manifest import manifest_build, manifest_summary
 from backups.models import ACTIVE_STATUSES, AuditEntry, Backup, JobStatus, Restore
+from backups.selectors.catalog import active_job
 from backups.signals import backup_finished
 from clinics.models import Clinic
 
@@ -59,11 +60,6 @@ def clinic_get(clinic: Clinic | int | str) -> Clinic:
     if found.offboarded_at is not None:
         raise ClinicNotFound("clinic_offboarded", clinic=found.schema_name)
     return found
-
-
-def active_job(clinic_id: int) -> Backup | None:
-    """The clinic's pending or running backup, if any."""
-    return Backup.objects.filter(clinic_id=clinic_id, status__in=ACTIVE_STATUSES).first()
 
 
 def check_not_busy(clinic: Clinic, *, restoring_ok: bool = False) -> None:

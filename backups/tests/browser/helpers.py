@@ -21,12 +21,14 @@ class Shots:
         self.folder = root / language[:2]
         self.folder.mkdir(parents=True, exist_ok=True)
         self.count = 0
+        self.last: Path | None = None  # the screenshot just taken
 
     def __call__(self, page, name: str) -> None:
         self.count += 1
         path = self.folder / f"{self.count:02d}-{name}.png"
         page.screenshot(path=str(path), full_page=True)
         assert path.stat().st_size > 5_000
+        self.last = path
 
 
 def dental_state() -> dict[str, str]:

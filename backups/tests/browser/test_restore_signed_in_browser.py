@@ -26,9 +26,8 @@ WORDS = {
 
 
 def docs_copy(shots: Shots, name: str, language: str) -> None:
-    """The last screenshot, as docs/screenshots/<name>-<en|es>.png."""
-    last = sorted(shots.folder.glob(f"{shots.count:02d}-*.png"))[-1]
-    shutil.copyfile(last, Path(settings.BASE_DIR) / "docs" / "screenshots" / f"{name}-{language[:2]}.png")
+    """The screenshot just taken (not another test's of the same number), as docs/screenshots/<name>-<en|es>.png."""
+    shutil.copyfile(shots.last, Path(settings.BASE_DIR) / "docs" / "screenshots" / f"{name}-{language[:2]}.png")
 
 
 def strip(page) -> list[dict[str, str]]:

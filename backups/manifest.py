@@ -17,6 +17,7 @@ from django.utils import timezone
 from psycopg import sql
 
 from backups.exceptions import RespaldoError
+from backups.models import Backup
 from clinics.models import Clinic
 
 # Version 2: the archive also holds the clinic's files ("media", filled in by the archive
@@ -24,7 +25,7 @@ from clinics.models import Clinic
 # still read: its archives hold rows only.
 MANIFEST_FORMAT_VERSION = 2
 MANIFEST_FORMAT_VERSIONS = (1, 2)
-PAYLOAD_FORMATS = ("pg", "json")
+PAYLOAD_FORMATS = tuple(Backup.Format.values)  # the catalog's formats (backups.formats has their code)
 # kind, backup_id, note and source say where an uploaded archive came from (backups/selectors/upload_origin.py).
 SUMMARY_KEYS = (
     "format_version",

@@ -4,8 +4,8 @@ A format (:class:`~backups.formats.base.Format`) is a package: ``pg`` (pg_dump c
 and ``json`` (``json/``). It writes a payload (``dumper()``) and reads one back over the live
 clinic (``replace_live``), into a scratch schema (``into_scratch``) or as a new clinic
 (``into_new_clinic``). :func:`format_for` gives the format of a backup's ``payload_format``.
-A new format is its own package, one entry in :data:`FORMATS`, its ``Backup.Format`` choice and
-its name in ``backups.manifest.PAYLOAD_FORMATS``.
+A new format is its own package, one entry in :data:`FORMATS` and its ``Backup.Format`` choice
+(a migration: the catalog's column lists the formats it accepts).
 """
 
 from __future__ import annotations

@@ -7,8 +7,12 @@ migrations: per copy ``CREATE SCHEMA``, ``CREATE TABLE … (LIKE <template>.<tab
 ALL)`` for each of its tables (columns, defaults, identity sequences, checks, indexes, primary
 and unique keys) and its foreign keys re-added from ``pg_get_constraintdef``, empty, batches
 of ``BATCH`` copies a transaction on one connection; then their ``clinics_clinic`` rows
-(catalog only: no domain, policy or key, which nothing here asks for). At each point the
-measured steps run ``repeats`` times, their order rotated. The copies are ``benchz00001``…
+(catalog only: no domain, policy or key, which nothing here asks for). Then the system
+catalogs are analyzed, as autovacuum would soon do: with stale catalog statistics pg_dump
+16's query for materialized views' dependencies runs in ≈ 1 s at 1,000 clinics, analyzed it
+joins every view rule's dependency with every table's (≈ 58M rows, ≈ 9 s), and without the
+ANALYZE the plan flipped in the middle of a run. At each point the measured steps run
+``repeats`` times, their order rotated. The copies are ``benchz00001``…
 and are dropped at cleanup (kept with ``--keep``, and reused or trimmed by the next run).
 """
 
@@ -118,9 +122,18 @@ def drop_scale_clinics() -> None:
         log(f"scale: dropped {len(names)} copies in {time.perf_counter() - started:.1f} s")
 
 
+def analyze_catalog() -> None:
+    """``ANALYZE`` of every system catalog table (the statistics autovacuum keeps in a live database)."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT oid::regclass::text FROM pg_class WHERE relnamespace = 'pg_catalog'::regnamespace AND relkind = 'r'"
+        )
+        cursor.execute("ANALYZE " + ", ".join(name for (name,) in cursor.fetchall()))
+
+
 def grow_to(point: int) -> tuple[int, float]:
     """Make or drop copies so that the database holds ``point`` clinic schemas (or as near as the
-    copies allow); the schemas it holds and the seconds spent."""
+    copies allow), then analyze the catalogs; the schemas it holds and the seconds spent."""
     started = time.perf_counter()
     have = clinic_schemas()
     copies = scale_copies()
@@ -131,8 +144,12 @@ def grow_to(point: int) -> tuple[int, float]:
         names = [f"{SCALE_PREFIX}{n:05d}" for n in range(last + 1, last + 1 + point - have)]
         make_copies(SCALE_TEMPLATE, names)
     seconds = time.perf_counter() - started
+    analyze_catalog()
     held = clinic_schemas()
-    log(f"scale: {held:,} clinic schemas ({held - have:+,} in {seconds:.1f} s)")
+    log(
+        f"scale: {held:,} clinic schemas ({held - have:+,} in {seconds:.1f} s, "
+        f"catalog analyzed in {time.perf_counter() - started - seconds:.1f} s)"
+    )
     return held, seconds
 
 

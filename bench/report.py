@@ -4,6 +4,7 @@ in one place), the summary of the measured samples into rows, and the markdown t
 
 from __future__ import annotations
 
+import re
 import statistics
 from collections.abc import Callable
 
@@ -19,6 +20,9 @@ COPY_TO = "json: psycopg COPY TO (same rows, in-process)"
 COPY_FROM = "json: psycopg COPY FROM (one transaction, in-process)"
 LOADDATA = "json: loaddata, one transaction (whole process)"
 DUMPDATA = "json: dumpdata (whole process)"
+# "scale: <what>, at <N> clinics": compared with the same <what> at the smallest N measured
+SCALE_ROW = re.compile(r"^(scale: .*), at ([\d,]+) clinics$")
+SCALE_TARGET = 1.2  # issue 28: at 10,000 clinics within 1.2x of at 10
 
 
 def mem_ok(peak: float | None) -> bool | None:
@@ -97,7 +101,30 @@ def own_row(name: str, stats: dict[str, dict], many: int) -> dict:
         row.update(vs=base, ratio=row["median"] / stats[base]["median"] if base else None)
     elif name.startswith("many: django-q2"):
         many_rules(row, stats, many)
+    elif SCALE_ROW.match(name):
+        scale_rules(row, stats)
     return row
+
+
+def scale_point(name: str) -> tuple[str, int]:
+    """A scale row's measured thing and its scale point (clinic schemas in the database)."""
+    what, point = SCALE_ROW.match(name).groups()
+    return what, int(point.replace(",", ""))
+
+
+def scale_rules(row: dict, stats: dict[str, dict]) -> None:
+    """A scale row: its ratio to the same step at the smallest scale point measured; our steps
+    (backup, drill, restore) carry the issue's target, the raw tools' rows only their ratio."""
+    what, point = scale_point(row["step"])
+    points = [p for w, p in (scale_point(n) for n in stats if SCALE_ROW.match(n)) if w == what]
+    base_point = min(points)
+    if point == base_point:
+        return
+    base = f"{what}, at {base_point:,} clinics"
+    row.update(vs=base, ratio=row["median"] / stats[base]["median"])
+    if what.startswith("scale: ours"):
+        row["target"] = f"≤ {SCALE_TARGET} × at {base_point:,}"
+        row["pass"] = row["ratio"] <= SCALE_TARGET
 
 
 def many_rules(row: dict, stats: dict[str, dict], many: int) -> None:
@@ -157,11 +184,16 @@ def summarize(results: dict[str, list[Sample]], many: int, missing: list[str]) -
     compared = {c[0] for c in COMPARISONS}
     rows = []
     for name in results:
-        if name in compared:
+        if name in compared or SCALE_ROW.match(name):
             continue
         rows.append(own_row(name, stats, many))
         rows += compared_rows(name, stats)
     rows += unmatched_rows(stats, rows)
+    # the scale rows last, each step's points together, smallest first
+    scale = [n for n in results if SCALE_ROW.match(n)]
+    kinds = list(dict.fromkeys(scale_point(n)[0] for n in scale))
+    scale.sort(key=lambda n: (kinds.index(scale_point(n)[0]), scale_point(n)[1]))
+    rows += [own_row(name, stats, many) for name in scale]
     return rows + [missing_row(step) for step in missing]
 
 
@@ -174,6 +206,8 @@ def short(name: str) -> str:
     """A row's short name for the "vs" column."""
     names = {RAW_FC: "pg_dump -Fc", RAW_PIPE: "raw pipe", DBBACKUP: "dbbackup", RAW_RESTORE: "raw restore"}
     names |= {COPY_TO: "COPY TO", COPY_FROM: "COPY FROM", LOADDATA: "loaddata", DUMPDATA: "dumpdata"}
+    if SCALE_ROW.match(name):
+        return f"at {scale_point(name)[1]:,}"
     return names.get(name, name.split(": ", 1)[-1].split(" (")[0].split(",")[0])
 
 

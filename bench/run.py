@@ -1,12 +1,15 @@
-"""Respaldo's benchmark: our backup, restore, drill, json, clone, pages and a night of many
-clinics, each measured side by side with the raw tool it replaces, in the same run.
+"""Respaldo's benchmark: our backup, restore, drill, json, clone, pages, a night of many
+clinics and one clinic's costs as the database grows (scale), each measured side by side with
+the raw tool it replaces, in the same run.
 
 Run from the repository root:
 
     .venv/bin/python bench/run.py --size XS|S|M [--repeats 3] [--only backup,restore,...] [--keep]
+    .venv/bin/python bench/run.py --size S --only scale --scale 10,1000,10000
 
 Every step of every selected group runs once per repeat, round-robin (the order rotates each
-repeat), so a noisy neighbour hurts all competitors alike. Prints one markdown table (min and
+repeat), so a noisy neighbour hurts all competitors alike; the scale group runs last, its
+steps round-robin at each of its scale points in turn. Prints one markdown table (min and
 median seconds, ratio to the row it is compared with, peak memory of the measured process
 tree, output size, the issue's target and a pass/miss mark) and writes the same as JSON to
 ``bench/results/<timestamp>-<size>.json`` (compare two with ``bench/compare.py``).
@@ -48,12 +51,13 @@ from steps_clinics import CloneSteps, ManySteps  # noqa: E402
 from steps_json import JsonSteps  # noqa: E402
 from steps_pages import PageSteps  # noqa: E402
 from steps_restore import RestoreSteps  # noqa: E402
+from steps_scale import SCALE_POINTS, ScaleSteps, drop_scale_clinics  # noqa: E402
 
 from backups.models import ClinicKey  # noqa: E402
 from backups.postgres import find_pg_tools, libpq_environment  # noqa: E402
 from clinics.models import Clinic  # noqa: E402
 
-GROUPS = ["backup", "restore", "drill", "blocked", "upload", "json", "clone", "pages", "many"]
+GROUPS = ["backup", "restore", "drill", "blocked", "upload", "json", "clone", "pages", "many", "scale"]
 # With 1,000 schemas in a database, pg_dump of any one takes ~1 s (its catalog queries read them all):
 # 1,000 clinics is the M run's night (~1 hour for 3 repeats on 2 cores); S keeps "a few minutes".
 MANY_CLINICS = {"XS": 20, "S": 100, "M": 1000}
@@ -62,12 +66,14 @@ MANY_CLINICS = {"XS": 20, "S": 100, "M": 1000}
 JSON_PATIENTS = {"XS": 1500, "S": 7500, "M": 7500}
 
 
-class Bench(BackupSteps, RestoreSteps, JsonSteps, CloneSteps, ManySteps, PageSteps):
+class Bench(BackupSteps, RestoreSteps, JsonSteps, CloneSteps, ManySteps, PageSteps, ScaleSteps):
     """One bench run: its clinics (set up once), its steps (one list over the selected groups,
-    from each group's ``steps_<group>``), the samples measured, and the cleaning up."""
+    from each group's ``steps_<group>``; the scale group's per scale point), the samples
+    measured, and the cleaning up."""
 
-    def __init__(self, size: str, groups: list[str], many: int):
+    def __init__(self, size: str, groups: list[str], many: int, scale_points: list[int] | None = None):
         self.size, self.groups, self.many = size, groups, many
+        self.scale_points = scale_points or SCALE_POINTS[size]
         self.tools = find_pg_tools()
         self.env = libpq_environment()
         self.schema = f"bench{size.lower()}"
@@ -87,10 +93,10 @@ class Bench(BackupSteps, RestoreSteps, JsonSteps, CloneSteps, ManySteps, PageSte
         """Generate or reuse the clinics and backups the selected groups need; collect their steps."""
         # Reused bench clinics' archive keys are wrapped with an earlier run's throw-away key: new ones.
         ClinicKey.objects.filter(clinic__schema_name__startswith="bench").delete()
-        main = generate.generate(self.schema, self.size, log=log)
-        self.info["clinic"] = main
-        self.made_schemas.append(self.schema)
-        forget_jobs(Clinic.objects.get(schema_name=self.schema))
+        if set(self.groups) - {"scale"}:  # the scale group measures the small clinic only
+            self.info["clinic"] = generate.generate(self.schema, self.size, log=log)
+            self.made_schemas.append(self.schema)
+            forget_jobs(Clinic.objects.get(schema_name=self.schema))
         if "pages" in self.groups:  # before the backup that restores bring back: it must hold the user
             self.setup_users()
         needs_pg_backup = {"restore", "drill", "blocked", "upload"} & set(self.groups)
@@ -106,11 +112,11 @@ class Bench(BackupSteps, RestoreSteps, JsonSteps, CloneSteps, ManySteps, PageSte
             forget_jobs(Clinic.objects.get(schema_name=self.json_schema))
             self.json_backup = make_backup(self.json_schema, "json")
             self.json_fingerprint = generate.fingerprint(self.json_schema)
-        if {"clone", "many"} & set(self.groups):
+        if {"clone", "many", "scale"} & set(self.groups):
             self.info["tiny_clinic"] = generate.generate("benchtiny", "TINY", log=log)
             self.made_schemas.append("benchtiny")
-        if "clone" in self.groups:
             forget_jobs(Clinic.objects.get(schema_name="benchtiny"))
+        if "clone" in self.groups:
             self.tiny_backup = make_backup("benchtiny")
         if "upload" in self.groups:
             self.upload_file = TMP / "upload.respaldo"
@@ -120,18 +126,28 @@ class Bench(BackupSteps, RestoreSteps, JsonSteps, CloneSteps, ManySteps, PageSte
             self.made_schemas += self.many_schemas
         if "pages" in self.groups:
             self.setup_pages()
+        if "scale" in self.groups:
+            self.setup_scale()
         connection.set_schema_to_public()
-        self.steps = [s for g in self.groups for s in getattr(self, f"steps_{g}")()]
+        self.steps = [s for g in self.groups if g != "scale" for s in getattr(self, f"steps_{g}")()]
 
     # -- running -----------------------------------------------------------------------------
 
     def run(self, repeats: int) -> None:
+        """The selected groups' steps, interleaved; then the scale group (the many clinics dropped
+        first: the scale points count the clinic schemas in the database)."""
+        self.run_steps(self.steps, repeats)
+        if "scale" in self.groups:
+            self.drop_many_clinics()
+            self.run_scale(repeats)
+
+    def run_steps(self, steps: list, repeats: int, where: str = "") -> None:
         """Every step ``repeats`` times, the order rotated each repeat; a failed step becomes a FAILED row."""
-        for r in range(repeats):
-            shift = r % len(self.steps)
-            order = self.steps[shift:] + self.steps[:shift]
+        for r in range(repeats if steps else 0):
+            shift = r % len(steps)
+            order = steps[shift:] + steps[:shift]
             for label, step in order:
-                log(f"repeat {r + 1}/{repeats}: {label}")
+                log(f"{where}repeat {r + 1}/{repeats}: {label}")
                 try:
                     measured = step()
                 except Exception as exc:
@@ -150,12 +166,9 @@ class Bench(BackupSteps, RestoreSteps, JsonSteps, CloneSteps, ManySteps, PageSte
         connection.set_schema_to_public()
         if "pages" in self.groups:
             self.drop_catalog()
-        with connection.cursor() as cursor:  # the many clinics, also those of a run that failed half-way
-            cursor.execute("SELECT nspname FROM pg_namespace WHERE nspname LIKE 'benchq%%'")
-            clones = {name for (name,) in cursor.fetchall()}
-        clones |= set(Clinic.objects.filter(schema_name__startswith="benchq").values_list("schema_name", flat=True))
-        for schema in sorted(clones):
-            drop_clinic(schema)
+        self.drop_many_clinics()
+        if "scale" in self.groups and not keep:
+            drop_scale_clinics()
         for schema in self.made_schemas:
             clinic = Clinic.objects.filter(schema_name=schema).first()
             if clinic is None:
@@ -166,28 +179,50 @@ class Bench(BackupSteps, RestoreSteps, JsonSteps, CloneSteps, ManySteps, PageSte
                 drop_clinic(schema)
             drop_leftover_schemas(schema)
 
+    def drop_many_clinics(self) -> None:
+        """The many group's clinics, also those of a run that failed half-way."""
+        connection.set_schema_to_public()
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT nspname FROM pg_namespace WHERE nspname LIKE 'benchq%%'")
+            clones = {name for (name,) in cursor.fetchall()}
+        clones |= set(Clinic.objects.filter(schema_name__startswith="benchq").values_list("schema_name", flat=True))
+        for schema in sorted(clones):
+            drop_clinic(schema)
+
 
 def main() -> int:
     """Parse the arguments, run the bench, print the table and write the JSON; 1 when a step failed."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", choices=["XS", "S", "M"], default="S")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--only", default="", help=f"comma-separated groups of: {','.join(GROUPS)}")
+    parser.add_argument("--only", "--groups", default="", help=f"comma-separated groups of: {','.join(GROUPS)}")
     parser.add_argument(
         "--clinics", type=int, default=0, help="clinics for the 'many' group (default: XS 20, S 100, M 1000)"
     )
-    parser.add_argument("--keep", action="store_true", help="keep the generated clinics for the next run")
+    parser.add_argument(
+        "--scale",
+        default="",
+        help="the scale group's points, clinic schemas in the database (default: XS 5,50, S 10,1000, M 10,1000,10000)",
+    )
+    parser.add_argument(
+        "--keep", action="store_true", help="keep the generated clinics (and the scale group's copies) for the next run"
+    )
     args = parser.parse_args()
     groups = [g for g in args.only.split(",") if g] or GROUPS
     unknown = set(groups) - set(GROUPS)
     if unknown:
         parser.error(f"unknown groups {sorted(unknown)}; known: {GROUPS}")
     started = time.perf_counter()
-    bench = Bench(args.size, groups, args.clinics or MANY_CLINICS[args.size])
+    try:
+        points = [int(p.replace("_", "")) for p in args.scale.split(",") if p]
+    except ValueError:
+        parser.error(f"--scale takes comma-separated numbers, not {args.scale!r}")
+    bench = Bench(args.size, groups, args.clinics or MANY_CLINICS[args.size], points)
     try:
         bench.setup()
         bench.run(args.repeats)
         rows = summarize(bench.results, bench.many, bench.missing)
+        bench.info.setdefault("clinic", bench.info.get("tiny_clinic"))
     finally:
         bench.cleanup(args.keep)
         shutil.rmtree(TMP, ignore_errors=True)

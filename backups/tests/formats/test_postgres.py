@@ -59,3 +59,26 @@ def test_tools_are_chosen_to_read_the_backup_not_only_to_match_the_server():
     message = str(refused.value)
     assert f"made with pg_dump {tools.major + 1}.3, which pg_restore {tools.version}" in message
     assert f"set BACKUPS_PG_BIN_DIR to PostgreSQL {tools.major + 1} (or newer) client tools" in message
+
+
+@pytest.mark.django_db
+def test_pg_dumps_session_plans_without_nested_loops_and_keeps_the_databases_own_options(monkeypatch):
+    """pg_dump's catalog queries run as hash joins (issue 28: 8x faster at 1,000 clinics), and
+    options the deployment gives its connections (``DATABASES OPTIONS``) still reach pg_dump."""
+    import subprocess
+
+    from django.db import connection
+
+    from backups.formats.pg.dump import pg_dump_environment
+
+    options = {**connection.settings_dict.get("OPTIONS", {}), "options": "-c statement_timeout=4321"}
+    monkeypatch.setitem(connection.settings_dict, "OPTIONS", options)
+    env = pg_dump_environment()
+    shown = subprocess.run(
+        [find_pg_tools().psql, "-XAtc", "SHOW enable_nestloop; SHOW statement_timeout"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    assert shown == ["off", "4321ms"]

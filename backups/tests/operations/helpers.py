@@ -47,6 +47,9 @@ class Receiver:
 
         self.connections = 0
         self.server = Server(("127.0.0.1", 0), Handler)
+        # A connection reset between the poll saying "ready" and accept() would block a blocking
+        # accept() for good (then shutdown() waits forever: seen in CI): never wait over a second.
+        self.server.socket.settimeout(1.0)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()

@@ -43,7 +43,6 @@ PHASE_RESTORING = Restore.Phase.RESTORING
 PHASE_CHECKING = Restore.Phase.CHECKING
 PHASE_SWAPPING = Restore.Phase.SWAPPING
 PHASE_MIGRATING = Restore.Phase.MIGRATING
-PHASE_LABELS = dict(Restore.Phase.choices)
 
 
 # --- Requesting ------------------------------------------------------------------------

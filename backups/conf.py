@@ -103,6 +103,11 @@ class BackupsConf:
         return _setting("BACKUPS_PG_BIN_DIR") or None
 
     @property
+    def pg_payload(self) -> str:
+        """How a pg backup is written: ``sql`` (our catalog reader, the default) or ``custom`` (pg_dump -Fc)."""
+        return str(_setting("BACKUPS_PG_PAYLOAD", "sql"))
+
+    @property
     def lock_wait_timeout_ms(self) -> int:
         """How long a dump waits for the clinic's tables (pg_dump --lock-wait-timeout)."""
         return int(_setting("BACKUPS_LOCK_WAIT_TIMEOUT_MS", 120_000))

@@ -63,6 +63,7 @@ def manifest_build(
     migrations: dict[str, list[str]],
     server_version: str,
     dump_tool: str,
+    payload: str | None = None,
     backup_id: int | None = None,
     created_at: datetime | None = None,
     source: dict[str, Any] | None = None,
@@ -85,6 +86,8 @@ def manifest_build(
         "migrations": migrations,
         "postgresql": {"server": server_version, "dump_tool": dump_tool},
     }
+    if payload is not None:
+        manifest["postgresql"]["payload"] = payload
     if backup_id is not None:
         manifest["backup_id"] = backup_id
     if source is not None:

@@ -35,6 +35,7 @@ class Dumper(Protocol):
     """What a backup asks of a payload format."""
 
     dump_tool: str
+    payload: str | None  # the manifest's ``postgresql.payload`` (pg: ``custom`` or ``sql``), if it says
 
     def tables(self, snap: SchemaSnapshot) -> dict[str, int]: ...
 

@@ -14,6 +14,7 @@ from backups import archive
 from backups.exceptions import RestoreRefused
 from backups.formats.base import RestoreIntoError, quote_ident
 from backups.models import Backup
+from backups.postgres import SCHEMA_TABLES
 
 STAGING_SUFFIX = "__restoring"  # the normal restore fills <clinic>__restoring, then swaps
 
@@ -50,17 +51,35 @@ def check_name(name: str, what: str) -> None:
         raise RestoreIntoError(f"{what} {name!r} is not a clinic schema name (lowercase letters, digits, _).")
 
 
+# Every object of the schema %(ns)s: those pg_depend says are in it (found by index, as DROP SCHEMA
+# finds them), then what hangs from its relations and types (indexes, row and array types,
+# constraints, defaults, triggers, rules), each by its own catalog's index. Never by scanning
+# pg_class or pg_type for the namespace: those catalogs hold every clinic's objects.
 _OBJECTS_OF_SCHEMA = """
-    SELECT 'pg_class'::regclass AS cls, oid FROM pg_class WHERE relnamespace = %(ns)s
-    UNION ALL SELECT 'pg_type'::regclass, oid FROM pg_type WHERE typnamespace = %(ns)s
-    UNION ALL SELECT 'pg_proc'::regclass, oid FROM pg_proc WHERE pronamespace = %(ns)s
-    UNION ALL SELECT 'pg_constraint'::regclass, oid FROM pg_constraint WHERE connamespace = %(ns)s
-    UNION ALL SELECT 'pg_attrdef'::regclass, a.oid FROM pg_attrdef a
-        JOIN pg_class c ON c.oid = a.adrelid WHERE c.relnamespace = %(ns)s
-    UNION ALL SELECT 'pg_trigger'::regclass, t.oid FROM pg_trigger t
-        JOIN pg_class c ON c.oid = t.tgrelid WHERE c.relnamespace = %(ns)s
-    UNION ALL SELECT 'pg_rewrite'::regclass, r.oid FROM pg_rewrite r
-        JOIN pg_class c ON c.oid = r.ev_class WHERE c.relnamespace = %(ns)s
+    WITH named AS (
+        SELECT d.classid AS cls, d.objid AS oid FROM pg_catalog.pg_depend d
+        WHERE d.refclassid = 'pg_namespace'::regclass AND d.refobjid = %(ns)s
+    ),
+    rels AS (
+        SELECT oid FROM named WHERE cls = 'pg_class'::regclass
+        UNION SELECT t.typrelid FROM pg_type t
+            WHERE t.oid IN (SELECT oid FROM named WHERE cls = 'pg_type'::regclass) AND t.typrelid <> 0
+    ),
+    types AS (
+        SELECT oid FROM named WHERE cls = 'pg_type'::regclass
+        UNION SELECT c.reltype FROM pg_class c WHERE c.oid IN (SELECT oid FROM rels) AND c.reltype <> 0
+    )
+    SELECT cls, oid FROM named
+    UNION SELECT 'pg_class'::regclass, oid FROM rels
+    UNION SELECT 'pg_type'::regclass, oid FROM types
+    UNION SELECT 'pg_type'::regclass, t.typarray FROM pg_type t WHERE t.oid IN (SELECT oid FROM types)
+        AND t.typarray <> 0
+    UNION SELECT 'pg_class'::regclass, i.indexrelid FROM pg_index i WHERE i.indrelid IN (SELECT oid FROM rels)
+    UNION SELECT 'pg_constraint'::regclass, k.oid FROM pg_constraint k WHERE k.conrelid IN (SELECT oid FROM rels)
+    UNION SELECT 'pg_constraint'::regclass, k.oid FROM pg_constraint k WHERE k.contypid IN (SELECT oid FROM types)
+    UNION SELECT 'pg_attrdef'::regclass, a.oid FROM pg_attrdef a WHERE a.adrelid IN (SELECT oid FROM rels)
+    UNION SELECT 'pg_trigger'::regclass, t.oid FROM pg_trigger t WHERE t.tgrelid IN (SELECT oid FROM rels)
+    UNION SELECT 'pg_rewrite'::regclass, r.oid FROM pg_rewrite r WHERE r.ev_class IN (SELECT oid FROM rels)
 """
 _CROSS_SCHEMA_DEPENDENCIES = f"""
     WITH mine AS ({_OBJECTS_OF_SCHEMA}),
@@ -147,15 +166,7 @@ def check_row_counts(
     ``loaded``: the rows each table received by COPY (a table without COPY received none), used
     instead of counting every table again.
     """
-    found = [
-        name
-        for (name,) in fetchall(
-            cursor,
-            "SELECT c.relname FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
-            "WHERE n.nspname = %(name)s AND c.relkind IN ('r', 'p') ORDER BY 1",
-            {"name": schema},
-        )
-    ]
+    found = [name for (name,) in fetchall(cursor, SCHEMA_TABLES, {"schema": schema})]
     if exact_tables and set(found) != set(expected):
         missing, extra = sorted(set(expected) - set(found)), sorted(set(found) - set(expected))
         raise RestoreIntoError(

@@ -334,6 +334,7 @@ def _execute(backup: Backup) -> None:
             migrations=snap.migrations,
             server_version=snap.server_version,
             dump_tool=dumper.dump_tool,
+            payload=dumper.payload,
         )
 
         def produce(out: IO[bytes]) -> archive.ArchiveSummary:

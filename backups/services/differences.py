@@ -40,6 +40,7 @@ from backups.formats.base import quote_ident
 from backups.formats.json.payload import payload_models
 from backups.keys.clinic import reading_identities
 from backups.models import ACTIVE_STATUSES, Backup, JobStatus, Restore, RestoreComparison
+from backups.postgres import SCHEMA_TABLES
 from backups.services.selective_rows import picks, read_settings, table_name
 from backups.services.verification import check_migrations, verified_copy
 
@@ -79,12 +80,7 @@ def _fetchall(cursor: Any, query: str, params: Any = None) -> list[tuple]:
 
 
 def _tables(cursor: Any, schema: str) -> set[str]:
-    rows = _fetchall(
-        cursor,
-        "SELECT c.relname FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
-        "WHERE n.nspname = %s AND c.relkind IN ('r', 'p')",
-        [schema],
-    )
+    rows = _fetchall(cursor, SCHEMA_TABLES, {"schema": schema})
     return {name for (name,) in rows}
 
 

@@ -55,6 +55,7 @@ CASES: dict[str, tuple[str, str, object, dict[str, str]]] = {
         {},
     ),
     "BACKUPS_PG_BIN_DIR": ("/opt/readme/pg/bin", "conf.pg_bin_dir", "/opt/readme/pg/bin", {}),
+    "BACKUPS_PG_PAYLOAD": ("custom", "conf.pg_payload", "custom", {}),
     "REDIS_URL": (
         "redis://redis.readme.example:6390/3",
         'settings.Q_CLUSTER.get("redis")',

@@ -40,6 +40,7 @@ class JsonDumper:
     """The clinic's records (the payload apps' tables), as lossless json."""
 
     dump_tool: str = "json"
+    payload: str | None = None
     written: dict[str, int] = field(default_factory=dict)
 
     def tables(self, snap: SchemaSnapshot) -> dict[str, int]:

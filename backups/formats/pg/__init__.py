@@ -11,17 +11,21 @@ then swapped in for the live clinic. :data:`FORMAT` is what ``backups.formats`` 
 from __future__ import annotations
 
 import contextlib
+import logging
 import tempfile
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import IO
 
 import psycopg
+from django.core.exceptions import ImproperlyConfigured
 from django.db import connection
 
 from backups import archive, postgres
+from backups.conf import conf
 from backups.exceptions import RestoreRefused
 from backups.formats.base import Replacing, RestoreIntoError
+from backups.formats.pg.catalog import unsupported
 from backups.formats.pg.dump import pg_dump_stream
 from backups.formats.pg.into import (
     OLD_SCHEMA_SUFFIX,
@@ -32,31 +36,55 @@ from backups.formats.pg.into import (
     swap_schema,
 )
 from backups.formats.pg.script import ScriptError
+from backups.formats.pg.sqldump import sql_dump_stream
 from backups.formats.scratch import check_read_to_the_end
 from backups.models import Backup
 from backups.postgres import PgTools, SchemaSnapshot, find_pg_tools
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["FORMAT", "OLD_SCHEMA_SUFFIX", "PgDumper", "PgFormat", "check_counts", "rolled_back"]
 
 
 @dataclass
 class PgDumper:
-    """Every table of the schema, by ``pg_dump --format=custom -Z0``."""
+    """Every table of the schema: as a plain SQL script read from the catalog (``sql``, the
+    default), or by ``pg_dump --format=custom -Z0`` (``custom``: ``BACKUPS_PG_PAYLOAD``, and for
+    a schema holding objects the catalog reader does not carry)."""
 
     tools: PgTools
+    payload: str = "sql"
+    not_carried: list[str] = field(default_factory=list)  # why this backup fell back to pg_dump
 
     @property
     def dump_tool(self) -> str:
         return self.tools.version
 
     def tables(self, snap: SchemaSnapshot) -> dict[str, int]:
+        if self.payload == "sql" and snap.conn is not None:
+            with snap.conn.cursor() as cursor:
+                self.not_carried = unsupported(cursor, snap.schema)
+            if self.not_carried:
+                logger.warning(
+                    "Clinic schema %s holds objects the SQL payload does not carry (%s): backed up by pg_dump",
+                    snap.schema,
+                    "; ".join(self.not_carried),
+                )
+                self.payload = "custom"
         return snap.table_counts
 
     def stream(self, schema: str, snap: SchemaSnapshot) -> contextlib.AbstractContextManager[IO[bytes]]:
+        if self.payload == "sql":
+            return sql_dump_stream(schema, snapshot_id=snap.snapshot_id)
         return pg_dump_stream(self.tools, schema=schema, snapshot_id=snap.snapshot_id)
 
     def check(self, tables: dict[str, int]) -> None:
-        """pg_dump's own exit status was checked when its stream closed."""
+        """pg_dump's own exit status was checked when its stream closed; the script's rows are counted at restore."""
+
+
+def plain_script(manifest: dict) -> bool:
+    """Whether the manifest's pg payload is a plain SQL script (older ones are ``pg_dump -Fc`` files)."""
+    return (manifest.get("postgresql") or {}).get("payload") == "sql"
 
 
 def _checking(hooks: Replacing) -> Callable[..., None]:
@@ -80,7 +108,10 @@ class PgFormat:
 
     def dumper(self) -> PgDumper:
         """A dumper with the client tools of this server (found now: a backup fails before it starts)."""
-        return PgDumper(find_pg_tools())
+        payload = conf.pg_payload
+        if payload not in ("sql", "custom"):
+            raise ImproperlyConfigured(f"BACKUPS_PG_PAYLOAD must be 'sql' or 'custom', not {payload!r}")
+        return PgDumper(find_pg_tools(), payload=payload)
 
     def tools_for(self, manifest: dict) -> PgTools:
         """Client tools that can read this backup's payload (pg_restore cannot read a newer pg_dump's)."""
@@ -111,6 +142,7 @@ class PgFormat:
                         schema=staging,
                         expected_counts=manifest["tables"],
                         tools=tools,
+                        plain=plain_script(manifest),
                         cursor=cursor,
                         lock_timeout_ms=hooks.lock_timeout_ms,
                         stderr=restore_err,
@@ -147,6 +179,7 @@ class PgFormat:
                                 schema=schema,
                                 expected_counts=manifest["tables"],
                                 tools=tools,
+                                plain=plain_script(manifest),
                                 cursor=cursor,
                                 stderr=errors,
                                 count_check=check_counts,
@@ -187,6 +220,7 @@ class PgFormat:
                         schema=schema,
                         expected_counts=manifest["tables"],
                         tools=tools,
+                        plain=plain_script(manifest),
                         cursor=cursor,
                         stderr=errors,
                         count_check=check_counts,

@@ -33,7 +33,7 @@ from backups.formats.scratch import (
     session_settings,
 )
 from backups.formats.scratch import check_untouched as _check_untouched  # a name of this module: tests replace it
-from backups.postgres import PgTools, libpq_environment, spawn
+from backups.postgres import SCHEMA_TABLES, PgTools, libpq_environment, spawn
 
 __all__ = [
     "OLD_SCHEMA_SUFFIX",
@@ -59,12 +59,14 @@ def restore_into_pg(
     expected_counts: dict[str, int],
     tools: PgTools,
     cursor: psycopg.Cursor,
+    plain: bool = False,
     lock_timeout_ms: int = DEFAULT_LOCK_TIMEOUT_MS,
     stderr: IO[bytes] | None = None,
     count_check: Callable[..., None] | None = None,
     app_name: str = "respaldo-restore-into",
 ) -> dict[str, int]:
-    """Restore a ``pg_dump --schema=<source_schema>`` custom-format payload as the NEW schema ``schema``.
+    """Restore a ``pg_dump --schema=<source_schema>`` custom-format payload (or, ``plain``, the
+    plain SQL script ``sqldump`` writes) as the NEW schema ``schema``.
 
     Runs on ``cursor``, inside the transaction its connection has open (the caller commits or
     rolls back; nothing is committed here). Never locks nor changes ``source_schema``. Raises
@@ -93,7 +95,10 @@ def restore_into_pg(
     with contextlib.ExitStack() as stack:
         if stderr is None:
             stderr = stack.enter_context(tempfile.TemporaryFile())
-        run_pg_restore(script_cursor, payload, tools, stderr, app_name=app_name)
+        if plain:
+            pg_script.run_script(script_cursor, payload)
+        else:
+            run_pg_restore(script_cursor, payload, tools, stderr, app_name=app_name)
     if rewriter.schemas_created != 1:
         raise RestoreIntoError(f"the backup does not hold the schema {source_schema!r}; nothing was restored")
     put_back(cursor, saved)
@@ -114,14 +119,7 @@ def check_counts(cursor: psycopg.Cursor, schema: str, tables: dict[str, int], *,
     nothing else in the transaction writes to the new schema, so this is ``count(*)`` without
     reading every table again (0.1 s at size S, 0.4 s at M).
     """
-    found = {
-        name
-        for (name,) in cursor.execute(
-            "SELECT c.relname FROM pg_class c JOIN pg_namespace s ON s.oid = c.relnamespace "
-            "WHERE s.nspname = %s AND c.relkind IN ('r', 'p')",
-            [schema],
-        )
-    }
+    found = {name for (name,) in cursor.execute(SCHEMA_TABLES, {"schema": schema})}
     if found != set(tables):
         missing, extra = sorted(set(tables) - found), sorted(found - set(tables))
         raise RestoreRefused(

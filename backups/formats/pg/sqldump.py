@@ -1,0 +1,162 @@
+"""Writing a pg payload as a plain SQL script, without pg_dump: what a clinic's backup costs
+no longer depends on how many other clinics the database holds.
+
+The script is what ``pg_dump --format=plain --no-owner --no-privileges -n <schema>`` would
+write: session settings, the schema's definitions (``definitions``, from namespace-filtered
+catalog queries), each table's rows as a ``COPY ... FROM stdin;`` block, the sequences'
+values, then constraints, indexes and triggers. ``psql --single-transaction`` restores it by
+hand (``docs/archive-format.md``); Respaldo runs it through ``pg.script`` with the schema
+renamed, as it runs what ``pg_restore -f -`` writes for older archives.
+
+It is read on a connection of its own inside the backup's exported snapshot, after locking
+the schema's tables (``ACCESS SHARE``, as pg_dump does: the definitions the server writes are
+the current ones, so no migration may change them meanwhile).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from collections.abc import Iterator
+from typing import IO
+
+import psycopg
+from psycopg import sql
+
+from backups.conf import conf
+from backups.formats.base import quote_ident
+from backups.formats.pg.catalog import namespace_oid, rows_of
+from backups.formats.pg.definitions import Definitions, read_definitions
+from backups.postgres import DumpError, connect_separately
+
+__all__ = ["SCRIPT_END", "SCRIPT_HEADER", "sql_dump_stream"]
+
+# The script's last line: a script cut short anywhere lacks it (the by-hand restore checks it).
+SCRIPT_END = "-- Respaldo: end of the script\n"
+
+# pg_dump's own preamble (the settings ``backups.formats.scratch`` saves and puts back).
+SCRIPT_HEADER = """--
+-- Respaldo: one clinic schema as a plain SQL script (pg_dump's plain format, without owners
+-- or privileges). Restore by hand into a database without that schema:
+--     psql --single-transaction -v ON_ERROR_STOP=1 -f <this file>
+--
+
+SET statement_timeout = 0;
+SET lock_timeout = 0;
+SET idle_in_transaction_session_timeout = 0;
+SET client_encoding = 'UTF8';
+SET standard_conforming_strings = on;
+SELECT pg_catalog.set_config('search_path', '', false);
+SET check_function_bodies = false;
+SET xmloption = content;
+SET client_min_messages = warning;
+SET row_security = off;
+SET default_tablespace = '';
+SET default_table_access_method = heap;
+
+"""
+
+
+class _ChunkReader(io.RawIOBase):
+    """A readable stream over an iterator of byte chunks."""
+
+    def __init__(self, chunks: Iterator[bytes]) -> None:
+        self._chunks = chunks
+        self._pending = memoryview(b"")
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+        while not self._pending:
+            chunk = next(self._chunks, None)
+            if chunk is None:
+                return 0
+            self._pending = memoryview(chunk)
+        size = min(len(buffer), len(self._pending))
+        buffer[:size] = self._pending[:size]
+        self._pending = self._pending[size:]
+        return size
+
+
+class _Script:
+    """The script's bytes, in order; ``finished`` once the last one was given."""
+
+    def __init__(self, cursor: psycopg.Cursor, defs: Definitions) -> None:
+        self.cursor, self.defs = cursor, defs
+        self.finished = False
+
+    def __iter__(self) -> Iterator[bytes]:
+        defs = self.defs
+        yield SCRIPT_HEADER.encode()
+        for statement in defs.pre_data:
+            yield statement.encode() + b"\n\n"
+        for table in defs.tables:
+            yield table.copy_from(defs.schema).encode() + b"\n"
+            with self.cursor.copy(table.copy_to(defs.schema)) as copy:
+                for block in copy:
+                    yield bytes(block)
+            yield b"\\.\n\n"
+        for sequence in defs.sequences:
+            query = sql.SQL("SELECT last_value, is_called FROM {}").format(sql.SQL(sequence))
+            value, called = self.cursor.execute(query).fetchone()
+            literal = "'" + sequence.replace("'", "''") + "'"
+            yield f"SELECT pg_catalog.setval({literal}, {value}, {'true' if called else 'false'});\n".encode()
+        yield b"\n"
+        for statement in defs.post_data:
+            yield statement.encode() + b"\n\n"
+        yield SCRIPT_END.encode()
+        self.finished = True
+
+
+def _lock_tables(cursor: psycopg.Cursor, schema: str) -> None:
+    nsp = namespace_oid(cursor, schema)
+    tables = rows_of(
+        cursor,
+        "SELECT pg_catalog.quote_ident(c.relname) FROM pg_catalog.pg_depend d JOIN pg_catalog.pg_class c "
+        "ON c.oid = d.objid WHERE d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass "
+        "AND d.refclassid = 'pg_catalog.pg_namespace'::pg_catalog.regclass AND d.refobjid = %(nsp)s "
+        "AND c.relkind = 'r' ORDER BY c.relname",
+        {"nsp": nsp},
+    )
+    if tables:
+        names = ", ".join(f"{quote_ident(schema)}.{name}" for (name,) in tables)
+        cursor.execute(f"LOCK TABLE {names} IN ACCESS SHARE MODE")
+
+
+@contextlib.contextmanager
+def sql_dump_stream(schema: str, *, snapshot_id: str, app_name: str = "respaldo-dump") -> Iterator[IO[bytes]]:
+    """Yield the schema's plain SQL script, as seen by the exported snapshot ``snapshot_id``.
+
+    The rows stream from the server as they are read (memory stays flat whatever the
+    clinic's size). Raises DumpError if the snapshot or the tables cannot be had.
+    """
+    try:
+        conn = connect_separately(autocommit=False, application_name=app_name)
+    except psycopg.Error as exc:
+        raise DumpError(f"could not connect to take the dump: {exc}") from exc
+    with conn:
+        try:
+            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            conn.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot_id)))
+            conn.execute("SET client_encoding = 'UTF8'")
+            conn.execute("SELECT pg_catalog.set_config('search_path', '', false)")
+            conn.execute("SELECT pg_catalog.set_config('lock_timeout', %s, true)", [f"{conf.lock_wait_timeout_ms}ms"])
+            cursor = conn.cursor()
+            _lock_tables(cursor, schema)
+            defs = read_definitions(cursor, schema)
+        except psycopg.Error as exc:
+            raise DumpError(f"the clinic's definitions could not be read: {exc}") from exc
+        script = _Script(cursor, defs)
+        try:
+            yield io.BufferedReader(_ChunkReader(iter(script)), 1 << 20)
+        except psycopg.Error as exc:
+            conn.close()  # a COPY may be under way: drop the session, the server ends it
+            raise DumpError(f"the clinic's rows could not be read: {exc}") from exc
+        except BaseException:
+            conn.close()
+            raise
+        if script.finished:
+            conn.rollback()
+        else:  # the reader stopped half-way through a COPY
+            conn.close()

@@ -103,6 +103,16 @@ class BackupsConf:
         return _setting("BACKUPS_PG_BIN_DIR") or None
 
     @property
+    def night_concurrency(self) -> int:
+        """How many scheduled backups may be handed out or running at once, over every worker cluster."""
+        return int(_setting("BACKUPS_NIGHT_CONCURRENCY", 2))
+
+    @property
+    def lost_after_seconds(self) -> int:
+        """How long a pending backup handed to the broker may wait before it is handed again (lost task)."""
+        return int(_setting("BACKUPS_LOST_AFTER_SECONDS", 900))
+
+    @property
     def pg_payload(self) -> str:
         """How a pg backup is written: ``sql`` (our catalog reader, the default) or ``custom`` (pg_dump -Fc)."""
         return str(_setting("BACKUPS_PG_PAYLOAD", "sql"))

@@ -13,8 +13,9 @@ from collections.abc import Callable
 from django.utils import timezone
 
 from backups.jobs import reset_schema
+from backups.models import Backup
 from backups.operations import alerts, drills, notify, retention, schedule, webhooks
-from backups.services.backup import backup_run, backup_sweep_stale
+from backups.services.backup import backup_rehand_lost, backup_run, backup_sweep_stale
 from backups.services.clone import clone_run, clone_sweep_stale
 from backups.services.differences import comparison_sweep_stale, run_comparison
 from backups.services.offboard import erase_offboarded
@@ -24,9 +25,16 @@ logger = logging.getLogger(__name__)
 
 
 def run_backup(backup_id: int) -> str:
-    """Run one requested backup (its end is announced by the service); returns its final status."""
+    """Run one requested backup (its end is announced by the service); returns its final status.
+
+    A scheduled backup's end frees a place in the night: the next clinics due are handed out
+    at once (``schedule.dispatch``), not at the dispatcher's next minute.
+    """
     reset_schema()
-    return backup_run(backup_id=backup_id).status
+    backup = backup_run(backup_id=backup_id)
+    if backup.kind == Backup.Kind.SCHEDULED:
+        _step("schedule", lambda: schedule.dispatch())
+    return backup.status
 
 
 def run_restore(restore_id: int) -> str:
@@ -63,13 +71,14 @@ def deliver_webhook(delivery_id: int) -> str:
 
 
 def sweep_stale_jobs() -> int:
-    """Settle jobs whose worker died: backups fail and are retried, restores, clones and comparisons are settled.
+    """Settle jobs whose worker died: backups fail and are retried, restores, clones and comparisons are
+    settled; backups the broker lost before any worker started them are handed again.
 
-    Returns how many jobs were found dead.
+    Returns how many jobs were found dead or lost.
     """
     reset_schema()
     dead = backup_sweep_stale() + restore_sweep_stale() + clone_sweep_stale()
-    return len(dead) + len(comparison_sweep_stale())
+    return len(dead) + len(comparison_sweep_stale()) + len(backup_rehand_lost())
 
 
 # --- The dispatcher: ONE django-q2 schedule runs this every minute (migration 0008) ------

@@ -1,6 +1,7 @@
 """The clone and many groups' steps (mixins of ``run.Bench``): a clone of a small clinic's
 backup against a new clinic through every migration, and a night of many clinics backed up
-by django-q2 (1 and 2 workers) against a ``pg_dump -Fc`` loop.
+by django-q2 (1 and 2 workers, every backup requested at once; and the night as the dispatcher
+hands it out) against a ``pg_dump -Fc`` loop.
 """
 
 # ruff: noqa: S604 - bench-made shell lines, from fixed names and our own paths
@@ -12,15 +13,22 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from datetime import time as clock
 
+from django.db.models import QuerySet
+from django.test import override_settings
 from fixtures import drop_clinic
 from sampling import Sample, TreeSampler, run_tree, timed
 from startup import ROOT, TMP
 
 from backups import storage
-from backups.models import Backup, JobStatus
+from backups.models import Backup, BackupPolicy, JobStatus
+from backups.operations import schedule
 from backups.services.backup import backup_request
 from backups.services.clone import clone_request, clone_run, default_domain
+from backups.services.policy import policy_for
 from clinics.models import Clinic, Domain
 
 
@@ -66,7 +74,12 @@ class ManySteps:
     """Steps of the many group; use the bench's ``many_schemas`` (``many`` copies of the small clinic)."""
 
     def steps_many(self) -> list:
-        return [("many raw", self.many_raw), ("many q1", lambda: self.many_q2(1)), ("many q2", lambda: self.many_q2(2))]
+        return [
+            ("many raw", self.many_raw),
+            ("many q1", lambda: self.many_q2(1)),
+            ("many q2", lambda: self.many_q2(2)),
+            ("many night", lambda: self.many_night(2)),
+        ]
 
     def many_raw(self) -> dict[str, Sample]:
         out = TMP / "many.dump"
@@ -78,49 +91,91 @@ class ManySteps:
         return {f"many: raw pg_dump -Fc loop, {self.many} clinics": sample}
 
     def many_q2(self, workers: int) -> dict[str, Sample]:
+        """Every clinic's manual backup requested at once, then a cluster of ``workers`` drains the queue."""
         ids = [
             backup_request(clinic=s, payload_format="pg", requested_by="bench", enqueue=True).pk
             for s in self.many_schemas
         ]
-        env = {**os.environ, "Q_WORKERS": str(workers)}
-        start = time.perf_counter()
-        proc = subprocess.Popen(
-            [sys.executable, "manage.py", "qcluster"],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=(TMP / "qcluster.log").open("ab"),
-            start_new_session=True,
+        sample = run_cluster(workers, lambda: Backup.objects.filter(pk__in=ids))
+        return {f"many: django-q2, {workers} worker{'s' if workers > 1 else ''}, {self.many} clinics": sample}
+
+    def many_night(self, workers: int) -> dict[str, Sample]:
+        """The night as it runs: every clinic due (its policy at 00:00 UTC), the dispatcher run once,
+        each finished daily backup handing out the next, ``BACKUPS_NIGHT_CONCURRENCY`` = ``workers``."""
+        clinics = Clinic.objects.filter(schema_name__in=self.many_schemas)
+        clinics.update(time_zone="UTC")
+        for clinic in clinics:
+            policy_for(clinic)
+        others = list(
+            BackupPolicy.objects.exclude(clinic__in=clinics).filter(enabled=True).values_list("pk", flat=True)
         )
-        sampler = TreeSampler(proc.pid)
-        sampler.start()
-        deadline = time.monotonic() + 60 + 5 * len(ids)
+        BackupPolicy.objects.filter(pk__in=others).update(enabled=False)
+        BackupPolicy.objects.filter(clinic__in=clinics).update(enabled=True, run_at=clock(0, 0))
+        today = datetime.now(UTC).date()
+        Backup.objects.filter(clinic__in=clinics, scheduled_for=today).update(scheduled_for=None)
         try:
-            while Backup.objects.filter(pk__in=ids, status__in=[JobStatus.PENDING, JobStatus.RUNNING]).exists():
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise RuntimeError(f"django-q2 did not finish {len(ids)} backups (see {TMP / 'qcluster.log'})")
-                time.sleep(0.05)
-            seconds = time.perf_counter() - start
+            with override_settings(BACKUPS_NIGHT_CONCURRENCY=workers):
+                sample = run_cluster(
+                    workers,
+                    lambda: Backup.objects.filter(clinic__in=clinics, scheduled_for=today),
+                    start=schedule.dispatch,
+                    env={"BACKUPS_NIGHT_CONCURRENCY": str(workers)},
+                    expected=len(self.many_schemas),
+                )
         finally:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-            sampler.done.set()
-            sampler.join()
-        rows = list(Backup.objects.filter(pk__in=ids))
-        failed = sum(r.status != JobStatus.SUCCEEDED for r in rows)
-        span = (max(r.finished_at for r in rows) - min(r.started_at or r.requested_at for r in rows)).total_seconds()
-        size = sum(r.size or 0 for r in rows)
-        for row in rows:
-            if row.storage_name:
-                storage.delete_stored(row.storage_name)
-        Backup.objects.filter(pk__in=ids).delete()
-        notes = {"first start to last end s": round(span, 2), "failed": failed}
-        return {
-            f"many: django-q2, {workers} worker{'s' if workers > 1 else ''}, {self.many} clinics": Sample(
-                seconds, peak=sampler.peak, size=size, notes=notes
-            )
-        }
+            BackupPolicy.objects.filter(pk__in=others).update(enabled=True)
+        return {f"many: the night (dispatcher, {workers} workers), {self.many} clinics": sample}
+
+
+def run_cluster(
+    workers: int,
+    rows: Callable[[], QuerySet],
+    *,
+    start: Callable[[], object] | None = None,
+    env: dict[str, str] | None = None,
+    expected: int | None = None,
+) -> Sample:
+    """Start ``manage.py qcluster`` with ``workers``; ``start()`` once it runs; wait until ``rows()``
+    holds ``expected`` rows (default: as many as at the start), none pending or running; stop it.
+    The sample: seconds from the cluster's start, its processes' peak memory, the archives' bytes."""
+    count = expected if expected is not None else rows().count()
+    environ = {**os.environ, "Q_WORKERS": str(workers), **(env or {})}
+    began = time.perf_counter()
+    proc = subprocess.Popen(
+        [sys.executable, "manage.py", "qcluster"],
+        cwd=ROOT,
+        env=environ,
+        stdout=subprocess.DEVNULL,
+        stderr=(TMP / "qcluster.log").open("ab"),
+        start_new_session=True,
+    )
+    sampler = TreeSampler(proc.pid)
+    sampler.start()
+    if start is not None:
+        start()
+    deadline = time.monotonic() + 60 + 5 * count
+    try:
+        while rows().count() < count or rows().filter(status__in=[JobStatus.PENDING, JobStatus.RUNNING]).exists():
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise RuntimeError(f"django-q2 did not finish {count} backups (see {TMP / 'qcluster.log'})")
+            time.sleep(0.05)
+        seconds = time.perf_counter() - began
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        sampler.done.set()
+        sampler.join()
+    done = list(rows())
+    failed = sum(r.status != JobStatus.SUCCEEDED for r in done)
+    span = (max(r.finished_at for r in done) - min(r.started_at or r.requested_at for r in done)).total_seconds()
+    size = sum(r.size or 0 for r in done)
+    for row in done:
+        if row.storage_name:
+            storage.delete_stored(row.storage_name)
+    rows().delete()
+    notes = {"first start to last end s": round(span, 2), "failed": failed}
+    return Sample(seconds, peak=sampler.peak, size=size, notes=notes)

@@ -5,9 +5,8 @@ The database is grown to each scale point (the clinic schemas in it, ``public`` 
 system's not counted) with copies of the small clinic's schema made in SQL, not by
 migrations: per copy ``CREATE SCHEMA``, ``CREATE TABLE … (LIKE <template>.<table> INCLUDING
 ALL)`` for each of its tables (columns, defaults, identity sequences, checks, indexes, primary
-and unique keys) and its foreign keys re-added from ``pg_get_constraintdef``, empty, batches
-of ``BATCH`` copies a transaction on one connection; then their ``clinics_clinic`` rows
-(catalog only: no domain, policy or key, which nothing here asks for). Then the system
+and unique keys) and its foreign keys re-added from ``pg_get_constraintdef``, empty
+(``backups/tests/clinic_copies.py``, which the tests of the night use too). Then the system
 catalogs are analyzed, as autovacuum would soon do: with stale catalog statistics pg_dump
 16's query for materialized views' dependencies runs in ≈ 1 s at 1,000 clinics, analyzed it
 joins every view rule's dependency with every table's (≈ 58M rows, ≈ 9 s), and without the
@@ -32,10 +31,10 @@ from backups import storage
 from backups.models import Backup, JobStatus
 from backups.postgres import connect_separately
 from backups.services.backup import backup_request, backup_run
+from backups.tests.clinic_copies import drop_copies, make_copies
 from clinics.models import Clinic
 
 SCALE_PREFIX = "benchz"
-BATCH = 20  # copies a transaction: each holds ≈ 120 locks until its commit (the lock table holds ≈ 6,400)
 # clinic schemas in the database at each point; the issue's target is at 10,000 vs at 10
 SCALE_POINTS = {"XS": [5, 50], "S": [10, 1000], "M": [10, 1000, 10000]}
 SCALE_TEMPLATE = "benchtiny"  # the measured clinic (40 patients) and the copies' template
@@ -54,61 +53,6 @@ def scale_copies() -> list[str]:
     with connection.cursor() as cursor:
         cursor.execute("SELECT nspname FROM pg_namespace WHERE nspname LIKE %s ORDER BY 1", [SCALE_PREFIX + "%"])
         return [name for (name,) in cursor.fetchall()]
-
-
-def copy_script(template: str, tables: list[str], foreign_keys: list[tuple[str, str, str]], name: str) -> str:
-    """The SQL that makes schema ``name`` a copy of ``template``'s tables (empty), its foreign keys included."""
-    parts = [f'CREATE SCHEMA "{name}"', f'SET LOCAL search_path TO "{name}"']
-    parts += [f'CREATE TABLE "{t}" (LIKE "{template}"."{t}" INCLUDING ALL)' for t in tables]
-    parts += [f'ALTER TABLE {table} ADD CONSTRAINT "{fk}" {definition}' for table, fk, definition in foreign_keys]
-    return ";\n".join(parts) + ";\n"
-
-
-def make_copies(template: str, names: list[str]) -> None:
-    """Schemas ``names``, copies of ``template`` made in SQL, ``BATCH`` a transaction; their clinic rows."""
-    conn = connect_separately(autocommit=False, application_name="bench-scale")
-    try:
-        with conn.cursor() as cursor:
-            # names relative to the template's schema: the copies' foreign keys point inside the copy
-            cursor.execute(f'SET LOCAL search_path TO "{template}"')
-            cursor.execute(
-                "SELECT relname FROM pg_class WHERE relnamespace = %s::regnamespace AND relkind IN ('r', 'p') "
-                "ORDER BY oid",
-                [template],
-            )
-            tables = [name for (name,) in cursor.fetchall()]
-            cursor.execute(
-                "SELECT conrelid::regclass::text, conname, pg_get_constraintdef(oid) FROM pg_constraint "
-                "WHERE contype = 'f' AND connamespace = %s::regnamespace ORDER BY oid",
-                [template],
-            )
-            foreign_keys = cursor.fetchall()
-            conn.rollback()
-            for start in range(0, len(names), BATCH):
-                batch = names[start : start + BATCH]
-                cursor.execute("".join(copy_script(template, tables, foreign_keys, n) for n in batch).encode())
-                conn.commit()
-    finally:
-        conn.close()
-    Clinic.objects.bulk_create(
-        [Clinic(schema_name=n, name=f"Bench scale {n}") for n in names],
-        batch_size=1000,
-        ignore_conflicts=True,
-    )
-
-
-def drop_copies(names: list[str]) -> None:
-    """Drop the copies ``names`` (schemas, ``BATCH`` a transaction, and clinic rows)."""
-    conn = connect_separately(autocommit=False, application_name="bench-scale")
-    try:
-        with conn.cursor() as cursor:
-            for start in range(0, len(names), BATCH):
-                batch = names[start : start + BATCH]
-                cursor.execute("".join(f'DROP SCHEMA IF EXISTS "{n}" CASCADE;' for n in batch).encode())
-                conn.commit()
-    finally:
-        conn.close()
-    Clinic.objects.filter(schema_name__in=names).delete()
 
 
 def drop_scale_clinics() -> None:
@@ -142,7 +86,7 @@ def grow_to(point: int) -> tuple[int, float]:
     elif have < point:
         last = int(copies[-1][len(SCALE_PREFIX) :]) if copies else 0
         names = [f"{SCALE_PREFIX}{n:05d}" for n in range(last + 1, last + 1 + point - have)]
-        make_copies(SCALE_TEMPLATE, names)
+        make_copies(SCALE_TEMPLATE, names, name_prefix="Bench scale")
     seconds = time.perf_counter() - started
     analyze_catalog()
     held = clinic_schemas()

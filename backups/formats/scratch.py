@@ -51,38 +51,30 @@ def check_name(name: str, what: str) -> None:
         raise RestoreIntoError(f"{what} {name!r} is not a clinic schema name (lowercase letters, digits, _).")
 
 
-# Every object of the schema %(ns)s: those pg_depend says are in it (found by index, as DROP SCHEMA
-# finds them), then what hangs from its relations and types (indexes, row and array types,
-# constraints, defaults, triggers, rules), each by its own catalog's index. Never by scanning
-# pg_class or pg_type for the namespace: those catalogs hold every clinic's objects.
-_OBJECTS_OF_SCHEMA = """
-    WITH named AS (
-        SELECT d.classid AS cls, d.objid AS oid FROM pg_catalog.pg_depend d
-        WHERE d.refclassid = 'pg_namespace'::regclass AND d.refobjid = %(ns)s
-    ),
-    rels AS (
-        SELECT oid FROM named WHERE cls = 'pg_class'::regclass
-        UNION SELECT t.typrelid FROM pg_type t
-            WHERE t.oid IN (SELECT oid FROM named WHERE cls = 'pg_type'::regclass) AND t.typrelid <> 0
-    ),
-    types AS (
-        SELECT oid FROM named WHERE cls = 'pg_type'::regclass
-        UNION SELECT c.reltype FROM pg_class c WHERE c.oid IN (SELECT oid FROM rels) AND c.reltype <> 0
-    )
-    SELECT cls, oid FROM named
-    UNION SELECT 'pg_class'::regclass, oid FROM rels
-    UNION SELECT 'pg_type'::regclass, oid FROM types
-    UNION SELECT 'pg_type'::regclass, t.typarray FROM pg_type t WHERE t.oid IN (SELECT oid FROM types)
-        AND t.typarray <> 0
-    UNION SELECT 'pg_class'::regclass, i.indexrelid FROM pg_index i WHERE i.indrelid IN (SELECT oid FROM rels)
-    UNION SELECT 'pg_constraint'::regclass, k.oid FROM pg_constraint k WHERE k.conrelid IN (SELECT oid FROM rels)
-    UNION SELECT 'pg_constraint'::regclass, k.oid FROM pg_constraint k WHERE k.contypid IN (SELECT oid FROM types)
-    UNION SELECT 'pg_attrdef'::regclass, a.oid FROM pg_attrdef a WHERE a.adrelid IN (SELECT oid FROM rels)
-    UNION SELECT 'pg_trigger'::regclass, t.oid FROM pg_trigger t WHERE t.tgrelid IN (SELECT oid FROM rels)
-    UNION SELECT 'pg_rewrite'::regclass, r.oid FROM pg_rewrite r WHERE r.ev_class IN (SELECT oid FROM rels)
+# Every object of a schema: those pg_depend says are in it (found by index, as DROP SCHEMA finds
+# them), then what hangs from its relations and types (indexes, row and array types, constraints,
+# defaults, triggers, rules), each by its own catalog's index, from arrays of oids (the planner
+# knows their length; a CTE's estimate made it scan pg_depend and pg_constraint whole). Never by
+# scanning pg_class or pg_type for the namespace: those catalogs hold every clinic's objects.
+_NAMED_IN_SCHEMA = """
+    SELECT d.classid::regclass::text, d.objid FROM pg_catalog.pg_depend d
+    WHERE d.refclassid = 'pg_namespace'::regclass AND d.refobjid = %(ns)s
+"""
+_RELATIONS_OF_TYPES = "SELECT typrelid FROM pg_catalog.pg_type WHERE oid = ANY(%(types)s) AND typrelid <> 0"
+_HANGING_FROM = """
+    SELECT 'pg_type', c.reltype FROM pg_class c WHERE c.oid = ANY(%(rels)s) AND c.reltype <> 0
+    UNION ALL SELECT 'pg_type', t.typarray FROM pg_class c JOIN pg_type t ON t.oid = c.reltype
+        WHERE c.oid = ANY(%(rels)s) AND t.typarray <> 0
+    UNION ALL SELECT 'pg_type', t.typarray FROM pg_type t WHERE t.oid = ANY(%(types)s) AND t.typarray <> 0
+    UNION ALL SELECT 'pg_class', i.indexrelid FROM pg_index i WHERE i.indrelid = ANY(%(rels)s)
+    UNION ALL SELECT 'pg_constraint', k.oid FROM pg_constraint k WHERE k.conrelid = ANY(%(rels)s)
+    UNION ALL SELECT 'pg_constraint', k.oid FROM pg_constraint k WHERE k.contypid = ANY(%(types)s)
+    UNION ALL SELECT 'pg_attrdef', a.oid FROM pg_attrdef a WHERE a.adrelid = ANY(%(rels)s)
+    UNION ALL SELECT 'pg_trigger', t.oid FROM pg_trigger t WHERE t.tgrelid = ANY(%(rels)s)
+    UNION ALL SELECT 'pg_rewrite', r.oid FROM pg_rewrite r WHERE r.ev_class = ANY(%(rels)s)
 """
 _CROSS_SCHEMA_DEPENDENCIES = f"""
-    WITH mine AS ({_OBJECTS_OF_SCHEMA}),
+    WITH mine AS (SELECT * FROM unnest(%(classes)s::regclass[], %(oids)s::oid[]) AS m(cls, oid)),
     edges AS (
         SELECT d.classid AS my_cls, d.objid AS my_oid, d.refclassid AS cls, d.refobjid AS oid
         FROM pg_catalog.pg_depend d JOIN mine m ON m.cls = d.classid AND m.oid = d.objid
@@ -147,12 +139,24 @@ def check_untouched(cursor: Any, live: str | None, live_oid: int | None) -> None
         raise RestoreIntoError(f"restoring into a new schema locked the live schema {live!r} ({shown}); rolled back")
 
 
+def objects_of_schema(cursor: Any, ns: int) -> list[tuple[str, int]]:
+    """(catalog, oid) of every object of the schema whose oid is ``ns`` (three queries, by index)."""
+    named = [(cls, oid) for cls, oid in fetchall(cursor, _NAMED_IN_SCHEMA, {"ns": ns})]
+    types = [oid for cls, oid in named if cls == "pg_type"]
+    rels = [oid for cls, oid in named if cls == "pg_class"]
+    rels += [oid for (oid,) in fetchall(cursor, _RELATIONS_OF_TYPES, {"types": types})] if types else []
+    hanging = fetchall(cursor, _HANGING_FROM, {"rels": rels, "types": types})
+    return sorted(set(named) | {("pg_class", oid) for oid in rels} | set(hanging))
+
+
 def check_isolated(cursor: Any, schema: str) -> None:
     """No object of ``schema`` depends on an object of another (non-system) schema, nor the reverse."""
     oid = schema_oid(cursor, schema)
     if oid is None:
         raise RestoreIntoError(f"the backup did not create the schema {schema!r}; rolled back")
-    links = fetchall(cursor, _CROSS_SCHEMA_DEPENDENCIES, {"ns": oid, "name": schema})
+    mine = objects_of_schema(cursor, oid)
+    params = {"classes": [cls for cls, _ in mine], "oids": [oid for _, oid in mine], "name": schema}
+    links = fetchall(cursor, _CROSS_SCHEMA_DEPENDENCIES, params)
     if links:
         shown = "; ".join(f"{mine} -> {other}" for mine, other in links)
         raise RestoreIntoError(f"the restored schema {schema!r} is linked to objects of other schemas ({shown})")

@@ -18,6 +18,7 @@ from django.db import connection
 CLINIC_JOBS = 0x5245  # "RE": one backup or restore at a time per clinic (key: the clinic's id)
 CLONE_JOBS = 0x434C  # "CL": a clone job while it runs (key: the job's id)
 WEBHOOK_ENDPOINTS = 0x5748  # "WH": one delivery at a time per endpoint (key: the endpoint's id)
+NIGHT = 0x4E49  # "NI": one dispatcher at a time hands out the night's backups (key: 0)
 
 
 def _try_lock(namespace: int, key: int) -> bool:
@@ -59,6 +60,12 @@ def advisory_xact_lock(namespace: int, key: int) -> bool:
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_try_advisory_xact_lock(%s, %s)", [namespace, key])
         return bool(cursor.fetchone()[0])
+
+
+def advisory_xact_lock_wait(namespace: int, key: int) -> None:
+    """Wait for the transaction lock ``(namespace, key)`` (inside ``transaction.atomic()``)."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [namespace, key])
 
 
 def advisory_lock_held(namespace: int, key: int) -> bool:

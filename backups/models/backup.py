@@ -68,6 +68,9 @@ class Backup(Job):
     note = models.CharField(_("note"), max_length=200, blank=True, help_text=_("Why it was taken, for the record."))
     # The clinic's local day a scheduled backup is for: one per clinic and day, the database decides.
     scheduled_for = models.DateField(_("scheduled for"), null=True, blank=True)
+    # When it was last handed to the task broker: a pending backup handed long ago was lost by the
+    # broker (django-q2's Redis broker drops a dead cluster's tasks) and is handed again.
+    handed_at = models.DateTimeField(_("handed to the workers at"), null=True, blank=True, editable=False)
     # Verification (checksum + authentication re-read) and restore drills (backups/operations/drills.py).
     verified_at = models.DateTimeField(_("verified at"), null=True, blank=True)
     drilled_at = models.DateTimeField(_("drilled at"), null=True, blank=True)

@@ -13,10 +13,23 @@ and the second finds that day's row already there. The day is never doubled.
 Who decides: the database. ``Backup`` has a unique constraint on (clinic, scheduled_for)
 for first attempts, so several workers or whole clusters running the dispatcher at the same
 minute create one row per clinic and day; the losers get IntegrityError and skip. A clinic
-with a backup or restore waiting or running is skipped (ClinicBusy) and tried again at the
-next minute while it is still that local day. Queries do not grow with the clinics: one for
-clinics and policies, one for the rows of the local days concerned, then one request per
-clinic actually due.
+with a backup or restore waiting or running is skipped and tried again later while it is
+still that local day.
+
+The night's pace (issue 28). Thousands of clinics share a ``run_at``: they are not all
+handed to the broker at once. At most ``BACKUPS_NIGHT_CONCURRENCY`` scheduled backups are
+handed out or running at any time, over every worker cluster sharing the broker; the
+dispatcher (every minute) and every worker finishing a scheduled backup hand out the next
+clinics due, those due longest first. So the broker never holds more than a few of the
+night's tasks: a person's backup or restore, handed out at once, waits behind at most those
+(the priority), and the clinics' start times spread over the night at the pace the workers
+and the database server take. A handed-out task the broker lost (a cluster killed) is handed
+again after ``BACKUPS_LOST_AFTER_SECONDS``; a backup whose worker died is failed and retried
+by the sweeper: every clinic gets its one backup of the night whatever dies.
+
+Queries do not grow with the clinics: the time zones in use, the clinics without a policy,
+the outstanding scheduled backups, then the due clinics in one query (at most the room
+left), then one request per clinic handed out.
 """
 
 from __future__ import annotations
@@ -26,12 +39,15 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from django.db import IntegrityError
+from django.db import IntegrityError, transaction
+from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 from django_tenants.utils import get_public_schema_name
 
+from backups.conf import conf
 from backups.exceptions import ClinicBusy, RespaldoError
-from backups.models import Backup, BackupPolicy
+from backups.jobs.locks import NIGHT, advisory_xact_lock_wait
+from backups.models import ACTIVE_STATUSES, Backup, BackupPolicy, Restore
 from backups.services.backup import backup_request
 from backups.services.policy import policy_for
 from clinics.models import Clinic
@@ -87,38 +103,58 @@ def next_scheduled_run(clinic: Clinic, now: datetime | None = None) -> datetime 
     return tomorrow.replace(second=0, microsecond=0)
 
 
-def _clinics_with_policies() -> list[tuple[Clinic, BackupPolicy]]:
-    """Every clinic with its policy, in one query (a clinic without a policy row gets one)."""
-    clinics = list(
-        Clinic.objects.exclude(schema_name=get_public_schema_name()).select_related("backup_policy").order_by("pk")
-    )
-    pairs = []
-    for clinic in clinics:
-        try:
-            policy = clinic.backup_policy
-        except BackupPolicy.DoesNotExist:
-            policy = policy_for(clinic)  # once per clinic ever (a clinic made before policies existed)
-        pairs.append((clinic, policy))
-    return pairs
+def _add_missing_policies() -> None:
+    """A policy row for every clinic without one (clinics made before policies existed: once each)."""
+    for clinic in Clinic.objects.exclude(schema_name=get_public_schema_name()).filter(backup_policy__isnull=True):
+        policy_for(clinic)
 
 
-def due_clinics(now: datetime) -> list[Due]:
-    """The clinics whose scheduled backup for their local day is due at ``now`` and not yet requested."""
-    candidates = []
-    for clinic, policy in _clinics_with_policies():
-        local = local_now(now, clinic.time_zone)
-        if is_due(policy, local):
-            candidates.append(Due(clinic, policy, local.date()))
-    if not candidates:
-        return []
-    days = {due.local_date for due in candidates}
-    taken = set(
-        Backup.objects.filter(scheduled_for__in=days, clinic_id__in=[due.clinic.pk for due in candidates])
+def due_clinics(now: datetime, *, limit: int | None = None) -> list[Due]:
+    """The clinics whose scheduled backup for their local day is due at ``now`` and not yet
+    requested, and that have no job waiting or running: those due longest first (``run_at``),
+    at most ``limit``.
+
+    Three queries whatever the number of clinics: the time zones in use; clinics without a
+    policy; then the due clinics themselves, in SQL: each zone's local day and time are
+    worked out here (Python's zone rules, as ``is_due`` and the console use), and the
+    database picks the clinics of that zone past their ``run_at`` with no row for that day.
+    """
+    zones = sorted(
+        Clinic.objects.exclude(schema_name=get_public_schema_name())
         .order_by()
-        .values_list("clinic_id", "scheduled_for")
+        .values_list("time_zone", flat=True)
         .distinct()
     )
-    return [due for due in candidates if (due.clinic.pk, due.local_date) not in taken]
+    if not zones:
+        return []
+    _add_missing_policies()
+    days: dict[str, date] = {}
+    due = Q(pk__in=[])
+    for zone in zones:
+        local = local_now(now, zone)
+        days[zone] = local.date()
+        taken = Backup.objects.filter(clinic=OuterRef("pk"), scheduled_for=local.date(), retry_of__isnull=True)
+        due |= Q(time_zone=zone, backup_policy__run_at__lte=local.time().replace(tzinfo=None)) & ~Exists(taken)
+    busy = Q(Exists(Backup.objects.filter(clinic=OuterRef("pk"), status__in=ACTIVE_STATUSES))) | Q(
+        Exists(Restore.objects.filter(clinic=OuterRef("pk"), status__in=ACTIVE_STATUSES))
+    )
+    clinics = (
+        Clinic.objects.exclude(schema_name=get_public_schema_name())
+        .filter(due, backup_policy__enabled=True, offboarded_at__isnull=True)
+        .exclude(busy)
+        .select_related("backup_policy")
+        .order_by("backup_policy__run_at", "pk")
+    )
+    if limit is not None:
+        clinics = clinics[:limit]
+    return [Due(clinic, clinic.backup_policy, days[clinic.time_zone]) for clinic in clinics]
+
+
+def night_room() -> int:
+    """How many more scheduled backups may be handed out now (``BACKUPS_NIGHT_CONCURRENCY`` minus
+    those handed out and not finished, over every worker cluster)."""
+    out = Backup.objects.filter(kind=Backup.Kind.SCHEDULED, status__in=ACTIVE_STATUSES).count()
+    return max(0, conf.night_concurrency - out)
 
 
 def request_scheduled(due: Due, *, enqueue: bool = True) -> Backup | None:
@@ -144,17 +180,24 @@ def request_scheduled(due: Due, *, enqueue: bool = True) -> Backup | None:
 
 
 def dispatch(now: datetime | None = None, *, enqueue: bool = True) -> list[Backup]:
-    """Request every due scheduled backup (see the module's docstring); return the backups created.
+    """Request the due scheduled backups there is room for (see the module's docstring); return
+    the backups created.
 
+    Called every minute by the dispatcher, and by a worker each time a scheduled backup ends,
+    so that the night flows at the pace the workers take it. One dispatcher at a time (a
+    transaction lock): two clusters finishing at once do not both fill the same room.
     ``now`` defaults to the current time (tests pass their own); ``enqueue=False`` creates the
     rows without handing them to a worker.
     """
     now = now or timezone.now()
     created = []
-    for due in due_clinics(now):
-        backup = request_scheduled(due, enqueue=enqueue)
-        if backup is not None:
-            created.append(backup)
+    with transaction.atomic():
+        advisory_xact_lock_wait(NIGHT, 0)
+        room = night_room()
+        for due in due_clinics(now, limit=room) if room else []:
+            backup = request_scheduled(due, enqueue=enqueue)
+            if backup is not None:
+                created.append(backup)
     if created:
         logger.info("Scheduled backups requested: %s", ", ".join(b.clinic.schema_name for b in created))
     return created

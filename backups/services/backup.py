@@ -170,7 +170,28 @@ def _check_fair_use(clinic: Clinic) -> None:
 def _enqueue_backup(backup_id: int) -> None:
     from django_q.tasks import async_task
 
+    Backup.objects.filter(pk=backup_id).update(handed_at=timezone.now())
     async_task("backups.tasks.run_backup", backup_id, task_name=f"backup-{backup_id}", group="backups")
+
+
+def backup_rehand_lost(now: datetime | None = None, *, older_than: timedelta | None = None) -> list[int]:
+    """Hand again every pending backup handed to the broker longer than ``older_than`` ago
+    (default ``BACKUPS_LOST_AFTER_SECONDS``); return their ids.
+
+    django-q2's Redis broker has no receipts: the tasks a cluster had taken when it died are
+    gone, and their rows would stay pending (and their clinics busy) for ever. Handing one
+    again is harmless if it was only slow: a backup runs once, whoever gets it first
+    (``backup_run`` leaves a row it does not find pending alone).
+    """
+    now = now or timezone.now()
+    older_than = timedelta(seconds=conf.lost_after_seconds) if older_than is None else older_than
+    lost = list(
+        Backup.objects.filter(status=JobStatus.PENDING, handed_at__lte=now - older_than).values_list("pk", flat=True)
+    )
+    for pk in lost:
+        logger.warning("Backup #%s handed to the workers over %s ago never started: handed again", pk, older_than)
+        _enqueue_backup(pk)
+    return lost
 
 
 # --- Running ---------------------------------------------------------------------------
@@ -193,12 +214,13 @@ def backup_run(*, backup_id: int) -> Backup:
     if backup.status == JobStatus.RUNNING:
         if jobs.clinic_lock_is_held(backup.clinic_id):
             return backup  # still running elsewhere: a duplicate delivery, not a crash
-        retry = backup_recover_crashed(backup)
-        if retry is not None:
-            return backup_run(backup_id=retry.pk)
-        failed = Backup.objects.get(pk=backup_id)
-        _announce(failed)
-        return failed
+        recovered = backup_recover_crashed(backup)
+        if recovered.retry is not None:
+            return backup_run(backup_id=recovered.retry.pk)
+        row = Backup.objects.get(pk=backup_id)
+        if recovered.failed:
+            _announce(row)
+        return row
     if backup.status != JobStatus.PENDING:
         return backup
     return jobs.run(
@@ -221,29 +243,49 @@ def _announce(backup: Backup) -> None:
         jobs.announce(backup_finished, Backup, backup=backup)
 
 
-def backup_recover_crashed(backup: Backup) -> Backup | None:
-    """Mark an interrupted backup failed; return a new pending attempt if attempts remain.
+@dataclass(frozen=True)
+class Recovered:
+    """What :func:`backup_recover_crashed` did: whether it failed the backup (False: the backup
+    had ended meanwhile, and was left alone), and the new attempt it made, if any."""
 
-    A safety backup (pre-restore) is never retried: the restore it was taken for has
-    stopped too, and is settled on its own (``restores.restore_recover_crashed``).
+    failed: bool
+    retry: Backup | None = None
+
+
+def backup_recover_crashed(backup: Backup) -> Recovered:
+    """Mark an interrupted backup failed (removing what it had stored); make a new pending
+    attempt if attempts remain.
+
+    The row is locked and read again first: a backup that ended since the caller saw it
+    running (its worker finished between the caller's look and the lock check) is left as it
+    ended, its archive kept. A safety backup (pre-restore) is never retried: the restore it
+    was taken for has stopped too, and is settled on its own (``restores.restore_recover_crashed``).
     """
-    backup_fail(backup.pk, RespaldoError("interrupted", "interrupted_backup"))
-    if backup.storage_name:
-        storage.delete_stored(backup.storage_name)
-    if backup.kind == Backup.Kind.PRE_RESTORE or backup.attempt >= conf.max_attempts:
-        return None
-    try:
-        return backup_request(
-            clinic=backup.clinic_id,
-            kind=backup.kind,
-            payload_format=backup.payload_format,
-            requested_by=backup.requested_by,
-            retry_of=backup,
-            enqueue=False,
-            scheduled_for=backup.scheduled_for,
-        )
-    except ClinicBusy:
-        return None
+    # The failure and its retry in one transaction: whoever counts the night's backups under way
+    # (``schedule.night_room``) sees either the dead one or its retry, never a free place between.
+    with transaction.atomic():
+        current = Backup.objects.select_for_update().filter(pk=backup.pk, status__in=ACTIVE_STATUSES).first()
+        if current is None:
+            return Recovered(failed=False)
+        backup_fail(backup.pk, RespaldoError("interrupted", "interrupted_backup"))
+        retry = None
+        if backup.kind != Backup.Kind.PRE_RESTORE and backup.attempt < conf.max_attempts:
+            try:
+                with transaction.atomic():
+                    retry = backup_request(
+                        clinic=backup.clinic_id,
+                        kind=backup.kind,
+                        payload_format=backup.payload_format,
+                        requested_by=backup.requested_by,
+                        retry_of=backup,
+                        enqueue=False,
+                        scheduled_for=backup.scheduled_for,
+                    )
+            except ClinicBusy:
+                retry = None
+    if current.storage_name:
+        storage.delete_stored(current.storage_name)
+    return Recovered(failed=True, retry=retry)
 
 
 def backup_sweep_stale(*, older_than: timedelta | None = None) -> list[Backup]:
@@ -259,7 +301,7 @@ def backup_sweep_stale(*, older_than: timedelta | None = None) -> list[Backup]:
     for backup in Backup.objects.filter(status=JobStatus.RUNNING, started_at__lte=cutoff).select_related("clinic"):
         if jobs.clinic_lock_is_held(backup.clinic_id):
             continue
-        retry = backup_recover_crashed(backup)
+        retry = backup_recover_crashed(backup).retry
         if retry is not None:
             transaction.on_commit(lambda pk=retry.pk: _enqueue_backup(pk))
             retries.append(retry)

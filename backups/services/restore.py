@@ -204,6 +204,8 @@ def restore_recover_crashed(restore: Restore) -> None:
     never retried: the restore it was for is over).
     """
     restore.refresh_from_db()
+    if restore.status not in ACTIVE_STATUSES:
+        return  # it ended since the caller saw it running (its worker finished meanwhile)
     if restore.safety_backup_id is not None:
         safety = Backup.objects.get(pk=restore.safety_backup_id)
         if safety.status in ACTIVE_STATUSES:

@@ -56,6 +56,8 @@ CASES: dict[str, tuple[str, str, object, dict[str, str]]] = {
     ),
     "BACKUPS_PG_BIN_DIR": ("/opt/readme/pg/bin", "conf.pg_bin_dir", "/opt/readme/pg/bin", {}),
     "BACKUPS_PG_PAYLOAD": ("custom", "conf.pg_payload", "custom", {}),
+    "BACKUPS_NIGHT_CONCURRENCY": ("6", "conf.night_concurrency", 6, {}),
+    "BACKUPS_LOST_AFTER_SECONDS": ("321", "conf.lost_after_seconds", 321, {}),
     "REDIS_URL": (
         "redis://redis.readme.example:6390/3",
         'settings.Q_CLUSTER.get("redis")',

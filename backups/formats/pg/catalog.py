@@ -112,8 +112,8 @@ def _relkinds(cursor: Any, oids: list[int]) -> dict[int, str]:
 _TABLE_CHECKS = [
     (
         "inherited table",
-        "SELECT inhrelid::pg_catalog.regclass::text FROM pg_catalog.pg_inherits "
-        "WHERE inhrelid = ANY(%(oids)s) OR inhparent = ANY(%(oids)s)",
+        "SELECT c.relname FROM pg_catalog.pg_inherits i JOIN pg_catalog.pg_class c ON c.oid = i.inhrelid "
+        "WHERE i.inhrelid = ANY(%(oids)s) OR i.inhparent = ANY(%(oids)s)",
     ),
     (
         "rule",
@@ -132,15 +132,19 @@ _TABLE_CHECKS = [
         "WHERE i.indrelid = ANY(%(oids)s) AND c.reltablespace <> 0",
     ),
     (
-        "column setting (statistics target, options, storage or compression)",
-        "SELECT a.attrelid::pg_catalog.regclass::text || '.' || a.attname FROM pg_catalog.pg_attribute a "
+        # attoptions: only n_distinct and n_distinct_inherited are column options; a server may keep
+        # its own entries there, which pg_dump does not write either
+        "column setting (statistics target, n_distinct, storage or compression)",
+        "SELECT c.relname || '.' || a.attname FROM pg_catalog.pg_attribute a "
+        "JOIN pg_catalog.pg_class c ON c.oid = a.attrelid "
         "JOIN pg_catalog.pg_type t ON t.oid = a.atttypid WHERE a.attrelid = ANY(%(oids)s) AND a.attnum > 0 "
-        "AND NOT a.attisdropped AND (COALESCE(a.attstattarget, -1) >= 0 OR a.attoptions IS NOT NULL "
+        "AND NOT a.attisdropped AND (COALESCE(a.attstattarget, -1) >= 0 "
+        "OR EXISTS (SELECT 1 FROM unnest(a.attoptions) o WHERE o LIKE 'n\\_distinct%%') "
         "OR a.attstorage <> t.typstorage OR a.attcompression <> '')",
     ),
     (
         "security label",
-        "SELECT objoid::pg_catalog.regclass::text FROM pg_catalog.pg_seclabel "
-        "WHERE classoid = 'pg_catalog.pg_class'::pg_catalog.regclass AND objoid = ANY(%(oids)s)",
+        "SELECT c.relname FROM pg_catalog.pg_seclabel l JOIN pg_catalog.pg_class c ON c.oid = l.objoid "
+        "WHERE l.classoid = 'pg_catalog.pg_class'::pg_catalog.regclass AND l.objoid = ANY(%(oids)s)",
     ),
 ]

@@ -120,8 +120,13 @@ def test_objects_the_script_does_not_carry_are_backed_up_by_pg_dump(scratch_clin
         cursor.execute(f"CREATE TYPE {SCHEMA}.mood AS ENUM ('calm', 'nervous')")
         cursor.execute(f"ALTER TABLE {SCHEMA}.dental_patient ADD COLUMN mood {SCHEMA}.mood DEFAULT 'calm'")
         cursor.execute(f"CREATE MATERIALIZED VIEW {SCHEMA}.busy AS SELECT count(*) AS n FROM {SCHEMA}.dental_patient")
+        cursor.execute(f"ALTER TABLE {SCHEMA}.dental_patient ALTER COLUMN mood SET (n_distinct = 2)")
         found = unsupported(cursor, SCHEMA)
-    assert found == [f"materialized view: {SCHEMA}.busy", f"type: {SCHEMA}.mood"]
+    assert found == [
+        f"column setting (statistics target, n_distinct, storage or compression): {SCHEMA}.dental_patient.mood",
+        f"materialized view: {SCHEMA}.busy",
+        f"type: {SCHEMA}.mood",
+    ]
     checksums = table_checksums(SCHEMA)
 
     backup = make_backup()

@@ -14,6 +14,7 @@ from datetime import UTC, date, datetime, time, timedelta
 import pytest
 from django.apps import apps as django_apps
 from django.db import connection
+from django.utils import timezone
 from django_q.models import Schedule
 
 from backups.models import Backup, BackupPolicy, JobStatus
@@ -131,8 +132,9 @@ def test_the_database_refuses_a_second_scheduled_backup_for_a_day(only_demo_clin
 
 
 def test_dispatch_queries_do_not_grow_with_the_clinics(only_demo_clinics, django_assert_max_num_queries):
-    """200 more clinics (rows only), all already backed up today: still two queries (each after
-    django-tenants' ``SET search_path``)."""
+    """200 more clinics (rows only), all already backed up today: still seven statements (each after
+    django-tenants' ``SET search_path``): the dispatcher's transaction lock (in a savepoint here),
+    the night's backups under way, the time zones in use, clinics without a policy, the due ones."""
     clinics = Clinic.objects.bulk_create(
         [Clinic(schema_name=f"many_{n}", name=f"Many {n}", time_zone="Europe/Madrid") for n in range(200)]
     )
@@ -147,7 +149,7 @@ def test_dispatch_queries_do_not_grow_with_the_clinics(only_demo_clinics, django
     finish_all()
     schedule.dispatch(now, enqueue=False)  # the demo clinics get theirs
     finish_all()
-    with django_assert_max_num_queries(4):
+    with django_assert_max_num_queries(14):
         assert schedule.dispatch(now, enqueue=False) == []
 
 
@@ -250,3 +252,55 @@ def test_one_failing_dispatcher_step_does_not_stop_the_others(monkeypatch):
     monkeypatch.setattr(alerts, "daily_summary", lambda now: ran.append("summary"))
     assert tasks.dispatch() == 1
     assert ran == ["drills", "retries", "webhooks", "stale", "summary"]
+
+
+# --- The night's pace: a few at a time, lost ones handed again (issue 28) -------------------
+
+
+def test_the_night_hands_out_at_most_its_concurrency_those_due_longest_first(only_demo_clinics, settings):
+    settings.BACKUPS_NIGHT_CONCURRENCY = 2
+    BackupPolicy.objects.update(enabled=False)
+    clinics = Clinic.objects.bulk_create(
+        [Clinic(schema_name=f"pace_{n}", name=f"Pace {n}", time_zone="UTC") for n in range(5)]
+    )
+    # due at 01:00, 00:30, 01:00, 00:00, 02:00 (UTC): handed out in that order of lateness
+    run_at = [time(1, 0), time(0, 30), time(1, 0), time(0, 0), time(2, 0)]
+    BackupPolicy.objects.bulk_create([BackupPolicy(clinic=c, run_at=t) for c, t in zip(clinics, run_at, strict=True)])
+    now = utc(2025, 6, 10, 3)
+    order: list[str] = []
+    rounds = 0
+    while len(order) < 5 and rounds < 10:
+        rounds += 1
+        made = schedule.dispatch(now, enqueue=False)
+        assert len(made) <= 2
+        order += [b.clinic.schema_name for b in made]
+        assert schedule.dispatch(now, enqueue=False) == []  # no room until one of them ends
+        running = Backup.objects.filter(kind="scheduled", status=JobStatus.PENDING).order_by("pk")
+        assert running.count() == 2 or len(order) == 5
+        Backup.objects.filter(pk=running.first().pk).update(status=JobStatus.SUCCEEDED)  # one place frees
+    assert order == ["pace_3", "pace_1", "pace_0", "pace_2", "pace_4"]
+    assert Backup.objects.filter(clinic__in=clinics, scheduled_for=date(2025, 6, 10)).count() == 5
+
+
+def test_a_backup_the_broker_lost_is_handed_again_and_only_that_one(only_demo_clinics):
+    from django_q.brokers import get_broker
+
+    from backups.services.backup import backup_rehand_lost
+
+    broker = get_broker()
+    broker.purge_queue()
+    now = timezone.now()
+    lost = backup_request(clinic="clinica", enqueue=False)
+    waiting = backup_request(clinic="bienestar", enqueue=False)
+    Backup.objects.filter(pk=lost.pk).update(handed_at=now - timedelta(hours=1))
+    Backup.objects.filter(pk=waiting.pk).update(handed_at=now - timedelta(minutes=5))
+    try:
+        assert backup_rehand_lost(now, older_than=timedelta(minutes=15)) == [lost.pk]
+        assert broker.queue_size() == 1  # handed to the broker again
+        assert Backup.objects.get(pk=lost.pk).handed_at > now - timedelta(minutes=1)
+        assert Backup.objects.get(pk=waiting.pk).handed_at == now - timedelta(minutes=5)
+        assert backup_rehand_lost(now, older_than=timedelta(minutes=15)) == []  # not twice in a row
+        Backup.objects.filter(pk=waiting.pk).update(handed_at=None)  # never handed (run in-process)
+        assert backup_rehand_lost(now + timedelta(days=1), older_than=timedelta(minutes=15)) == [lost.pk]
+    finally:
+        broker.purge_queue()  # nothing of this test is left for a later test's workers

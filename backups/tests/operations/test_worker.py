@@ -16,7 +16,7 @@ from django_tenants.utils import schema_context
 from backups.jobs import clinic_lock_is_held
 from backups.models import Backup, JobStatus
 from backups.services.backup import backup_request, backup_sweep_stale
-from backups.tests.helpers import sha256_of, storage_files, stored_path, wait_for
+from backups.tests.helpers import other_connection, sha256_of, storage_files, stored_path, wait_for
 from clinics.demo import ensure_clinic, ensure_records
 from clinics.models import Clinic
 
@@ -59,20 +59,30 @@ def dump_children() -> list[psutil.Process]:
     ]
 
 
-def test_a_worker_killed_mid_dump_leaves_a_failed_job_and_a_clean_retry(cluster, big_clinic):
+def dump_sessions() -> list[int]:
+    """The server sessions reading a dump for the SQL payload (``sqldump``'s own connection)."""
+    with other_connection() as conn:
+        rows = conn.execute("SELECT pid FROM pg_stat_activity WHERE application_name = 'respaldo-dump'").fetchall()
+    return [pid for (pid,) in rows]
+
+
+@pytest.mark.parametrize("payload", ["sql", "custom"])
+def test_a_worker_killed_mid_dump_leaves_a_failed_job_and_a_clean_retry(cluster, big_clinic, payload):
     before = storage_files()
     backup = backup_request(clinic="grande", requested_by="admin")
-    cluster(BACKUPS_ZSTD_LEVEL="19", BACKUPS_ZSTD_THREADS="0")  # slow, and inline: output flows as it goes
+    # slow, and inline: output flows as it goes
+    cluster(BACKUPS_ZSTD_LEVEL="19", BACKUPS_ZSTD_THREADS="0", BACKUPS_PG_PAYLOAD=payload)
     wait_for(
         lambda: Backup.objects.filter(pk=backup.pk, progress_phase="dumping", progress_bytes__gt=0).exists(),
         what="the dump to be under way",
     )
-    assert dump_children(), "pg_dump should be running"
+    dumping = dump_children if payload == "custom" else dump_sessions
+    assert dumping(), "the dump (pg_dump, or the worker's dump session) should be running"
     worker_pid = int(Backup.objects.get(pk=backup.pk).worker.split(":")[1])
     os.kill(worker_pid, signal.SIGKILL)
 
     wait_for(lambda: not clinic_lock_is_held(big_clinic.pk), what="PostgreSQL to release the dead worker's lock")
-    wait_for(lambda: not dump_children(), timeout=30, what="the orphaned pg_dump to die with its worker")
+    wait_for(lambda: not dumping(), timeout=30, what="the orphaned dump to end with its worker")
     assert status_of(backup.pk) == JobStatus.RUNNING  # nobody has noticed yet: that is the sweeper's job
 
     retries = backup_sweep_stale(older_than=timedelta(0))

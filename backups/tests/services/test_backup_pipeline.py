@@ -16,7 +16,13 @@ from backups.formats.pg.sqldump import SCRIPT_END, SCRIPT_HEADER
 from backups.keys import clinic as clinic_keys
 from backups.keys.clinic import identities_held
 from backups.models import Backup, ClinicKey, JobStatus
-from backups.services.backup import backup_request, backup_run, backup_sweep_stale
+from backups.services.backup import (
+    Recovered,
+    backup_recover_crashed,
+    backup_request,
+    backup_run,
+    backup_sweep_stale,
+)
 from backups.tests.helpers import other_connection, sha256_of, storage_files, stored_path, untar_plaintext
 from clinics.models import Clinic
 
@@ -246,3 +252,17 @@ def test_a_clinic_escrow_key_opens_its_backups_with_the_age_tool(tmp_path):
         ["age", "-d", "-i", str(key_file), str(stored_path(other.storage_name))], capture_output=True
     )
     assert refused.returncode != 0  # the escrow key opens its own clinic's backups only
+
+
+def test_a_backup_that_ended_after_the_sweeper_saw_it_running_keeps_its_archive():
+    """The sweeper lists running backups, then checks each one's lock: a backup whose worker
+    finished in between is found with its lock free. It must be left as it ended."""
+    backup = backup_run(backup_id=backup_request(clinic="clinica", enqueue=False).pk)
+    assert backup.status == JobStatus.SUCCEEDED
+    seen = Backup.objects.get(pk=backup.pk)
+    seen.status = JobStatus.RUNNING  # what the sweeper's listing saw a moment earlier
+    assert backup_recover_crashed(seen) == Recovered(failed=False)
+    backup.refresh_from_db()
+    assert backup.status == JobStatus.SUCCEEDED and not backup.error
+    assert sha256_of(stored_path(backup.storage_name)) == backup.sha256  # the archive is still there
+    assert not Backup.objects.filter(retry_of=backup).exists()  # and nothing backs it up again

@@ -29,19 +29,32 @@ class RestoreSteps:
     ``dump`` (its payload, decrypted) and ``upload_file`` (its stored archive)."""
 
     def steps_restore(self) -> list:
-        return [("raw restore", self.raw_restore), ("ours restore", self.ours_restore)]
+        return [
+            ("raw restore", self.raw_restore),
+            ("raw psql of our script", self.raw_script_restore),
+            ("ours restore", self.ours_restore),
+        ]
 
     def raw_restore(self) -> dict[str, Sample]:
+        """pg_dump's own custom file of the clinic, through ``pg_restore -f - | psql -1``."""
+        command = (
+            f"{self.tools.pg_restore} --no-owner --no-privileges -f - {self.dump} | "
+            f"{self.tools.psql} -X -q -v ON_ERROR_STOP=1 --single-transaction > /dev/null"
+        )
+        return {"restore: raw pg_restore -f - | psql -1": self.restore_aside(command)}
+
+    def raw_script_restore(self) -> dict[str, Sample]:
+        """Our payload, the plain SQL script, as the archive doc restores it by hand: ``psql -1 -f``."""
+        command = f"{self.tools.psql} -X -q -v ON_ERROR_STOP=1 --single-transaction -f {self.script} > /dev/null"
+        return {"restore: raw psql -1 -f of our SQL payload": self.restore_aside(command)}
+
+    def restore_aside(self, command: str) -> Sample:
+        """Run ``command`` (which recreates the clinic's schema) with the live schema renamed aside."""
         aside = f"{self.schema}_rawaside"
         with connection.cursor() as cursor:
             cursor.execute(f'ALTER SCHEMA "{self.schema}" RENAME TO "{aside}"')
         try:
-            sample = run_tree(
-                f"{self.tools.pg_restore} --no-owner --no-privileges -f - {self.dump} | "
-                f"{self.tools.psql} -X -q -v ON_ERROR_STOP=1 --single-transaction > /dev/null",
-                shell=True,
-                env=self.env,
-            )
+            sample = run_tree(command, shell=True, env=self.env)
         except Exception:
             with connection.cursor() as cursor:
                 cursor.execute(f'DROP SCHEMA IF EXISTS "{self.schema}" CASCADE')
@@ -49,7 +62,7 @@ class RestoreSteps:
             raise
         with connection.cursor() as cursor:
             cursor.execute(f'DROP SCHEMA "{aside}" CASCADE')
-        return {"restore: raw pg_restore -f - | psql -1": sample}
+        return sample
 
     def restore_child(self, backup: Backup) -> tuple[Sample, Restore]:
         sample = manage("restore_clinic", backup.clinic.schema_name, "--backup", str(backup.pk), "--yes")

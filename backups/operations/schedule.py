@@ -126,32 +126,42 @@ _DUE = """
 """
 
 
+# The time zones the clinics are in, and whether a clinic has no policy row yet.
+_ZONES = """
+    SELECT ARRAY(SELECT DISTINCT c.time_zone FROM {clinic} c WHERE c.schema_name <> %(public)s ORDER BY 1),
+           EXISTS (SELECT 1 FROM {clinic} c WHERE c.schema_name <> %(public)s
+                   AND NOT EXISTS (SELECT 1 FROM {policy} p WHERE p.clinic_id = c.id))
+"""
+
+
 def due_clinics(now: datetime, *, limit: int | None = None) -> list[Due]:
     """The clinics whose scheduled backup for their local day is due at ``now`` and not yet
     requested, and that have no job waiting or running: those due longest first (``run_at``),
     at most ``limit``.
 
-    A few queries whatever the number of clinics: the time zones in use; clinics without a
-    policy; the due clinics themselves, in SQL: each zone's local day and time are worked out
-    here (Python's zone rules, as ``is_due`` and the console use), and the database picks the
-    clinics of that zone past their ``run_at`` with no row for that day; then those clinics.
+    Two queries whatever the number of clinics (and a third when some are due): the time
+    zones in use (and whether a clinic still lacks a policy row); the due clinics themselves,
+    in SQL: each zone's local day and time are worked out here (Python's zone rules, as
+    ``is_due`` and the console use), and the database picks the clinics of that zone past
+    their ``run_at`` with no row for that day; then those clinics.
     """
-    zones = sorted(
-        Clinic.objects.exclude(schema_name=get_public_schema_name())
-        .order_by()
-        .values_list("time_zone", flat=True)
-        .distinct()
-    )
-    if not zones or limit == 0:
+    if limit == 0:
         return []
-    _add_missing_policies()
+    tables = {
+        "clinic": Clinic._meta.db_table,
+        "policy": BackupPolicy._meta.db_table,
+        "backup": Backup._meta.db_table,
+        "restore": Restore._meta.db_table,
+    }
+    with connection.cursor() as cursor:
+        cursor.execute(_ZONES.format(**tables), {"public": get_public_schema_name()})
+        zones, policies_missing = cursor.fetchone()
+    if not zones:
+        return []
+    if policies_missing:
+        _add_missing_policies()
     locals_ = [local_now(now, zone) for zone in zones]
-    query = _DUE.format(
-        clinic=Clinic._meta.db_table,
-        policy=BackupPolicy._meta.db_table,
-        backup=Backup._meta.db_table,
-        restore=Restore._meta.db_table,
-    )
+    query = _DUE.format(**tables)
     params = {
         "zones": zones,
         "days": [local.date() for local in locals_],

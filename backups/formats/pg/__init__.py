@@ -75,7 +75,7 @@ class PgDumper:
 
     def stream(self, schema: str, snap: SchemaSnapshot) -> contextlib.AbstractContextManager[IO[bytes]]:
         if self.payload == "sql":
-            return sql_dump_stream(schema, snapshot_id=snap.snapshot_id)
+            return sql_dump_stream(schema, snapshot_id=snap.snapshot_id, tools=self.tools)
         return pg_dump_stream(self.tools, schema=schema, snapshot_id=snap.snapshot_id)
 
     def check(self, tables: dict[str, int]) -> None:

@@ -23,6 +23,7 @@ class TableData:
 
     name: str
     columns: list[str]  # stored columns, in order (generated ones are computed again)
+    oid: int = 0
 
     def copy_to(self, schema: str) -> str:
         return f"COPY {self.qualified(schema)} ({', '.join(self.columns)}) TO STDOUT"
@@ -71,7 +72,7 @@ def read_definitions(cursor: Any, schema: str) -> Definitions:
     for rel in tables:
         out.pre_data.append(_create_table(q, rel, columns.get(rel["oid"], [])))
         stored = [quote_ident(c["name"]) for c in columns.get(rel["oid"], []) if not c["generated"]]
-        out.tables.append(TableData(rel["relname"], stored))
+        out.tables.append(TableData(rel["relname"], stored, rel["oid"]))
     for seq_oid, (how, table, column) in sorted(owned.items()):
         seq = next(r for r in relations if r["oid"] == seq_oid)
         if how != "owned":

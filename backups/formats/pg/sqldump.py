@@ -25,9 +25,10 @@ from psycopg import sql
 
 from backups.conf import conf
 from backups.formats.base import quote_ident
+from backups.formats.pg import copyout
 from backups.formats.pg.catalog import namespace_oid, rows_of
 from backups.formats.pg.definitions import Definitions, read_definitions
-from backups.postgres import DumpError, connect_separately
+from backups.postgres import DumpError, PgTools, connect_separately
 
 __all__ = ["SCRIPT_END", "SCRIPT_HEADER", "sql_dump_stream"]
 
@@ -82,8 +83,8 @@ class _ChunkReader(io.RawIOBase):
 class _Script:
     """The script's bytes, in order; ``finished`` once the last one was given."""
 
-    def __init__(self, cursor: psycopg.Cursor, defs: Definitions) -> None:
-        self.cursor, self.defs = cursor, defs
+    def __init__(self, cursor: psycopg.Cursor, defs: Definitions, rows: copyout.PsqlRows | None = None) -> None:
+        self.cursor, self.defs, self.rows = cursor, defs, rows
         self.finished = False
 
     def __iter__(self) -> Iterator[bytes]:
@@ -93,10 +94,15 @@ class _Script:
             yield statement.encode() + b"\n\n"
         for table in defs.tables:
             yield table.copy_from(defs.schema).encode() + b"\n"
-            with self.cursor.copy(table.copy_to(defs.schema)) as copy:
-                for block in copy:
-                    yield bytes(block)
+            if self.rows is not None:
+                yield from self.rows.table()
+            else:
+                with self.cursor.copy(table.copy_to(defs.schema)) as copy:
+                    for block in copy:
+                        yield bytes(block)
             yield b"\\.\n\n"
+        if self.rows is not None:
+            self.rows.close()
         for sequence in defs.sequences:
             query = sql.SQL("SELECT last_value, is_called FROM {}").format(sql.SQL(sequence))
             value, called = self.cursor.execute(query).fetchone()
@@ -107,6 +113,15 @@ class _Script:
             yield statement.encode() + b"\n\n"
         yield SCRIPT_END.encode()
         self.finished = True
+
+
+def _estimated_rows(cursor: psycopg.Cursor, defs: Definitions) -> int:
+    """The clinic's rows as the planner's statistics estimate them (``pg_class.reltuples``)."""
+    oids = [table.oid for table in defs.tables]
+    row = cursor.execute(
+        "SELECT COALESCE(sum(GREATEST(reltuples, 0)), 0)::bigint FROM pg_catalog.pg_class WHERE oid = ANY(%s)", [oids]
+    ).fetchone()
+    return int(row[0])
 
 
 def _lock_tables(cursor: psycopg.Cursor, schema: str) -> None:
@@ -125,11 +140,15 @@ def _lock_tables(cursor: psycopg.Cursor, schema: str) -> None:
 
 
 @contextlib.contextmanager
-def sql_dump_stream(schema: str, *, snapshot_id: str, app_name: str = "respaldo-dump") -> Iterator[IO[bytes]]:
+def sql_dump_stream(
+    schema: str, *, snapshot_id: str, tools: PgTools | None = None, app_name: str = "respaldo-dump"
+) -> Iterator[IO[bytes]]:
     """Yield the schema's plain SQL script, as seen by the exported snapshot ``snapshot_id``.
 
     The rows stream from the server as they are read (memory stays flat whatever the
-    clinic's size). Raises DumpError if the snapshot or the tables cannot be had.
+    clinic's size): in this process for a small clinic, through ``psql`` (``copyout``, given
+    ``tools``) past :data:`copyout.PSQL_ROWS` estimated rows. Raises DumpError if the snapshot
+    or the tables cannot be had.
     """
     try:
         conn = connect_separately(autocommit=False, application_name=app_name)
@@ -147,7 +166,10 @@ def sql_dump_stream(schema: str, *, snapshot_id: str, app_name: str = "respaldo-
             defs = read_definitions(cursor, schema)
         except psycopg.Error as exc:
             raise DumpError(f"the clinic's definitions could not be read: {exc}") from exc
-        script = _Script(cursor, defs)
+        rows = None
+        if tools is not None and _estimated_rows(cursor, defs) >= copyout.PSQL_ROWS:
+            rows = copyout.PsqlRows(tools, schema, defs.tables, snapshot_id, app_name=app_name)
+        script = _Script(cursor, defs, rows)
         try:
             yield io.BufferedReader(_ChunkReader(iter(script)), 1 << 20)
         except psycopg.Error as exc:
@@ -156,6 +178,9 @@ def sql_dump_stream(schema: str, *, snapshot_id: str, app_name: str = "respaldo-
         except BaseException:
             conn.close()
             raise
+        finally:
+            if rows is not None and not script.finished:
+                rows.kill()
         if script.finished:
             conn.rollback()
         else:  # the reader stopped half-way through a COPY

@@ -105,7 +105,7 @@ class BackupsConf:
     @property
     def night_concurrency(self) -> int:
         """How many scheduled backups may be handed out or running at once, over every worker cluster."""
-        return int(_setting("BACKUPS_NIGHT_CONCURRENCY", 2))
+        return int(_setting("BACKUPS_NIGHT_CONCURRENCY", 4))
 
     @property
     def lost_after_seconds(self) -> int:

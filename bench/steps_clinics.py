@@ -101,7 +101,7 @@ class ManySteps:
 
     def many_night(self, workers: int) -> dict[str, Sample]:
         """The night as it runs: every clinic due (its policy at 00:00 UTC), the dispatcher run once,
-        each finished daily backup handing out the next, ``BACKUPS_NIGHT_CONCURRENCY`` = ``workers``."""
+        each finished daily backup handing out the next, ``BACKUPS_NIGHT_CONCURRENCY`` = 2 × ``workers``."""
         clinics = Clinic.objects.filter(schema_name__in=self.many_schemas)
         clinics.update(time_zone="UTC")
         for clinic in clinics:
@@ -113,13 +113,14 @@ class ManySteps:
         BackupPolicy.objects.filter(clinic__in=clinics).update(enabled=True, run_at=clock(0, 0))
         today = datetime.now(UTC).date()
         Backup.objects.filter(clinic__in=clinics, scheduled_for=today).update(scheduled_for=None)
+        handed = 2 * workers  # each worker finds its next clinic waiting in the broker
         try:
-            with override_settings(BACKUPS_NIGHT_CONCURRENCY=workers):
+            with override_settings(BACKUPS_NIGHT_CONCURRENCY=handed):
                 sample = run_cluster(
                     workers,
                     lambda: Backup.objects.filter(clinic__in=clinics, scheduled_for=today),
                     start=schedule.dispatch,
-                    env={"BACKUPS_NIGHT_CONCURRENCY": str(workers)},
+                    env={"BACKUPS_NIGHT_CONCURRENCY": str(handed)},
                     expected=len(self.many_schemas),
                 )
         finally:

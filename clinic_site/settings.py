@@ -218,9 +218,10 @@ BACKUPS_GENERATE_DEV_KEY = not PRODUCTION
 BACKUPS_AGE_IDENTITIES = env_list("BACKUPS_AGE_IDENTITIES", [])
 BACKUPS_ZSTD_LEVEL = env_int("BACKUPS_ZSTD_LEVEL", 1, minimum=1, maximum=19)
 BACKUPS_ZSTD_THREADS = env_int("BACKUPS_ZSTD_THREADS", 2, minimum=0)
-# The night: scheduled backups handed out at once over all clusters (default: this machine's workers),
-# and how long a handed-out backup may wait before it is taken for lost and handed again.
-BACKUPS_NIGHT_CONCURRENCY = env_int("BACKUPS_NIGHT_CONCURRENCY", env_int("Q_WORKERS", 2, minimum=1), minimum=1)
+# The night: scheduled backups handed out at once over all clusters (default: twice this machine's
+# workers, so that each finds its next clinic waiting), and how long a handed-out backup may wait
+# before it is taken for lost and handed again.
+BACKUPS_NIGHT_CONCURRENCY = env_int("BACKUPS_NIGHT_CONCURRENCY", 2 * env_int("Q_WORKERS", 2, minimum=1), minimum=1)
 BACKUPS_LOST_AFTER_SECONDS = env_int("BACKUPS_LOST_AFTER_SECONDS", 900, minimum=1)
 BACKUPS_PG_PAYLOAD = env_choice("BACKUPS_PG_PAYLOAD", "sql", ("sql", "custom"))
 BACKUPS_LOCK_WAIT_TIMEOUT_MS = env_int("BACKUPS_LOCK_WAIT_TIMEOUT_MS", 120_000, minimum=1)

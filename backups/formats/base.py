@@ -10,7 +10,8 @@ way (its phase, its outcome, the live sessions) reaches it as :class:`Replacing`
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+import io
+from collections.abc import Callable, Iterator
 from typing import IO, Any, Protocol
 
 from backups import archive
@@ -29,6 +30,30 @@ class RestoreIntoError(Exception):
 def quote_ident(name: str) -> str:
     """``name`` as a quoted SQL identifier."""
     return '"' + name.replace('"', '""') + '"'
+
+
+class ChunkReader(io.RawIOBase):
+    """A readable stream over an iterator of byte chunks (a payload made as it is read)."""
+
+    def __init__(self, chunks: Iterator[bytes]) -> None:
+        super().__init__()
+        self._chunks = chunks
+        self._pending = memoryview(b"")
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        while not self._pending:
+            chunk = next(self._chunks, None)
+            if chunk is None:
+                return 0
+            self._pending = memoryview(chunk)
+        count = min(len(view), len(self._pending))
+        view[:count] = self._pending[:count]
+        self._pending = self._pending[count:]
+        return count
 
 
 class Dumper(Protocol):

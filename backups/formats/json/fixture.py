@@ -7,7 +7,6 @@ and digits are refused with a reason naming the record and the field.
 
 from __future__ import annotations
 
-import io
 import json
 import tempfile
 from collections.abc import Callable, Iterator
@@ -19,6 +18,7 @@ from django.db import models
 
 from backups.conf import conf
 from backups.exceptions import UploadRefused
+from backups.formats.base import ChunkReader
 from backups.formats.json.parser import (
     COPY_BYTES,
     JsonArray,
@@ -394,7 +394,7 @@ class FixtureConverter:
 
     def payload(self) -> BinaryIO:
         """The canonical json payload, read from the spools (one record per line, parents first)."""
-        return _PayloadReader([(target.spool, target.size) for target in self._targets if target.size])
+        return ChunkReader(_payload_pieces([(target.spool, target.size) for target in self._targets if target.size]))
 
 
 def _sentence(reason: dict[str, Any]) -> dict[str, Any]:
@@ -404,39 +404,16 @@ def _sentence(reason: dict[str, Any]) -> dict[str, Any]:
     return message_param("upload.sentence", text=reason)
 
 
-class _PayloadReader(io.RawIOBase):
+def _payload_pieces(spools: list[tuple[BinaryIO, int]]) -> Iterator[bytes]:
     """``[``, every spooled line (each ends with ``,\\n``; the very last one's comma dropped), ``]``."""
-
-    def __init__(self, spools: list[tuple[BinaryIO, int]]) -> None:
-        super().__init__()
-        self._pieces = self._generate(spools)
-        self._pending = memoryview(b"")
-
-    @staticmethod
-    def _generate(spools: list[tuple[BinaryIO, int]]) -> Iterator[bytes]:
-        yield b"[\n"
-        for position, (spool, size) in enumerate(spools):
-            remaining = size - 2 if position == len(spools) - 1 else size
-            spool.seek(0)
-            while remaining:
-                data = spool.read(min(COPY_BYTES, remaining))
-                if not data:
-                    raise OSError("a temporary file of the upload ended early")
-                remaining -= len(data)
-                yield data
-        yield b"\n]\n"
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        view = memoryview(buffer).cast("B")
-        while not self._pending:
-            piece = next(self._pieces, None)
-            if piece is None:
-                return 0
-            self._pending = memoryview(piece)
-        count = min(len(view), len(self._pending))
-        view[:count] = self._pending[:count]
-        self._pending = self._pending[count:]
-        return count
+    yield b"[\n"
+    for position, (spool, size) in enumerate(spools):
+        remaining = size - 2 if position == len(spools) - 1 else size
+        spool.seek(0)
+        while remaining:
+            data = spool.read(min(COPY_BYTES, remaining))
+            if not data:
+                raise OSError("a temporary file of the upload ended early")
+            remaining -= len(data)
+            yield data
+    yield b"\n]\n"

@@ -24,7 +24,7 @@ import psycopg
 from psycopg import sql
 
 from backups.conf import conf
-from backups.formats.base import quote_ident
+from backups.formats.base import ChunkReader, quote_ident
 from backups.formats.pg import copyout
 from backups.formats.pg.catalog import namespace_oid, rows_of
 from backups.formats.pg.definitions import Definitions, read_definitions
@@ -56,28 +56,6 @@ SET default_tablespace = '';
 SET default_table_access_method = heap;
 
 """
-
-
-class _ChunkReader(io.RawIOBase):
-    """A readable stream over an iterator of byte chunks."""
-
-    def __init__(self, chunks: Iterator[bytes]) -> None:
-        self._chunks = chunks
-        self._pending = memoryview(b"")
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
-        while not self._pending:
-            chunk = next(self._chunks, None)
-            if chunk is None:
-                return 0
-            self._pending = memoryview(chunk)
-        size = min(len(buffer), len(self._pending))
-        buffer[:size] = self._pending[:size]
-        self._pending = self._pending[size:]
-        return size
 
 
 class _Script:
@@ -171,7 +149,7 @@ def sql_dump_stream(
             rows = copyout.PsqlRows(tools, schema, defs.tables, snapshot_id, app_name=app_name)
         script = _Script(cursor, defs, rows)
         try:
-            yield io.BufferedReader(_ChunkReader(iter(script)), 1 << 20)
+            yield io.BufferedReader(ChunkReader(iter(script)), 1 << 20)
         except psycopg.Error as exc:
             conn.close()  # a COPY may be under way: drop the session, the server ends it
             raise DumpError(f"the clinic's rows could not be read: {exc}") from exc

@@ -60,14 +60,16 @@ def read_definitions(cursor: Any, schema: str) -> Definitions:
     relations = _relations(cursor, objects.get("pg_class", []))
     tables = [r for r in relations if r["relkind"] == "r"]
     table_oids = [r["oid"] for r in tables]
-    owned = _owned_sequences(cursor, [r["oid"] for r in relations if r["relkind"] == "S"])
+    sequence_oids = [r["oid"] for r in relations if r["relkind"] == "S"]
+    owned = _owned_sequences(cursor, sequence_oids)
+    options = _sequences(cursor, sequence_oids)
     functions = _functions(cursor, objects.get("pg_proc", []), nsp)
 
     out.pre_data.append(f"CREATE SCHEMA {q};")
     out.pre_data += [sql for _, sql, on_own_types in functions if not on_own_types]
     for rel in relations:
         if rel["relkind"] == "S" and owned.get(rel["oid"], ("owned",))[0] == "owned":
-            out.pre_data.append(_create_sequence(cursor, q, rel))
+            out.pre_data.append(_create_sequence(q, rel, options[rel["oid"]]))
     columns = _columns(cursor, table_oids)
     for rel in tables:
         out.pre_data.append(_create_table(q, rel, columns.get(rel["oid"], [])))
@@ -76,7 +78,7 @@ def read_definitions(cursor: Any, schema: str) -> Definitions:
     for seq_oid, (how, table, column) in sorted(owned.items()):
         seq = next(r for r in relations if r["oid"] == seq_oid)
         if how != "owned":
-            out.pre_data.append(_identity(cursor, q, seq, how, table, column))
+            out.pre_data.append(_identity(q, seq, options[seq_oid], how, table, column))
         else:
             out.pre_data.append(f"ALTER SEQUENCE {q}.{quote_ident(seq['relname'])} OWNED BY {table}.{column};")
     out.pre_data += [sql for _, sql, on_own_types in functions if on_own_types]
@@ -119,13 +121,19 @@ def _owned_sequences(cursor: Any, sequences: list[int]) -> dict[int, tuple[str, 
     return {oid: (how, table, column) for oid, how, table, column in rows}
 
 
-def _sequence_options(cursor: Any, oid: int, *, with_type: bool) -> str:
-    start, increment, minimum, maximum, cache, cycle, typ = rows_of(
+def _sequences(cursor: Any, oids: list[int]) -> dict[int, tuple]:
+    """{sequence oid: (start, increment, min, max, cache, cycle, type)}, in one query."""
+    rows = rows_of(
         cursor,
-        "SELECT seqstart, seqincrement, seqmin, seqmax, seqcache, seqcycle, "
-        "pg_catalog.format_type(seqtypid, NULL) FROM pg_catalog.pg_sequence WHERE seqrelid = %(oid)s",
-        {"oid": oid},
-    )[0]
+        "SELECT seqrelid, seqstart, seqincrement, seqmin, seqmax, seqcache, seqcycle, "
+        "pg_catalog.format_type(seqtypid, NULL) FROM pg_catalog.pg_sequence WHERE seqrelid = ANY(%(oids)s)",
+        {"oids": oids},
+    )
+    return {row[0]: row[1:] for row in rows}
+
+
+def _sequence_options(params: tuple, *, with_type: bool) -> str:
+    start, increment, minimum, maximum, cache, cycle, typ = params
     options = [f"AS {typ}"] if with_type else []
     options += [
         f"START WITH {start}",
@@ -139,15 +147,15 @@ def _sequence_options(cursor: Any, oid: int, *, with_type: bool) -> str:
     return "\n    ".join(options)
 
 
-def _create_sequence(cursor: Any, q: str, rel: dict[str, Any]) -> str:
+def _create_sequence(q: str, rel: dict[str, Any], params: tuple) -> str:
     unlogged = "UNLOGGED " if rel["relpersistence"] == "u" else ""
-    options = _sequence_options(cursor, rel["oid"], with_type=True)
+    options = _sequence_options(params, with_type=True)
     return f"CREATE {unlogged}SEQUENCE {q}.{quote_ident(rel['relname'])}\n    {options};"
 
 
-def _identity(cursor: Any, q: str, seq: dict[str, Any], how: str, table: str, column: str) -> str:
+def _identity(q: str, seq: dict[str, Any], params: tuple, how: str, table: str, column: str) -> str:
     when = "ALWAYS" if how == "a" else "BY DEFAULT"
-    options = _sequence_options(cursor, seq["oid"], with_type=False)
+    options = _sequence_options(params, with_type=False)
     return (
         f"ALTER TABLE {table} ALTER COLUMN {column} ADD GENERATED {when} AS IDENTITY (\n"
         f"    SEQUENCE NAME {q}.{quote_ident(seq['relname'])}\n    {options}\n);"

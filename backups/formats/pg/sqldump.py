@@ -81,9 +81,7 @@ class _Script:
             yield b"\\.\n\n"
         if self.rows is not None:
             self.rows.close()
-        for sequence in defs.sequences:
-            query = sql.SQL("SELECT last_value, is_called FROM {}").format(sql.SQL(sequence))
-            value, called = self.cursor.execute(query).fetchone()
+        for sequence, value, called in self._sequence_values():
             literal = "'" + sequence.replace("'", "''") + "'"
             yield f"SELECT pg_catalog.setval({literal}, {value}, {'true' if called else 'false'});\n".encode()
         yield b"\n"
@@ -91,6 +89,16 @@ class _Script:
             yield statement.encode() + b"\n\n"
         yield SCRIPT_END.encode()
         self.finished = True
+
+    def _sequence_values(self) -> list[tuple[str, int, bool]]:
+        """(sequence, last_value, is_called) of every sequence of the schema, in one query."""
+        if not self.defs.sequences:
+            return []
+        parts = [
+            sql.SQL("SELECT {}, last_value, is_called FROM {}").format(sql.Literal(name), sql.SQL(name))
+            for name in self.defs.sequences
+        ]
+        return self.cursor.execute(sql.SQL(" UNION ALL ").join(parts)).fetchall()
 
 
 def _estimated_rows(cursor: psycopg.Cursor, defs: Definitions) -> int:

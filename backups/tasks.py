@@ -98,7 +98,8 @@ def _step(name: str, func: Callable[[], object]) -> bool:
 
 
 def dispatch() -> int:
-    """Every minute: request due scheduled backups, queue due drills, prune (hourly), then email
+    """Every minute: request due scheduled backups, queue due drills, prune a sixtieth of the
+    clinics (each clinic hourly), erase offboarded clinics' expired data (hourly), then email
     retries of refused notifications, webhook deliveries due (retries with backoff), missed-backup
     alerts, the platform's daily summary.
 
@@ -108,12 +109,12 @@ def dispatch() -> int:
     steps: list[tuple[str, Callable[[], object]]] = [
         ("schedule", lambda: schedule.dispatch(now)),
         ("drills", lambda: drills.dispatch_drills(now)),
+        ("retention", lambda: retention.prune_all(now, part=(now.minute, 60))),  # each clinic once an hour
         ("notify retries", lambda: notify.notify_retry_pending(now)),
         ("webhooks", lambda: webhooks.deliver_due(now)),
         ("missed-backup alerts", lambda: alerts.check_stale(now)),
         ("daily summary", lambda: alerts.daily_summary(now)),
     ]
     if now.minute == 0:
-        steps.insert(2, ("retention", lambda: retention.prune_all(now)))
         steps.insert(3, ("offboarded clinics", lambda: erase_offboarded(now)))
     return sum(not _step(name, func) for name, func in steps)

@@ -1,6 +1,7 @@
 """The pages group's steps (a mixin of ``run.Bench``): three admin pages served by gunicorn
 (2 workers, as deployed) to a load generator in its own process (``bench/load.py``), over a
-catalog of 1,000 catalog-only clinics with 100 backups each; p95 latency and query count.
+catalog of catalog-only clinics with 100 backups each (10,000 clinics and 1,000,000 rows at S
+and M, issue 28; 1,000 at XS, CI's smoke run); p95 latency and query count.
 """
 
 # ruff: noqa: S608 - bench-made SQL, from fixed names
@@ -29,6 +30,7 @@ from clinics.models import Clinic, Domain
 PAGE_REQUESTS = 40  # per page and repeat, over the load generator's clients
 PAGE_CLIENTS = 2  # concurrent logged-in clients of bench/load.py
 PAGE_WORKERS = 2  # gunicorn workers serving them (one per core here)
+PAGE_CLINICS = {"XS": 1_000, "S": 10_000, "M": 10_000}  # catalog-only clinics, 100 backups each
 SUPERUSER, PASSWORD = "benchadmin", "bench-password-only-for-bench"
 
 
@@ -43,11 +45,11 @@ class PageSteps:
     """Steps of the pages group, and its setting up: the catalog, the users, the server (``server``)."""
 
     def setup_pages(self) -> None:
-        """1,000 catalog-only clinics with 100 backups each (one in ten failed), as in the tests."""
+        """``PAGE_CLINICS`` catalog-only clinics with 100 backups each (one in ten failed), as in the tests."""
         self.drop_catalog()
         from backups.tests.catalog_fill import fill_catalog
 
-        fill_catalog(clinics=1000, backups_each=100, size=MB)
+        fill_catalog(clinics=PAGE_CLINICS[self.size], backups_each=100, size=MB)
 
     def setup_users(self) -> None:
         """The platform tenant, and a superuser in it and in the bench clinic, for the pages."""

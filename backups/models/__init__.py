@@ -16,6 +16,7 @@ from backups.models.jobs import ACTIVE_STATUSES, BACKUP_STATUS_LABELS, Job, JobS
 from backups.models.keys import ClinicKey
 from backups.models.policy import BackupPolicy
 from backups.models.restore import Restore
+from backups.models.storage_totals import ClinicStorage
 from backups.models.tokens import ApiToken, ApiUsage
 from backups.models.webhooks import WebhookDelivery, WebhookEndpoint
 
@@ -28,6 +29,7 @@ __all__ = [
     "Backup",
     "BackupPolicy",
     "ClinicKey",
+    "ClinicStorage",
     "CloneJob",
     "Download",
     "Job",

@@ -16,6 +16,8 @@ from backups.models.jobs import BACKUP_STATUS_LABELS, Job, JobStatus
 # whose newest backup was not drilled within DRILL_EVERY is due one (the platform shows it overdue).
 DRILL_SUCCEEDED, DRILL_FAILED = "succeeded", "failed"
 DRILL_EVERY = timedelta(days=7)
+# A finished job whose email the mail server refused (``notify.notify_retry_pending`` tries it again).
+NOTIFY_PENDING = Q(notified_at__isnull=True) & ~Q(notify_error="")
 
 
 class BackupQuerySet(models.QuerySet):
@@ -115,6 +117,13 @@ class Backup(Job):
                 name="backup_failed_or_running",
                 condition=Q(status__in=["failed", "running"]),
             ),
+            # the dispatcher's minute (backups/operations: drills, notify): the few rows it looks for
+            models.Index(
+                fields=["drill_requested_at"],
+                name="backup_drill_requested",
+                condition=Q(drill_requested_at__isnull=False),
+            ),
+            models.Index(fields=["id"], name="backup_notify_pending", condition=NOTIFY_PENDING),
         ]
         constraints = [
             models.UniqueConstraint(

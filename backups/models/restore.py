@@ -7,7 +7,7 @@ from django.db.models import Q
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import pgettext_lazy
 
-from backups.models.backup import Backup
+from backups.models.backup import NOTIFY_PENDING, Backup
 from backups.models.exact_json import ExactJSONDecoder, ExactJSONEncoder
 from backups.models.jobs import Job
 
@@ -63,7 +63,10 @@ class Restore(Job):
         verbose_name = _("restore")
         verbose_name_plural = _("restores")
         ordering = ["-requested_at", "-id"]
-        indexes = [models.Index(fields=["clinic", "-requested_at"], name="restore_clinic_newest")]
+        indexes = [
+            models.Index(fields=["clinic", "-requested_at"], name="restore_clinic_newest"),
+            models.Index(fields=["id"], name="restore_notify_pending", condition=NOTIFY_PENDING),
+        ]
         constraints = [
             models.UniqueConstraint(
                 fields=["clinic"], condition=Q(status__in=["pending", "running"]), name="one_active_restore_per_clinic"

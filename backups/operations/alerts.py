@@ -15,7 +15,8 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Max, Q
+from django.db.models import DateTimeField, DurationField, ExpressionWrapper, F, Q, QuerySet, Value
+from django.db.models.functions import Coalesce
 from django.urls import reverse
 from django.utils import timezone, translation
 from django.utils.translation import gettext
@@ -38,6 +39,7 @@ from backups.operations.notify import (
     render_email,
     send,
 )
+from backups.selectors.platform import last_success_of
 from clinics.models import Clinic
 
 logger = logging.getLogger(__name__)
@@ -60,20 +62,19 @@ class StaleClinic:
         return self.policy.stale_after_hours
 
 
-def last_successes() -> dict[int, datetime]:
-    """Per clinic id, when its newest usable backup ended: succeeded, passed its drill if drilled,
-    and made here (an uploaded file proves nothing about today's data)."""
-    usable = Backup.objects.filter(status=JobStatus.SUCCEEDED).exclude(drill_status="failed")
-    usable = usable.exclude(kind=Backup.Kind.UPLOADED)
-    return dict(usable.values("clinic_id").annotate(last=Max("succeeded_at")).values_list("clinic_id", "last"))
-
-
-def policies_with_last_success() -> list[tuple[BackupPolicy, datetime | None]]:
-    """Every enabled clinic policy with its clinic's newest usable backup time."""
-    last = last_successes()
+def _policies(now: datetime) -> QuerySet[BackupPolicy]:
+    """Every enabled clinic policy, with ``last_success`` (its clinic's newest usable backup's end:
+    succeeded, passed its drill if drilled, made here, as an uploaded file proves nothing about
+    today's data) and ``stale`` (``is_stale`` in SQL). One query, one index probe per clinic
+    (``last_success_of``), not an aggregate of the catalog."""
+    threshold = ExpressionWrapper(F("stale_after_hours") * Value(timedelta(hours=1)), output_field=DurationField())
     policies = BackupPolicy.objects.filter(enabled=True, clinic__isnull=False).select_related("clinic")
     policies = policies.exclude(clinic__schema_name=get_public_schema_name()).order_by("clinic__name")
-    return [(policy, last.get(policy.clinic_id)) for policy in policies]
+    policies = policies.annotate(last_success=last_success_of("clinic_id"))
+    return policies.annotate(
+        reference=Coalesce("last_success", "clinic__created_at"),
+        limit=ExpressionWrapper(Value(now) - threshold, output_field=DateTimeField()),
+    )
 
 
 def is_stale(policy: BackupPolicy, last_success: datetime | None, now: datetime) -> bool:
@@ -84,11 +85,8 @@ def is_stale(policy: BackupPolicy, last_success: datetime | None, now: datetime)
 
 def stale_clinics(now: datetime) -> list[StaleClinic]:
     """Clinics with daily backups on and no usable backup within their threshold, by name."""
-    return [
-        StaleClinic(policy.clinic, policy, last)
-        for policy, last in policies_with_last_success()
-        if is_stale(policy, last, now)
-    ]
+    stale = _policies(now).filter(reference__lt=F("limit"))
+    return [StaleClinic(policy.clinic, policy, policy.last_success) for policy in stale]
 
 
 def stale_email(stale: StaleClinic) -> Email:
@@ -132,8 +130,9 @@ def check_stale(now: datetime) -> int:
     the next silence alerts again.
     """
     sent = 0
-    for policy, last in policies_with_last_success():
-        alerted = policy.stale_alert_sent_at
+    recovered = Q(stale_alert_sent_at__isnull=False, last_success__gt=F("stale_alert_sent_at"))
+    for policy in _policies(now).filter(Q(reference__lt=F("limit")) | recovered):  # only those with something to do
+        last, alerted = policy.last_success, policy.stale_alert_sent_at
         if alerted is not None and last is not None and last > alerted:
             BackupPolicy.objects.filter(pk=policy.pk, stale_alert_sent_at=alerted).update(stale_alert_sent_at=None)
             alerted = None
@@ -145,16 +144,19 @@ def check_stale(now: datetime) -> int:
 # --- the platform's daily summary ---------------------------------------------------------
 
 
-def failed_jobs(since: datetime) -> tuple[list[Backup], list[Restore]]:
-    """Backups (failed, or failed their drill) and restores that failed since ``since``."""
+SUMMARY_ROWS = 50  # a day's summary lists this many failures and stale clinics; the console has the rest
+
+
+def failed_jobs(since: datetime, limit: int = SUMMARY_ROWS) -> tuple[list[Job], int]:
+    """Backups (failed, or failed their drill) and restores that failed since ``since``: the first
+    ``limit`` by clinic name (backups first), and how many there are in all."""
     backups = Backup.objects.filter(
         Q(status=JobStatus.FAILED, failed_at__gte=since) | Q(drill_status="failed", drilled_at__gte=since)
     )
     restores = Restore.objects.filter(status=JobStatus.FAILED, failed_at__gte=since)
-    return (
-        list(backups.select_related("clinic").order_by("clinic__name", "pk")),
-        list(restores.select_related("clinic", "backup").order_by("clinic__name", "pk")),
-    )
+    shown: list[Job] = list(backups.select_related("clinic").order_by("clinic__name", "pk")[:limit])
+    shown += restores.select_related("clinic", "backup").order_by("clinic__name", "pk")[: limit - len(shown)]
+    return shown, backups.count() + restores.count()
 
 
 def summary_rows(jobs: Iterable[Job]) -> list[dict[str, Any]]:
@@ -179,24 +181,27 @@ def summary_rows(jobs: Iterable[Job]) -> list[dict[str, Any]]:
 
 def summary_email(now: datetime) -> Email:
     """The platform's summary of the last 24 hours, in the deployment's language and time zone."""
-    backups, restores = failed_jobs(now - timedelta(hours=24))
+    jobs, failed_count = failed_jobs(now - timedelta(hours=24), SUMMARY_ROWS)
+    all_stale = stale_clinics(now)
     with translation.override(settings.LANGUAGE_CODE), timezone.override(settings.TIME_ZONE):
         stale = [
             {"clinic": s.clinic.name, "last": local(s.last_success), "hours": s.hours,
              "link": console_link(s.clinic, "backups_backup_changelist")}
-            for s in stale_clinics(now)
+            for s in all_stale[:SUMMARY_ROWS]
         ]  # fmt: skip
-        failed = summary_rows([*backups, *restores])
+        failed = summary_rows(jobs)
         public = Clinic.objects.filter(schema_name=get_public_schema_name()).first()
         context = {
             "clinic_name": gettext("Platform"),
             "failed": failed,
+            "failed_more": failed_count - len(failed),
             "stale": stale,
+            "stale_more": len(all_stale) - len(stale),
             "day": local(now),
             "link": conf.console_url(public, reverse("admin:index", urlconf=PUBLIC_URLCONF)) if public else "",
             "tone": TONES["failed" if failed else "warning" if stale else "ok"],
         }
-        subject = gettext(SUBJECTS["summary"]) % {"failed": len(failed), "stale": len(stale)}
+        subject = gettext(SUBJECTS["summary"]) % {"failed": failed_count, "stale": len(all_stale)}
         return render_email("summary", subject, context)
 
 

@@ -28,7 +28,7 @@ from collections.abc import Iterator
 from datetime import datetime, timedelta
 
 from django.db import transaction
-from django.db.models import F, Max, OuterRef, Q, QuerySet, Subquery
+from django.db.models import Exists, F, OuterRef, Q, QuerySet, Subquery
 from django.utils import timezone
 from django_tenants.utils import get_public_schema_name
 from psycopg import sql
@@ -160,11 +160,15 @@ def newest_restorable(clinic_ref: OuterRef | int) -> QuerySet[Backup]:
 def drills_due(now: datetime, *, limit: int = DRILLS_PER_MINUTE) -> list[int]:
     """Ids of the newest backups to drill: clinics never drilled, or drilled over a week ago, first."""
     newest = newest_restorable(OuterRef("pk")).values("pk")[:1]
+    # each clinic's newest drill by one probe of its partial index (not an aggregate of the catalog)
+    drilled = Backup.objects.filter(clinic_id=OuterRef("pk"), drilled_at__isnull=False).order_by("-drilled_at")
     clinics = (
         Clinic.objects.exclude(schema_name=get_public_schema_name())
         .filter(offboarded_at__isnull=True)
-        .annotate(newest=Subquery(newest), last_drill=Max("backups__drilled_at"))
-        .filter(newest__isnull=False)
+        .annotate(newest=Subquery(newest), last_drill=Subquery(drilled.values("drilled_at")[:1]))
+        .filter(
+            Exists(newest_restorable(OuterRef("pk")))
+        )  # the first stored row answers; ``newest`` only for the picked
         .filter(Q(last_drill__isnull=True) | Q(last_drill__lt=now - DRILL_EVERY))
     )
     requested = recently_requested(now)

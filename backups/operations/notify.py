@@ -41,6 +41,7 @@ from backups import humanize, signals
 from backups.conf import conf
 from backups.exceptions import render
 from backups.models import Backup, BackupPolicy, Job, JobStatus, Restore
+from backups.models.backup import NOTIFY_PENDING
 from clinics.models import Clinic
 
 logger = logging.getLogger(__name__)
@@ -364,7 +365,7 @@ def notify_retry_pending(now: datetime) -> int:
     """
     since = now - RETRY_WINDOW
     finished = Q(succeeded_at__gte=since) | Q(failed_at__gte=since)
-    pending = Q(notified_at__isnull=True) & ~Q(notify_error="")
+    pending = NOTIFY_PENDING
     sent = 0
     for model, recent in ((Backup, finished | Q(drilled_at__gte=since)), (Restore, finished)):
         for pk in model.objects.filter(pending & recent).order_by("pk").values_list("pk", flat=True):

@@ -43,6 +43,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from django.db import transaction
+from django.db.models import F
 from django.utils import timezone
 from django_tenants.utils import get_public_schema_name
 
@@ -338,19 +339,23 @@ class RetentionFailed(RuntimeError):
     """Some clinics could not be pruned at all (the others were)."""
 
 
-def prune_all(now: datetime | None = None, *, in_use_ids: Collection[int] = ()) -> dict[str, list[Decision]]:
-    """Prune every clinic (the scheduler's entry point); decisions by schema name.
+def prune_all(
+    now: datetime | None = None, *, in_use_ids: Collection[int] = (), part: tuple[int, int] | None = None
+) -> dict[str, list[Decision]]:
+    """Prune every clinic, or with ``part=(k, n)`` those whose id is ``k`` modulo ``n`` (the
+    dispatcher prunes a sixtieth of the clinics each minute: each clinic once an hour, and no
+    minute holds the whole platform's retention); decisions by schema name.
 
     A clinic that fails as a whole is logged and the others go on; then RetentionFailed names it.
     """
     now = now or _now()
+    clinics = Clinic.objects.exclude(schema_name=get_public_schema_name()).filter(offboarded_at__isnull=True)
+    if part is not None:
+        index, parts = part
+        clinics = clinics.alias(slot=F("id") % parts).filter(slot=index % parts)
     results: dict[str, list[Decision]] = {}
     failed: list[str] = []
-    for clinic in (
-        Clinic.objects.exclude(schema_name=get_public_schema_name())
-        .filter(offboarded_at__isnull=True)
-        .order_by("schema_name")
-    ):
+    for clinic in clinics.order_by("schema_name"):
         try:
             results[clinic.schema_name] = prune_clinic(clinic, dry_run=False, now=now, in_use_ids=in_use_ids)
         except Exception:

@@ -338,3 +338,19 @@ def test_daily_summary_once_a_day_to_platform_admins(clinic, mailoutbox):
     assert alerts.daily_summary(now + timedelta(hours=11)) is False  # same day
     assert alerts.daily_summary(now + timedelta(days=1)) is True
     assert len(mail.outbox) == 2
+
+
+def test_a_summary_of_many_failures_lists_the_first_and_counts_the_rest(clinic, mailoutbox, monkeypatch):
+    monkeypatch.setattr(alerts, "SUMMARY_ROWS", 3)
+    now = datetime(2031, 3, 10, 12, 0, tzinfo=UTC)
+    ends = [now - timedelta(hours=hours) for hours in range(5)]
+    failed = [a_backup(clinic, status=JobStatus.FAILED, end=end, **dump_failed()) for end in ends]
+    restore = Restore.objects.create(clinic=clinic, backup=failed[0], status=JobStatus.FAILED, failed_at=now)
+
+    assert alerts.daily_summary(now) is True
+    message = only_message()
+    assert message.subject.startswith("Respaldo daily summary: 6 failed")  # all of them, not the listed three
+    for body in (message.body, html_of(message)):
+        assert [f"Backup #{b.pk}" in body for b in failed] == [True, True, True, False, False]
+        assert f"Restore #{restore.pk}" not in body
+        assert "…and 3 more failures: see the platform console." in body

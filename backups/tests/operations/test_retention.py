@@ -450,3 +450,11 @@ def test_prune_all_goes_through_every_clinic(clinica):
         "clinica": [Action.KEEP, Action.PRUNE],
     }
     assert [Backup.objects.get(pk=row.pk).expired_at is not None for row in rows] == [False, True, False, True]
+
+
+def test_the_dispatcher_prunes_each_clinic_once_an_hour_a_sixtieth_a_minute(clinica):
+    bienestar = Clinic.objects.get(schema_name="bienestar")
+    now = datetime.now(UTC)
+    pruned = {minute: set(retention.prune_all(now, part=(minute, 60))) for minute in range(60)}
+    for clinic in (clinica, bienestar):
+        assert [minute for minute, schemas in pruned.items() if clinic.schema_name in schemas] == [clinic.pk % 60]

@@ -238,7 +238,7 @@ def test_a_real_worker_runs_the_dispatcher_and_makes_the_backup(cluster):
 
 def test_one_failing_dispatcher_step_does_not_stop_the_others(monkeypatch):
     from backups import tasks
-    from backups.operations import alerts, drills, notify, schedule, webhooks
+    from backups.operations import alerts, drills, notify, retention, schedule, webhooks
 
     ran = []
 
@@ -247,15 +247,16 @@ def test_one_failing_dispatcher_step_does_not_stop_the_others(monkeypatch):
 
     monkeypatch.setattr(schedule, "dispatch", broken)
     monkeypatch.setattr(drills, "dispatch_drills", lambda now: ran.append("drills"))
+    monkeypatch.setattr(retention, "prune_all", lambda now, part: ran.append(f"retention {part}"))
     monkeypatch.setattr(notify, "notify_retry_pending", lambda now: ran.append("retries"))
     monkeypatch.setattr(webhooks, "deliver_due", lambda now: ran.append("webhooks"))
     monkeypatch.setattr(alerts, "check_stale", lambda now: ran.append("stale"))
     monkeypatch.setattr(alerts, "daily_summary", lambda now: ran.append("summary"))
-    # at minute 30: the hourly steps (retention, offboarded clinics) are not due (at minute 0 they
-    # ran here for real, without a database, and this test failed once an hour)
+    # at minute 30: the hourly step (offboarded clinics) is not due (at minute 0 it ran here for
+    # real, without a database, and this test failed once an hour); retention prunes its 30th sixtieth
     monkeypatch.setattr(tasks.timezone, "now", lambda: utc(2025, 6, 10, 12, 30))
     assert tasks.dispatch() == 1
-    assert ran == ["drills", "retries", "webhooks", "stale", "summary"]
+    assert ran == ["drills", "retention (30, 60)", "retries", "webhooks", "stale", "summary"]
 
 
 # --- The night's pace: a few at a time, lost ones handed again (issue 28) -------------------

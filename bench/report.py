@@ -96,6 +96,9 @@ def own_row(name: str, stats: dict[str, dict], many: int) -> dict:
     if name.startswith("pages:"):
         row["target"] = "p95 ≤ 0.150 s, ≤ 10 queries"
         row["pass"] = row["median"] <= 0.150 and row["notes"].get("queries", 99) <= 10
+    elif name.startswith("minute:"):
+        row["target"] = "≤ 1 s (of the minute)"
+        row["pass"] = row["median"] <= 1.0
     elif name.startswith("clone: ours"):
         base = first_row(stats, "clone: new empty")
         row.update(vs=base, ratio=row["median"] / stats[base]["median"] if base else None)

@@ -86,7 +86,40 @@ class PageSteps:
                 "page backups",
                 lambda: self.page("pages: clinic backups page", self.domain, "/admin/backups/backup/"),
             ),
+            ("minute", self.minute),
         ]
+
+    def minute(self) -> dict[str, Sample]:
+        """One minute of the dispatcher (``backups.tasks.dispatch``'s steps, the daily summary
+        apart) over the pages' catalog, each step in a transaction rolled back and nothing queued:
+        its seconds, and each step's milliseconds and queries in the notes."""
+        from django.db import transaction
+        from django.utils import timezone
+
+        from backups.operations import alerts, drills, notify, retention, schedule, webhooks
+
+        now = timezone.now()
+        steps = {
+            "schedule": lambda: schedule.dispatch(now, enqueue=False),
+            "drills": lambda: drills.dispatch_drills(now, enqueue=False),
+            "retention": lambda: retention.prune_all(now, part=(now.minute, 60)),
+            "retries": lambda: notify.notify_retry_pending(now),
+            "webhooks": lambda: webhooks.deliver_due(now),
+            "alerts": lambda: alerts.check_stale(now),
+        }
+        notes, total = {}, 0.0
+        for name, step in steps.items():
+            with CaptureQueriesContext(connection) as captured, transaction.atomic():
+                start = time.perf_counter()
+                step()
+                seconds = time.perf_counter() - start
+                transaction.set_rollback(True)
+            queries = sum(1 for q in captured.captured_queries if not q["sql"].startswith("SET search_path"))
+            notes[name] = f"{seconds * 1000:.0f} ms, {queries} q"
+            total += seconds
+        connection.set_schema_to_public()
+        clinics = PAGE_CLINICS[self.size]
+        return {f"minute: the dispatcher's steps, at {clinics:,} clinics": Sample(total, notes=notes)}
 
     def page_server(self) -> str:
         """gunicorn serving the site as deployed (Procfile), 2 workers, started once; its base URL."""

@@ -5,9 +5,12 @@ import zoneinfo
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import RegexValidator
-from django.db import models
+from django.db import connection, models
+from django.utils.module_loading import import_string
 from django.utils.translation import gettext_lazy as _
 from django_tenants.models import DomainMixin, TenantMixin
+from django_tenants.postgresql_backend.base import _check_schema_name
+from django_tenants.utils import schema_exists
 
 
 def default_time_zone() -> str:
@@ -89,6 +92,20 @@ class Clinic(TenantMixin):
 
     def __str__(self) -> str:
         return self.name
+
+    def create_schema(self, check_if_exists: bool = False, sync_schema: bool = True, verbosity: int = 1) -> bool:
+        """Create the clinic's schema: by ``CLINICS_SCHEMA_MAKER`` (a function given the schema name
+        that makes it and returns True, or declines with False having made nothing) when the
+        deployment names one, else, or when it declines, by django-tenants: every migration run.
+
+        Respaldo's maker copies a migrated template (``backups.services.clinic_template``)."""
+        maker = getattr(settings, "CLINICS_SCHEMA_MAKER", "")
+        if maker and sync_schema and not self.is_public and not schema_exists(self.schema_name):
+            _check_schema_name(self.schema_name)
+            if import_string(maker)(self.schema_name):
+                connection.set_schema_to_public()
+                return True
+        return super().create_schema(check_if_exists=check_if_exists, sync_schema=sync_schema, verbosity=verbosity)
 
     @property
     def is_public(self) -> bool:

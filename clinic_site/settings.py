@@ -68,6 +68,7 @@ INSTALLED_APPS = list(SHARED_APPS) + [app for app in TENANT_APPS if app not in S
 TENANT_MODEL = "clinics.Clinic"
 # A new clinic's schema is a copy of a migrated template, not every migration run (issue 28)
 CLINICS_SCHEMA_MAKER = "backups.services.clinic_template.make_clinic_schema"
+CLINICS_TEMPLATE_SCHEMA = "clinic_template"  # that template: no clinic may be given its name
 TENANT_DOMAIN_MODEL = "clinics.Domain"
 PUBLIC_SCHEMA_NAME = "public"
 

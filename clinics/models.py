@@ -93,6 +93,21 @@ class Clinic(TenantMixin):
     def __str__(self) -> str:
         return self.name
 
+    def _refuse_the_templates_name(self) -> None:
+        if self.schema_name and self.schema_name == getattr(settings, "CLINICS_TEMPLATE_SCHEMA", None):
+            message = _("The schema name '%(schema)s' is reserved for the template new clinics are made from.")
+            raise ValidationError({"schema_name": message % {"schema": self.schema_name}})
+
+    def clean(self) -> None:
+        super().clean()
+        self._refuse_the_templates_name()
+
+    def save(self, *args, **kwargs) -> None:
+        # before django-tenants' save, which drops the schema of a clinic it failed to create
+        if self._state.adding:
+            self._refuse_the_templates_name()
+        super().save(*args, **kwargs)
+
     def create_schema(self, check_if_exists: bool = False, sync_schema: bool = True, verbosity: int = 1) -> bool:
         """Create the clinic's schema: by ``CLINICS_SCHEMA_MAKER`` (a function given the schema name
         that makes it and returns True, or declines with False having made nothing) when the

@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 
 import psycopg
+from django.conf import settings
 from django.core.management import call_command
 from django.db import connection, transaction
 from django.db.migrations.loader import MigrationLoader
@@ -39,7 +40,7 @@ from backups.postgres import DumpError, find_pg_tools, schema_exists, schema_sna
 
 logger = logging.getLogger(__name__)
 
-TEMPLATE_SCHEMA = "clinic_template"
+TEMPLATE_SCHEMA = settings.CLINICS_TEMPLATE_SCHEMA  # "clinic_template": a name no clinic may take
 _TEMPLATE_LOCK_KEY = 0  # in CLINIC_JOBS: clinic ids start at 1
 
 

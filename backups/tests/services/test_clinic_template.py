@@ -11,6 +11,7 @@ import re
 import subprocess
 
 import pytest
+from django.core.exceptions import ValidationError
 from django.db import connection
 
 from backups.postgres import find_pg_tools, libpq_environment
@@ -117,3 +118,14 @@ def test_inside_a_transaction_a_stale_template_is_left_alone_and_the_clinic_is_m
         assert cursor.fetchone()[0] >= 1
         cursor.execute(f"SELECT count(*) FROM {TEMPLATE_SCHEMA}.django_migrations WHERE app = 'dental'")  # noqa: S608
         assert cursor.fetchone()[0] == 0  # the template was not rebuilt inside the transaction
+
+
+@pytest.mark.django_db
+def test_no_clinic_can_take_the_templates_name():
+    clinic = Clinic(schema_name=TEMPLATE_SCHEMA, name="Sneaky")
+    with pytest.raises(ValidationError, match="reserved for the template new clinics are made from"):
+        clinic.full_clean()
+    with pytest.raises(ValidationError, match="reserved"):
+        clinic.save(verbosity=0)
+    assert not Clinic.objects.filter(schema_name=TEMPLATE_SCHEMA).exists()
+    assert clinic_template.template_is_current()  # and the template is untouched

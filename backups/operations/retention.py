@@ -221,26 +221,52 @@ def clinic_zone(clinic: Clinic) -> ZoneInfo:
     return ZoneInfo(clinic.time_zone)
 
 
-def backups_in_use(clinic_id: int, in_use_ids: Collection[int] = ()) -> dict[int, str]:
-    """The clinic's backups that something reads now: pending/running restores, and ``in_use_ids``."""
+def backups_in_use(
+    clinic_id: int, in_use_ids: Collection[int] = (), restores: Iterable | None = None
+) -> dict[int, str]:
+    """The clinic's backups that something reads now: pending/running restores (``restores``, as
+    (restore id, backup id), when the caller read them already), and ``in_use_ids``."""
     uses = dict.fromkeys(in_use_ids, DRILL)
-    restores = Restore.objects.filter(clinic_id=clinic_id, status__in=ACTIVE_STATUSES).values_list("pk", "backup_id")
+    if restores is None:
+        restores = Restore.objects.filter(clinic_id=clinic_id, status__in=ACTIVE_STATUSES).values_list(
+            "pk", "backup_id"
+        )
     for restore_id, backup_id in restores:
         uses[backup_id] = f"restore #{restore_id}"
     return uses
 
 
-def plan_clinic(clinic: Clinic, *, now: datetime, in_use_ids: Collection[int] = ()) -> list[Decision]:
-    """The decisions for one clinic's rows under its policy, at ``now``; changes nothing."""
-    rows = Backup.objects.filter(clinic=clinic).values_list(
-        "pk", "kind", "status", "requested_at", "expired_at", "held_at"
-    )
+_ROW = ("pk", "kind", "status", "requested_at", "expired_at", "held_at")
+
+
+def _policy(clinic: Clinic) -> BackupPolicy:
+    """The clinic's policy: the one read with it (``select_related``), or ``policy_for``'s."""
+    if Clinic._meta.get_field("backup_policy").is_cached(clinic):
+        cached = getattr(clinic, "backup_policy", None)
+        if cached is not None:
+            return cached
+    return policy_for(clinic)
+
+
+def plan_clinic(
+    clinic: Clinic,
+    *,
+    now: datetime,
+    in_use_ids: Collection[int] = (),
+    rows: Iterable[tuple] | None = None,
+    restores: Iterable[tuple[int, int]] | None = None,
+) -> list[Decision]:
+    """The decisions for one clinic's rows under its policy, at ``now``; changes nothing.
+    ``rows`` (``_ROW``'s fields) and ``restores``: the clinic's, when the caller read them already."""
+    if rows is None:
+        rows = Backup.objects.filter(clinic=clinic).values_list(*_ROW)
     records = [
         Record(pk, kind, status, at, expired is not None, held is not None)
         for pk, kind, status, at, expired, held in rows
     ]
-    rules = Rules.of(policy_for(clinic))
-    return decide(records, rules, now=now, tz=clinic_zone(clinic), in_use=backups_in_use(clinic.pk, in_use_ids))
+    rules = Rules.of(_policy(clinic))
+    in_use = backups_in_use(clinic.pk, in_use_ids, restores)
+    return decide(records, rules, now=now, tz=clinic_zone(clinic), in_use=in_use)
 
 
 def _now() -> datetime:
@@ -258,6 +284,10 @@ def prune_clinic(
     decisions = plan_clinic(clinic, now=now, in_use_ids=in_use_ids)
     if dry_run:
         return decisions
+    return _apply(clinic, decisions, now=now, in_use_ids=in_use_ids)
+
+
+def _apply(clinic: Clinic, decisions: list[Decision], *, now: datetime, in_use_ids: Collection[int]) -> list[Decision]:
     applied = []
     for decision in decisions:
         if decision.action == Action.PRUNE:
@@ -353,11 +383,25 @@ def prune_all(
     if part is not None:
         index, parts = part
         clinics = clinics.alias(slot=F("id") % parts).filter(slot=index % parts)
+    clinics = list(clinics.select_related("backup_policy").order_by("schema_name"))
+    # every clinic's rows and running restores in two queries; a clinic is written to only
+    # when its plan prunes or deletes something (each change is checked again as it is made)
+    ids = [clinic.pk for clinic in clinics]
+    rows: dict[int, list[tuple]] = {pk: [] for pk in ids}
+    for clinic_id, *row in Backup.objects.filter(clinic_id__in=ids).order_by().values_list("clinic_id", *_ROW):
+        rows[clinic_id].append(tuple(row))
+    restores: dict[int, list[tuple[int, int]]] = {pk: [] for pk in ids}
+    active = Restore.objects.filter(clinic_id__in=ids, status__in=ACTIVE_STATUSES)
+    for clinic_id, restore_id, backup_id in active.values_list("clinic_id", "pk", "backup_id"):
+        restores[clinic_id].append((restore_id, backup_id))
     results: dict[str, list[Decision]] = {}
     failed: list[str] = []
-    for clinic in clinics.order_by("schema_name"):
+    for clinic in clinics:
         try:
-            results[clinic.schema_name] = prune_clinic(clinic, dry_run=False, now=now, in_use_ids=in_use_ids)
+            plan = plan_clinic(
+                clinic, now=now, in_use_ids=in_use_ids, rows=rows[clinic.pk], restores=restores[clinic.pk]
+            )
+            results[clinic.schema_name] = _apply(clinic, plan, now=now, in_use_ids=in_use_ids)
         except Exception:
             logger.exception("Retention failed for clinic %s", clinic.schema_name)
             failed.append(clinic.schema_name)

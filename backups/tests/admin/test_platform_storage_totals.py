@@ -34,7 +34,7 @@ def kept_totals() -> dict[int, tuple[int, int]]:
 
 
 def test_the_kept_totals_follow_every_kind_of_write():
-    clinics = catalog_fill.fill_catalog(clinics=6, backups_each=30, size=1000)
+    clinics = catalog_fill.fill_catalog(clinics=6, backups_each=30, size=1000, analyze=False)
     assert kept_totals() == catalog_totals() and len(kept_totals()) == 6  # inserted by SQL, in bulk
     first, second, third = clinics[:3]
     rows = list(Backup.objects.filter(clinic=first).order_by("id"))
@@ -58,7 +58,7 @@ def test_the_kept_totals_follow_every_kind_of_write():
 
 
 def test_the_overview_and_the_list_read_the_kept_totals():
-    clinics = catalog_fill.fill_catalog(clinics=4, backups_each=10, size=1000)
+    clinics = catalog_fill.fill_catalog(clinics=4, backups_each=10, size=1000, analyze=False)
     expected = catalog_totals()
     overview = platform_overview()
     assert overview.stored_size == sum(size for size, _ in expected.values())
@@ -69,7 +69,7 @@ def test_the_overview_and_the_list_read_the_kept_totals():
 
 
 def test_a_clinic_with_a_failed_backup_and_a_failed_restore_is_one_failing_clinic():
-    clinics = catalog_fill.fill_catalog(clinics=3, backups_each=1, size=1000)  # g = 1: none failed
+    clinics = catalog_fill.fill_catalog(clinics=3, backups_each=1, size=1000, analyze=False)  # g = 1: none failed
     now = timezone.now()
     before = platform_overview()
     both, only_restore = clinics[0], clinics[1]

@@ -7,6 +7,7 @@ environment; start-up refuses the development defaults).
 
 from __future__ import annotations
 
+import os
 import zoneinfo
 from pathlib import Path
 
@@ -69,6 +70,9 @@ TENANT_MODEL = "clinics.Clinic"
 # A new clinic's schema is a copy of a migrated template, not every migration run (issue 28)
 CLINICS_SCHEMA_MAKER = "backups.services.clinic_template.make_clinic_schema"
 CLINICS_TEMPLATE_SCHEMA = "clinic_template"  # that template: no clinic may be given its name
+# A release's `migrate_schemas --tenant --executor=multiprocessing` (the Procfile's) migrates this
+# many clinics at once: 200 clinics in 15 s instead of 34-36 s on 2 cores (issue 28)
+TENANT_MULTIPROCESSING_MAX_PROCESSES = os.cpu_count() or 2
 TENANT_DOMAIN_MODEL = "clinics.Domain"
 PUBLIC_SCHEMA_NAME = "public"
 

@@ -72,7 +72,7 @@ CLINICS_SCHEMA_MAKER = "backups.services.clinic_template.make_clinic_schema"
 CLINICS_TEMPLATE_SCHEMA = "clinic_template"  # that template: no clinic may be given its name
 # A release's `migrate_schemas --tenant --executor=multiprocessing` (the Procfile's) migrates this
 # many clinics at once: 200 clinics in 15 s instead of 34-36 s on 2 cores (issue 28)
-TENANT_MULTIPROCESSING_MAX_PROCESSES = os.cpu_count() or 2
+TENANT_MULTIPROCESSING_MAX_PROCESSES = env_int("MIGRATE_PROCESSES", os.cpu_count() or 2, minimum=1)
 TENANT_DOMAIN_MODEL = "clinics.Domain"
 PUBLIC_SCHEMA_NAME = "public"
 

@@ -58,6 +58,7 @@ CASES: dict[str, tuple[str, str, object, dict[str, str]]] = {
     "BACKUPS_PG_PAYLOAD": ("custom", "conf.pg_payload", "custom", {}),
     "BACKUPS_NIGHT_CONCURRENCY": ("6", "conf.night_concurrency", 6, {}),
     "BACKUPS_LOST_AFTER_SECONDS": ("321", "conf.lost_after_seconds", 321, {}),
+    "MIGRATE_PROCESSES": ("5", "settings.TENANT_MULTIPROCESSING_MAX_PROCESSES", 5, {}),
     "REDIS_URL": (
         "redis://redis.readme.example:6390/3",
         'settings.Q_CLUSTER.get("redis")',

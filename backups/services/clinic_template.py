@@ -15,13 +15,16 @@ django-tenants' own way (``TENANT_BASE_SCHEMA``) was measured and not taken: its
 by its name would fail on a cloned clinic, and it fakes every migration the template lacks.
 
 The template is rebuilt (dropped, then migrated) when it is missing or behind the code's
-migrations (a release), under an advisory lock, the first time a clinic is made after it.
-Inside an open transaction (a test's, a clone's) a template that needs rebuilding is not
-rebuilt, since the copy reads it from another connection: the clinic is then migrated as before.
+migrations: by a release (``manage.py refresh_clinic_template``, the Procfile's release step
+and ``make demo``), or by the first clinic made after it outside a transaction (under an
+advisory lock). Inside an open transaction (the console's, a test's, a clone's) a template that
+needs rebuilding is not rebuilt, since the copy reads it from another connection: the clinic is
+then migrated as before.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 
 import psycopg
@@ -44,6 +47,7 @@ TEMPLATE_SCHEMA = settings.CLINICS_TEMPLATE_SCHEMA  # "clinic_template": a name 
 _TEMPLATE_LOCK_KEY = 0  # in CLINIC_JOBS: clinic ids start at 1
 
 
+@functools.cache  # the code's migrations do not change under a running process (a release restarts it)
 def _leaf_migrations() -> set[tuple[str, str]]:
     """The newest migration of every app, as the code on disk has them (what a migrated schema records)."""
     return set(MigrationLoader(None, ignore_no_migrations=True).graph.leaf_nodes())

@@ -23,6 +23,7 @@ class Command(RespaldoCommand):
     def handle(self, *args, addr: str, port: int, patients: int, **options) -> None:
         call_command("migrate_schemas", shared=True, interactive=False, verbosity=0)
         call_command("migrate_schemas", tenant=True, interactive=False, verbosity=0)
+        call_command("refresh_clinic_template", verbosity=0)
         logins = seed_demo(patients=patients, port=port)
         os.environ.setdefault("BACKUPS_CONSOLE_PORT", str(port))  # the worker's email links reach this server
         children = [

@@ -7,11 +7,13 @@ open transaction, the clinic is migrated as before.
 
 from __future__ import annotations
 
+import io
 import re
 import subprocess
 
 import pytest
 from django.core.exceptions import ValidationError
+from django.core.management import call_command
 from django.db import connection
 
 from backups.postgres import find_pg_tools, libpq_environment
@@ -129,3 +131,15 @@ def test_no_clinic_can_take_the_templates_name():
         clinic.save(verbosity=0)
     assert not Clinic.objects.filter(schema_name=TEMPLATE_SCHEMA).exists()
     assert clinic_template.template_is_current()  # and the template is untouched
+
+
+def test_a_release_rebuilds_a_template_behind_the_migrations(live_db):
+    with connection.cursor() as cursor:  # the code has a migration the template lacks
+        cursor.execute(f"DELETE FROM {TEMPLATE_SCHEMA}.django_migrations WHERE app = 'dental'")  # noqa: S608
+    out = io.StringIO()
+    call_command("refresh_clinic_template", stdout=out)
+    assert out.getvalue() == f"Clinic template {TEMPLATE_SCHEMA}: rebuilt from the migrations.\n"
+    assert clinic_template.template_is_current()
+    out = io.StringIO()
+    call_command("refresh_clinic_template", stdout=out)
+    assert out.getvalue() == f"Clinic template {TEMPLATE_SCHEMA}: was current.\n"

@@ -79,6 +79,7 @@ class ManySteps:
             ("many q1", lambda: self.many_q2(1)),
             ("many q2", lambda: self.many_q2(2)),
             ("many night", lambda: self.many_night(2)),
+            ("many night 2 clusters", lambda: self.many_night(2, clusters=2)),
         ]
 
     def many_raw(self) -> dict[str, Sample]:
@@ -99,9 +100,10 @@ class ManySteps:
         sample = run_cluster(workers, lambda: Backup.objects.filter(pk__in=ids))
         return {f"many: django-q2, {workers} worker{'s' if workers > 1 else ''}, {self.many} clinics": sample}
 
-    def many_night(self, workers: int) -> dict[str, Sample]:
+    def many_night(self, workers: int, clusters: int = 1) -> dict[str, Sample]:
         """The night as it runs: every clinic due (its policy at 00:00 UTC), the dispatcher run once,
-        each finished daily backup handing out the next, ``BACKUPS_NIGHT_CONCURRENCY`` = 2 × ``workers``."""
+        each finished daily backup handing out the next, ``BACKUPS_NIGHT_CONCURRENCY`` = 2 × the
+        workers of all ``clusters`` (separate ``qcluster`` processes sharing the broker, as machines would)."""
         clinics = Clinic.objects.filter(schema_name__in=self.many_schemas)
         clinics.update(time_zone="UTC")
         for clinic in clinics:
@@ -113,7 +115,7 @@ class ManySteps:
         BackupPolicy.objects.filter(clinic__in=clinics).update(enabled=True, run_at=clock(0, 0))
         today = datetime.now(UTC).date()
         Backup.objects.filter(clinic__in=clinics, scheduled_for=today).update(scheduled_for=None)
-        handed = 2 * workers  # each worker finds its next clinic waiting in the broker
+        handed = 2 * workers * clusters  # each worker finds its next clinic waiting in the broker
         try:
             with override_settings(BACKUPS_NIGHT_CONCURRENCY=handed):
                 sample = run_cluster(
@@ -122,9 +124,14 @@ class ManySteps:
                     start=schedule.dispatch,
                     env={"BACKUPS_NIGHT_CONCURRENCY": str(handed)},
                     expected=len(self.many_schemas),
+                    clusters=clusters,
                 )
         finally:
             BackupPolicy.objects.filter(pk__in=others).update(enabled=True)
+        if clusters > 1:
+            return {
+                f"many: the night (dispatcher, {clusters} clusters of {workers} workers), {self.many} clinics": sample
+            }
         return {f"many: the night (dispatcher, {workers} workers), {self.many} clinics": sample}
 
 
@@ -135,41 +142,50 @@ def run_cluster(
     start: Callable[[], object] | None = None,
     env: dict[str, str] | None = None,
     expected: int | None = None,
+    clusters: int = 1,
 ) -> Sample:
-    """Start ``manage.py qcluster`` with ``workers``; ``start()`` once it runs; wait until ``rows()``
-    holds ``expected`` rows (default: as many as at the start), none pending or running; stop it.
-    The sample: seconds from the cluster's start, its processes' peak memory, the archives' bytes."""
+    """Start ``clusters`` × ``manage.py qcluster`` with ``workers`` each; ``start()`` once they run;
+    wait until ``rows()`` holds ``expected`` rows (default: as many as at the start), none pending or
+    running; stop them. The sample: seconds from the clusters' start, their processes' peak memory
+    (summed), the archives' bytes."""
     count = expected if expected is not None else rows().count()
     environ = {**os.environ, "Q_WORKERS": str(workers), **(env or {})}
     began = time.perf_counter()
-    proc = subprocess.Popen(
-        [sys.executable, "manage.py", "qcluster"],
-        cwd=ROOT,
-        env=environ,
-        stdout=subprocess.DEVNULL,
-        stderr=(TMP / "qcluster.log").open("ab"),
-        start_new_session=True,
-    )
-    sampler = TreeSampler(proc.pid)
-    sampler.start()
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "manage.py", "qcluster"],
+            cwd=ROOT,
+            env=environ,
+            stdout=subprocess.DEVNULL,
+            stderr=(TMP / "qcluster.log").open("ab"),
+            start_new_session=True,
+        )
+        for _ in range(clusters)
+    ]
+    samplers = [TreeSampler(proc.pid) for proc in procs]
+    for sampler in samplers:
+        sampler.start()
     if start is not None:
         start()
     deadline = time.monotonic() + 60 + 5 * count
     try:
         while rows().count() < count or rows().filter(status__in=[JobStatus.PENDING, JobStatus.RUNNING]).exists():
-            if time.monotonic() > deadline or proc.poll() is not None:
+            if time.monotonic() > deadline or any(proc.poll() is not None for proc in procs):
                 raise RuntimeError(f"django-q2 did not finish {count} backups (see {TMP / 'qcluster.log'})")
             time.sleep(0.05)
         seconds = time.perf_counter() - began
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        sampler.done.set()
-        sampler.join()
+        for proc in procs:
+            os.killpg(proc.pid, signal.SIGTERM)
+        for proc in procs:
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        for sampler in samplers:
+            sampler.done.set()
+            sampler.join()
     done = list(rows())
     failed = sum(r.status != JobStatus.SUCCEEDED for r in done)
     span = (max(r.finished_at for r in done) - min(r.started_at or r.requested_at for r in done)).total_seconds()
@@ -179,4 +195,4 @@ def run_cluster(
             storage.delete_stored(row.storage_name)
     rows().delete()
     notes = {"first start to last end s": round(span, 2), "failed": failed}
-    return Sample(seconds, peak=sampler.peak, size=size, notes=notes)
+    return Sample(seconds, peak=sum(sampler.peak for sampler in samplers), size=size, notes=notes)

@@ -266,7 +266,8 @@ def table_counts(schema: str) -> dict[str, int]:
     return _table_counts(connection.connection, schema)
 
 
-def _migrations(conn: psycopg.Connection, schema: str) -> dict[str, list[str]]:
+def applied_migrations(conn: psycopg.Connection, schema: str) -> dict[str, list[str]]:
+    """The migrations ``schema``'s ``django_migrations`` records, {app: [names]}."""
     query = sql.SQL("SELECT app, name FROM {}.django_migrations ORDER BY app, name").format(sql.Identifier(schema))
     applied: dict[str, list[str]] = {}
     for app, name in conn.execute(query).fetchall():
@@ -287,7 +288,7 @@ def schema_snapshot(schema: str) -> Iterator[SchemaSnapshot]:
             snapshot_id=snapshot_id,
             schema=schema,
             table_counts=_table_counts(conn, schema),
-            migrations=_migrations(conn, schema),
+            migrations=applied_migrations(conn, schema),
             server_version=version,
             conn=conn,
         )

@@ -15,7 +15,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import DateTimeField, DurationField, ExpressionWrapper, F, Q, QuerySet, Value
+from django.db.models import BooleanField, ExpressionWrapper, F, Q, QuerySet
 from django.db.models.functions import Coalesce
 from django.urls import reverse
 from django.utils import timezone, translation
@@ -39,7 +39,7 @@ from backups.operations.notify import (
     render_email,
     send,
 )
-from backups.selectors.platform import last_success_of
+from backups.selectors.platform import last_success_of, stale_limit
 from clinics.models import Clinic
 
 logger = logging.getLogger(__name__)
@@ -65,28 +65,21 @@ class StaleClinic:
 def _policies(now: datetime) -> QuerySet[BackupPolicy]:
     """Every enabled clinic policy, with ``last_success`` (its clinic's newest usable backup's end:
     succeeded, passed its drill if drilled, made here, as an uploaded file proves nothing about
-    today's data) and ``stale`` (``is_stale`` in SQL). One query, one index probe per clinic
-    (``last_success_of``), not an aggregate of the catalog."""
-    threshold = ExpressionWrapper(F("stale_after_hours") * Value(timedelta(hours=1)), output_field=DurationField())
+    today's data) and ``stale`` (past its threshold: ``stale_limit``, the platform pages' rule).
+    One query, one index probe per clinic (``last_success_of``), not an aggregate of the catalog."""
     policies = BackupPolicy.objects.filter(enabled=True, clinic__isnull=False).select_related("clinic")
     policies = policies.exclude(clinic__schema_name=get_public_schema_name()).order_by("clinic__name")
-    policies = policies.annotate(last_success=last_success_of("clinic_id"))
-    return policies.annotate(
+    policies = policies.annotate(
+        last_success=last_success_of("clinic_id"),
         reference=Coalesce("last_success", "clinic__created_at"),
-        limit=ExpressionWrapper(Value(now) - threshold, output_field=DateTimeField()),
+        limit=stale_limit(now),
     )
-
-
-def is_stale(policy: BackupPolicy, last_success: datetime | None, now: datetime) -> bool:
-    """No usable backup within the threshold (and the clinic is older than it, if it has none)."""
-    limit = now - timedelta(hours=policy.stale_after_hours)
-    return (last_success or policy.clinic.created_at) < limit
+    return policies.annotate(stale=ExpressionWrapper(Q(reference__lt=F("limit")), output_field=BooleanField()))
 
 
 def stale_clinics(now: datetime) -> list[StaleClinic]:
     """Clinics with daily backups on and no usable backup within their threshold, by name."""
-    stale = _policies(now).filter(reference__lt=F("limit"))
-    return [StaleClinic(policy.clinic, policy, policy.last_success) for policy in stale]
+    return [StaleClinic(policy.clinic, policy, policy.last_success) for policy in _policies(now).filter(stale=True)]
 
 
 def stale_email(stale: StaleClinic) -> Email:
@@ -131,12 +124,12 @@ def check_stale(now: datetime) -> int:
     """
     sent = 0
     recovered = Q(stale_alert_sent_at__isnull=False, last_success__gt=F("stale_alert_sent_at"))
-    for policy in _policies(now).filter(Q(reference__lt=F("limit")) | recovered):  # only those with something to do
+    for policy in _policies(now).filter(Q(stale=True) | recovered):  # only those with something to do
         last, alerted = policy.last_success, policy.stale_alert_sent_at
         if alerted is not None and last is not None and last > alerted:
             BackupPolicy.objects.filter(pk=policy.pk, stale_alert_sent_at=alerted).update(stale_alert_sent_at=None)
             alerted = None
-        if alerted is None and is_stale(policy, last, now):
+        if alerted is None and policy.stale:
             sent += alert_once(StaleClinic(policy.clinic, policy, last), now)
     return sent
 

@@ -166,9 +166,8 @@ def drills_due(now: datetime, *, limit: int = DRILLS_PER_MINUTE) -> list[int]:
         Clinic.objects.exclude(schema_name=get_public_schema_name())
         .filter(offboarded_at__isnull=True)
         .annotate(newest=Subquery(newest), last_drill=Subquery(drilled.values("drilled_at")[:1]))
-        .filter(
-            Exists(newest_restorable(OuterRef("pk")))
-        )  # the first stored row answers; ``newest`` only for the picked
+        # a stored backup exists (its first row answers); ``newest`` is computed for the picked only
+        .filter(Exists(newest_restorable(OuterRef("pk"))))
         .filter(Q(last_drill__isnull=True) | Q(last_drill__lt=now - DRILL_EVERY))
     )
     requested = recently_requested(now)

@@ -240,12 +240,8 @@ _ROW = ("pk", "kind", "status", "requested_at", "expired_at", "held_at")
 
 
 def _policy(clinic: Clinic) -> BackupPolicy:
-    """The clinic's policy: the one read with it (``select_related``), or ``policy_for``'s."""
-    if Clinic._meta.get_field("backup_policy").is_cached(clinic):
-        cached = getattr(clinic, "backup_policy", None)
-        if cached is not None:
-            return cached
-    return policy_for(clinic)
+    """The clinic's policy (read with it by ``select_related`` in ``prune_all``), made by ``policy_for`` if missing."""
+    return getattr(clinic, "backup_policy", None) or policy_for(clinic)
 
 
 def plan_clinic(

@@ -10,7 +10,7 @@
   reads the catalog's rows clinic by clinic except the staleness and drill flags (one index
   probe each per clinic: ≈ 40 ms at 10,000 clinics).
 
-"Past the threshold" is the missed-backup alert's rule (``alerts.is_stale``) in SQL: daily
+"Past the threshold" is the missed-backup alert's rule (``stale_limit``, which the alerts use too): daily
 backups on, and no usable backup (succeeded, not failed its drill, not uploaded) within the
 policy's ``stale_after_hours`` — counted from the clinic's creation when it has none.
 """
@@ -77,6 +77,13 @@ def last_success_of(clinic: str = "pk") -> Subquery:
     return _newest(usable_backups(), "succeeded_at", clinic=clinic)
 
 
+def stale_limit(now: datetime) -> ExpressionWrapper:
+    """``now`` less the row's ``stale_after_hours``: a clinic whose newest usable backup (or, without
+    one, its creation) is older than this is past its threshold (the missed-backup alert's rule)."""
+    threshold = ExpressionWrapper(F("stale_after_hours") * Value(timedelta(hours=1)), output_field=DurationField())
+    return ExpressionWrapper(Value(now) - threshold, output_field=DateTimeField())
+
+
 def _failed_since(since: datetime) -> Q:
     """The clinic has a backup or a restore that failed since ``since``."""
     backups = Backup.objects.filter(clinic_id=OuterRef("pk"), status=JobStatus.FAILED, failed_at__gte=since)
@@ -98,7 +105,6 @@ def clinics_with_health(queryset: QuerySet[Clinic], now: datetime | None = None)
     ``is_stale``, ``last_drilled_at``, ``last_drill_status``, ``drill_overdue``, ``failed_recently``.
     """
     now = now or timezone.now()
-    threshold = ExpressionWrapper(F("stale_after_hours") * Value(timedelta(hours=1)), output_field=DurationField())
     # the NULL-free rows only (what Max reads anyway), so that the partial indexes serve them
     drilled = Backup.objects.filter(drilled_at__isnull=False)
     verified = Backup.objects.filter(verified_at__isnull=False)
@@ -110,7 +116,7 @@ def clinics_with_health(queryset: QuerySet[Clinic], now: datetime | None = None)
         stored_count=Coalesce(F("stored_totals__backups"), Value(0), output_field=IntegerField()),
         policy_enabled=Coalesce(F("backup_policy__enabled"), Value(False)),
         stale_after_hours=F("backup_policy__stale_after_hours"),
-        stale_since=ExpressionWrapper(Value(now) - threshold, output_field=DateTimeField()),
+        stale_since=stale_limit(now),
         last_drilled_at=_per_clinic(drilled, Max("drilled_at"), DateTimeField()),
         last_drill_status=_newest(drilled, "drill_status", order="-drilled_at"),
         failed_recently=_flag(_failed_since(now - RECENT)),

@@ -26,23 +26,23 @@ then migrated as before.
 
 from __future__ import annotations
 
-import functools
 import logging
 
 import psycopg
 from django.conf import settings
 from django.core.management import call_command
 from django.db import connection, transaction
-from django.db.migrations.loader import MigrationLoader
 from psycopg import sql
 
+from backups.exceptions import RestoreRefused
 from backups.formats.base import RestoreIntoError
 from backups.formats.pg.catalog import unsupported
 from backups.formats.pg.into import restore_into_pg
 from backups.formats.pg.script import ScriptError
 from backups.formats.pg.sqldump import sql_dump_stream
 from backups.jobs.locks import CLINIC_JOBS, advisory_lock
-from backups.postgres import DumpError, find_pg_tools, schema_exists, schema_snapshot
+from backups.postgres import DumpError, applied_migrations, find_pg_tools, schema_exists, schema_snapshot
+from backups.services.verification import check_migrations
 
 logger = logging.getLogger(__name__)
 
@@ -50,35 +50,30 @@ TEMPLATE_SCHEMA = settings.CLINICS_TEMPLATE_SCHEMA  # "clinic_template": a name 
 _TEMPLATE_LOCK_KEY = 0  # in CLINIC_JOBS: clinic ids start at 1
 
 
-@functools.cache  # the code's migrations do not change under a running process (a release restarts it)
-def _leaf_migrations() -> set[tuple[str, str]]:
-    """The newest migration of every app, as the code on disk has them (what a migrated schema records)."""
-    return set(MigrationLoader(None, ignore_no_migrations=True).graph.leaf_nodes())
+def _behind(applied: dict[str, list[str]]) -> bool | None:
+    """Whether a schema whose ``django_migrations`` holds ``applied`` lacks a migration of the
+    code's clinic apps (``verification.check_migrations``, the restore's own rule); None when it
+    holds one the code does not know (made by a newer release: left alone)."""
+    try:
+        return check_migrations(applied)
+    except RestoreRefused:
+        return None
 
 
-def _is_current(applied: dict[str, list[str]]) -> bool:
-    """Whether a schema whose ``django_migrations`` holds ``applied`` ({app: [names]}) is fully migrated."""
-    return all(name in applied.get(app, ()) for app, name in _leaf_migrations())
-
-
-def _applied(schema: str) -> dict[str, list[str]]:
-    with connection.cursor() as cursor:
-        query = sql.SQL("SELECT app, name FROM {}.django_migrations").format(sql.Identifier(schema))
-        cursor.execute(query.as_string(cursor.connection))
-        applied: dict[str, list[str]] = {}
-        for app, name in cursor.fetchall():
-            applied.setdefault(app, []).append(name)
-        return applied
+def _template_behind() -> bool | None:
+    """``_behind`` for ``clinic_template``; True when it is missing or half-made."""
+    if not schema_exists(TEMPLATE_SCHEMA):
+        return True
+    connection.ensure_connection()
+    try:
+        return _behind(applied_migrations(connection.connection, TEMPLATE_SCHEMA))
+    except psycopg.Error:  # no django_migrations table: a template left half-made
+        return True
 
 
 def template_is_current() -> bool:
-    """Whether ``clinic_template`` exists and holds every migration of the code."""
-    if not schema_exists(TEMPLATE_SCHEMA):
-        return False
-    try:
-        return _is_current(_applied(TEMPLATE_SCHEMA))
-    except psycopg.Error:  # no django_migrations table: a template left half-made
-        return False
+    """Whether ``clinic_template`` exists and holds every migration of the code's clinic apps."""
+    return _template_behind() is False
 
 
 def rebuild_template() -> None:
@@ -96,13 +91,14 @@ def ensure_template() -> bool:
     """Rebuild ``clinic_template`` if it is missing or behind (one process at a time); whether it is current.
 
     Not inside an open transaction: the copy reads the template from another connection, which
-    would not see it."""
-    if template_is_current():
-        return True
+    would not see it. A template a newer release made is not rebuilt by this older code."""
+    behind = _template_behind()
+    if behind is not True:
+        return behind is False
     if connection.in_atomic_block:
         return False
     with advisory_lock(CLINIC_JOBS, _TEMPLATE_LOCK_KEY, wait_seconds=120) as held:
-        if held and not template_is_current():
+        if held and _template_behind() is True:
             rebuild_template()
     return template_is_current()
 
@@ -115,7 +111,7 @@ def make_clinic_schema(schema: str) -> bool:
         return False
     try:
         with schema_snapshot(TEMPLATE_SCHEMA) as snap:
-            if not _is_current(snap.migrations):  # rebuilt meanwhile by another process, not yet committed
+            if _behind(snap.migrations) is not False:  # rebuilt meanwhile by another process, not yet committed
                 return False
             with snap.conn.cursor() as cursor:
                 not_carried = unsupported(cursor, TEMPLATE_SCHEMA)
